@@ -1,0 +1,199 @@
+//! The command line: global flags plus one subcommand per phase.
+//!
+//! Help texts are part of the product: each subcommand says what it does, what it needs and
+//! shows an example. `tests/it/cli.rs` snapshots them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::PhaseName;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "neonctl-aws",
+    version,
+    about = "From an empty AWS account to a SQL-serving, branchable self-hosted Neon on EKS, and back to zero",
+    long_about = "neonctl-aws builds Neon from source, packages it into images, creates the AWS \
+infrastructure (VPC, EKS, S3, ECR, IAM), pushes the images and deploys every Neon component \
+with a small control plane. Each phase can run on its own; `up` runs them all, in parallel \
+where possible, and resumes where a previous run stopped. `teardown` removes everything again.\n\n\
+All phases share one state file (default ./.neonctl-aws/state.json) that records what was \
+created; it never contains secrets.",
+    after_help = "Start here:\n  neonctl-aws init            write a commented neonctl-aws.yaml\n  \
+neonctl-aws prereqs         check the tools the phases need\n  \
+neonctl-aws up --plan       see everything `up` would do (no AWS account needed)\n  \
+neonctl-aws up              do it\n\n\
+Exit codes: 0 success, 1 an external call failed, 2 usage or config error, 3 state locked by \
+another run, 4 resources left after teardown, 5 prerequisites missing, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Config file [default: ./neonctl-aws.yaml if present, else built-in defaults]
+    #[arg(long, global = true, value_name = "FILE", env = "NEONCTL_AWS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding state.json and its lock
+    #[arg(long = "state", global = true, value_name = "DIR", default_value = ".neonctl-aws", env = "NEONCTL_AWS_STATE")]
+    pub state_dir: PathBuf,
+    /// Name prefix of every resource (overrides the config)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub prefix: Option<String>,
+    /// AWS region (overrides the config)
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Answer yes to every confirmation (required for destructive actions without a TTY)
+    #[arg(short = 'y', long, global = true)]
+    pub yes: bool,
+    /// More detail; repeat for debug logs (-vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors and final results
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Output style: human (progress bars, TTY), plain (one line per event), json (NDJSON on stdout)
+    #[arg(long, global = true, value_enum, default_value_t = OutputMode::Auto, env = "NEONCTL_AWS_OUTPUT")]
+    pub output: OutputMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputMode {
+    /// human on a terminal, plain otherwise (and whenever CI is set)
+    Auto,
+    Human,
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PlanFlag {
+    /// Print the actions this would take and make no mutating call
+    #[arg(long)]
+    pub plan: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a starter config file with every setting explained
+    #[command(after_help = "Example:\n  neonctl-aws init --prefix acme-neon --region eu-west-1\n  \
+neonctl-aws init --file staging.yaml --force")]
+    Init(InitArgs),
+
+    /// Check the tools, libraries and access every phase needs; optionally install what is missing
+    #[command(long_about = "Detects the operating system (Debian/Ubuntu, Fedora/RHEL, Arch, macOS) and \
+checks every tool the requested phases need, with versions: rustc/cargo and Neon's pinned toolchain, \
+protoc >= 3.15, clang, make, flex, bison, pkg-config, the C libraries (openssl, readline, zlib, \
+libseccomp, libcurl, icu), git, mold (recommended), a reachable Docker Engine and resolvable AWS \
+credentials. Exits 5 when something required is missing.",
+        after_help = "Examples:\n  neonctl-aws prereqs\n  neonctl-aws prereqs --for build,images\n  \
+neonctl-aws prereqs --install --plan     show the package-manager commands\n  \
+neonctl-aws prereqs --install --yes      run them")]
+    Prereqs(PrereqsArgs),
+
+    /// Build Neon's binaries and Postgres from source (cargo + make)
+    #[command(after_help = "Needs: a Neon checkout (--neon-src or neon.source in the config) and \
+the tools `prereqs --for build` checks.\n\nExample:\n  neonctl-aws build --neon-src ~/src/neon")]
+    Build(BuildArgs),
+
+    /// Package the built binaries into container images (FROM scratch, through the Docker Engine)
+    #[command(after_help = "Needs: a finished `build` and a reachable Docker Engine (DOCKER_HOST).\n\n\
+Example:\n  neonctl-aws images")]
+    Images(PhaseArgs),
+
+    /// Create the AWS infrastructure: VPC, EKS cluster and nodes, IAM, S3 bucket, ECR repositories
+    #[command(after_help = "Needs: AWS credentials (the usual environment, profile or SSO chain).\n\
+Every resource is tagged neonctl-aws/cluster=<prefix>; a re-run adopts what exists.\n\n\
+Examples:\n  neonctl-aws infra --plan\n  neonctl-aws infra --region eu-west-1")]
+    Infra(PhaseArgs),
+
+    /// Push the images to ECR (or the registry from the config) and record their digests
+    #[command(after_help = "Needs: `images`, and `infra` for ECR (or `images.registry` in the config).\n\n\
+Example:\n  neonctl-aws push")]
+    Push(PhaseArgs),
+
+    /// Deploy every Neon component and the control plane to Kubernetes, then bootstrap a database
+    #[command(after_help = "Needs: `infra` (or --kubeconfig for your own cluster) and `push`.\n\n\
+Example:\n  neonctl-aws deploy")]
+    Deploy(PhaseArgs),
+
+    /// Run every phase: build ∥ infra, then images, push, deploy. Resumes where a run stopped
+    #[command(after_help = "`up --plan` needs no AWS account and no network: lookups it cannot make \
+are listed and the plan assumes nothing exists yet.\n\nExamples:\n  neonctl-aws up --plan\n  \
+neonctl-aws up --neon-src ~/src/neon --output plain")]
+    Up(UpArgs),
+
+    /// Show what the state file records for each phase
+    #[command(after_help = "Example:\n  neonctl-aws status --output json")]
+    Status,
+
+    /// Delete everything this prefix created, found from the state file and by tag lookup
+    #[command(after_help = "Works without a state file: `neonctl-aws teardown --prefix X --region R` \
+finds everything tagged neonctl-aws/cluster=X.\nDeleting the bucket's data needs --yes (or a prompt \
+on a TTY); --keep-data keeps the bucket.\n\nExamples:\n  neonctl-aws teardown --plan\n  \
+neonctl-aws teardown --yes")]
+    Teardown(TeardownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the config
+    #[arg(long, default_value = "neonctl-aws.yaml", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Overwrite an existing file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PrereqsArgs {
+    /// Only check what these phases need [default: all]
+    #[arg(long = "for", value_enum, value_delimiter = ',', value_name = "PHASES")]
+    pub for_phases: Vec<PhaseName>,
+    /// Install what is missing with the system package manager (asks first unless --yes)
+    #[arg(long)]
+    pub install: bool,
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PhaseArgs {
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct BuildArgs {
+    /// Path of a Neon checkout (overrides neon.source in the config)
+    #[arg(long, value_name = "PATH")]
+    pub neon_src: Option<PathBuf>,
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Path of a Neon checkout (overrides neon.source in the config)
+    #[arg(long, value_name = "PATH")]
+    pub neon_src: Option<PathBuf>,
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    /// Keep the S3 bucket and its data
+    #[arg(long)]
+    pub keep_data: bool,
+    /// List what would be deleted and delete nothing (same as --plan)
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}

@@ -1,0 +1,130 @@
+//! neonctl-aws: an AWS account to a working self-hosted Neon on EKS, and back.
+//!
+//! Reading order: [`run`] (parse → printer → config → state lock → runtime → dispatch → exit
+//! code), then [`engine`] (the phase graph), then one module per phase under [`phases`].
+
+pub mod aws_names;
+pub mod calls;
+pub mod cli;
+pub mod config;
+pub mod crash;
+pub mod engine;
+pub mod exit;
+pub mod output;
+pub mod phases;
+pub mod state;
+
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::engine::{Context, PhaseName};
+use crate::output::{Event, Printer, Reporter};
+use crate::state::StateStore;
+
+/// The images the `images` phase builds, one ECR repository each.
+pub const IMAGES: [&str; 7] =
+    ["pageserver", "safekeeper", "storage-broker", "storage-controller", "proxy", "compute", "control-plane"];
+
+/// Runs one command line to completion and returns the process exit code.
+pub fn run(cli: Cli) -> u8 {
+    let printer = Arc::new(Printer::new(cli.global.output, cli.global.verbose, cli.global.quiet));
+    let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(dispatch(cli, printer.clone()));
+    let (ok, calls, code) = match result {
+        Ok(outcome) => (outcome.code == exit::SUCCESS, outcome.calls, outcome.code),
+        Err(error) => {
+            printer.error(&error);
+            (false, Default::default(), exit::code_for(&error))
+        }
+    };
+    printer.report(Event::Summary { ok, seconds: started.elapsed().as_secs_f64(), calls });
+    code
+}
+
+struct Finished {
+    code: u8,
+    calls: std::collections::BTreeMap<String, calls::CallCount>,
+}
+
+impl Finished {
+    fn ok() -> Self {
+        Self { code: exit::SUCCESS, calls: Default::default() }
+    }
+}
+
+async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
+    let global = &cli.global;
+    let load_config = |neon_src: Option<&std::path::Path>| -> anyhow::Result<Config> {
+        let mut config = Config::load(global.config.as_deref(), global.prefix.as_deref(), global.region.as_deref())?;
+        if let Some(path) = neon_src {
+            config.neon.source.path = Some(path.to_path_buf());
+        }
+        Ok(config)
+    };
+    let (phases, plan_only, config) = match &cli.command {
+        Command::Init(args) => {
+            phases::init::run(args, global.prefix.as_deref(), global.region.as_deref(), &printer)?;
+            return Ok(Finished::ok());
+        }
+        Command::Prereqs(args) => {
+            let config = load_config(None)?;
+            phases::prereqs::run(args, &config, global.yes, &printer).await?;
+            return Ok(Finished::ok());
+        }
+        Command::Status => {
+            let config = load_config(None)?;
+            phases::status::run(&config, &global.state_dir, &printer)?;
+            return Ok(Finished::ok());
+        }
+        Command::Build(args) => (vec![PhaseName::Build], args.plan.plan, load_config(args.neon_src.as_deref())?),
+        Command::Images(args) => (vec![PhaseName::Images], args.plan.plan, load_config(None)?),
+        Command::Infra(args) => (vec![PhaseName::Infra], args.plan.plan, load_config(None)?),
+        Command::Push(args) => (vec![PhaseName::Push], args.plan.plan, load_config(None)?),
+        Command::Deploy(args) => (vec![PhaseName::Deploy], args.plan.plan, load_config(None)?),
+        Command::Up(args) => (PhaseName::UP.to_vec(), args.plan.plan, load_config(args.neon_src.as_deref())?),
+        Command::Teardown(args) => {
+            (vec![PhaseName::Teardown], args.plan.plan || args.dry_run, load_config(None)?)
+        }
+    };
+    let phases: Vec<_> = phases.into_iter().map(|name| phases::phase(name, &cli.command)).collect();
+    let target = state::Target { prefix: config.prefix.clone(), region: config.region.clone() };
+    let reporter: Arc<dyn Reporter> = printer.clone();
+
+    if plan_only {
+        let store = StateStore::read_only(&global.state_dir)?;
+        let cx = Context::new(config, store, reporter, global.yes);
+        engine::plan(&cx, &phases).await?;
+        return Ok(Finished { code: exit::SUCCESS, calls: cx.calls.snapshot() });
+    }
+
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut store = StateStore::open(&global.state_dir, &command_line)?;
+    store.claim(&target)?;
+    let cx = Arc::new(Context::new(config, store, reporter, global.yes));
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    };
+    let report = engine::apply(cx.clone(), phases, interrupt).await;
+    let calls = cx.calls.snapshot();
+    if report.interrupted {
+        printer.report(Event::Message {
+            phase: None,
+            level: output::Level::Warn,
+            text: "interrupted; the state is saved, run the same command again to resume".into(),
+        });
+        return Ok(Finished { code: exit::INTERRUPTED, calls });
+    }
+    let mut errors = report.errors.into_iter();
+    let Some((first_phase, first)) = errors.next() else { return Ok(Finished { code: exit::SUCCESS, calls }) };
+    let code = exit::code_for(&first);
+    // Every concurrent failure is shown, not only the first.
+    for (phase, error) in errors {
+        printer.error(&error.context(format!("{phase} failed")));
+    }
+    printer.error(&first.context(format!("{first_phase} failed")));
+    Ok(Finished { code, calls })
+}

@@ -1,0 +1,4 @@
+//! The one integration test binary: the real `neonctl-aws` binary against real stand-ins.
+
+mod cli;
+mod support;
