@@ -90,7 +90,7 @@ pub struct Context {
     pub config: Config,
     state: Mutex<StateStore>,
     pub reporter: Arc<dyn Reporter>,
-    pub calls: Calls,
+    pub calls: Arc<Calls>,
     pub cancel: CancellationToken,
     /// `--yes` was given: destructive actions need no prompt.
     pub assume_yes: bool,
@@ -98,7 +98,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: Config, state: StateStore, reporter: Arc<dyn Reporter>, assume_yes: bool) -> Self {
-        Self { config, state: Mutex::new(state), reporter, calls: Calls::default(), cancel: CancellationToken::new(), assume_yes }
+        Self { config, state: Mutex::new(state), reporter, calls: Arc::default(), cancel: CancellationToken::new(), assume_yes }
     }
 
     pub fn reporter(&self, phase: PhaseName) -> PhaseReporter {

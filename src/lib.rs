@@ -3,6 +3,7 @@
 //! Reading order: [`run`] (parse → printer → config → state lock → runtime → dispatch → exit
 //! code), then [`engine`] (the phase graph), then one module per phase under [`phases`].
 
+pub mod aws;
 pub mod aws_names;
 pub mod calls;
 pub mod cli;
