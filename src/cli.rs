@@ -132,6 +132,15 @@ neonctl-aws up --neon-src ~/src/neon --output plain")]
     #[command(after_help = "Example:\n  neonctl-aws status --output json")]
     Status,
 
+    /// Write or merge a kubectl context for the EKS cluster; kubectl then needs no aws CLI
+    #[command(after_help = "The context's user runs `neonctl-aws token` as its exec plugin.\n\n\
+Examples:\n  neonctl-aws kubeconfig\n  neonctl-aws kubeconfig --file ./kubeconfig --context neon-staging")]
+    Kubeconfig(KubeconfigArgs),
+
+    /// Print an EKS bearer token as kubectl ExecCredential JSON (the exec plugin `kubeconfig` sets up)
+    #[command(after_help = "Example:\n  neonctl-aws token --cluster neon --region us-east-1")]
+    Token(TokenArgs),
+
     /// Delete everything this prefix created, found from the state file and by tag lookup
     #[command(after_help = "Works without a state file: `neonctl-aws teardown --prefix X --region R` \
 finds everything tagged neonctl-aws/cluster=X.\nDeleting the bucket's data needs --yes (or a prompt \
@@ -184,6 +193,23 @@ pub struct UpArgs {
     pub neon_src: Option<PathBuf>,
     #[command(flatten)]
     pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// kubeconfig to merge into [default: first path of $KUBECONFIG, else ~/.kube/config]
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Name of the context [default: the prefix]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// EKS cluster name [default: the prefix]
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]

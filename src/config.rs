@@ -239,10 +239,8 @@ impl Config {
                 return err("prefix", format!("becomes {resource} name `{name}`, which is invalid: {message}"));
             }
         }
-        if let Some(bucket) = &self.bucket.name {
-            if let Err(message) = aws_names::Resource::S3Bucket.check(bucket) {
-                return err("bucket.name", message);
-            }
+        if let Some(Err(message)) = self.bucket.name.as_deref().map(|b| aws_names::Resource::S3Bucket.check(b)) {
+            return err("bucket.name", message);
         }
         if let Err(message) = aws_names::check_region(&self.region, self.aws.allow_unlisted_region) {
             return err("region", message);
@@ -291,10 +289,8 @@ impl Config {
         if self.images.base.trim().is_empty() {
             return err("images.base", "empty: use `scratch` or an image reference".into());
         }
-        if let Some(registry) = &self.images.registry {
-            if let Err(message) = aws_names::check_registry(registry) {
-                return err("images.registry", message);
-            }
+        if let Some(Err(message)) = self.images.registry.as_deref().map(aws_names::check_registry) {
+            return err("images.registry", message);
         }
         if self.bucket.noncurrent_version_expiration_days == 0 {
             return err("bucket.noncurrent_version_expiration_days", "must be at least 1".into());

@@ -264,6 +264,8 @@ mod tests {
     use super::*;
     use crate::output::{Recorder, Verb};
 
+    type Spans = Arc<Mutex<Vec<(PhaseName, Instant, Instant)>>>;
+
     /// A phase with `items` units of work. Work done is remembered (as a real phase records
     /// created resources in state) so that a re-run only does what is left.
     struct Fake {
@@ -273,11 +275,11 @@ mod tests {
         fail_at: Option<usize>,
         done: Arc<Mutex<BTreeSet<usize>>>,
         applied: AtomicUsize,
-        spans: Arc<Mutex<Vec<(PhaseName, Instant, Instant)>>>,
+        spans: Spans,
     }
 
     impl Fake {
-        fn new(name: PhaseName, spans: &Arc<Mutex<Vec<(PhaseName, Instant, Instant)>>>) -> Self {
+        fn new(name: PhaseName, spans: &Spans) -> Self {
             Self {
                 name,
                 items: 3,
@@ -339,7 +341,7 @@ mod tests {
     async fn independent_phases_overlap_and_dependents_wait() {
         let dir = tempfile::tempdir().unwrap();
         let (cx, _) = context(dir.path());
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let spans: Spans = Arc::default();
         let slow = |name| Arc::new(Fake { delay: Duration::from_millis(100), ..Fake::new(name, &spans) }) as Arc<dyn Phase>;
         let phases = vec![slow(PhaseName::Build), slow(PhaseName::Infra), slow(PhaseName::Images)];
         let report = apply(cx.clone(), phases, never()).await;
@@ -358,7 +360,7 @@ mod tests {
     async fn every_error_is_collected_and_dependents_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let (cx, recorder) = context(dir.path());
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let spans: Spans = Arc::default();
         let phases: Vec<Arc<dyn Phase>> = vec![
             Arc::new(Fake { fail_at: Some(1), ..Fake::new(PhaseName::Build, &spans) }),
             Arc::new(Fake { fail_at: Some(0), ..Fake::new(PhaseName::Infra, &spans) }),
@@ -385,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn a_rerun_resumes_after_a_failure_without_redoing_work() {
         let dir = tempfile::tempdir().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let spans: Spans = Arc::default();
         let build = Arc::new(Fake { items: 4, fail_at: Some(2), ..Fake::new(PhaseName::Build, &spans) });
         let images = Arc::new(Fake::new(PhaseName::Images, &spans));
         {
@@ -413,7 +415,7 @@ mod tests {
     async fn an_interrupt_stops_running_phases_and_records_it() {
         let dir = tempfile::tempdir().unwrap();
         let (cx, _) = context(dir.path());
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let spans: Spans = Arc::default();
         let slow = Arc::new(Fake { delay: Duration::from_secs(60), ..Fake::new(PhaseName::Infra, &spans) });
         let report = apply(cx.clone(), vec![slow as Arc<dyn Phase>], tokio::time::sleep(Duration::from_millis(50))).await;
         assert!(report.interrupted);
@@ -426,7 +428,7 @@ mod tests {
     async fn plans_are_reported_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let (cx, recorder) = context(dir.path());
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let spans: Spans = Arc::default();
         let phases: Vec<Arc<dyn Phase>> = vec![Arc::new(Fake::new(PhaseName::Build, &spans)), Arc::new(Fake::new(PhaseName::Infra, &spans))];
         let plans = plan(&cx, &phases).await.unwrap();
         assert_eq!(plans.len(), 2);

@@ -31,6 +31,8 @@ pub const IMAGES: [&str; 7] =
 pub fn run(cli: Cli) -> u8 {
     let printer = Arc::new(Printer::new(cli.global.output, cli.global.verbose, cli.global.quiet));
     let started = std::time::Instant::now();
+    // kubectl shows an exec plugin's stderr on every call: `token` stays silent on success.
+    let summary = !matches!(cli.command, Command::Token(_));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(dispatch(cli, printer.clone()));
     let (ok, calls, code) = match result {
@@ -40,7 +42,9 @@ pub fn run(cli: Cli) -> u8 {
             (false, Default::default(), exit::code_for(&error))
         }
     };
-    printer.report(Event::Summary { ok, seconds: started.elapsed().as_secs_f64(), calls });
+    if summary {
+        printer.report(Event::Summary { ok, seconds: started.elapsed().as_secs_f64(), calls });
+    }
     code
 }
 
@@ -72,6 +76,19 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
         Command::Prereqs(args) => {
             let config = load_config(None)?;
             phases::prereqs::run(args, &config, global.yes, &printer).await?;
+            return Ok(Finished::ok());
+        }
+        Command::Kubeconfig(args) => {
+            let config = load_config(None)?;
+            let calls = Arc::new(calls::Calls::default());
+            phases::kubeconfig::kubeconfig(args, &config, calls.clone(), &printer).await?;
+            return Ok(Finished { code: exit::SUCCESS, calls: calls.snapshot() });
+        }
+        Command::Token(args) => {
+            let config = load_config(None)?;
+            // kubectl reads exactly one JSON document from stdout: no events, no summary.
+            let credential = phases::kubeconfig::token(args, &config, Arc::default()).await?;
+            println!("{credential}");
             return Ok(Finished::ok());
         }
         Command::Status => {

@@ -1,6 +1,7 @@
 //! One module per subcommand. Graph phases implement [`crate::engine::Phase`].
 
 pub mod init;
+pub mod kubeconfig;
 pub mod prereqs;
 pub mod status;
 

@@ -3,7 +3,8 @@
 //! - `test`: check the stand-ins the integration tests need, then run every test.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -59,9 +60,28 @@ fn test() -> Result<()> {
     cmd.args(["test", "--workspace", "--locked"]);
     cmd.env("NEONCTL_TEST_MOTO_SERVER", moto.expect("checked"));
     cmd.env("NEONCTL_TEST_DOCKER_REGISTRY", registry.expect("checked"));
-    let status = cmd.status().context("running cargo test")?;
-    if !status.success() {
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("running cargo test")?;
+    // Pass the output through while adding up every binary's `test result:` line.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                result.split([';', '.']).find_map(|part| part.trim().strip_suffix(word)?.trim().parse::<u64>().ok()).unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("\ntests: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
         bail!("tests failed");
+    }
+    if passed == 0 {
+        bail!("no test ran");
     }
     Ok(())
 }
