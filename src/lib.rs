@@ -11,6 +11,7 @@ pub mod config;
 pub mod crash;
 pub mod engine;
 pub mod exit;
+pub mod k8s;
 pub mod output;
 pub mod phases;
 pub mod state;

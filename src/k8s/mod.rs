@@ -1,0 +1,75 @@
+//! Kubernetes access: a client for the EKS cluster from `infra` (endpoint + CA + a signed EKS
+//! token, no aws CLI) or for any cluster from a kubeconfig; and [`apply`], which rolls the
+//! rendered manifests out.
+
+pub mod apply;
+
+use std::path::Path;
+
+use kube::config::{AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
+use kube::Client;
+
+use crate::aws::eks_token::EksToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("building a Kubernetes client for EKS cluster {cluster} at {endpoint}: {source}")]
+    Eks { cluster: String, endpoint: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("loading kubeconfig {what}: {source}. Check the file and --context")]
+    Kubeconfig { what: String, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+/// A client for an EKS cluster, authenticated with `token` (valid 14 minutes: build a new
+/// client for each phase rather than keeping one).
+pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &EksToken) -> Result<Client, ClientError> {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Eks {
+        cluster: cluster.to_string(),
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let user = "neonctl-aws";
+    let kubeconfig = Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: cluster.to_string(),
+            cluster: Some(Cluster {
+                server: Some(endpoint.to_string()),
+                certificate_authority_data: Some(ca_data.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: user.to_string(),
+            auth_info: Some(AuthInfo { token: Some(token.token.clone().into()), ..Default::default() }),
+            ..Default::default()
+        }],
+        contexts: vec![NamedContext {
+            name: cluster.to_string(),
+            context: Some(Context { cluster: cluster.to_string(), user: Some(user.to_string()), ..Default::default() }),
+            ..Default::default()
+        }],
+        current_context: Some(cluster.to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| fail(Box::new(e)))?;
+    Client::try_from(config).map_err(|e| fail(Box::new(e)))
+}
+
+/// A client from a kubeconfig (bring your own cluster): `path` or the usual $KUBECONFIG /
+/// ~/.kube/config, and `context` or its current context.
+pub async fn kubeconfig_client(path: Option<&Path>, context: Option<&str>) -> Result<Client, ClientError> {
+    let what = path.map(|p| p.display().to_string()).unwrap_or_else(|| "from $KUBECONFIG or ~/.kube/config".into());
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Kubeconfig { what: what.clone(), source };
+    let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+    let config = match path {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| fail(Box::new(e)))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => kube::Config::from_kubeconfig(&options).await,
+    }
+    .map_err(|e| fail(Box::new(e)))?;
+    Client::try_from(config).map_err(|e| fail(Box::new(e)))
+}
