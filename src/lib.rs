@@ -11,8 +11,10 @@ pub mod config;
 pub mod crash;
 pub mod engine;
 pub mod exit;
+pub mod neon;
 pub mod output;
 pub mod phases;
+pub mod render;
 pub mod state;
 
 use std::sync::Arc;
@@ -72,6 +74,11 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
         Command::Prereqs(args) => {
             let config = load_config(None)?;
             phases::prereqs::run(args, &config, global.yes, &printer).await?;
+            return Ok(Finished::ok());
+        }
+        Command::Render(args) => {
+            let config = load_config(None)?;
+            phases::render::run(args, &config, &printer)?;
             return Ok(Finished::ok());
         }
         Command::Status => {

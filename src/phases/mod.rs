@@ -2,6 +2,7 @@
 
 pub mod init;
 pub mod prereqs;
+pub mod render;
 pub mod status;
 
 use std::sync::Arc;
