@@ -35,7 +35,7 @@ const PAGESERVER_WORKDIR: &str = "/data";
 /// The endpoint (and compute id) `deploy` bootstraps.
 const COMPUTE_ID: &str = "main";
 
-/// Keys of the Secret `<prefix>-neon-auth`: the JWT public key and one token per caller.
+/// Keys of the Secret `<prefix>-auth`: the JWT public key and one token per caller.
 pub mod auth_keys {
     pub const PUBLIC_KEY: &str = super::PUBLIC_KEY_FILE;
     pub const STORCON_TO_PAGESERVER: &str = "storcon-pageserver.jwt";
@@ -137,10 +137,10 @@ impl Names<'_> {
         format!("{}-{suffix}", self.inputs.prefix)
     }
     fn auth_secret(&self) -> String {
-        self.secret("neon-auth")
+        self.secret("auth")
     }
     fn signing_secret(&self) -> String {
-        self.secret("neon-jwt-signing")
+        self.secret("jwt-signing")
     }
     fn storcon_db_secret(&self) -> String {
         self.secret("storcon-db")

@@ -221,8 +221,9 @@ impl RenderInputs {
         }
         for (name, image) in &self.images {
             if let ImageRef::Tag { .. } = image {
+                let settle = if name == POSTGRES_IMAGE { "pass --image postgres=<repository>@sha256:<digest>" } else { "the push phase records digests" };
                 out.push(format!(
-                    "image {name} is referenced by tag ({}): no digest is known, so a re-push can change what runs (push records digests)",
+                    "image {name} is referenced by tag ({}): a re-push can change what runs ({settle})",
                     image.reference()
                 ));
             }

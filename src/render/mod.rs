@@ -34,9 +34,10 @@ use crate::neon::NeonConfigError;
 pub const HEADER: &str = "# Rendered by neonctl-aws; edit the config or the render flags, not this file.\n";
 
 /// Output file name and template, in apply order.
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 11] = [
     ("00-namespace.yaml", include_str!("../../templates/namespace.yaml.j2")),
     ("01-storage-class.yaml", include_str!("../../templates/storage-class.yaml.j2")),
+    ("02-policies.yaml", include_str!("../../templates/policies.yaml.j2")),
     ("10-storage-broker.yaml", include_str!("../../templates/storage-broker.yaml.j2")),
     ("20-storage-controller-db.yaml", include_str!("../../templates/storage-controller-db.yaml.j2")),
     ("21-storage-controller.yaml", include_str!("../../templates/storage-controller.yaml.j2")),
