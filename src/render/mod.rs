@@ -108,7 +108,7 @@ pub fn render(inputs: &RenderInputs) -> Result<Vec<Manifest>, RenderError> {
         let mut ids = Vec::new();
         for object in &objects {
             ids.push(format!("{}/{}", object["kind"].as_str().unwrap_or_default(), object["metadata"]["name"].as_str().unwrap_or_default()));
-            let doc = serde_saphyr::to_string(object).map_err(|e| RenderError::Invalid { file: file.into(), message: e.to_string() })?;
+            let doc = emit(file, object)?;
             yaml.push_str("---\n");
             yaml.push_str(&doc);
             if !doc.ends_with('\n') {
@@ -118,6 +118,20 @@ pub fn render(inputs: &RenderInputs) -> Result<Vec<Manifest>, RenderError> {
         manifests.push(Manifest { file: file.to_string(), objects: ids, yaml });
     }
     Ok(manifests)
+}
+
+/// One object as block YAML with sorted keys: multi-line strings (config files) as literal
+/// blocks, one-line strings never folded. The text must parse back to the same object.
+fn emit(file: &str, object: &Value) -> Result<String, RenderError> {
+    let invalid = |message: String| RenderError::Invalid { file: file.into(), message };
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.folded_wrap_chars = usize::MAX;
+    let doc = serde_saphyr::to_string_with_options(object, options).map_err(|e| invalid(e.to_string()))?;
+    let back: Value = serde_saphyr::from_str(&doc).map_err(|e| invalid(e.to_string()))?;
+    if &back != object {
+        return Err(invalid(format!("the emitted YAML does not read back as written:\n{doc}")));
+    }
+    Ok(doc)
 }
 
 /// `00-namespace.yaml` → `namespace.yaml.j2` (the name picks JSON auto-escaping).

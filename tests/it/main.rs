@@ -1,4 +1,5 @@
 //! The one integration test binary: the real `neonctl-aws` binary against real stand-ins.
 
 mod cli;
+mod render;
 mod support;
