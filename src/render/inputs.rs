@@ -38,7 +38,7 @@ impl ImageRef {
         }
         let last = reference.rsplit('/').next().unwrap_or(reference);
         match last.split_once(':') {
-            Some((_, tag)) if tag.is_empty() => Err(bad()),
+            Some((_, "")) => Err(bad()),
             Some((_, tag)) => Ok(Self::Tag {
                 repository: reference[..reference.len() - tag.len() - 1].to_string(),
                 tag: tag.to_string(),
