@@ -70,8 +70,6 @@ pub struct RenderInputs {
     pub prefix: String,
     pub namespace: String,
     pub region: String,
-    /// `MAJOR.MINOR`, the schema the manifests are validated against.
-    pub kubernetes_version: String,
     pub bucket: String,
     /// IRSA roles; `None` on a cluster this tool did not create (S3 access must then come from
     /// the node role or EKS Pod Identity).
@@ -148,7 +146,6 @@ impl RenderInputs {
             prefix: prefix.clone(),
             namespace: prefix.clone(),
             region: config.region.clone(),
-            kubernetes_version: config.cluster.kubernetes_version.clone(),
             bucket: config.bucket.name.clone().unwrap_or_else(|| format!("{prefix}-000000000000-{}", config.region)),
             pageserver_role_arn: None,
             safekeeper_role_arn: None,
