@@ -80,18 +80,29 @@ fn overrides(args: &RenderArgs) -> Result<Overrides, RenderError> {
 }
 
 /// Writes every manifest and removes the files an earlier render wrote that this one did not
-/// (they start with [`HEADER`]); any other file in the directory is left alone.
+/// (they start with [`HEADER`]). Any other file is left alone, and never overwritten.
 fn write(dir: &Path, manifests: &[Manifest]) -> anyhow::Result<()> {
     let shown = dir.display();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {shown}; choose another --out"))?;
-    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {shown}"))?;
-    for entry in entries {
+    let mut stale = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {shown}"))? {
         let path = entry.with_context(|| format!("listing {shown}"))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let ours = name.ends_with(".yaml") && std::fs::read_to_string(&path).is_ok_and(|text| text.starts_with(HEADER));
-        if ours && !manifests.iter().any(|m| m.file == name) {
-            std::fs::remove_file(&path).with_context(|| format!("removing the stale {}", path.display()))?;
+        let ours = std::fs::read_to_string(&path).is_ok_and(|text| text.starts_with(HEADER));
+        let wanted = manifests.iter().any(|m| m.file == name);
+        if wanted && !ours {
+            return Err(crate::exit::Coded {
+                code: crate::exit::USAGE,
+                message: format!("{} exists and was not written by render; move it, or choose another --out", path.display()),
+            }
+            .into());
         }
+        if ours && !wanted {
+            stale.push(path);
+        }
+    }
+    for path in stale {
+        std::fs::remove_file(&path).with_context(|| format!("removing the stale {}", path.display()))?;
     }
     for manifest in manifests {
         let path = dir.join(&manifest.file);

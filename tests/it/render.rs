@@ -125,6 +125,12 @@ fn a_re_render_replaces_its_own_files_only() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!dir.join("20-storage-controller-db.yaml").exists(), "the stale file of the earlier render is gone");
     assert!(dir.join("extra.yaml").exists(), "a file render did not write is kept");
+
+    std::fs::write(dir.join("70-proxy.yaml"), "# mine\n").unwrap();
+    let out = wd.run(&["render", "--out", "m"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("70-proxy.yaml exists and was not written by render"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(dir.join("70-proxy.yaml")).unwrap(), "# mine\n", "a foreign file is never overwritten");
 }
 
 #[test]
