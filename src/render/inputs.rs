@@ -176,6 +176,11 @@ impl RenderInputs {
             self.bucket = bucket;
             self.bucket_assumed = false;
         }
+        for (flag, arn) in [("--pageserver-role-arn", &overrides.pageserver_role_arn), ("--safekeeper-role-arn", &overrides.safekeeper_role_arn)] {
+            if let Some(arn) = arn {
+                check_role_arn(flag, arn)?;
+            }
+        }
         self.pageserver_role_arn = overrides.pageserver_role_arn.or(self.pageserver_role_arn);
         self.safekeeper_role_arn = overrides.safekeeper_role_arn.or(self.safekeeper_role_arn);
         for (name, reference) in overrides.images {
@@ -195,6 +200,9 @@ impl RenderInputs {
             self.storcon_db = StorconDb::External;
         }
         if let Some(domain) = overrides.proxy_domain {
+            for label in domain.split('.') {
+                check_dns_label("--proxy-domain", label).map_err(|_| RenderError::BadName { flag: "--proxy-domain".into(), value: domain.clone() })?;
+            }
             self.proxy_domain = domain;
         }
         if let Some(class) = overrides.storage_class {
@@ -246,5 +254,20 @@ fn check_dns_label(flag: &str, value: &str) -> Result<(), RenderError> {
         Ok(())
     } else {
         Err(RenderError::BadName { flag: flag.into(), value: value.into() })
+    }
+}
+
+/// `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
+fn check_role_arn(flag: &str, arn: &str) -> Result<(), RenderError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.chars().all(|c| c.is_ascii_digit())
+            && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(RenderError::BadRoleArn { flag: flag.into(), value: arn.into() })
     }
 }

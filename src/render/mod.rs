@@ -56,6 +56,8 @@ pub enum RenderError {
     UnknownImage { name: String, known: Vec<String> },
     #[error("{flag} `{value}` is not a valid name: use lowercase letters, digits and hyphens (at most 63)")]
     BadName { flag: String, value: String },
+    #[error("{flag} `{value}` is not an IAM role ARN like arn:aws:iam::123456789012:role/neon-pageserver")]
+    BadRoleArn { flag: String, value: String },
     #[error("`--image {value}`: expected IMAGE=REFERENCE, e.g. pageserver=registry/neon/pageserver@sha256:…")]
     BadImageOverride { value: String },
     #[error("no availability zones to place pageservers and safekeepers in: pass --zones")]

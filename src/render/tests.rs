@@ -262,6 +262,12 @@ fn bad_names_are_refused_before_rendering() {
     assert!(err.to_string().contains("--namespace"), "{err}");
     let err = default_inputs().with_overrides(Overrides { bucket: Some("Bad_Bucket".into()), ..Overrides::default() }).unwrap_err();
     assert!(err.to_string().contains("--bucket"), "{err}");
+    for arn in ["role/x", "arn:aws:iam::12345:role/x", "arn:aws:s3:::bucket", "arn:aws:iam::123456789012:user/x"] {
+        let err = default_inputs().with_overrides(Overrides { safekeeper_role_arn: Some(arn.into()), ..Overrides::default() }).unwrap_err();
+        assert!(matches!(err, RenderError::BadRoleArn { .. }), "{arn}: {err}");
+    }
+    let err = default_inputs().with_overrides(Overrides { proxy_domain: Some("db..example".into()), ..Overrides::default() }).unwrap_err();
+    assert!(err.to_string().contains("--proxy-domain"), "{err}");
     let mut inputs = default_inputs();
     inputs.zones.clear();
     assert!(matches!(render(&inputs), Err(RenderError::NoZones)));
