@@ -34,6 +34,8 @@ const PG_DISTRIB_DIR: &str = "/usr/local/";
 const PAGESERVER_WORKDIR: &str = "/data";
 /// The endpoint (and compute id) `deploy` bootstraps.
 const COMPUTE_ID: &str = "main";
+/// Role and database of the in-cluster storage controller Postgres.
+const STORCON_DB_USER: &str = "storage_controller";
 
 /// Keys of the Secret `<prefix>-auth`: the JWT public key and one token per caller.
 pub mod auth_keys {
@@ -44,6 +46,14 @@ pub mod auth_keys {
     pub const PAGESERVER_TO_SAFEKEEPER: &str = "pageserver-safekeeper.jwt";
     pub const PROXY_TO_CONTROL_PLANE: &str = "proxy-control-plane.jwt";
     pub const COMPUTE_TO_CONTROL_PLANE: &str = "compute-control-plane.jwt";
+    /// The JWT scope neon checks for each token it receives (`libs/utils/src/auth.rs`, as
+    /// neon_local mints them); the other tokens are checked by our control plane. The
+    /// pageserver's `control_plane_api_token` (in pageserver.toml) has scope `generations_api`.
+    pub const NEON_SCOPES: [(&str, &str); 3] = [
+        (STORCON_TO_PAGESERVER, "pageserverapi"),
+        (STORCON_TO_SAFEKEEPER, "safekeeperdata"),
+        (PAGESERVER_TO_SAFEKEEPER, "safekeeperdata"),
+    ];
     pub const ALL: [&str; 7] = [
         PUBLIC_KEY,
         STORCON_TO_PAGESERVER,
@@ -273,6 +283,8 @@ pub struct Context {
 struct StorconDbContext {
     workload: Workload,
     storage: String,
+    /// The readiness and liveness check.
+    ready_command: Vec<String>,
 }
 
 fn env_value(name: &str, value: &str) -> Value {
@@ -345,6 +357,21 @@ impl RenderInputs {
             auth_validation_public_key_path: format!("{AUTH_DIR}/{PUBLIC_KEY_FILE}"),
             remote_storage: self.s3("pageserver/"),
         })
+    }
+
+    /// The `database-url` of the in-cluster storage controller database, for the Secret
+    /// `deploy` creates; `None` with an external database (the user's Secret has it).
+    pub fn in_cluster_database_url(&self, password: &Secret) -> Option<Secret> {
+        let names = Names { inputs: self };
+        match self.storcon_db {
+            StorconDb::InCluster { .. } => Some(Secret(format!(
+                "postgresql://{STORCON_DB_USER}:{}@{}:{}/{STORCON_DB_USER}",
+                password.0,
+                names.host(&names.of(Component::StorageControllerDb)),
+                ports::POSTGRES
+            ))),
+            StorconDb::External => None,
+        }
     }
 
     fn pageserver_ids(&self) -> impl Iterator<Item = u64> {
@@ -430,13 +457,14 @@ impl Context {
                     POSTGRES_IMAGE,
                     vec![],
                     vec![
-                        env_value("POSTGRES_USER", "storage_controller"),
-                        env_value("POSTGRES_DB", "storage_controller"),
+                        env_value("POSTGRES_USER", STORCON_DB_USER),
+                        env_value("POSTGRES_DB", STORCON_DB_USER),
                         env_value("PGDATA", "/var/lib/postgresql/data/pgdata"),
                         env_secret("POSTGRES_PASSWORD", &names.storcon_db_secret(), "password"),
                     ],
                 ),
                 storage: storage.clone(),
+                ready_command: ["pg_isready", "-U", STORCON_DB_USER, "-d", STORCON_DB_USER, "-h", "127.0.0.1"].map(String::from).to_vec(),
             }),
             StorconDb::External => None,
         };

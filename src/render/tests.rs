@@ -272,3 +272,17 @@ fn bad_names_are_refused_before_rendering() {
     inputs.zones.clear();
     assert!(matches!(render(&inputs), Err(RenderError::NoZones)));
 }
+
+#[test]
+fn the_in_cluster_database_url_names_the_rendered_service() {
+    let inputs = default_inputs();
+    let url = inputs.in_cluster_database_url(&Secret("pw".into())).unwrap();
+    assert_eq!(url.0, "postgresql://storage_controller:pw@neon-storage-controller-db.neon.svc.cluster.local:5432/storage_controller");
+    let objects = objects(&render(&inputs).unwrap());
+    let db = find(&objects, "StatefulSet", "neon-storage-controller-db");
+    let env = container(db)["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "POSTGRES_USER" && e["value"] == "storage_controller"));
+    find(&objects, "Service", "neon-storage-controller-db");
+    let external = inputs.with_overrides(Overrides { external_storcon_db: true, ..Overrides::default() }).unwrap();
+    assert_eq!(external.in_cluster_database_url(&Secret("pw".into())), None);
+}
