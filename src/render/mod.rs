@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
-pub use context::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY};
+pub use context::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, auth_keys};
 pub use inputs::{ImageRef, Overrides, RenderInputs, StorageClass, StorconDb};
 
 use crate::neon::NeonConfigError;
