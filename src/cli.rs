@@ -122,6 +122,19 @@ Example:\n  neonctl-aws push")]
 Example:\n  neonctl-aws deploy")]
     Deploy(PhaseArgs),
 
+    /// Write the Kubernetes manifests `deploy` applies, without touching any cluster
+    #[command(long_about = "Renders every Kubernetes object of the deployment (namespace, storage \
+class, storage broker, storage controller and its database, pageservers, safekeepers, control \
+plane, compute, proxy, with their services, service accounts, disruption budgets and network \
+policies) into one YAML file per component. Needs no AWS account and no cluster: values only \
+the infra and push phases know (bucket, zones, IRSA roles, image digests) can be given as \
+flags; whatever is still guessed is listed as a warning. Secrets are referenced by name, \
+never rendered; the list of Secrets the manifests expect is printed.",
+        after_help = "Examples:\n  neonctl-aws render --out manifests\n  \
+neonctl-aws render --out manifests --bucket acme-neon-data --zones eu-west-1a,eu-west-1b,eu-west-1c \\\n    \
+--image pageserver=registry.example.com/neon/pageserver@sha256:<digest> --external-storcon-db")]
+    Render(RenderArgs),
+
     /// Run every phase: build ∥ infra, then images, push, deploy. Resumes where a run stopped
     #[command(after_help = "`up --plan` needs no AWS account and no network: lookups it cannot make \
 are listed and the plan assumes nothing exists yet.\n\nExamples:\n  neonctl-aws up --plan\n  \
@@ -210,6 +223,42 @@ pub struct TokenArgs {
     /// EKS cluster name [default: the prefix]
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Directory to write the manifests into (created if missing; files a previous render
+    /// wrote and this one does not are removed)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Kubernetes namespace [default: the prefix]
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// S3 bucket of pageserver and safekeeper data [default: bucket.name, else guessed]
+    #[arg(long, value_name = "NAME")]
+    pub bucket: Option<String>,
+    /// Availability zones to place pageservers and safekeepers in, round-robin
+    #[arg(long, value_delimiter = ',', value_name = "ZONES")]
+    pub zones: Vec<String>,
+    /// An image reference, by digest or tag; repeat per image
+    #[arg(long = "image", value_name = "IMAGE=REFERENCE")]
+    pub images: Vec<String>,
+    /// IAM role (IRSA) the pageserver's service account assumes for S3
+    #[arg(long, value_name = "ARN")]
+    pub pageserver_role_arn: Option<String>,
+    /// IAM role (IRSA) the safekeeper's service account assumes for S3
+    #[arg(long, value_name = "ARN")]
+    pub safekeeper_role_arn: Option<String>,
+    /// Use your own storage controller database (its URL in the Secret <prefix>-storcon-db,
+    /// key database-url) instead of an in-cluster Postgres
+    #[arg(long)]
+    pub external_storcon_db: bool,
+    /// Clients connect to <endpoint>.<DOMAIN> [default: <prefix>.neon.internal]
+    #[arg(long, value_name = "DOMAIN")]
+    pub proxy_domain: Option<String>,
+    /// Use this existing StorageClass instead of creating an encrypted gp3 one
+    #[arg(long, value_name = "NAME")]
+    pub storage_class: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 use crate::config::ConfigError;
 use crate::output::ConfirmError;
+use crate::render::RenderError;
 use crate::state::StateError;
 
 pub const SUCCESS: u8 = 0;
@@ -40,6 +41,12 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
         }
         if cause.is::<ConfigError>() || cause.is::<ConfirmError>() {
             return USAGE;
+        }
+        if let Some(render) = cause.downcast_ref::<RenderError>() {
+            return match render {
+                RenderError::Neon(_) | RenderError::Template { .. } | RenderError::Invalid { .. } => FAILURE,
+                _ => USAGE,
+            };
         }
     }
     FAILURE

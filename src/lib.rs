@@ -12,8 +12,10 @@ pub mod crash;
 pub mod engine;
 pub mod exit;
 pub mod k8s;
+pub mod neon;
 pub mod output;
 pub mod phases;
+pub mod render;
 pub mod state;
 
 use std::sync::Arc;
@@ -90,6 +92,11 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             // kubectl reads exactly one JSON document from stdout: no events, no summary.
             let credential = phases::kubeconfig::token(args, &config, Arc::default()).await?;
             println!("{credential}");
+            return Ok(Finished::ok());
+        }
+        Command::Render(args) => {
+            let config = load_config(None)?;
+            phases::render::run(args, &config, &printer)?;
             return Ok(Finished::ok());
         }
         Command::Status => {

@@ -3,6 +3,7 @@
 pub mod init;
 pub mod kubeconfig;
 pub mod prereqs;
+pub mod render;
 pub mod status;
 
 use std::sync::Arc;

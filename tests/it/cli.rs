@@ -29,7 +29,7 @@ fn help_texts() {
     let top = wd.run(&["--help"]);
     assert!(top.status.success());
     insta::assert_snapshot!("help", stdout(&top));
-    for sub in ["init", "prereqs", "build", "images", "infra", "push", "deploy", "up", "status", "teardown"] {
+    for sub in ["init", "prereqs", "build", "images", "infra", "push", "deploy", "render", "up", "status", "teardown"] {
         let out = wd.run(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
         let text = stdout(&out);

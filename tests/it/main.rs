@@ -2,4 +2,5 @@
 
 mod cli;
 mod prereqs;
+mod render;
 mod support;

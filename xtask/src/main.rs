@@ -13,7 +13,7 @@ fn main() -> Result<()> {
     match task.as_str() {
         "test" => test(),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, Docker Engine), run every test");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, Docker Engine, kubernetes-validate), run every test");
             std::process::exit(2)
         }
     }
@@ -49,6 +49,10 @@ fn test() -> Result<()> {
     if registry.is_none() {
         missing.push("docker-registry (apt-get install docker-registry)");
     }
+    let validator = find("kubernetes-validate", "/usr/local/bin/kubernetes-validate");
+    if validator.is_none() {
+        missing.push("kubernetes-validate (pip install kubernetes-validate)");
+    }
     let docker_ok = Command::new("docker").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
     if !docker_ok {
         missing.push("a running Docker Engine (docker version fails)");
@@ -60,6 +64,7 @@ fn test() -> Result<()> {
     cmd.args(["test", "--workspace", "--locked"]);
     cmd.env("NEONCTL_TEST_MOTO_SERVER", moto.expect("checked"));
     cmd.env("NEONCTL_TEST_DOCKER_REGISTRY", registry.expect("checked"));
+    cmd.env("NEONCTL_TEST_KUBERNETES_VALIDATE", validator.expect("checked"));
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().context("running cargo test")?;
     // Pass the output through while adding up every binary's `test result:` line.

@@ -1,0 +1,290 @@
+//! What `compute_ctl` needs: its command line, and the spec our control plane serves at
+//! `GET {base}/compute/api/v2/computes/{compute_id}/spec` (`ControlPlaneConfigResponse`,
+//! `libs/compute_api/src/{spec,responses}.rs`, compute release `release-compute-9073`).
+//!
+//! Required by serde in `ComputeSpec`: `format_version`, `cluster` (`roles`, `databases`,
+//! `settings`), `suspend_timeout_seconds`. Required to start a primary: `tenant_id`,
+//! `timeline_id`, `pageserver_connstring`, `safekeeper_connstrings` (`host:port`). compute_ctl
+//! does not add `shared_preload_libraries=neon` or `synchronous_standby_names=walproposer`
+//! itself, so [`ComputeSpec::primary`] always sets them.
+
+use serde::Serialize;
+
+use super::{NeonConfigError, Secret, flag, to_json};
+
+/// Environment variable compute_ctl sends as its bearer token to the control plane.
+pub const CONTROL_PLANE_TOKEN_ENV: &str = "NEON_CONTROL_PLANE_TOKEN";
+
+/// compute_ctl's command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputeCtlArgs {
+    /// Wiped on every start: an emptyDir is right.
+    pub pgdata: String,
+    /// How compute_ctl reaches its own Postgres; the port must match the spec's `port`.
+    pub connstr: String,
+    pub pgbin: String,
+    pub compute_id: String,
+    /// Our control plane's base URL (no trailing `/`).
+    pub control_plane_uri: String,
+}
+
+impl ComputeCtlArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            flag("pgdata", &self.pgdata),
+            flag("connstr", &self.connstr),
+            flag("pgbin", &self.pgbin),
+            flag("compute-id", &self.compute_id),
+            flag("control-plane-uri", self.control_plane_uri.trim_end_matches('/')),
+        ]
+    }
+}
+
+/// `ControlPlaneConfigResponse`: what the spec endpoint returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlPlaneConfigResponse {
+    pub spec: Option<ComputeSpec>,
+    pub status: ComputeStatus,
+    pub compute_ctl_config: ComputeCtlConfig,
+}
+
+impl ControlPlaneConfigResponse {
+    pub fn to_json(&self) -> Result<String, NeonConfigError> {
+        to_json(self, "compute", "spec response")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComputeStatus {
+    /// Known but not attached: compute_ctl waits for `POST /configure`.
+    Empty,
+    Attached,
+}
+
+/// `ComputeCtlConfig`: the keys compute_ctl accepts control-plane JWTs from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComputeCtlConfig {
+    pub jwks: JwkSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+/// An Ed25519 public key as a JWK (RFC 8037).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Jwk {
+    pub kty: &'static str,
+    pub crv: &'static str,
+    pub alg: &'static str,
+    #[serde(rename = "use")]
+    pub use_: &'static str,
+    pub key_ops: [&'static str; 1],
+    pub kid: String,
+    /// The public key, base64url without padding.
+    pub x: String,
+}
+
+impl Jwk {
+    pub fn ed25519(kid: impl Into<String>, x: impl Into<String>) -> Self {
+        Self { kty: "OKP", crv: "Ed25519", alg: "EdDSA", use_: "sig", key_ops: ["verify"], kid: kid.into(), x: x.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComputeSpec {
+    pub format_version: f32,
+    pub cluster: Cluster,
+    pub skip_pg_catalog_updates: bool,
+    pub tenant_id: String,
+    pub timeline_id: String,
+    /// libpq URL of shard 0's pageserver.
+    pub pageserver_connstring: String,
+    pub safekeeper_connstrings: Vec<String>,
+    pub mode: ComputeMode,
+    /// JWT (scope `tenant`) used as the password to pageservers and safekeepers.
+    pub storage_auth_token: Secret,
+    pub project_id: String,
+    pub branch_id: String,
+    pub endpoint_id: String,
+    /// -1: never suspend.
+    pub suspend_timeout_seconds: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ComputeMode {
+    Primary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    pub cluster_id: String,
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub databases: Vec<Database>,
+    pub settings: Vec<Setting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    pub name: String,
+    /// A `SCRAM-SHA-256$…` verifier: the same one the proxy gets from the control plane.
+    pub encrypted_password: Secret,
+    pub options: Option<Vec<Setting>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Database {
+    pub name: String,
+    pub owner: String,
+    pub options: Option<Vec<Setting>>,
+}
+
+/// `GenericOption`: one GUC (or role/database option).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    pub name: String,
+    pub value: Option<String>,
+    pub vartype: String,
+}
+
+impl Setting {
+    fn new(name: &str, value: impl ToString, vartype: &str) -> Self {
+        Self { name: name.into(), value: Some(value.to_string()), vartype: vartype.into() }
+    }
+}
+
+/// Where a primary compute's data lives and who may log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryTarget {
+    pub project_id: String,
+    pub branch_id: String,
+    pub endpoint_id: String,
+    pub tenant_id: String,
+    pub timeline_id: String,
+    /// `host:port` of the pageserver holding shard 0.
+    pub pageserver: String,
+    /// `host:port` of every safekeeper.
+    pub safekeepers: Vec<String>,
+    pub storage_auth_token: Secret,
+    pub roles: Vec<Role>,
+    pub databases: Vec<Database>,
+    pub port: u16,
+}
+
+impl ComputeSpec {
+    pub fn primary(target: PrimaryTarget) -> Self {
+        let settings = vec![
+            Setting::new("listen_addresses", "0.0.0.0", "string"),
+            Setting::new("port", target.port, "integer"),
+            Setting::new("max_connections", 100, "integer"),
+            Setting::new("shared_buffers", "128MB", "string"),
+            Setting::new("shared_preload_libraries", "neon", "string"),
+            Setting::new("synchronous_standby_names", "walproposer", "string"),
+            Setting::new("wal_level", "logical", "enum"),
+            Setting::new("wal_log_hints", "off", "bool"),
+            Setting::new("max_wal_senders", 10, "integer"),
+            Setting::new("max_replication_slots", 10, "integer"),
+            Setting::new("wal_sender_timeout", "5s", "string"),
+            Setting::new("wal_keep_size", 0, "integer"),
+            Setting::new("max_replication_write_lag", "15MB", "string"),
+            Setting::new("max_replication_flush_lag", "10GB", "string"),
+            Setting::new("hot_standby", "on", "bool"),
+            Setting::new("restart_after_crash", "off", "bool"),
+            Setting::new("password_encryption", "scram-sha-256", "enum"),
+        ];
+        Self {
+            format_version: 1.0,
+            cluster: Cluster {
+                cluster_id: target.project_id.clone(),
+                name: target.endpoint_id.clone(),
+                roles: target.roles,
+                databases: target.databases,
+                settings,
+            },
+            skip_pg_catalog_updates: false,
+            tenant_id: target.tenant_id,
+            timeline_id: target.timeline_id,
+            pageserver_connstring: format!("postgresql://no_user@{}", target.pageserver),
+            safekeeper_connstrings: target.safekeepers,
+            mode: ComputeMode::Primary,
+            storage_auth_token: target.storage_auth_token,
+            project_id: target.project_id,
+            branch_id: target.branch_id,
+            endpoint_id: target.endpoint_id,
+            suspend_timeout_seconds: -1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ControlPlaneConfigResponse {
+        let spec = ComputeSpec::primary(PrimaryTarget {
+            project_id: "neon".into(),
+            branch_id: "main".into(),
+            endpoint_id: "main".into(),
+            tenant_id: "1f359dd625e519a1a4e8d7509690f6fc".into(),
+            timeline_id: "de200bd42b49cc1814412c7e592dd6e9".into(),
+            pageserver: "neon-pageserver-1-0.neon-pageserver.neon.svc.cluster.local:6400".into(),
+            safekeepers: (1..=3).map(|i| format!("neon-safekeeper-{i}-0.neon-safekeeper.neon.svc.cluster.local:5454")).collect(),
+            storage_auth_token: Secret("<tenant token>".into()),
+            roles: vec![Role { name: "neondb_owner".into(), encrypted_password: Secret("SCRAM-SHA-256$4096:<salt>$<stored>:<server>".into()), options: None }],
+            databases: vec![Database { name: "neondb".into(), owner: "neondb_owner".into(), options: None }],
+            port: 5432,
+        });
+        ControlPlaneConfigResponse {
+            spec: Some(spec),
+            status: ComputeStatus::Attached,
+            compute_ctl_config: ComputeCtlConfig { jwks: JwkSet { keys: vec![Jwk::ed25519("neon-control-plane", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")] } },
+        }
+    }
+
+    #[test]
+    fn spec_has_every_field_compute_ctl_requires() {
+        let text = sample().to_json().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["status"], "attached");
+        assert!(value["compute_ctl_config"]["jwks"]["keys"].is_array());
+        let spec = &value["spec"];
+        assert!(spec["format_version"].is_f64());
+        assert!(spec["suspend_timeout_seconds"].is_i64());
+        assert!(spec["cluster"]["roles"].is_array());
+        assert!(spec["cluster"]["databases"].is_array());
+        assert!(spec["cluster"]["settings"].is_array());
+        for id in ["tenant_id", "timeline_id"] {
+            let id = spec[id].as_str().unwrap();
+            assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id} is a 32-digit hex id");
+        }
+        assert!(spec["pageserver_connstring"].as_str().unwrap().starts_with("postgresql://"));
+        assert_eq!(spec["mode"], "Primary");
+        let safekeepers = spec["safekeeper_connstrings"].as_array().unwrap();
+        assert_eq!(safekeepers.len(), 3);
+        assert!(safekeepers.iter().all(|s| !s.as_str().unwrap().contains("://")), "host:port, not URLs");
+        let setting = |name: &str| {
+            spec["cluster"]["settings"].as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["value"].clone())
+        };
+        assert_eq!(setting("shared_preload_libraries"), Some("neon".into()));
+        assert_eq!(setting("synchronous_standby_names"), Some("walproposer".into()));
+        assert_eq!(setting("port"), Some("5432".into()));
+        insta::assert_snapshot!("compute-spec.json", text);
+    }
+
+    #[test]
+    fn compute_ctl_fetches_its_spec_from_the_control_plane() {
+        let args = ComputeCtlArgs {
+            pgdata: "/var/db/postgres/compute/pgdata".into(),
+            connstr: "postgresql://cloud_admin@localhost:5432/postgres".into(),
+            pgbin: "/usr/local/bin/postgres".into(),
+            compute_id: "main".into(),
+            control_plane_uri: "http://neon-control-plane.neon.svc.cluster.local:8080/".into(),
+        }
+        .to_args();
+        assert!(args.contains(&"--control-plane-uri=http://neon-control-plane.neon.svc.cluster.local:8080".to_string()));
+        insta::assert_debug_snapshot!("compute-ctl-args", args);
+    }
+}
