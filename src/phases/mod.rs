@@ -1,5 +1,6 @@
 //! One module per subcommand. Graph phases implement [`crate::engine::Phase`].
 
+pub mod infra;
 pub mod init;
 pub mod prereqs;
 pub mod status;
@@ -14,8 +15,9 @@ use crate::engine::{Context, Phase, PhaseName, PhasePlan};
 /// The phase behind `name`, configured from the command line that asked for it.
 pub fn phase(name: PhaseName, _command: &Command) -> Arc<dyn Phase> {
     let issue = match name {
+        PhaseName::Infra => return Arc::new(infra::Infra),
         PhaseName::Build | PhaseName::Images | PhaseName::Push => 4,
-        PhaseName::Infra | PhaseName::Teardown => 3,
+        PhaseName::Teardown => 3,
         PhaseName::Deploy => 5,
     };
     Arc::new(Unavailable { name, issue })
