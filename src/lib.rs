@@ -89,7 +89,7 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             (vec![PhaseName::Teardown], args.plan.plan || args.dry_run, load_config(None)?)
         }
     };
-    let phases: Vec<_> = phases.into_iter().map(|name| phases::phase(name, &cli.command)).collect();
+    let phases: Vec<_> = phases.into_iter().map(|name| phases::phase(name, &cli.command, &printer)).collect();
     let target = state::Target { prefix: config.prefix.clone(), region: config.region.clone() };
     let reporter: Arc<dyn Reporter> = printer.clone();
 
