@@ -172,7 +172,7 @@ impl Teardown {
             }
         }
         reporter.info(KUBERNETES_NOTE);
-        let budget = if aws.emulator { Duration::from_secs(30) } else { Backoff::DEPENDENCY.budget };
+        let budget = if aws.emulator { Duration::from_secs(5) } else { Backoff::DEPENDENCY.budget };
         let del = Deleter { aws: &aws, reporter: &reporter, errors: Mutex::default(), backoff: Backoff { budget } };
         let mut inventory = inventory;
         for round in 1..=3 {

@@ -1,4 +1,7 @@
 //! The one integration test binary: the real `neonctl-aws` binary against real stand-ins.
 
 mod cli;
+mod infra;
+mod moto;
 mod support;
+mod teardown;

@@ -345,7 +345,36 @@ mod tests {
     #[test]
     fn cost_estimate() {
         let config = Config::default();
-        insta::assert_json_snapshot!(estimate(&config, 1), @"");
+        insta::assert_json_snapshot!(estimate(&config, 1), @r#"
+        {
+          "lines": [
+            [
+              "eks control plane",
+              73.0
+            ],
+            [
+              "3 × m6i.xlarge nodes",
+              420.48
+            ],
+            [
+              "1 nat gateway(s)",
+              32.85
+            ],
+            [
+              "3 × 100 GiB gp3 node volumes",
+              24.0
+            ],
+            [
+              "1 network load balancer (proxy)",
+              16.43
+            ]
+          ],
+          "total": 566.76,
+          "notes": [
+            "prices as of 2026-11-01 (pricing.* in the config); data transfer, NAT processing, S3 storage and requests are not included"
+          ]
+        }
+        "#);
         let mut unknown = Config::default();
         unknown.cluster.node_instance_type = "x9z.huge".into();
         let e = estimate(&unknown, 3);
