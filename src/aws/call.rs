@@ -39,7 +39,7 @@ impl CallError {
         self.code.as_deref().is_some_and(|c| {
             c.ends_with(".NotFound")
                 || matches!(c, "NoSuchEntity" | "NoSuchBucket" | "NotFound" | "ResourceNotFoundException" | "RepositoryNotFoundException")
-        }) || (self.code.is_none() && self.status == Some(404) && self.operation.starts_with("HeadBucket"))
+        })
     }
 
     /// No response at all, or no credentials: the endpoint is unreachable or unusable.

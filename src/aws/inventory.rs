@@ -312,8 +312,10 @@ pub async fn repositories(aws: &Aws, prefix: &str) -> Result<Vec<Found>, CallErr
         .collect())
 }
 
-/// The bucket `name` if it exists and belongs to `account`.
-pub async fn bucket(aws: &Aws, name: &str, account: &str) -> Result<Option<Found>, CallError> {
-    let head = aws.s3.head_bucket().bucket(name).expected_bucket_owner(account).send().await.map_err(call("HeadBucket", name));
-    Ok(found(head)?.map(|_| Found::new(Some("bucket"), Some(name))))
+/// The bucket `name` if this account owns it. ListBuckets lists only the caller's own buckets,
+/// so a name taken by another account is not found here (its CreateBucket then fails).
+pub async fn bucket(aws: &Aws, name: &str) -> Result<Option<Found>, CallError> {
+    let owned: Vec<aws_sdk_s3::types::Bucket> =
+        aws.s3.list_buckets().prefix(name).into_paginator().items().send().try_collect().await.map_err(call("ListBuckets", name))?;
+    Ok(owned.iter().any(|b| b.name() == Some(name)).then(|| Found::new(Some("bucket"), Some(name))))
 }

@@ -113,7 +113,7 @@ async fn discover(cx: &Context) -> anyhow::Result<(Aws, Inventory)> {
         cluster_and_nodegroups,
         inventory::oidc_providers(&aws, prefix),
         inventory::repositories(&aws, prefix),
-        futures::future::try_join_all(buckets.iter().map(|b| inventory::bucket(&aws, b, &id.account))),
+        futures::future::try_join_all(buckets.iter().map(|b| inventory::bucket(&aws, b))),
     )?;
     inv.add(Kind::Cluster, cluster);
     inv.add(Kind::Nodegroup, nodegroups);

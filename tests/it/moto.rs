@@ -58,6 +58,18 @@ impl Moto {
         })
     }
 
+    /// Forgets every resource. moto gives every EKS cluster the same OIDC issuer, so two
+    /// clusters cannot live side by side in one server.
+    pub fn reset(&self) {
+        let addr = format!("127.0.0.1:{}", self.port);
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect to moto");
+        let request = format!("POST /moto-api/reset HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        std::io::Write::write_all(&mut stream, request.as_bytes()).expect("reset request");
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).expect("reset response");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -142,6 +154,10 @@ async fn census(sdk: &SdkConfig, s3: aws_sdk_s3::Client, prefix: &str) -> BTreeM
         add("rtb", &component(t.tags()), t.route_table_id().unwrap());
     }
     for e in ec2.describe_vpc_endpoints().filters(filter()).send().await.unwrap().vpc_endpoints() {
+        // Deleted endpoints stay visible for a while, as on AWS.
+        if e.state().is_some_and(|s| s.as_str().eq_ignore_ascii_case("deleted")) {
+            continue;
+        }
         add("vpce", &component(e.tags()), e.vpc_endpoint_id().unwrap());
     }
     let iam = aws_sdk_iam::Client::new(sdk);

@@ -6,6 +6,7 @@ use crate::support::{stderr, stdout, Workdir};
 fn infra(moto: &Moto, wd: &Workdir, prefix: &str) {
     let out = moto.run(wd, &["infra", "--prefix", prefix]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_complete(&moto.census(prefix));
 }
 
 fn teardown_ok(moto: &Moto, wd: &Workdir, args: &[&str]) -> std::process::Output {
@@ -53,18 +54,31 @@ fn teardown_without_a_state_file_finds_everything_by_tag() {
     let moto = Moto::start();
     let wd = Workdir::new();
     infra(&moto, &wd, "lost");
-    // Two deployments side by side: only the named one goes.
-    infra(&moto, &Workdir::new(), "kept");
+    // Something of another prefix in the same account must survive.
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk());
+    let other = moto.block_on(
+        ec2.create_vpc()
+            .cidr_block("10.9.0.0/16")
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Vpc)
+                    .tags(aws_sdk_ec2::types::Tag::builder().key(crate::moto::CLUSTER_TAG).value("kept").build())
+                    .build(),
+            )
+            .send(),
+    );
+    other.unwrap();
     std::fs::remove_dir_all(wd.state_dir()).unwrap();
     teardown_ok(&moto, &wd, &["teardown", "--yes", "--prefix", "lost", "--region", "us-east-1"]);
     assert!(moto.census("lost").is_empty(), "{:#?}", moto.census("lost"));
-    assert_complete(&moto.census("kept"));
+    assert_eq!(moto.census("kept").keys().collect::<Vec<_>>(), ["vpc/?"]);
 }
 
 #[test]
 fn teardown_after_crashed_runs_leaves_nothing() {
     let moto = Moto::start();
     for (prefix, point) in [("early", "infra:nat-gateway:created"), ("late", "infra:cluster:created"), ("last", "infra:nodegroup:created")] {
+        moto.reset();
         let wd = Workdir::new();
         let crashed = moto.cmd(&wd, &["infra", "--prefix", prefix]).env(neonctl_aws::crash::ENV, point).output().unwrap();
         assert!(crashed.status.code().is_none());

@@ -86,7 +86,7 @@ async fn observe(cx: &Context) -> anyhow::Result<Observed> {
         inventory::cluster(&aws, prefix),
         inventory::nodegroups(&aws, prefix),
         inventory::repositories(&aws, prefix),
-        inventory::bucket(&aws, &bucket, &id.account),
+        inventory::bucket(&aws, &bucket),
     )?;
     inventory.add(Kind::Role, roles);
     inventory.add(Kind::Repository, repos);

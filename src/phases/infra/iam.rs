@@ -7,7 +7,7 @@ use super::spec::{self, RoleSpec, Trust};
 use super::Run;
 use crate::aws::call::{call, found, CallError};
 use crate::aws::inventory::{self, Found, Kind};
-use crate::aws::tags::Tags;
+use crate::aws::tags::{Tags, CLUSTER_TAG};
 
 pub fn role_component(suffix: &str) -> String {
     format!("role-{suffix}")
@@ -27,8 +27,15 @@ pub async fn base_roles(run: &Run<'_>) -> anyhow::Result<(String, String)> {
 pub async fn oidc_provider(run: &Run<'_>, issuer: &str) -> anyhow::Result<String> {
     let host = issuer.trim_start_matches("https://");
     let arn = format!("arn:{}:iam::{}:oidc-provider/{host}", run.id.partition, run.id.account);
-    let existing = found(run.aws.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.map_err(call("GetOpenIDConnectProvider", &arn)))?
-        .map(|_| Found { component: "oidc-provider".into(), id: arn.clone(), ..Found::default() });
+    let existing = found(run.aws.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.map_err(call("GetOpenIDConnectProvider", &arn)))?;
+    if let Some(owner) = existing.as_ref().and_then(|p| p.tags().iter().find(|t| t.key() == CLUSTER_TAG)).map(|t| t.value()).filter(|v| *v != run.prefix) {
+        anyhow::bail!(
+            "the OIDC provider {arn} of cluster {} is tagged {CLUSTER_TAG}={owner}: it belongs to another deployment and is not adopted. \
+             Run `neonctl-aws teardown --prefix {owner}` or remove its tag",
+            run.prefix
+        );
+    }
+    let existing = existing.map(|_| Found { component: "oidc-provider".into(), id: arn.clone(), ..Found::default() });
     let tags = Tags::new(&run.prefix, "oidc-provider");
     run.ensure(Kind::OidcProvider, "oidc-provider", host, existing.as_ref(), |_| async {
         // No thumbprint: IAM validates EKS issuers against its own trusted CAs.

@@ -20,10 +20,7 @@ pub enum BucketError {
 pub async fn bucket(run: &Run<'_>) -> anyhow::Result<String> {
     let s3 = &run.aws.s3;
     let name = spec::bucket_name(&run.cx.config, &run.id.account);
-    let existing = match inventory::bucket(&run.aws, &name, &run.id.account).await {
-        Err(e) if e.status == Some(403) => return Err(BucketError::Taken(name).into()),
-        other => other?,
-    };
+    let existing = inventory::bucket(&run.aws, &name).await?;
     let tags = Tags::new(&run.prefix, "bucket");
     run.ensure(Kind::Bucket, "bucket", &name, existing.as_ref(), |_| async {
         let mut create = s3.create_bucket().bucket(&name).object_ownership(s3t::ObjectOwnership::BucketOwnerEnforced);
