@@ -97,10 +97,10 @@ async fn discover(cx: &Context) -> anyhow::Result<(Aws, Inventory)> {
     let id = identity(&aws).await?;
     let prefix = &cx.config.prefix;
     let mut buckets = vec![spec::bucket_name(&cx.config, &id.account)];
-    if let Some(recorded) = cx.state().infra.resources.get("bucket").and_then(|r| r.id.clone()) {
-        if !buckets.contains(&recorded) {
-            buckets.push(recorded);
-        }
+    if let Some(recorded) = cx.state().infra.resources.get("bucket").and_then(|r| r.id.clone())
+        && !buckets.contains(&recorded)
+    {
+        buckets.push(recorded);
     }
     let cluster_and_nodegroups = async {
         let cluster = inventory::cluster(&aws, prefix).await?;

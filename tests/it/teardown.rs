@@ -106,7 +106,7 @@ fn consent_dry_run_and_keep_data() {
     assert!(out.status.success());
     let events = crate::support::json_events(&out);
     let plan = events.iter().find(|e| e["event"] == "plan").unwrap();
-    assert_eq!(plan["actions"].as_array().unwrap().len() as usize, before.values().map(Vec::len).sum::<usize>() + 1, "{plan:#}");
+    assert_eq!(plan["actions"].as_array().unwrap().len(), before.values().map(Vec::len).sum::<usize>() + 1, "{plan:#}");
     assert_eq!(crate::moto::mutating_calls(&out), 0);
     assert_eq!(moto.census("neon"), before);
 

@@ -302,3 +302,146 @@ async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
     })
     .await
 }
+
+/// The calls moto lacks (addons, access entries, addon versions), against mocked clients.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use aws_sdk_eks::operation::describe_access_entry::DescribeAccessEntryError;
+    use aws_sdk_eks::operation::describe_addon::DescribeAddonError;
+    use aws_sdk_eks::Client as Eks;
+    use aws_sdk_iam::Client as Iam;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+    use crate::aws::Aws;
+    use crate::engine::{Context, PhaseName};
+    use crate::output::Recorder;
+    use crate::phases::infra::Identity;
+    use crate::state::StateStore;
+
+    const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/admins/Admin";
+
+    fn not_found() -> aws_sdk_eks::types::error::ResourceNotFoundException {
+        aws_sdk_eks::types::error::ResourceNotFoundException::builder()
+            .message("not found")
+            .meta(ErrorMetadata::builder().code("ResourceNotFoundException").build())
+            .build()
+    }
+
+    fn context(dir: &std::path::Path) -> Context {
+        Context::new(crate::config::Config::default(), StateStore::open(dir, "test").unwrap(), Arc::new(Recorder::default()), false)
+    }
+
+    fn run<'a>(cx: &'a Context, eks: Eks, iam: Iam) -> Run<'a> {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(aws_credential_types::Credentials::for_tests()))
+            .build();
+        let aws = Aws { eks, iam, ..Aws::from_sdk(sdk, &cx.config, cx.calls.clone()).unwrap() };
+        let id = Identity { account: "123456789012".into(), partition: "aws".into(), caller_arn: "arn:aws:sts::123456789012:assumed-role/Admin/me".into() };
+        Run { cx, aws, id, prefix: "neon".into(), region: "us-east-1".into(), zones: vec![], reporter: cx.reporter(PhaseName::Infra) }
+    }
+
+    fn iam_unused() -> Iam {
+        mock_client!(aws_sdk_iam, RuleMode::MatchAny, &[] as &[&Rule])
+    }
+
+    fn versions() -> aws_sdk_eks::operation::describe_addon_versions::DescribeAddonVersionsOutput {
+        let compat = |cluster: &str, default: bool| ekst::Compatibility::builder().cluster_version(cluster).default_version(default).build();
+        let version = |v: &str, c: Vec<ekst::Compatibility>| ekst::AddonVersionInfo::builder().addon_version(v).set_compatibilities(Some(c)).build();
+        let info = ekst::AddonInfo::builder()
+            .addon_name("vpc-cni")
+            .addon_versions(version("v1.20.0-eksbuild.1", vec![compat("1.33", false), compat("1.32", false)]))
+            .addon_versions(version("v1.19.5-eksbuild.3", vec![compat("1.33", true)]))
+            .addon_versions(version("v1.18.0-eksbuild.1", vec![compat("1.30", true)]))
+            .build();
+        aws_sdk_eks::operation::describe_addon_versions::DescribeAddonVersionsOutput::builder().addons(info).build()
+    }
+
+    #[test]
+    fn the_default_version_wins_then_the_newest_compatible() {
+        let out = versions();
+        assert_eq!(addon_version(out.addons(), "1.33").as_deref(), Some("v1.19.5-eksbuild.3"));
+        assert_eq!(addon_version(out.addons(), "1.32").as_deref(), Some("v1.20.0-eksbuild.1"));
+        assert_eq!(addon_version(out.addons(), "1.29"), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_addon_is_created_at_the_default_version_with_its_role_and_a_persisted_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let describe = mock!(Eks::describe_addon).then_error(|| DescribeAddonError::ResourceNotFoundException(not_found()));
+        let versions = mock!(Eks::describe_addon_versions)
+            .match_requests(|r| r.addon_name() == Some("vpc-cni") && r.kubernetes_version() == Some("1.33"))
+            .then_output(versions);
+        let create = mock!(Eks::create_addon)
+            .match_requests(|r| {
+                r.addon_version() == Some("v1.19.5-eksbuild.3")
+                    && r.service_account_role_arn() == Some("arn:role/vpc-cni")
+                    && r.client_request_token().is_some_and(|t| t.len() == 32)
+                    && r.tags().is_some_and(|t| t.get("neonctl-aws/cluster").map(String::as_str) == Some("neon"))
+            })
+            .then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&describe, &versions, &create]);
+        let run = run(&cx, eks, iam_unused());
+        ensure_addon(&run, "vpc-cni", Some("arn:role/vpc-cni")).await.unwrap();
+        assert_eq!((describe.num_calls(), versions.num_calls(), create.num_calls()), (1, 1, 1));
+        let record = cx.state().infra.resources["addon-vpc-cni"].clone();
+        assert_eq!(record.id.as_deref(), Some("vpc-cni"));
+        assert_eq!(record.token.as_deref(), Some(spec::token("neon", "us-east-1", "addon-vpc-cni", "").as_str()));
+    }
+
+    #[tokio::test]
+    async fn an_existing_addon_is_adopted_without_a_mutating_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let describe = mock!(Eks::describe_addon).then_output(|| {
+            aws_sdk_eks::operation::describe_addon::DescribeAddonOutput::builder().addon(ekst::Addon::builder().addon_name("coredns").build()).build()
+        });
+        let create = mock!(Eks::create_addon).then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::MatchAny, &[&describe, &create]);
+        let run = run(&cx, eks, iam_unused());
+        ensure_addon(&run, "coredns", None).await.unwrap();
+        assert_eq!((describe.num_calls(), create.num_calls()), (1, 0));
+        assert_eq!(cx.state().infra.resources["addon-coredns"].id.as_deref(), Some("coredns"));
+    }
+
+    #[tokio::test]
+    async fn the_access_entry_uses_the_iam_role_not_the_sts_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let get_role = mock!(Iam::get_role).match_requests(|r| r.role_name() == Some("Admin")).then_output(|| {
+            let role = aws_sdk_iam::types::Role::builder()
+                .role_name("Admin")
+                .path("/admins/")
+                .role_id("AROA")
+                .arn(ROLE_ARN)
+                .create_date(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .unwrap();
+            aws_sdk_iam::operation::get_role::GetRoleOutput::builder().role(role).build()
+        });
+        let iam = mock_client!(aws_sdk_iam, RuleMode::Sequential, &[&get_role]);
+        let describe = mock!(Eks::describe_access_entry).then_error(|| DescribeAccessEntryError::ResourceNotFoundException(not_found()));
+        let create = mock!(Eks::create_access_entry)
+            .match_requests(|r| r.principal_arn() == Some(ROLE_ARN) && r.r#type() == Some("STANDARD") && r.cluster_name() == Some("neon"))
+            .then_output(|| aws_sdk_eks::operation::create_access_entry::CreateAccessEntryOutput::builder().build());
+        let associate = mock!(Eks::associate_access_policy)
+            .match_requests(|r| {
+                r.principal_arn() == Some(ROLE_ARN)
+                    && r.policy_arn() == Some(CLUSTER_ADMIN)
+                    && r.access_scope().and_then(|s| s.r#type()) == Some(&ekst::AccessScopeType::Cluster)
+            })
+            .then_output(|| aws_sdk_eks::operation::associate_access_policy::AssociateAccessPolicyOutput::builder().build());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&describe, &create, &associate]);
+        let run = run(&cx, eks, iam);
+        access_entry(&run).await.unwrap();
+        assert_eq!((get_role.num_calls(), describe.num_calls(), create.num_calls(), associate.num_calls()), (1, 1, 1, 1));
+        assert_eq!(cx.state().infra.resources["access-entry"].id.as_deref(), Some(ROLE_ARN));
+    }
+}
