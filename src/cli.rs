@@ -132,6 +132,11 @@ neonctl-aws up --neon-src ~/src/neon --output plain")]
     #[command(after_help = "Example:\n  neonctl-aws status --output json")]
     Status,
 
+    /// Print a least-privilege IAM policy for the AWS phases of this prefix and region
+    #[command(after_help = "Every write is scoped to the prefix's names, IAM path or tags; no action is a wildcard.\n\n\
+Examples:\n  neonctl-aws iam-policy > neon-policy.json\n  neonctl-aws iam-policy --for push --prefix acme")]
+    IamPolicy(IamPolicyArgs),
+
     /// Delete everything this prefix created, found from the state file and by tag lookup
     #[command(after_help = "Works without a state file: `neonctl-aws teardown --prefix X --region R` \
 finds everything tagged neonctl-aws/cluster=X.\nDeleting the bucket's data needs --yes (or a prompt \
@@ -184,6 +189,26 @@ pub struct UpArgs {
     pub neon_src: Option<PathBuf>,
     #[command(flatten)]
     pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    /// Only what these commands need [default: all]
+    #[arg(long = "for", value_enum, value_delimiter = ',', value_name = "COMMANDS")]
+    pub for_phases: Vec<PolicyFor>,
+}
+
+/// The commands that call AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyFor {
+    Infra,
+    Push,
+    Deploy,
+    Teardown,
+}
+
+impl PolicyFor {
+    pub const ALL: &[PolicyFor] = &[PolicyFor::Infra, PolicyFor::Push, PolicyFor::Deploy, PolicyFor::Teardown];
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,11 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             phases::prereqs::run(args, &config, global.yes, &printer).await?;
             return Ok(Finished::ok());
         }
+        Command::IamPolicy(args) => {
+            let config = load_config(None)?;
+            phases::iam_policy::run(args, &config, &printer)?;
+            return Ok(Finished::ok());
+        }
         Command::Status => {
             let config = load_config(None)?;
             phases::status::run(&config, &global.state_dir, &printer)?;

@@ -1,5 +1,6 @@
 //! One module per subcommand. Graph phases implement [`crate::engine::Phase`].
 
+pub mod iam_policy;
 pub mod infra;
 pub mod init;
 pub mod prereqs;
