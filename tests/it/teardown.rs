@@ -130,3 +130,15 @@ fn leftovers_are_named_and_exit_4() {
     assert!(stderr(&out).contains(&format!("vpc {vpc}")), "{}", stderr(&out));
     assert_eq!(moto.census("neon").keys().collect::<Vec<_>>(), ["vpc/vpc"]);
 }
+
+#[test]
+fn dry_run_without_credentials_lists_what_the_state_records() {
+    let wd = Workdir::new();
+    let out = wd.run(&["teardown", "--dry-run", "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = crate::support::json_events(&out);
+    let plan = events.iter().find(|e| e["event"] == "plan").unwrap();
+    let notes = plan["notes"].to_string();
+    assert!(notes.contains("could not look up resources") && notes.contains("issue #5"), "{notes}");
+    assert!(!wd.state_dir().join("state.json").exists());
+}

@@ -117,6 +117,7 @@ async fn wait_cluster(run: &Run<'_>) -> anyhow::Result<Found> {
             match found.as_ref().and_then(|f| f.state.as_deref()) {
                 Some("ACTIVE") => Ok(found),
                 Some("FAILED") => anyhow::bail!("eks cluster {name} failed to create. Run `neonctl-aws teardown`, then infra again"),
+                Some("DELETING") => anyhow::bail!("eks cluster {name} is being deleted. Wait until it is gone, then run infra again"),
                 _ => Ok(None),
             }
         },

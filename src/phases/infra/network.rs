@@ -116,7 +116,8 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
             .await?;
         let subnet = &public.iter().find(|(z, _)| *z == zone).expect("a public subnet per zone").1;
         let component = format!("nat-{zone}");
-        let found = inv.get(Kind::NatGateway, &component);
+        // One being deleted (by a teardown) is as good as gone: make a new one.
+        let found = inv.get(Kind::NatGateway, &component).filter(|f| f.state.as_deref() != Some("deleting"));
         let id = run
             .ensure(Kind::NatGateway, &component, &tags(&component).name(), found, |token| async {
                 let out = ec2
