@@ -97,28 +97,24 @@ impl<'a> Run<'a> {
                 id.account
             );
         }
-        let account = id.account.clone();
-        cx.update_state(|s| s.infra.account = Some(account))?;
         let mut run = Run { cx, aws, id, prefix: cx.config.prefix.clone(), region: cx.config.region.clone(), zones: vec![], reporter };
-        run.zones = run.zones().await?;
+        run.zones = match cx.state().infra.azs {
+            recorded if !recorded.is_empty() => recorded,
+            _ => pick_zones(&run.aws, &cx.config).await?,
+        };
         Ok(run)
-    }
-
-    /// The zones recorded by the first run, else chosen where the node type is offered.
-    async fn zones(&self) -> anyhow::Result<Vec<String>> {
-        let recorded = self.cx.state().infra.azs;
-        if !recorded.is_empty() {
-            return Ok(recorded);
-        }
-        let zones = pick_zones(&self.aws, &self.cx.config).await?;
-        let chosen = zones.clone();
-        self.cx.update_state(|s| s.infra.azs = chosen)?;
-        Ok(zones)
     }
 
     async fn converge(&self) -> anyhow::Result<()> {
         // The bucket name is global: if someone else owns it, stop before creating anything.
         let bucket = storage::bucket(self).await?;
+        let (account, zones) = (self.id.account.clone(), self.zones.clone());
+        if self.cx.state().infra.azs != zones {
+            self.cx.update_state(|s| {
+                s.infra.account = Some(account);
+                s.infra.azs = zones;
+            })?;
+        }
         let (net, (cluster_role, node_role), ()) = futures::try_join!(network::converge(self), iam::base_roles(self), storage::repositories(self))?;
         eks::converge(self, &net, &cluster_role, &node_role, &bucket).await
     }

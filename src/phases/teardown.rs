@@ -204,6 +204,8 @@ impl Teardown {
         cx.update_state(|s| {
             let bucket = s.infra.resources.remove("bucket").filter(|_| !keep.is_empty());
             s.infra = InfraState::default();
+            // What infra made is gone; its record would say otherwise.
+            s.phases.remove(&PhaseName::Infra);
             if let Some(bucket) = bucket {
                 s.infra.resources.insert("bucket".into(), bucket);
             }

@@ -93,7 +93,7 @@ fn bad_input_is_refused_before_anything_is_created() {
     let out = moto.cmd(&wd, &["infra"]).env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("no usable AWS credentials"), "{}", stderr(&out));
-    assert!(state(&wd).infra.resources.is_empty());
+    assert_eq!(state(&wd).infra, Default::default());
 
     // A region that does not exist: refused while loading the config, no state written.
     let wd = Workdir::new();
@@ -117,7 +117,7 @@ fn bad_input_is_refused_before_anything_is_created() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("`taken-name` belongs to another AWS account"), "{}", stderr(&out));
     assert!(moto.census("neon").is_empty(), "nothing was created: {:#?}", moto.census("neon"));
-    assert!(state(&wd).infra.resources.is_empty());
+    assert_eq!(state(&wd).infra, Default::default(), "the state records nothing");
 }
 
 #[test]
