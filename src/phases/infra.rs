@@ -100,7 +100,11 @@ impl<'a> Run<'a> {
         let mut run = Run { cx, aws, id, prefix: cx.config.prefix.clone(), region: cx.config.region.clone(), zones: vec![], reporter };
         run.zones = match cx.state().infra.azs {
             recorded if !recorded.is_empty() => recorded,
-            _ => pick_zones(&run.aws, &cx.config).await?,
+            // A lost state file must not move the network to other zones.
+            _ => match zones_in_use(&run.aws, &run.prefix).await? {
+                Some(zones) => zones,
+                None => pick_zones(&run.aws, &cx.config).await?,
+            },
         };
         Ok(run)
     }
@@ -230,4 +234,24 @@ pub async fn pick_zones(aws: &Aws, config: &crate::config::Config) -> anyhow::Re
         .map_err(call("DescribeInstanceTypeOfferings", itype))?;
     let offered: Vec<String> = offerings.iter().filter_map(|o| o.location().map(str::to_string)).collect();
     spec::choose_zones(&available, Some(&offered), config.network.az_count as usize).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The zones of the prefix's existing private subnets, if there are any.
+async fn zones_in_use(aws: &Aws, prefix: &str) -> anyhow::Result<Option<Vec<String>>> {
+    let subnets = aws
+        .ec2
+        .describe_subnets()
+        .filters(crate::aws::tags::ec2_filter(prefix))
+        .send()
+        .await
+        .map_err(call("DescribeSubnets", format!("tagged {}={prefix}", crate::aws::tags::CLUSTER_TAG)))?;
+    let mut zones: Vec<String> = subnets
+        .subnets()
+        .iter()
+        .filter(|s| crate::aws::tags::ec2_value(s.tags(), crate::aws::tags::COMPONENT_TAG).is_some_and(|c| c.starts_with("subnet-private-")))
+        .filter_map(|s| s.availability_zone().map(str::to_string))
+        .collect();
+    zones.sort();
+    zones.dedup();
+    Ok((!zones.is_empty()).then_some(zones))
 }

@@ -32,6 +32,14 @@ fn infra_from_nothing_creates_everything_once_then_only_reads() {
     assert_complete(&moto.census("neon"));
     assert_eq!(state(&wd).infra, infra, "nothing changed in the state either");
 
+    // With the state file lost, a run adopts everything again, in the same zones.
+    std::fs::remove_dir_all(wd.state_dir()).unwrap();
+    let adopted = moto.run(&wd, &["infra", "--output", "json"]);
+    assert!(adopted.status.success(), "{}", stdout(&adopted));
+    assert_complete(&moto.census("neon"));
+    assert_eq!(state(&wd).infra.azs, infra.azs);
+    assert_eq!(state(&wd).infra.resources.len(), infra.resources.len());
+
     // The plan now adopts everything and creates nothing.
     let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
     assert!(plan.status.success());
