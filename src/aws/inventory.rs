@@ -226,6 +226,9 @@ pub async fn roles(aws: &Aws, prefix: &str) -> Result<Vec<Found>, CallError> {
         .collect())
 }
 
+/// The error code of a resource that has our name but not our tag.
+pub const NOT_OURS: &str = "neonctl-aws.NotOurs";
+
 /// The EKS cluster named `prefix`, if it exists and carries this prefix's tag; a cluster of that
 /// name without the tag is an error (never adopted, never deleted).
 pub async fn cluster(aws: &Aws, prefix: &str) -> Result<Option<Found>, CallError> {
@@ -238,7 +241,7 @@ pub async fn cluster(aws: &Aws, prefix: &str) -> Result<Option<Found>, CallError
         return Err(CallError {
             operation: "DescribeCluster",
             resource: prefix.to_string(),
-            code: None,
+            code: Some(NOT_OURS.to_string()),
             status: Some(200),
             detail: format!(
                 "an EKS cluster named `{prefix}` exists but is not tagged {}={prefix}; neonctl-aws will neither adopt nor \

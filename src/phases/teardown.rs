@@ -103,7 +103,13 @@ async fn discover(cx: &Context) -> anyhow::Result<(Aws, Inventory)> {
         buckets.push(recorded);
     }
     let cluster_and_nodegroups = async {
-        let cluster = inventory::cluster(&aws, prefix).await?;
+        let cluster = match inventory::cluster(&aws, prefix).await {
+            Err(e) if e.is(inventory::NOT_OURS) => {
+                cx.reporter(PhaseName::Teardown).warn(e.detail);
+                None
+            }
+            other => other?,
+        };
         let nodegroups = if cluster.is_some() { inventory::nodegroups(&aws, prefix).await? } else { vec![] };
         Ok::<_, CallError>((cluster, nodegroups))
     };

@@ -142,3 +142,19 @@ fn dry_run_without_credentials_lists_what_the_state_records() {
     assert!(notes.contains("could not look up resources") && notes.contains("issue #5"), "{notes}");
     assert!(!wd.state_dir().join("state.json").exists());
 }
+
+#[test]
+fn a_cluster_with_our_name_but_not_our_tag_is_left_alone() {
+    let moto = Moto::start();
+    let eks = aws_sdk_eks::Client::new(&moto.sdk());
+    let vpc = aws_sdk_eks::types::VpcConfigRequest::builder().subnet_ids("subnet-1").build();
+    moto.block_on(eks.create_cluster().name("neon").role_arn("arn:aws:iam::123456789012:role/x").resources_vpc_config(vpc).send()).unwrap();
+    let wd = Workdir::new();
+    let out = teardown_ok(&moto, &wd, &["teardown", "--yes"]);
+    assert!(stderr(&out).contains("is not tagged neonctl-aws/cluster=neon"), "{}", stderr(&out));
+    assert!(moto.block_on(eks.describe_cluster().name("neon").send()).is_ok(), "the cluster is still there");
+    // infra refuses to adopt it.
+    let out = moto.run(&wd, &["infra"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("will neither adopt nor delete it"), "{}", stderr(&out));
+}
