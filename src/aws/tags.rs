@@ -33,7 +33,13 @@ impl Tags {
     }
 
     pub fn ec2(&self, resource: aws_sdk_ec2::types::ResourceType) -> aws_sdk_ec2::types::TagSpecification {
-        let tags = self.pairs().into_iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+        self.ec2_with(resource, &[])
+    }
+
+    /// The EC2 tags plus `extra` ones (such as the load balancer role of a subnet).
+    pub fn ec2_with(&self, resource: aws_sdk_ec2::types::ResourceType, extra: &[(&str, &str)]) -> aws_sdk_ec2::types::TagSpecification {
+        let extra = extra.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let tags = self.pairs().into_iter().chain(extra).map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
         aws_sdk_ec2::types::TagSpecification::builder().resource_type(resource).set_tags(Some(tags.collect())).build()
     }
 

@@ -54,19 +54,14 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
             let t = tags(&component);
             let id = run
                 .ensure(Kind::Subnet, &component, &t.name(), existing, |_| async {
-                    let mut spec = t.ec2(ResourceType::Subnet);
                     // Load balancer placement: internet-facing in public, internal in private subnets.
                     let role = if is_public { "kubernetes.io/role/elb" } else { "kubernetes.io/role/internal-elb" };
-                    spec = aws_sdk_ec2::types::TagSpecification::builder()
-                        .resource_type(ResourceType::Subnet)
-                        .set_tags(Some([spec.tags().to_vec(), vec![aws_sdk_ec2::types::Tag::builder().key(role).value("1").build()]].concat()))
-                        .build();
                     let out = ec2
                         .create_subnet()
                         .vpc_id(&vpc)
                         .availability_zone(zone)
                         .cidr_block(block)
-                        .tag_specifications(spec)
+                        .tag_specifications(t.ec2_with(ResourceType::Subnet, &[(role, "1")]))
                         .send()
                         .await
                         .map_err(call("CreateSubnet", format!("{block} in {zone}")))?;
