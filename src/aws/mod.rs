@@ -84,6 +84,20 @@ impl Aws {
     }
 }
 
+#[cfg(test)]
+impl Aws {
+    /// Clients that reach nothing (127.0.0.1:1), for tests that swap in mocked ones.
+    pub fn unreachable(config: &Config) -> Self {
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(aws_credential_types::Credentials::for_tests()))
+            .build();
+        Self::from_sdk(sdk, config, Arc::default()).expect("an endpoint is set")
+    }
+}
+
 /// Counts each operation once (not each retry attempt), by service and read/mutating. The
 /// operation metadata is in the bag from serialization on, not yet at execution start.
 #[derive(Clone, Debug)]

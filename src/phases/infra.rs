@@ -10,7 +10,7 @@
 //! component's record (with its deterministic client token) is persisted; the id right after.
 
 mod cost;
-mod eks;
+pub(crate) mod eks;
 mod iam;
 mod network;
 pub mod spec;

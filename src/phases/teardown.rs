@@ -445,3 +445,40 @@ async fn purge_bucket(aws: &Aws, bucket: &str) -> Result<(), CallError> {
     }
     s3.delete_bucket().bucket(bucket).send().await.map_err(call("DeleteBucket", bucket)).map(drop)
 }
+
+/// The EKS deletions moto cannot show (addons), against a mocked client.
+#[cfg(test)]
+mod tests {
+    use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
+    use aws_sdk_eks::operation::describe_nodegroup::DescribeNodegroupError;
+    use aws_sdk_eks::Client as Eks;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    use super::*;
+    use crate::phases::infra::eks::tests::not_found;
+
+    #[tokio::test]
+    async fn nodegroups_then_addons_then_the_cluster() {
+        use aws_sdk_eks::operation as op;
+        let delete_group = mock!(Eks::delete_nodegroup)
+            .match_requests(|r| r.cluster_name() == Some("neon") && r.nodegroup_name() == Some("neon-nodes"))
+            .then_output(|| op::delete_nodegroup::DeleteNodegroupOutput::builder().build());
+        let group_gone = mock!(Eks::describe_nodegroup).then_error(|| DescribeNodegroupError::ResourceNotFoundException(not_found()));
+        let list_addons =
+            mock!(Eks::list_addons).then_output(|| op::list_addons::ListAddonsOutput::builder().addons("vpc-cni").addons("aws-ebs-csi-driver").build());
+        let delete_addon = mock!(Eks::delete_addon).then_output(|| op::delete_addon::DeleteAddonOutput::builder().build());
+        let delete_cluster = mock!(Eks::delete_cluster).then_output(|| op::delete_cluster::DeleteClusterOutput::builder().build());
+        let cluster_gone = mock!(Eks::describe_cluster).then_error(|| DescribeClusterError::ResourceNotFoundException(not_found()));
+        let eks = mock_client!(aws_sdk_eks, RuleMode::MatchAny, &[&delete_group, &group_gone, &list_addons, &delete_addon, &delete_cluster, &cluster_gone]);
+        let aws = Aws { eks, ..Aws::unreachable(&crate::config::Config::default()) };
+        let reporter = PhaseReporter::new(PhaseName::Teardown, Arc::new(crate::output::Recorder::default()));
+        let del = Deleter { aws: &aws, reporter: &reporter, errors: Mutex::default(), backoff: Backoff { budget: Duration::from_secs(1) } };
+        let mut inv = Inventory::default();
+        inv.add(Kind::Cluster, [Found { component: "cluster".into(), id: "neon".into(), ..Found::default() }]);
+        inv.add(Kind::Nodegroup, [Found { component: "nodegroup".into(), id: "neon-nodes".into(), ..Found::default() }]);
+        delete_eks(&del, &inv, "neon").await;
+        assert!(del.errors.lock().unwrap().is_empty(), "{:?}", del.errors.lock().unwrap());
+        let calls = [&delete_group, &group_gone, &list_addons, &delete_addon, &delete_cluster, &cluster_gone].map(|r| r.num_calls());
+        assert_eq!(calls, [1, 1, 1, 2, 1, 1]);
+    }
+}

@@ -306,7 +306,7 @@ async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
 
 /// The calls moto lacks (addons, access entries, addon versions), against mocked clients.
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use std::sync::Arc;
 
     use aws_sdk_eks::operation::describe_access_entry::DescribeAccessEntryError;
@@ -325,7 +325,7 @@ mod tests {
 
     const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/admins/Admin";
 
-    fn not_found() -> aws_sdk_eks::types::error::ResourceNotFoundException {
+    pub fn not_found() -> aws_sdk_eks::types::error::ResourceNotFoundException {
         aws_sdk_eks::types::error::ResourceNotFoundException::builder()
             .message("not found")
             .meta(ErrorMetadata::builder().code("ResourceNotFoundException").build())
@@ -337,13 +337,7 @@ mod tests {
     }
 
     fn run<'a>(cx: &'a Context, eks: Eks, iam: Iam) -> Run<'a> {
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url("http://127.0.0.1:1")
-            .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(aws_credential_types::Credentials::for_tests()))
-            .build();
-        let aws = Aws { eks, iam, ..Aws::from_sdk(sdk, &cx.config, cx.calls.clone()).unwrap() };
+        let aws = Aws { eks, iam, ..Aws::unreachable(&cx.config) };
         let id = Identity { account: "123456789012".into(), partition: "aws".into(), caller_arn: "arn:aws:sts::123456789012:assumed-role/Admin/me".into() };
         Run { cx, aws, id, prefix: "neon".into(), region: "us-east-1".into(), zones: vec![], reporter: cx.reporter(PhaseName::Infra) }
     }
