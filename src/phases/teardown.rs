@@ -50,8 +50,14 @@ impl Phase for Teardown {
                     notes.push(format!("--keep-data: s3 bucket {} and its data are kept", found.id));
                     continue;
                 }
-                let what = if kind == Kind::Bucket { "every object version, delete marker and upload, then the bucket" } else { kind.label() };
-                actions.push(PlannedAction::new(Verb::Delete, format!("{} {}", kind.label(), found.id)).detail(what));
+                let target = format!("{} {}", kind.label(), found.id);
+                actions.push(match kind {
+                    Kind::Bucket => PlannedAction::new(Verb::Delete, target).detail("every object version, delete marker and upload, then the bucket"),
+                    Kind::NetworkInterface if found.state.as_deref() != Some("available") => {
+                        PlannedAction::new(Verb::Wait, target).detail("in use: goes with its owner")
+                    }
+                    _ => PlannedAction::new(Verb::Delete, target),
+                });
             }
             Ok(PhasePlan { actions, notes })
         })
@@ -152,7 +158,8 @@ async fn discover(cx: &Context) -> anyhow::Result<(Aws, Inventory)> {
             interfaces.network_interfaces().iter().map(|n| Found {
                 component: n.description().unwrap_or_default().to_string(),
                 id: n.network_interface_id().unwrap_or_default().to_string(),
-                state: n.status().map(|s| s.as_str().to_string()),
+                // An interface AWS manages for a NAT gateway or endpoint goes with its owner.
+                state: if n.requester_managed() == Some(true) { Some("requester-managed".into()) } else { n.status().map(|s| s.as_str().to_string()) },
                 ..Found::default()
             }),
         );
