@@ -128,9 +128,12 @@ impl<'a> Run<'a> {
     }
 
     pub fn token(&self, component: &str) -> String {
-        // A recorded resource that vanished gets a new generation, hence a new token.
-        let generation = self.record(component).and_then(|r| r.id).unwrap_or_default();
-        spec::token(&self.prefix, &self.region, component, &generation)
+        match self.record(component) {
+            // A create that may have been sent: the same token again, so AWS can deduplicate.
+            Some(ResourceRecord { id: None, token: Some(token), .. }) => token,
+            // A recorded resource that vanished gets a new generation, hence a new token.
+            record => spec::token(&self.prefix, &self.region, component, &record.and_then(|r| r.id).unwrap_or_default()),
+        }
     }
 
     /// Adopts `existing`, or creates the resource with `create(token)`: the record and token are
