@@ -392,6 +392,25 @@ pub mod tests {
     }
 
     #[tokio::test]
+    async fn a_create_interrupted_before_its_answer_resends_the_persisted_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let persisted = crate::state::ResourceRecord { token: Some("0123456789abcdef0123456789abcdef".into()), ..Default::default() };
+        cx.update_state(|s| s.infra.resources.insert("addon-vpc-cni".into(), persisted)).unwrap();
+        let describe = mock!(Eks::describe_addon).then_error(|| DescribeAddonError::ResourceNotFoundException(not_found()));
+        let versions = mock!(Eks::describe_addon_versions).then_output(versions);
+        let create = mock!(Eks::create_addon)
+            .match_requests(|r| r.client_request_token() == Some("0123456789abcdef0123456789abcdef"))
+            .then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&describe, &versions, &create]);
+        let run = run(&cx, eks, iam_unused());
+        ensure_addon(&run, "vpc-cni", None).await.unwrap();
+        assert_eq!(create.num_calls(), 1);
+        let record = cx.state().infra.resources["addon-vpc-cni"].clone();
+        assert_eq!((record.id.as_deref(), record.token.as_deref()), (Some("vpc-cni"), Some("0123456789abcdef0123456789abcdef")));
+    }
+
+    #[tokio::test]
     async fn an_existing_addon_is_adopted_without_a_mutating_call() {
         let dir = tempfile::tempdir().unwrap();
         let cx = context(dir.path());
