@@ -153,6 +153,10 @@ Examples:\n  neonctl-aws kubeconfig\n  neonctl-aws kubeconfig --file ./kubeconfi
     /// Print an EKS bearer token as kubectl ExecCredential JSON (the exec plugin `kubeconfig` sets up)
     #[command(after_help = "Example:\n  neonctl-aws token --cluster neon --region us-east-1")]
     Token(TokenArgs),
+    /// Print a least-privilege IAM policy for the AWS phases of this prefix and region
+    #[command(after_help = "Every write is scoped to the prefix's names, IAM path or tags; no action is a wildcard.\n\n\
+Examples:\n  neonctl-aws iam-policy > neon-policy.json\n  neonctl-aws iam-policy --for push --prefix acme")]
+    IamPolicy(IamPolicyArgs),
 
     /// Delete everything this prefix created, found from the state file and by tag lookup
     #[command(after_help = "Works without a state file: `neonctl-aws teardown --prefix X --region R` \
@@ -259,6 +263,26 @@ pub struct RenderArgs {
     /// Use this existing StorageClass instead of creating an encrypted gp3 one
     #[arg(long, value_name = "NAME")]
     pub storage_class: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    /// Only what these commands need [default: all]
+    #[arg(long = "for", value_enum, value_delimiter = ',', value_name = "COMMANDS")]
+    pub for_phases: Vec<PolicyFor>,
+}
+
+/// The commands that call AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyFor {
+    Infra,
+    Push,
+    Deploy,
+    Teardown,
+}
+
+impl PolicyFor {
+    pub const ALL: &[PolicyFor] = &[PolicyFor::Infra, PolicyFor::Push, PolicyFor::Deploy, PolicyFor::Teardown];
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,7 @@ pub struct Config {
     pub images: ImagesConfig,
     pub bucket: BucketConfig,
     pub ecr: EcrConfig,
+    pub pricing: PricingConfig,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             bucket: BucketConfig::default(),
             ecr: EcrConfig::default(),
+            pricing: PricingConfig::default(),
         }
     }
 }
@@ -164,6 +166,44 @@ pub struct EcrConfig {
 impl Default for EcrConfig {
     fn default() -> Self {
         Self { keep_images: 10 }
+    }
+}
+
+/// On-demand list prices (USD) behind the monthly estimate of `infra --plan`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// When these prices were read from the AWS price list; printed with the estimate.
+    pub as_of: String,
+    pub eks_cluster_per_hour: f64,
+    pub nat_gateway_per_hour: f64,
+    pub ebs_gp3_per_gib_month: f64,
+    pub nlb_per_hour: f64,
+    /// Per instance type; a node type missing here is left out of the estimate, with a note.
+    pub instance_per_hour: std::collections::BTreeMap<String, f64>,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        let instances = [
+            ("m6i.large", 0.096),
+            ("m6i.xlarge", 0.192),
+            ("m6i.2xlarge", 0.384),
+            ("m7i.xlarge", 0.2016),
+            ("m7g.xlarge", 0.1632),
+            ("r6i.xlarge", 0.252),
+            ("c6i.xlarge", 0.17),
+            ("t3.large", 0.0832),
+            ("t3.xlarge", 0.1664),
+        ];
+        Self {
+            as_of: "2026-11-01".into(),
+            eks_cluster_per_hour: 0.10,
+            nat_gateway_per_hour: 0.045,
+            ebs_gp3_per_gib_month: 0.08,
+            nlb_per_hour: 0.0225,
+            instance_per_hour: instances.into_iter().map(|(t, p)| (t.to_string(), p)).collect(),
+        }
     }
 }
 

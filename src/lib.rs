@@ -99,6 +99,11 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             phases::render::run(args, &config, &printer)?;
             return Ok(Finished::ok());
         }
+        Command::IamPolicy(args) => {
+            let config = load_config(None)?;
+            phases::iam_policy::run(args, &config, &printer)?;
+            return Ok(Finished::ok());
+        }
         Command::Status => {
             let config = load_config(None)?;
             phases::status::run(&config, &global.state_dir, &printer)?;
@@ -114,7 +119,7 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             (vec![PhaseName::Teardown], args.plan.plan || args.dry_run, load_config(None)?)
         }
     };
-    let phases: Vec<_> = phases.into_iter().map(|name| phases::phase(name, &cli.command)).collect();
+    let phases: Vec<_> = phases.into_iter().map(|name| phases::phase(name, &cli.command, &printer)).collect();
     let target = state::Target { prefix: config.prefix.clone(), region: config.region.clone() };
     let reporter: Arc<dyn Reporter> = printer.clone();
 

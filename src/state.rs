@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::PhaseName;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 pub const STATE_FILE: &str = "state.json";
 pub const LOCK_FILE: &str = "lock";
 
@@ -23,7 +23,14 @@ pub const LOCK_FILE: &str = "lock";
 pub type Migration = fn(&mut serde_json::Value) -> Result<(), String>;
 
 /// `MIGRATIONS[i]` upgrades schema `i + 1` to `i + 2`.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = &[v1_add_infra];
+
+/// v1 → v2: the `infra` section (AWS resources by component) appears, empty.
+fn v1_add_infra(doc: &mut serde_json::Value) -> Result<(), String> {
+    let object = doc.as_object_mut().ok_or("the document is not an object")?;
+    object.entry("infra").or_insert_with(|| serde_json::json!({}));
+    Ok(())
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -35,6 +42,39 @@ pub struct State {
     pub target: Option<Target>,
     #[serde(default)]
     pub phases: BTreeMap<PhaseName, PhaseRecord>,
+    /// What `infra` created or adopted; `teardown` empties it.
+    #[serde(default)]
+    pub infra: InfraState,
+}
+
+/// The AWS resources of one deployment, by component (the `neonctl-aws/component` tag value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfraState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The availability zones the subnets were placed in, fixed by the first run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub azs: Vec<String>,
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceRecord>,
+}
+
+/// One resource. Written before its create call (with the idempotency token) and again after.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRecord {
+    /// The id, ARN or name, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The deterministic client token of the create call, for the APIs that take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Fingerprint of the settings last applied after creation (attributes, policies), so a
+    /// converged run re-applies nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
+    /// Outputs later phases need (cluster endpoint, OIDC issuer, repository URI, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 impl Default for State {
@@ -44,6 +84,7 @@ impl Default for State {
             written_by: writer(),
             target: None,
             phases: BTreeMap::new(),
+            infra: InfraState::default(),
         }
     }
 }
@@ -360,6 +401,20 @@ mod tests {
         let state = parse(Path::new("s.json"), doc, &[v1_to_v2, v2_to_v3]).unwrap();
         assert_eq!(state.schema_version, 3);
         assert!(state.phases.is_empty());
+    }
+
+    #[test]
+    fn a_v1_file_gains_an_empty_infra_section() {
+        let doc = br#"{"schema_version": 1, "written_by": "neonctl-aws 0.1.0", "target": {"prefix": "neon", "region": "us-east-1"},
+            "phases": {"build": {"status": "succeeded", "started_at": "t0", "finished_at": "t1"}}}"#;
+        let state = parse(Path::new("s.json"), doc, MIGRATIONS).unwrap();
+        assert_eq!(state.schema_version, 2);
+        assert_eq!(state.infra, InfraState::default());
+        assert_eq!(state.phases[&PhaseName::Build].status, PhaseStatus::Succeeded);
+        assert_eq!(state.target, Some(target()));
+        // A file already at v2 is read as it is.
+        let written = serde_json::to_vec(&state).unwrap();
+        assert_eq!(parse(Path::new("s.json"), &written, MIGRATIONS).unwrap(), state);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! Endpoints come from the SDK's own settings (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_<SERVICE>,
 //! profiles), which is how the tests point everything at moto's server.
 
+pub mod call;
+pub mod inventory;
+pub mod tags;
 pub mod eks_token;
 
 use std::sync::Arc;
@@ -79,6 +82,20 @@ impl Aws {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sdk,
         })
+    }
+}
+
+#[cfg(test)]
+impl Aws {
+    /// Clients that reach nothing (127.0.0.1:1), for tests that swap in mocked ones.
+    pub fn unreachable(config: &Config) -> Self {
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(aws_credential_types::Credentials::for_tests()))
+            .build();
+        Self::from_sdk(sdk, config, Arc::default()).expect("an endpoint is set")
     }
 }
 

@@ -1,23 +1,32 @@
 //! One module per subcommand. Graph phases implement [`crate::engine::Phase`].
 
+pub mod iam_policy;
+pub mod infra;
 pub mod init;
 pub mod kubeconfig;
 pub mod prereqs;
 pub mod render;
 pub mod status;
+pub mod teardown;
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 use crate::cli::Command;
+use crate::output::Printer;
 use crate::engine::{Context, Phase, PhaseName, PhasePlan};
 
 /// The phase behind `name`, configured from the command line that asked for it.
-pub fn phase(name: PhaseName, _command: &Command) -> Arc<dyn Phase> {
+/// `printer` asks for consent where a phase destroys data.
+pub fn phase(name: PhaseName, command: &Command, printer: &Arc<Printer>) -> Arc<dyn Phase> {
     let issue = match name {
+        PhaseName::Infra => return Arc::new(infra::Infra),
+        PhaseName::Teardown => {
+            let keep_data = matches!(command, Command::Teardown(args) if args.keep_data);
+            return Arc::new(teardown::Teardown { keep_data, printer: printer.clone() });
+        }
         PhaseName::Build | PhaseName::Images | PhaseName::Push => 4,
-        PhaseName::Infra | PhaseName::Teardown => 3,
         PhaseName::Deploy => 5,
     };
     Arc::new(Unavailable { name, issue })

@@ -1,6 +1,9 @@
 //! The one integration test binary: the real `neonctl-aws` binary against real stand-ins.
 
 mod cli;
+mod infra;
+mod moto;
 mod prereqs;
 mod render;
 mod support;
+mod teardown;

@@ -1,6 +1,7 @@
 //! Development automation in plain Rust (`cargo xtask <task>`).
 //!
 //! - `test`: check the stand-ins the integration tests need, then run every test.
+//! - `bench`: a no-op `infra` on a converged deployment against moto: wall time and calls.
 
 use std::path::PathBuf;
 use std::io::{BufRead, BufReader};
@@ -12,8 +13,12 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "test" => test(),
+        "bench" => bench(std::env::args().skip(2).any(|a| a == "--release")),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, Docker Engine, kubernetes-validate), run every test");
+            eprintln!(
+                "usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, Docker Engine, kubernetes-validate), run every test\n  \
+                 bench   [--release] time a no-op infra against moto (goal: 0 mutating calls, <= 1 read per resource, < 3 s)"
+            );
             std::process::exit(2)
         }
     }
@@ -88,5 +93,105 @@ fn test() -> Result<()> {
     if passed == 0 {
         bail!("no test ran");
     }
+    Ok(())
+}
+
+/// moto on a free port, killed on drop.
+struct Moto(std::process::Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto() -> Result<Moto> {
+    let program = std::env::var_os("NEONCTL_TEST_MOTO_SERVER")
+        .map(PathBuf::from)
+        .or_else(|| find("moto_server", "/usr/local/bin/moto_server"))
+        .context("moto_server not found (pip install 'moto[server]')")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(&program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let moto = Moto(child, port);
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            bail!("moto did not listen on port {port} within 60s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(moto)
+}
+
+/// Converges once, then times a second `infra` and checks it against the goals.
+fn bench(release: bool) -> Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--bin", "neonctl-aws"]);
+    if release {
+        build.arg("--release");
+    }
+    if !build.status().context("building neonctl-aws")?.success() {
+        bail!("build failed");
+    }
+    let binary = project_root().join("target").join(if release { "release" } else { "debug" }).join("neonctl-aws");
+    let moto = start_moto()?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("neonctl-aws.yaml"), "aws:\n  emulator: true\n")?;
+    let infra = || {
+        let mut cmd = Command::new(&binary);
+        cmd.args(["infra", "--output", "json"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", moto.1))
+            .env("AWS_ACCESS_KEY_ID", "bench")
+            .env("AWS_SECRET_ACCESS_KEY", "bench")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
+    };
+    let first = infra().output().context("running infra")?;
+    if !first.status.success() {
+        bail!("the converging infra run failed:\n{}", String::from_utf8_lossy(&first.stdout));
+    }
+    let started = std::time::Instant::now();
+    let second = infra().output().context("running infra")?;
+    let wall = started.elapsed().as_secs_f64();
+    if !second.status.success() {
+        bail!("the no-op infra run failed:\n{}", String::from_utf8_lossy(&second.stdout));
+    }
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).context("parsing the json summary")?;
+    let calls = summary["calls"].as_object().context("the summary has no call counts")?;
+    let sum = |kind: &str| calls.values().map(|c| c[kind].as_u64().unwrap_or(0)).sum::<u64>();
+    let (reads, mutating) = (sum("read"), sum("mutating"));
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(".neonctl-aws/state.json"))?)?;
+    let resources = state["infra"]["resources"].as_object().map(|r| r.values().filter(|v| v.get("id").is_some()).count()).unwrap_or(0);
+    println!("no-op infra ({}): {wall:.2}s wall, {reads} read calls for {resources} resources, {mutating} mutating", if release { "release" } else { "debug" });
+    for (service, count) in calls {
+        println!("  {service:<4} {} read, {} mutating", count["read"], count["mutating"]);
+    }
+    let mut missed = Vec::new();
+    if mutating > 0 {
+        missed.push(format!("{mutating} mutating calls (goal 0)"));
+    }
+    if reads as usize > resources {
+        missed.push(format!("{reads} reads for {resources} resources (goal <= 1 per resource)"));
+    }
+    if wall >= 3.0 {
+        missed.push(format!("{wall:.2}s (goal < 3 s)"));
+    }
+    if !missed.is_empty() {
+        bail!("bench goals missed: {}", missed.join(", "));
+    }
+    println!("all goals met");
     Ok(())
 }

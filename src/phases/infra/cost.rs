@@ -1,0 +1,168 @@
+//! `infra --plan`: every resource it would create or adopt, and what it would cost a month.
+//! Works with no credentials and no network: the lookups that fail become a note and the plan
+//! assumes nothing exists.
+
+use std::time::Duration;
+
+use super::{eks, identity, iam, network, pick_zones, spec};
+use crate::aws::inventory::{self, Found, Inventory, Kind};
+use crate::aws::Aws;
+use crate::config::Config;
+use crate::engine::{Context, PhasePlan};
+use crate::output::{PlannedAction, Verb};
+
+/// How long `--plan` waits for its lookups before planning without them.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What exists already, as far as the plan could find out.
+struct Observed {
+    account: String,
+    zones: Vec<String>,
+    inventory: Inventory,
+}
+
+pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
+    let mut notes = Vec::new();
+    let observed = match tokio::time::timeout(LOOKUP_TIMEOUT, observe(cx)).await {
+        Ok(Ok(observed)) => Some(observed),
+        Ok(Err(e)) => {
+            notes.push(format!("could not look up existing resources ({e}); the plan assumes nothing exists yet"));
+            None
+        }
+        Err(_) => {
+            notes.push(format!("looking up existing resources took longer than {}s; the plan assumes nothing exists yet", LOOKUP_TIMEOUT.as_secs()));
+            None
+        }
+    };
+    let config = &cx.config;
+    let recorded = cx.state().infra;
+    let zones = match (&observed, recorded.azs.is_empty()) {
+        (Some(o), _) => o.zones.clone(),
+        (None, false) => recorded.azs.clone(),
+        (None, true) => {
+            let guess: Vec<String> = ["a", "b", "c"].iter().take(config.network.az_count as usize).map(|z| format!("{}{z}", config.region)).collect();
+            notes.push(format!("availability zones not looked up: assuming {}", guess.join(", ")));
+            guess
+        }
+    };
+    let account = observed.as_ref().map(|o| o.account.clone()).or(recorded.account).unwrap_or_else(|| "<account id>".into());
+    let empty = Inventory::default();
+    let inventory = observed.as_ref().map(|o| &o.inventory).unwrap_or(&empty);
+    let mut actions: Vec<PlannedAction> = desired(config, &zones, &account)
+        .into_iter()
+        .map(|(kind, component, name)| {
+            let skipped = config.aws.emulator && matches!(kind, Kind::Addon | Kind::AccessEntry);
+            let existing = inventory.get(kind, &component).or_else(|| inventory.of(kind).iter().find(|f| f.id == name && !name.is_empty()));
+            let (verb, detail) = match (skipped, existing) {
+                (true, _) => (Verb::Run, Some("skipped: aws.emulator".to_string())),
+                (false, Some(found)) => (Verb::Adopt, Some(found.id.clone())),
+                (false, None) => (Verb::Create, None),
+            };
+            let action = PlannedAction::new(verb, format!("{} {name}", kind.label()));
+            match detail {
+                Some(d) => action.detail(d),
+                None => action,
+            }
+        })
+        .collect();
+    let estimate = spec::estimate(config, spec::nat_zones(config, &zones).len());
+    actions.push(PlannedAction::new(Verb::Run, format!("estimated cost ${:.2}/month", estimate.total)).detail(
+        estimate.lines.iter().map(|(what, usd)| format!("{what} ${usd:.2}")).collect::<Vec<_>>().join(", "),
+    ));
+    notes.extend(estimate.notes);
+    Ok(PhasePlan { actions, notes })
+}
+
+async fn observe(cx: &Context) -> anyhow::Result<Observed> {
+    let aws = Aws::connect(&cx.config, cx.calls.clone()).await?;
+    let id = identity(&aws).await?;
+    let prefix = &cx.config.prefix;
+    let recorded = cx.state().infra.azs;
+    let zones = if recorded.is_empty() { pick_zones(&aws, &cx.config).await? } else { recorded };
+    let bucket = spec::bucket_name(&cx.config, &id.account);
+    let (mut inventory, roles, cluster, nodegroups, repos, bucket) = futures::try_join!(
+        inventory::network(&aws, prefix),
+        inventory::roles(&aws, prefix),
+        inventory::cluster(&aws, prefix),
+        inventory::nodegroups(&aws, prefix),
+        inventory::repositories(&aws, prefix),
+        inventory::bucket(&aws, &bucket),
+    )?;
+    inventory.add(Kind::Role, roles);
+    inventory.add(Kind::Repository, repos);
+    inventory.add(Kind::Nodegroup, nodegroups);
+    inventory.add(Kind::Bucket, bucket);
+    if let Some(cluster) = cluster {
+        // The provider's ARN follows from the cluster's issuer.
+        if let Some(issuer) = cluster.extra.get("oidc_issuer") {
+            let arn = format!("arn:{}:iam::{}:oidc-provider/{}", id.partition, id.account, issuer.trim_start_matches("https://"));
+            let exists = aws.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.is_ok();
+            inventory.add(Kind::OidcProvider, exists.then(|| Found { component: "oidc-provider".into(), id: arn, ..Found::default() }));
+        }
+        inventory.add(Kind::Cluster, [cluster]);
+    }
+    Ok(Observed { account: id.account, zones, inventory })
+}
+
+/// Every resource `infra` manages: `(kind, component, name)`.
+pub fn desired(config: &Config, zones: &[String], account: &str) -> Vec<(Kind, String, String)> {
+    let p = &config.prefix;
+    let mut out = Vec::new();
+    let mut add = |kind: Kind, component: String, name: String| out.push((kind, component, name));
+    add(Kind::Bucket, "bucket".into(), spec::bucket_name(config, account));
+    add(Kind::Vpc, "vpc".into(), format!("{p}-vpc {}", config.network.vpc_cidr));
+    let cidrs = spec::subnet_cidrs(&config.network.vpc_cidr, zones.len()).unwrap_or_default();
+    for (zone, (public, private)) in zones.iter().zip(&cidrs) {
+        for (is_public, cidr) in [(true, public), (false, private)] {
+            let component = network::subnet_component(is_public, zone);
+            add(Kind::Subnet, component.clone(), format!("{p}-{component} {cidr}"));
+        }
+    }
+    add(Kind::InternetGateway, "igw".into(), format!("{p}-igw"));
+    for zone in spec::nat_zones(config, zones) {
+        add(Kind::ElasticIp, format!("eip-nat-{zone}"), format!("{p}-eip-nat-{zone}"));
+        add(Kind::NatGateway, format!("nat-{zone}"), format!("{p}-nat-{zone}"));
+    }
+    add(Kind::RouteTable, "rtb-public".into(), format!("{p}-rtb-public"));
+    for zone in zones {
+        add(Kind::RouteTable, format!("rtb-private-{zone}"), format!("{p}-rtb-private-{zone}"));
+    }
+    add(Kind::VpcEndpoint, "vpce-s3".into(), format!("{p}-vpce-s3 (com.amazonaws.{}.s3)", config.region));
+    for role in [spec::CLUSTER_ROLE, spec::NODE_ROLE].iter().chain(&spec::IRSA_ROLES) {
+        add(Kind::Role, iam::role_component(role.suffix), format!("{p}-{}", role.suffix));
+    }
+    for image in crate::IMAGES {
+        add(Kind::Repository, format!("ecr-{image}"), format!("{p}/{image}"));
+    }
+    add(Kind::Cluster, "cluster".into(), p.clone());
+    add(Kind::OidcProvider, "oidc-provider".into(), format!("for cluster {p}"));
+    for (addon, _) in spec::ADDONS {
+        add(Kind::Addon, format!("addon-{addon}"), addon.to_string());
+    }
+    add(Kind::AccessEntry, "access-entry".into(), "cluster admin for the caller".into());
+    add(Kind::Nodegroup, "nodegroup".into(), eks::nodegroup_name(p));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desired_resources_per_nat_mode() {
+        let zones: Vec<String> = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).to_vec();
+        let single = desired(&Config::default(), &zones, "123456789012");
+        let count = |list: &[(Kind, String, String)], kind| list.iter().filter(|(k, _, _)| *k == kind).count();
+        assert_eq!(count(&single, Kind::Subnet), 6);
+        assert_eq!(count(&single, Kind::NatGateway), 1);
+        assert_eq!(count(&single, Kind::RouteTable), 4);
+        assert_eq!(count(&single, Kind::Role), 6);
+        assert_eq!(count(&single, Kind::Repository), 7);
+        let mut config = Config::default();
+        config.network.nat_gateways = crate::config::NatGateways::PerAz;
+        let per_az = desired(&config, &zones, "123456789012");
+        assert_eq!(count(&per_az, Kind::NatGateway), 3);
+        assert_eq!(count(&per_az, Kind::ElasticIp), 3);
+        assert!(single.iter().any(|(_, _, name)| name == "neon-123456789012-us-east-1"));
+    }
+}

@@ -1,0 +1,461 @@
+//! The EKS cluster, its OIDC provider and IRSA roles, managed addons, the access entry of the
+//! caller, and the managed nodegroup.
+
+use std::time::Duration;
+
+use futures::TryFutureExt;
+
+use aws_sdk_eks::types as ekst;
+
+use super::network::Net;
+use super::{iam, spec, Run};
+use crate::aws::call::{call, found, is_iam_propagation, wait_for, Backoff, CallError};
+use crate::aws::inventory::{self, Found, Kind};
+use crate::aws::tags::Tags;
+use crate::output::Unit;
+
+const CLUSTER_ADMIN: &str = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
+
+pub fn nodegroup_name(prefix: &str) -> String {
+    format!("{prefix}-nodes")
+}
+
+pub async fn converge(run: &Run<'_>, net: &Net, cluster_role: &str, node_role: &str, bucket: &str) -> anyhow::Result<()> {
+    let cluster = cluster(run, net, cluster_role).await?;
+    let issuer = cluster.extra.get("oidc_issuer").cloned().ok_or_else(|| anyhow::anyhow!("eks cluster {} reports no OIDC issuer", run.prefix))?;
+    let provider = iam::oidc_provider(run, &issuer).await?;
+    let roles = iam::irsa_roles(run, &provider, &issuer, bucket).await?;
+    let role_of = |suffix: &str| roles.iter().find(|(s, _)| *s == suffix).map(|(_, arn)| arn.clone());
+
+    if run.aws.emulator {
+        run.skipped("the EKS addons (vpc-cni, kube-proxy, coredns, aws-ebs-csi-driver) and the cluster access entry");
+    } else {
+        for (addon, _) in spec::ADDONS.iter().filter(|(_, before)| *before) {
+            ensure_addon(run, addon, role_of(addon_role(addon)).as_deref()).await?;
+        }
+        access_entry(run).await?;
+    }
+    nodegroup(run, net, node_role).await?;
+    if !run.aws.emulator {
+        for (addon, _) in spec::ADDONS.iter().filter(|(_, before)| !*before) {
+            ensure_addon(run, addon, role_of(addon_role(addon)).as_deref()).await?;
+        }
+        for (addon, _) in spec::ADDONS {
+            wait_addon(run, addon).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The IRSA role suffix an addon runs with ("" for none).
+fn addon_role(addon: &str) -> &'static str {
+    match addon {
+        "vpc-cni" => "vpc-cni",
+        "aws-ebs-csi-driver" => "ebs-csi",
+        _ => "",
+    }
+}
+
+async fn cluster(run: &Run<'_>, net: &Net, role_arn: &str) -> anyhow::Result<Found> {
+    let eks = &run.aws.eks;
+    let name = &run.prefix;
+    let existing = inventory::cluster(&run.aws, name).await?;
+    let tags = Tags::new(name, "cluster");
+    let subnets: Vec<String> = net.public.iter().chain(&net.private).map(|(_, s)| s.clone()).collect();
+    let version = &run.cx.config.cluster.kubernetes_version;
+    run.ensure(Kind::Cluster, "cluster", name, existing.as_ref(), |token| async move {
+        let vpc_config = ekst::VpcConfigRequest::builder()
+            .set_subnet_ids(Some(subnets.clone()))
+            .endpoint_public_access(true)
+            .endpoint_private_access(true)
+            .build();
+        let access = ekst::CreateAccessConfigRequest::builder()
+            .authentication_mode(ekst::AuthenticationMode::Api)
+            .bootstrap_cluster_creator_admin_permissions(false)
+            .build();
+        Backoff::IAM_PROPAGATION
+            .retry(is_iam_propagation, || {
+                eks.create_cluster()
+                    .name(name)
+                    .version(version)
+                    .role_arn(role_arn)
+                    .resources_vpc_config(vpc_config.clone())
+                    .access_config(access.clone())
+                    .bootstrap_self_managed_addons(false)
+                    .upgrade_policy(ekst::UpgradePolicyRequest::builder().support_type(ekst::SupportType::Standard).build())
+                    .set_tags(Some(tags.map()))
+                    .client_request_token(&token)
+                    .send()
+                    .map_err(call("CreateCluster", name))
+            })
+            .await
+            .map(|_| name.clone())
+    })
+    .await?;
+    let active = match existing {
+        Some(found) if found.state.as_deref() == Some("ACTIVE") => found,
+        _ => wait_cluster(run).await?,
+    };
+    for key in ["arn", "endpoint", "certificate_authority", "oidc_issuer"] {
+        if let Some(value) = active.extra.get(key) {
+            run.output("cluster", key, value)?;
+        }
+    }
+    Ok(active)
+}
+
+async fn wait_cluster(run: &Run<'_>) -> anyhow::Result<Found> {
+    let name = &run.prefix;
+    let step = run.reporter.step(format!("wait for eks cluster {name} (10-15 minutes)"));
+    let found = wait_for(
+        &format!("eks cluster {name} to become ACTIVE"),
+        Duration::from_secs(40 * 60),
+        Duration::from_secs(20),
+        |secs| step.progress(secs, None, Unit::Items),
+        || async {
+            let found = inventory::cluster(&run.aws, name).await?;
+            match found.as_ref().and_then(|f| f.state.as_deref()) {
+                Some("ACTIVE") => Ok(found),
+                Some("FAILED") => anyhow::bail!("eks cluster {name} failed to create. Run `neonctl-aws teardown`, then infra again"),
+                Some("DELETING") => anyhow::bail!("eks cluster {name} is being deleted. Wait until it is gone, then run infra again"),
+                _ => Ok(None),
+            }
+        },
+    )
+    .await?;
+    step.finish();
+    Ok(found)
+}
+
+async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<()> {
+    let eks = &run.aws.eks;
+    let name = &nodegroup_name(&run.prefix);
+    let cluster = &run.prefix;
+    let described = found(eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await.map_err(call("DescribeNodegroup", name)))?;
+    let status = described.as_ref().and_then(|d| d.nodegroup()).and_then(|n| n.status()).map(|s| s.as_str().to_string());
+    let existing = described.map(|_| Found { component: "nodegroup".into(), id: name.clone(), state: status.clone(), ..Found::default() });
+    let c = &run.cx.config.cluster;
+    let tags = Tags::new(&run.prefix, "nodegroup");
+    let subnets: Vec<String> = net.private.iter().map(|(_, s)| s.clone()).collect();
+    run.ensure(Kind::Nodegroup, "nodegroup", name, existing.as_ref(), |token| async move {
+        let count = c.node_count as i32;
+        let scaling = ekst::NodegroupScalingConfig::builder().min_size(count).max_size(count).desired_size(count).build();
+        Backoff::IAM_PROPAGATION
+            .retry(is_iam_propagation, || {
+                eks.create_nodegroup()
+                    .cluster_name(cluster)
+                    .nodegroup_name(name)
+                    .node_role(node_role)
+                    .set_subnets(Some(subnets.clone()))
+                    .scaling_config(scaling.clone())
+                    .instance_types(&c.node_instance_type)
+                    .disk_size(c.node_disk_gib as i32)
+                    .ami_type(ekst::AmiTypes::from(spec::ami_type(&c.node_instance_type)))
+                    .capacity_type(ekst::CapacityTypes::OnDemand)
+                    .update_config(ekst::NodegroupUpdateConfig::builder().max_unavailable(1).build())
+                    .set_tags(Some(tags.map()))
+                    .client_request_token(&token)
+                    .send()
+                    .map_err(call("CreateNodegroup", name))
+            })
+            .await
+            .map(|_| name.clone())
+    })
+    .await?;
+    if status.as_deref() == Some("ACTIVE") {
+        return Ok(());
+    }
+    let step = run.reporter.step(format!("wait for eks nodegroup {name} (3-6 minutes)"));
+    wait_for(
+        &format!("eks nodegroup {name} to become ACTIVE"),
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(20),
+        |secs| step.progress(secs, None, Unit::Items),
+        || async {
+            let out = eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await.map_err(call("DescribeNodegroup", name))?;
+            let group = out.nodegroup();
+            match group.and_then(|n| n.status()) {
+                Some(ekst::NodegroupStatus::Active) => Ok(Some(())),
+                Some(ekst::NodegroupStatus::CreateFailed | ekst::NodegroupStatus::Degraded) => {
+                    let issues: Vec<String> = group
+                        .and_then(|n| n.health())
+                        .map(|h| h.issues().iter().map(|i| format!("{}: {}", i.code().map(|c| c.as_str()).unwrap_or("?"), i.message().unwrap_or(""))).collect())
+                        .unwrap_or_default();
+                    anyhow::bail!("eks nodegroup {name} failed: {}. Fix the cause, delete the nodegroup, then run infra again", issues.join("; "))
+                }
+                _ => Ok(None),
+            }
+        },
+    )
+    .await?;
+    step.finish();
+    Ok(())
+}
+
+/// The version EKS marks as default for `kubernetes_version`, else the newest compatible one.
+pub fn addon_version(addons: &[ekst::AddonInfo], kubernetes_version: &str) -> Option<String> {
+    let versions: Vec<&ekst::AddonVersionInfo> = addons.iter().flat_map(|a| a.addon_versions()).collect();
+    let compatible = |v: &&&ekst::AddonVersionInfo| v.compatibilities().iter().any(|c| c.cluster_version() == Some(kubernetes_version));
+    let default = versions
+        .iter()
+        .filter(compatible)
+        .find(|v| v.compatibilities().iter().any(|c| c.cluster_version() == Some(kubernetes_version) && c.default_version()));
+    default.or_else(|| versions.iter().find(compatible)).and_then(|v| v.addon_version()).map(str::to_string)
+}
+
+async fn ensure_addon(run: &Run<'_>, addon: &str, role: Option<&str>) -> anyhow::Result<()> {
+    let eks = &run.aws.eks;
+    let cluster = &run.prefix;
+    let component = format!("addon-{addon}");
+    let existing = found(eks.describe_addon().cluster_name(cluster).addon_name(addon).send().await.map_err(call("DescribeAddon", addon)))?
+        .map(|_| Found { component: component.clone(), id: addon.to_string(), ..Found::default() });
+    let k8s = &run.cx.config.cluster.kubernetes_version;
+    let tags = Tags::new(&run.prefix, &component);
+    run.ensure(Kind::Addon, &component, addon, existing.as_ref(), |token| async move {
+        let versions = eks.describe_addon_versions().addon_name(addon).kubernetes_version(k8s).send().await.map_err(call("DescribeAddonVersions", addon))?;
+        let version = addon_version(versions.addons(), k8s).ok_or_else(|| CallError {
+            operation: "DescribeAddonVersions",
+            resource: addon.to_string(),
+            code: None,
+            status: Some(200),
+            detail: format!("no version of {addon} supports Kubernetes {k8s}; choose another cluster.kubernetes_version"),
+        })?;
+        eks.create_addon()
+            .cluster_name(cluster)
+            .addon_name(addon)
+            .addon_version(version)
+            .set_service_account_role_arn(role.map(str::to_string))
+            .resolve_conflicts(ekst::ResolveConflicts::Overwrite)
+            .set_tags(Some(tags.map()))
+            .client_request_token(token)
+            .send()
+            .await
+            .map_err(call("CreateAddon", addon))?;
+        Ok(addon.to_string())
+    })
+    .await?;
+    Ok(())
+}
+
+async fn wait_addon(run: &Run<'_>, addon: &str) -> anyhow::Result<()> {
+    let eks = &run.aws.eks;
+    let cluster = &run.prefix;
+    wait_for(
+        &format!("eks addon {addon} to become ACTIVE"),
+        Duration::from_secs(20 * 60),
+        Duration::from_secs(15),
+        |_| {},
+        || async {
+            let out = eks.describe_addon().cluster_name(cluster).addon_name(addon).send().await.map_err(call("DescribeAddon", addon))?;
+            let a = out.addon();
+            match a.and_then(|a| a.status()) {
+                Some(ekst::AddonStatus::Active) => Ok(Some(())),
+                Some(ekst::AddonStatus::CreateFailed | ekst::AddonStatus::Degraded) => {
+                    let issues: Vec<String> =
+                        a.and_then(|a| a.health()).map(|h| h.issues().iter().map(|i| i.message().unwrap_or("").to_string()).collect()).unwrap_or_default();
+                    anyhow::bail!("eks addon {addon} is unhealthy: {}. Check the nodes, then run infra again", issues.join("; "))
+                }
+                _ => Ok(None),
+            }
+        },
+    )
+    .await
+}
+
+/// Cluster-admin access for the IAM identity running this (its role, not the STS session).
+async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
+    let eks = &run.aws.eks;
+    let cluster = &run.prefix;
+    let principal = match spec::principal(&run.id.caller_arn) {
+        spec::Principal::Arn(arn) => arn,
+        spec::Principal::Role(role) => {
+            let out = run.aws.iam.get_role().role_name(&role).send().await.map_err(call("GetRole", &role))?;
+            out.role().map(|r| r.arn().to_string()).unwrap_or_default()
+        }
+    };
+    let existing = found(eks.describe_access_entry().cluster_name(cluster).principal_arn(&principal).send().await.map_err(call("DescribeAccessEntry", &principal)))?
+        .map(|_| Found { component: "access-entry".into(), id: principal.clone(), ..Found::default() });
+    let tags = Tags::new(&run.prefix, "access-entry");
+    run.ensure(Kind::AccessEntry, "access-entry", &principal, existing.as_ref(), |token| async {
+        eks.create_access_entry()
+            .cluster_name(cluster)
+            .principal_arn(&principal)
+            .r#type("STANDARD")
+            .set_tags(Some(tags.map()))
+            .client_request_token(token)
+            .send()
+            .await
+            .map_err(call("CreateAccessEntry", &principal))?;
+        Ok(principal.clone())
+    })
+    .await?;
+    run.configure("access-entry", &format!("cluster admin access for {principal}"), &principal, || async {
+        let scope = ekst::AccessScope::builder().r#type(ekst::AccessScopeType::Cluster).build();
+        eks.associate_access_policy()
+            .cluster_name(cluster)
+            .principal_arn(&principal)
+            .policy_arn(CLUSTER_ADMIN)
+            .access_scope(scope)
+            .send()
+            .await
+            .map_err(call("AssociateAccessPolicy", &principal))?;
+        Ok(())
+    })
+    .await
+}
+
+/// The calls moto lacks (addons, access entries, addon versions), against mocked clients.
+#[cfg(test)]
+pub mod tests {
+    use std::sync::Arc;
+
+    use aws_sdk_eks::operation::describe_access_entry::DescribeAccessEntryError;
+    use aws_sdk_eks::operation::describe_addon::DescribeAddonError;
+    use aws_sdk_eks::Client as Eks;
+    use aws_sdk_iam::Client as Iam;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+    use crate::aws::Aws;
+    use crate::engine::{Context, PhaseName};
+    use crate::output::Recorder;
+    use crate::phases::infra::Identity;
+    use crate::state::StateStore;
+
+    const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/admins/Admin";
+
+    pub fn not_found() -> aws_sdk_eks::types::error::ResourceNotFoundException {
+        aws_sdk_eks::types::error::ResourceNotFoundException::builder()
+            .message("not found")
+            .meta(ErrorMetadata::builder().code("ResourceNotFoundException").build())
+            .build()
+    }
+
+    fn context(dir: &std::path::Path) -> Context {
+        Context::new(crate::config::Config::default(), StateStore::open(dir, "test").unwrap(), Arc::new(Recorder::default()), false)
+    }
+
+    fn run<'a>(cx: &'a Context, eks: Eks, iam: Iam) -> Run<'a> {
+        let aws = Aws { eks, iam, ..Aws::unreachable(&cx.config) };
+        let id = Identity { account: "123456789012".into(), partition: "aws".into(), caller_arn: "arn:aws:sts::123456789012:assumed-role/Admin/me".into() };
+        Run { cx, aws, id, prefix: "neon".into(), region: "us-east-1".into(), zones: vec![], reporter: cx.reporter(PhaseName::Infra) }
+    }
+
+    fn iam_unused() -> Iam {
+        mock_client!(aws_sdk_iam, RuleMode::MatchAny, &[] as &[&Rule])
+    }
+
+    fn versions() -> aws_sdk_eks::operation::describe_addon_versions::DescribeAddonVersionsOutput {
+        let compat = |cluster: &str, default: bool| ekst::Compatibility::builder().cluster_version(cluster).default_version(default).build();
+        let version = |v: &str, c: Vec<ekst::Compatibility>| ekst::AddonVersionInfo::builder().addon_version(v).set_compatibilities(Some(c)).build();
+        let info = ekst::AddonInfo::builder()
+            .addon_name("vpc-cni")
+            .addon_versions(version("v1.20.0-eksbuild.1", vec![compat("1.33", false), compat("1.32", false)]))
+            .addon_versions(version("v1.19.5-eksbuild.3", vec![compat("1.33", true)]))
+            .addon_versions(version("v1.18.0-eksbuild.1", vec![compat("1.30", true)]))
+            .build();
+        aws_sdk_eks::operation::describe_addon_versions::DescribeAddonVersionsOutput::builder().addons(info).build()
+    }
+
+    #[test]
+    fn the_default_version_wins_then_the_newest_compatible() {
+        let out = versions();
+        assert_eq!(addon_version(out.addons(), "1.33").as_deref(), Some("v1.19.5-eksbuild.3"));
+        assert_eq!(addon_version(out.addons(), "1.32").as_deref(), Some("v1.20.0-eksbuild.1"));
+        assert_eq!(addon_version(out.addons(), "1.29"), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_addon_is_created_at_the_default_version_with_its_role_and_a_persisted_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let describe = mock!(Eks::describe_addon).then_error(|| DescribeAddonError::ResourceNotFoundException(not_found()));
+        let versions = mock!(Eks::describe_addon_versions)
+            .match_requests(|r| r.addon_name() == Some("vpc-cni") && r.kubernetes_version() == Some("1.33"))
+            .then_output(versions);
+        let create = mock!(Eks::create_addon)
+            .match_requests(|r| {
+                r.addon_version() == Some("v1.19.5-eksbuild.3")
+                    && r.service_account_role_arn() == Some("arn:role/vpc-cni")
+                    && r.client_request_token().is_some_and(|t| t.len() == 32)
+                    && r.tags().is_some_and(|t| t.get("neonctl-aws/cluster").map(String::as_str) == Some("neon"))
+            })
+            .then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&describe, &versions, &create]);
+        let run = run(&cx, eks, iam_unused());
+        ensure_addon(&run, "vpc-cni", Some("arn:role/vpc-cni")).await.unwrap();
+        assert_eq!((describe.num_calls(), versions.num_calls(), create.num_calls()), (1, 1, 1));
+        let record = cx.state().infra.resources["addon-vpc-cni"].clone();
+        assert_eq!(record.id.as_deref(), Some("vpc-cni"));
+        assert_eq!(record.token.as_deref(), Some(spec::token("neon", "us-east-1", "addon-vpc-cni", "").as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_create_interrupted_before_its_answer_resends_the_persisted_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let persisted = crate::state::ResourceRecord { token: Some("0123456789abcdef0123456789abcdef".into()), ..Default::default() };
+        cx.update_state(|s| s.infra.resources.insert("addon-vpc-cni".into(), persisted)).unwrap();
+        let describe = mock!(Eks::describe_addon).then_error(|| DescribeAddonError::ResourceNotFoundException(not_found()));
+        let versions = mock!(Eks::describe_addon_versions).then_output(versions);
+        let create = mock!(Eks::create_addon)
+            .match_requests(|r| r.client_request_token() == Some("0123456789abcdef0123456789abcdef"))
+            .then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&describe, &versions, &create]);
+        let run = run(&cx, eks, iam_unused());
+        ensure_addon(&run, "vpc-cni", None).await.unwrap();
+        assert_eq!(create.num_calls(), 1);
+        let record = cx.state().infra.resources["addon-vpc-cni"].clone();
+        assert_eq!((record.id.as_deref(), record.token.as_deref()), (Some("vpc-cni"), Some("0123456789abcdef0123456789abcdef")));
+    }
+
+    #[tokio::test]
+    async fn an_existing_addon_is_adopted_without_a_mutating_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let describe = mock!(Eks::describe_addon).then_output(|| {
+            aws_sdk_eks::operation::describe_addon::DescribeAddonOutput::builder().addon(ekst::Addon::builder().addon_name("coredns").build()).build()
+        });
+        let create = mock!(Eks::create_addon).then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::MatchAny, &[&describe, &create]);
+        let run = run(&cx, eks, iam_unused());
+        ensure_addon(&run, "coredns", None).await.unwrap();
+        assert_eq!((describe.num_calls(), create.num_calls()), (1, 0));
+        assert_eq!(cx.state().infra.resources["addon-coredns"].id.as_deref(), Some("coredns"));
+    }
+
+    #[tokio::test]
+    async fn the_access_entry_uses_the_iam_role_not_the_sts_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let get_role = mock!(Iam::get_role).match_requests(|r| r.role_name() == Some("Admin")).then_output(|| {
+            let role = aws_sdk_iam::types::Role::builder()
+                .role_name("Admin")
+                .path("/admins/")
+                .role_id("AROA")
+                .arn(ROLE_ARN)
+                .create_date(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .unwrap();
+            aws_sdk_iam::operation::get_role::GetRoleOutput::builder().role(role).build()
+        });
+        let iam = mock_client!(aws_sdk_iam, RuleMode::Sequential, &[&get_role]);
+        let describe = mock!(Eks::describe_access_entry).then_error(|| DescribeAccessEntryError::ResourceNotFoundException(not_found()));
+        let create = mock!(Eks::create_access_entry)
+            .match_requests(|r| r.principal_arn() == Some(ROLE_ARN) && r.r#type() == Some("STANDARD") && r.cluster_name() == Some("neon"))
+            .then_output(|| aws_sdk_eks::operation::create_access_entry::CreateAccessEntryOutput::builder().build());
+        let associate = mock!(Eks::associate_access_policy)
+            .match_requests(|r| {
+                r.principal_arn() == Some(ROLE_ARN)
+                    && r.policy_arn() == Some(CLUSTER_ADMIN)
+                    && r.access_scope().and_then(|s| s.r#type()) == Some(&ekst::AccessScopeType::Cluster)
+            })
+            .then_output(|| aws_sdk_eks::operation::associate_access_policy::AssociateAccessPolicyOutput::builder().build());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&describe, &create, &associate]);
+        let run = run(&cx, eks, iam);
+        access_entry(&run).await.unwrap();
+        assert_eq!((get_role.num_calls(), describe.num_calls(), create.num_calls(), associate.num_calls()), (1, 1, 1, 1));
+        assert_eq!(cx.state().infra.resources["access-entry"].id.as_deref(), Some(ROLE_ARN));
+    }
+}

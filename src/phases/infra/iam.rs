@@ -1,0 +1,129 @@
+//! IAM: the cluster and node roles, the cluster's OIDC provider, and the roles for service
+//! accounts (pageserver, safekeeper, EBS CSI controller, VPC CNI).
+
+use serde_json::Value;
+
+use super::spec::{self, RoleSpec, Trust};
+use super::Run;
+use crate::aws::call::{call, found, CallError};
+use crate::aws::inventory::{self, Found, Kind};
+use crate::aws::tags::{Tags, CLUSTER_TAG};
+
+pub fn role_component(suffix: &str) -> String {
+    format!("role-{suffix}")
+}
+
+/// The cluster role and the node role: `(cluster ARN, node ARN)`.
+pub async fn base_roles(run: &Run<'_>) -> anyhow::Result<(String, String)> {
+    let existing = inventory::roles(&run.aws, &run.prefix).await?;
+    let (cluster, node) = futures::try_join!(
+        ensure_role(run, &existing, &spec::CLUSTER_ROLE, trust(&spec::CLUSTER_ROLE, "", ""), None),
+        ensure_role(run, &existing, &spec::NODE_ROLE, trust(&spec::NODE_ROLE, "", ""), None),
+    )?;
+    Ok((cluster, node))
+}
+
+/// The OIDC provider of the cluster's issuer: its ARN is derived from the issuer URL.
+pub async fn oidc_provider(run: &Run<'_>, issuer: &str) -> anyhow::Result<String> {
+    let host = issuer.trim_start_matches("https://");
+    let arn = format!("arn:{}:iam::{}:oidc-provider/{host}", run.id.partition, run.id.account);
+    let existing = found(run.aws.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.map_err(call("GetOpenIDConnectProvider", &arn)))?;
+    if let Some(owner) = existing.as_ref().and_then(|p| p.tags().iter().find(|t| t.key() == CLUSTER_TAG)).map(|t| t.value()).filter(|v| *v != run.prefix) {
+        anyhow::bail!(
+            "the OIDC provider {arn} of cluster {} is tagged {CLUSTER_TAG}={owner}: it belongs to another deployment and is not adopted. \
+             Run `neonctl-aws teardown --prefix {owner}` or remove its tag",
+            run.prefix
+        );
+    }
+    let existing = existing.map(|_| Found { component: "oidc-provider".into(), id: arn.clone(), ..Found::default() });
+    let tags = Tags::new(&run.prefix, "oidc-provider");
+    run.ensure(Kind::OidcProvider, "oidc-provider", host, existing.as_ref(), |_| async {
+        // No thumbprint: IAM validates EKS issuers against its own trusted CAs.
+        let out = run
+            .aws
+            .iam
+            .create_open_id_connect_provider()
+            .url(issuer)
+            .client_id_list("sts.amazonaws.com")
+            .set_tags(Some(tags.iam()))
+            .send()
+            .await
+            .map_err(call("CreateOpenIDConnectProvider", issuer));
+        match out {
+            Ok(out) => Ok(out.open_id_connect_provider_arn().unwrap_or(&arn).to_string()),
+            Err(e) if e.is("EntityAlreadyExists") => Ok(arn.clone()),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+/// The roles for service accounts, trusting only their own service account: `(suffix, ARN)`.
+pub async fn irsa_roles(run: &Run<'_>, provider_arn: &str, issuer: &str, bucket: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let existing = inventory::roles(&run.aws, &run.prefix).await?;
+    let roles = spec::IRSA_ROLES.iter().map(|role| async {
+        let arn = ensure_role(run, &existing, role, trust(role, provider_arn, issuer), role.bucket_access.then_some(bucket)).await?;
+        anyhow::Ok((role.suffix, arn))
+    });
+    futures::future::try_join_all(roles).await
+}
+
+/// The trust policy of `role`; service accounts need the OIDC provider and issuer.
+fn trust(role: &RoleSpec, provider_arn: &str, issuer: &str) -> Value {
+    match role.trust {
+        Trust::Service(service) => spec::trust_service(service),
+        Trust::ServiceAccount(namespace, account) => spec::trust_service_account(provider_arn, issuer, namespace, account),
+    }
+}
+
+/// Creates or adopts `<prefix>-<suffix>` under the prefix's path, then makes its trust policy,
+/// managed policies and bucket policy match (once per distinct setting).
+async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, trust: Value, bucket: Option<&str>) -> anyhow::Result<String> {
+    let iam = &run.aws.iam;
+    let name = format!("{}-{}", run.prefix, role.suffix);
+    let component = role_component(role.suffix);
+    let found = existing.iter().find(|f| f.id == name);
+    let path = inventory::role_path(&run.prefix);
+    let tags = Tags::new(&run.prefix, &component);
+    let trust_text = trust.to_string();
+    run.ensure(Kind::Role, &component, &name, found, |_| async {
+        let out = iam
+            .create_role()
+            .role_name(&name)
+            .path(&path)
+            .assume_role_policy_document(&trust_text)
+            .description(format!("neonctl-aws {}: {}", run.prefix, role.suffix))
+            .set_tags(Some(tags.iam()))
+            .send()
+            .await
+            .map_err(call("CreateRole", &name))?;
+        Ok(out.role().map(|r| r.role_name().to_string()).unwrap_or_else(|| name.clone()))
+    })
+    .await?;
+    let arn = match found.and_then(|f| f.extra.get("arn")) {
+        Some(arn) => arn.clone(),
+        None => format!("arn:{}:iam::{}:role{path}{name}", run.id.partition, run.id.account),
+    };
+    run.output(&component, "arn", &arn)?;
+    let managed: Vec<String> = role.managed.iter().map(|p| format!("arn:{}:iam::aws:policy/{p}", run.id.partition)).collect();
+    let inline = bucket.map(|b| spec::bucket_access(b).to_string());
+    let settings = format!("{trust_text}|{managed:?}|{inline:?}");
+    run.configure(&component, &format!("iam role {name}"), &settings, || async {
+        iam.update_assume_role_policy().role_name(&name).policy_document(&trust_text).send().await.map_err(call("UpdateAssumeRolePolicy", &name))?;
+        for policy in &managed {
+            iam.attach_role_policy().role_name(&name).policy_arn(policy).send().await.map_err(call("AttachRolePolicy", format!("{policy} to {name}")))?;
+        }
+        if let Some(document) = &inline {
+            iam.put_role_policy()
+                .role_name(&name)
+                .policy_name("bucket-access")
+                .policy_document(document)
+                .send()
+                .await
+                .map_err(call("PutRolePolicy", &name))?;
+        }
+        Ok::<(), CallError>(())
+    })
+    .await?;
+    Ok(arn)
+}

@@ -1,0 +1,144 @@
+//! `infra` against moto: full creation, convergence, crash safety, bad input, no leaked secret.
+
+use crate::moto::{assert_complete, call_counts, mutating_calls, Moto, SECRET_KEY};
+use crate::support::{stderr, stdout, Workdir};
+
+fn state(wd: &Workdir) -> neonctl_aws::state::State {
+    neonctl_aws::state::read(&wd.state_dir()).unwrap()
+}
+
+#[test]
+fn infra_from_nothing_creates_everything_once_then_only_reads() {
+    let moto = Moto::start();
+    let wd = Workdir::new();
+    let first = moto.run(&wd, &["infra", "--output", "json", "-v"]);
+    assert!(first.status.success(), "{}{}", stdout(&first), stderr(&first));
+    assert_complete(&moto.census("neon"));
+
+    let infra = state(&wd).infra;
+    assert_eq!(infra.account.as_deref(), Some("123456789012"));
+    assert_eq!(infra.azs, ["us-east-1a", "us-east-1b", "us-east-1c"]);
+    assert!(infra.resources["nat-us-east-1a"].token.as_ref().is_some_and(|t| t.len() == 32), "the NAT token is persisted");
+    assert!(infra.resources["cluster"].outputs.contains_key("oidc_issuer"));
+    assert_eq!(infra.resources["bucket"].id.as_deref(), Some("neon-123456789012-us-east-1"));
+    assert!(stdout(&first).contains("skipping the EKS addons"), "the emulator skips are visible");
+
+    // Converged: the second run only reads, and adopts everything it finds.
+    let second = moto.run(&wd, &["infra", "--output", "json"]);
+    assert!(second.status.success(), "{}", stdout(&second));
+    assert_eq!(mutating_calls(&second), 0, "{}", call_counts(&second));
+    let reads: u64 = call_counts(&second).as_object().unwrap().values().map(|c| c["read"].as_u64().unwrap()).sum();
+    assert!(reads <= 20, "{reads} reads for ~36 resources");
+    assert_complete(&moto.census("neon"));
+    assert_eq!(state(&wd).infra, infra, "nothing changed in the state either");
+
+    // With the state file lost, a run adopts everything again, in the same zones.
+    std::fs::remove_dir_all(wd.state_dir()).unwrap();
+    let adopted = moto.run(&wd, &["infra", "--output", "json"]);
+    assert!(adopted.status.success(), "{}", stdout(&adopted));
+    assert_complete(&moto.census("neon"));
+    assert_eq!(state(&wd).infra.azs, infra.azs);
+    assert_eq!(state(&wd).infra.resources.len(), infra.resources.len());
+
+    // The plan now adopts everything and creates nothing.
+    let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
+    assert!(plan.status.success());
+    let events = crate::support::json_events(&plan);
+    let actions = events.iter().find(|e| e["event"] == "plan").unwrap()["actions"].as_array().unwrap().clone();
+    assert!(actions.iter().all(|a| a["verb"] != "create"), "{actions:#?}");
+    assert_eq!(actions.iter().filter(|a| a["verb"] == "adopt").count(), 32);
+    assert_eq!(mutating_calls(&plan), 0);
+
+    // No secret anywhere.
+    for text in [std::fs::read_to_string(wd.state_dir().join("state.json")).unwrap(), stdout(&first), stderr(&first), stdout(&second)] {
+        assert!(!text.contains(SECRET_KEY), "the secret key leaked");
+    }
+}
+
+/// The points a run can die at; each is followed by a run that must converge with no twin.
+const CRASH_POINTS: [&str; 16] = [
+    "infra:bucket:created",
+    "infra:repository:created",
+    "infra:role:created",
+    "infra:vpc:created",
+    "infra:subnet:created",
+    "infra:internet-gateway:created",
+    "infra:elastic-ip:created",
+    "infra:nat-gateway:before-create",
+    "infra:nat-gateway:created",
+    "infra:route-table:created",
+    "infra:vpc-endpoint:created",
+    "infra:cluster:before-create",
+    "infra:cluster:created",
+    "infra:oidc-provider:created",
+    "infra:nodegroup:created",
+    "state-after-rename",
+];
+
+#[test]
+fn a_crash_anywhere_then_a_rerun_converges_without_duplicates() {
+    let moto = Moto::start();
+    for (i, point) in CRASH_POINTS.iter().enumerate() {
+        moto.reset();
+        let prefix = format!("crash{i}");
+        let wd = Workdir::new();
+        let crashed = moto.cmd(&wd, &["infra", "--prefix", &prefix]).env(neonctl_aws::crash::ENV, point).output().unwrap();
+        assert!(crashed.status.code().is_none(), "{point}: the run was killed at the crash point: {}", stderr(&crashed));
+        let again = moto.run(&wd, &["infra", "--prefix", &prefix, "--output", "json"]);
+        assert!(again.status.success(), "{point}: {}", stdout(&again));
+        assert_complete(&moto.census(&prefix));
+        let third = moto.run(&wd, &["infra", "--prefix", &prefix, "--output", "json"]);
+        assert_eq!(mutating_calls(&third), 0, "{point}: converged after the resume: {}", call_counts(&third));
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_created() {
+    let moto = Moto::start();
+
+    // No credentials at all.
+    let wd = Workdir::new();
+    let out = moto.cmd(&wd, &["infra"]).env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no usable AWS credentials"), "{}", stderr(&out));
+    assert_eq!(state(&wd).infra, Default::default());
+
+    // A region that does not exist: refused while loading the config, no state written.
+    let wd = Workdir::new();
+    let out = moto.run(&wd, &["infra", "--region", "us-east-9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not an AWS region"), "{}", stderr(&out));
+    assert!(!wd.state_dir().join("state.json").exists());
+
+    // The bucket name belongs to another account.
+    let other = moto.block_on(async {
+        let sts = aws_sdk_sts::Client::new(&moto.sdk());
+        let assumed = sts.assume_role().role_arn("arn:aws:iam::111111111111:role/other").role_session_name("other").send().await.unwrap();
+        let c = assumed.credentials().unwrap();
+        aws_credential_types::Credentials::new(c.access_key_id(), c.secret_access_key(), Some(c.session_token().to_string()), None, "other")
+    });
+    let other_s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&moto.sdk_with(other)).force_path_style(true).build());
+    moto.block_on(other_s3.create_bucket().bucket("taken-name").send()).unwrap();
+    let wd = Workdir::new();
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), "aws:\n  emulator: true\nbucket:\n  name: taken-name\n").unwrap();
+    let out = moto.run(&wd, &["infra"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`taken-name` belongs to another AWS account"), "{}", stderr(&out));
+    assert!(moto.census("neon").is_empty(), "nothing was created: {:#?}", moto.census("neon"));
+    assert_eq!(state(&wd).infra, Default::default(), "the state records nothing");
+}
+
+#[test]
+fn plan_without_credentials_assumes_nothing_exists() {
+    let wd = Workdir::new();
+    let out = wd.run(&["infra", "--plan", "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = crate::support::json_events(&out);
+    let plan = events.iter().find(|e| e["event"] == "plan").unwrap();
+    let actions = plan["actions"].as_array().unwrap();
+    assert!(actions.iter().filter(|a| a["verb"] == "create").count() >= 36, "{actions:#?}");
+    let notes: Vec<&str> = plan["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert!(notes.iter().any(|n| n.contains("could not look up existing resources")), "{notes:?}");
+    assert!(actions.iter().any(|a| a["target"].as_str().unwrap().starts_with("estimated cost $")));
+    assert!(!wd.state_dir().join("state.json").exists());
+}
