@@ -175,4 +175,5 @@ fn a_cluster_with_our_name_but_not_our_tag_is_left_alone() {
     let out = moto.run(&wd, &["infra"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("will neither adopt nor delete it"), "{}", stderr(&out));
+    assert!(moto.census("neon").is_empty(), "refused before creating anything: {:#?}", moto.census("neon"));
 }
