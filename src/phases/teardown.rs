@@ -21,7 +21,7 @@ use crate::exit::{Coded, LEFTOVERS};
 use crate::output::{PhaseReporter, PlannedAction, Printer, Verb};
 use crate::state::InfraState;
 
-use super::infra::{identity, spec};
+use super::infra::{identity, kind_slug, spec};
 
 pub struct Teardown {
     pub keep_data: bool,
@@ -266,6 +266,7 @@ impl Deleter<'_> {
         let step = self.reporter.step(format!("delete {} {id}", kind.label()));
         match found(self.backoff.retry(is_dependency, delete).await) {
             Ok(_) => {
+                crate::crash::point(&format!("teardown:{}:deleted", kind_slug(kind)));
                 step.finish();
                 true
             }

@@ -107,6 +107,21 @@ fn teardown_after_crashed_runs_leaves_nothing() {
 }
 
 #[test]
+fn a_teardown_killed_midway_finishes_when_run_again() {
+    let moto = Moto::start();
+    for point in ["teardown:nodegroup:deleted", "teardown:nat-gateway:deleted", "teardown:role:deleted", "teardown:route-table:deleted"] {
+        moto.reset();
+        let wd = Workdir::new();
+        infra(&moto, &wd, "neon");
+        let crashed = moto.cmd(&wd, &["teardown", "--yes"]).env(neonctl_aws::crash::ENV, point).output().unwrap();
+        assert!(crashed.status.code().is_none(), "{point}: killed at the crash point");
+        assert!(!moto.census("neon").is_empty());
+        teardown_ok(&moto, &wd, &["teardown", "--yes"]);
+        assert!(moto.census("neon").is_empty(), "{point}: {:#?}", moto.census("neon"));
+    }
+}
+
+#[test]
 fn consent_dry_run_and_keep_data() {
     let moto = Moto::start();
     let wd = Workdir::new();
