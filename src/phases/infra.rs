@@ -110,7 +110,9 @@ impl<'a> Run<'a> {
     }
 
     async fn converge(&self) -> anyhow::Result<()> {
-        // The bucket name is global: if someone else owns it, stop before creating anything.
+        // A cluster of our name that is not ours, or a bucket name someone else owns, stops the
+        // run before anything is created.
+        let cluster = crate::aws::inventory::cluster(&self.aws, &self.prefix).await?;
         let bucket = storage::bucket(self).await?;
         let (account, zones) = (self.id.account.clone(), self.zones.clone());
         if self.cx.state().infra.azs != zones {
@@ -120,7 +122,7 @@ impl<'a> Run<'a> {
             })?;
         }
         let (net, (cluster_role, node_role), ()) = futures::try_join!(network::converge(self), iam::base_roles(self), storage::repositories(self))?;
-        eks::converge(self, &net, &cluster_role, &node_role, &bucket).await
+        eks::converge(self, cluster, &net, &cluster_role, &node_role, &bucket).await
     }
 
     pub fn record(&self, component: &str) -> Option<ResourceRecord> {

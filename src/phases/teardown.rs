@@ -21,7 +21,7 @@ use crate::exit::{Coded, LEFTOVERS};
 use crate::output::{PhaseReporter, PlannedAction, Printer, Verb};
 use crate::state::InfraState;
 
-use super::infra::{identity, spec};
+use super::infra::{identity, kind_slug, spec};
 
 pub struct Teardown {
     pub keep_data: bool,
@@ -266,6 +266,7 @@ impl Deleter<'_> {
         let step = self.reporter.step(format!("delete {} {id}", kind.label()));
         match found(self.backoff.retry(is_dependency, delete).await) {
             Ok(_) => {
+                crate::crash::point(&format!("teardown:{}:deleted", kind_slug(kind)));
                 step.finish();
                 true
             }
@@ -409,10 +410,36 @@ async fn delete_network(del: &Deleter<'_>, inv: &Inventory) {
         ec2.delete_route_table().route_table_id(&t.id).send().await.map_err(call("DeleteRouteTable", &t.id)).map(drop)
     })
     .await;
+    // Groups that reference each other (a node group allowing a load balancer's) cannot go
+    // until those rules do.
+    let groups: Vec<String> = inv.of(Kind::SecurityGroup).iter().map(|g| g.id.clone()).collect();
+    if !groups.is_empty()
+        && let Err(e) = revoke_group_references(del.aws, groups).await
+    {
+        del.reporter.warn(format!("could not revoke security group rules: {e}"));
+        del.errors.lock().expect("error list").push(e.to_string());
+    }
     del.each(inv, Kind::SecurityGroup, |g| async { ec2.delete_security_group().group_id(&g.id).send().await.map_err(call("DeleteSecurityGroup", &g.id)).map(drop) })
         .await;
     del.each(inv, Kind::Subnet, |s| async { ec2.delete_subnet().subnet_id(&s.id).send().await.map_err(call("DeleteSubnet", &s.id)).map(drop) }).await;
     del.each(inv, Kind::Vpc, |v| async { ec2.delete_vpc().vpc_id(&v.id).send().await.map_err(call("DeleteVpc", &v.id)).map(drop) }).await;
+}
+
+/// Revokes the rules of `groups` that name another security group.
+async fn revoke_group_references(aws: &Aws, groups: Vec<String>) -> Result<(), CallError> {
+    let ec2 = &aws.ec2;
+    let owned_by = aws_sdk_ec2::types::Filter::builder().name("group-id").set_values(Some(groups)).build();
+    let rules = ec2.describe_security_group_rules().filters(owned_by).send().await.map_err(call("DescribeSecurityGroupRules", "of the vpc's groups"))?;
+    for rule in rules.security_group_rules().iter().filter(|r| r.referenced_group_info().and_then(|g| g.group_id()).is_some()) {
+        let (Some(group), Some(id)) = (rule.group_id(), rule.security_group_rule_id()) else { continue };
+        let revoked = if rule.is_egress() == Some(true) {
+            ec2.revoke_security_group_egress().group_id(group).security_group_rule_ids(id).send().await.map(drop).map_err(call("RevokeSecurityGroupEgress", id))
+        } else {
+            ec2.revoke_security_group_ingress().group_id(group).security_group_rule_ids(id).send().await.map(drop).map_err(call("RevokeSecurityGroupIngress", id))
+        };
+        found(revoked)?;
+    }
+    Ok(())
 }
 
 /// Deletes every object version, delete marker and multipart upload, then the bucket.

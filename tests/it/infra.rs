@@ -32,6 +32,15 @@ fn infra_from_nothing_creates_everything_once_then_only_reads() {
     assert_complete(&moto.census("neon"));
     assert_eq!(state(&wd).infra, infra, "nothing changed in the state either");
 
+    // A changed node count resizes the nodegroup and nothing else.
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), "aws:\n  emulator: true\ncluster:\n  node_count: 5\n").unwrap();
+    let resized = moto.run(&wd, &["infra", "--output", "json"]);
+    assert!(resized.status.success(), "{}", stdout(&resized));
+    assert_eq!(mutating_calls(&resized), 1, "{}", call_counts(&resized));
+    let eks = aws_sdk_eks::Client::new(&moto.sdk());
+    let group = moto.block_on(eks.describe_nodegroup().cluster_name("neon").nodegroup_name("neon-nodes").send()).unwrap();
+    assert_eq!(group.nodegroup().unwrap().scaling_config().unwrap().desired_size(), Some(5));
+
     // With the state file lost, a run adopts everything again, in the same zones.
     std::fs::remove_dir_all(wd.state_dir()).unwrap();
     let adopted = moto.run(&wd, &["infra", "--output", "json"]);

@@ -68,10 +68,28 @@ fn teardown_without_a_state_file_finds_everything_by_tag() {
             .send(),
     );
     other.unwrap();
+    // A load balancer's group and a group that allows it, as Kubernetes controllers leave them.
+    let lost_vpc = moto.census("lost")["vpc/vpc"][0].clone();
+    let groups = moto.block_on(async {
+        let lb = ec2.create_security_group().group_name("k8s-elb-a1").description("lb").vpc_id(&lost_vpc).send().await.unwrap();
+        let nodes = ec2.create_security_group().group_name("nodes").description("nodes").vpc_id(&lost_vpc).send().await.unwrap();
+        let (lb, nodes) = (lb.group_id().unwrap().to_string(), nodes.group_id().unwrap().to_string());
+        let from_lb = aws_sdk_ec2::types::IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(30000)
+            .to_port(32767)
+            .user_id_group_pairs(aws_sdk_ec2::types::UserIdGroupPair::builder().group_id(&lb).build())
+            .build();
+        ec2.authorize_security_group_ingress().group_id(&nodes).ip_permissions(from_lb).send().await.unwrap();
+        vec![lb, nodes]
+    });
     std::fs::remove_dir_all(wd.state_dir()).unwrap();
-    teardown_ok(&moto, &wd, &["teardown", "--yes", "--prefix", "lost", "--region", "us-east-1"]);
+    let out = teardown_ok(&moto, &wd, &["teardown", "--yes", "--prefix", "lost", "--region", "us-east-1"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
     assert!(moto.census("lost").is_empty(), "{:#?}", moto.census("lost"));
     assert_eq!(moto.census("kept").keys().collect::<Vec<_>>(), ["vpc/?"]);
+    let left = moto.block_on(ec2.describe_security_groups().set_group_ids(Some(groups)).send());
+    assert!(left.is_err() || left.unwrap().security_groups().is_empty(), "the security groups in the vpc are gone");
 }
 
 #[test]
@@ -85,6 +103,21 @@ fn teardown_after_crashed_runs_leaves_nothing() {
         assert!(!moto.census(prefix).is_empty());
         teardown_ok(&moto, &wd, &["teardown", "--yes", "--prefix", prefix]);
         assert!(moto.census(prefix).is_empty(), "{point}: {:#?}", moto.census(prefix));
+    }
+}
+
+#[test]
+fn a_teardown_killed_midway_finishes_when_run_again() {
+    let moto = Moto::start();
+    for point in ["teardown:nodegroup:deleted", "teardown:nat-gateway:deleted", "teardown:role:deleted", "teardown:route-table:deleted"] {
+        moto.reset();
+        let wd = Workdir::new();
+        infra(&moto, &wd, "neon");
+        let crashed = moto.cmd(&wd, &["teardown", "--yes"]).env(neonctl_aws::crash::ENV, point).output().unwrap();
+        assert!(crashed.status.code().is_none(), "{point}: killed at the crash point");
+        assert!(!moto.census("neon").is_empty());
+        teardown_ok(&moto, &wd, &["teardown", "--yes"]);
+        assert!(moto.census("neon").is_empty(), "{point}: {:#?}", moto.census("neon"));
     }
 }
 
@@ -157,4 +190,5 @@ fn a_cluster_with_our_name_but_not_our_tag_is_left_alone() {
     let out = moto.run(&wd, &["infra"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("will neither adopt nor delete it"), "{}", stderr(&out));
+    assert!(moto.census("neon").is_empty(), "refused before creating anything: {:#?}", moto.census("neon"));
 }

@@ -99,6 +99,11 @@ async fn observe(cx: &Context) -> anyhow::Result<Observed> {
             let exists = aws.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.is_ok();
             inventory.add(Kind::OidcProvider, exists.then(|| Found { component: "oidc-provider".into(), id: arn, ..Found::default() }));
         }
+        if !cx.config.aws.emulator {
+            let addons = aws.eks.list_addons().cluster_name(prefix).send().await.map_err(crate::aws::call::call("ListAddons", prefix))?;
+            let found = addons.addons().iter().map(|a| Found { component: format!("addon-{a}"), id: a.clone(), ..Found::default() });
+            inventory.add(Kind::Addon, found.collect::<Vec<_>>());
+        }
         inventory.add(Kind::Cluster, [cluster]);
     }
     Ok(Observed { account: id.account, zones, inventory })

@@ -20,8 +20,9 @@ pub fn nodegroup_name(prefix: &str) -> String {
     format!("{prefix}-nodes")
 }
 
-pub async fn converge(run: &Run<'_>, net: &Net, cluster_role: &str, node_role: &str, bucket: &str) -> anyhow::Result<()> {
-    let cluster = cluster(run, net, cluster_role).await?;
+/// `existing`: the cluster as looked up at the start of the run.
+pub async fn converge(run: &Run<'_>, existing: Option<Found>, net: &Net, cluster_role: &str, node_role: &str, bucket: &str) -> anyhow::Result<()> {
+    let cluster = cluster(run, existing, net, cluster_role).await?;
     let issuer = cluster.extra.get("oidc_issuer").cloned().ok_or_else(|| anyhow::anyhow!("eks cluster {} reports no OIDC issuer", run.prefix))?;
     let provider = iam::oidc_provider(run, &issuer).await?;
     let roles = iam::irsa_roles(run, &provider, &issuer, bucket).await?;
@@ -56,10 +57,9 @@ fn addon_role(addon: &str) -> &'static str {
     }
 }
 
-async fn cluster(run: &Run<'_>, net: &Net, role_arn: &str) -> anyhow::Result<Found> {
+async fn cluster(run: &Run<'_>, existing: Option<Found>, net: &Net, role_arn: &str) -> anyhow::Result<Found> {
     let eks = &run.aws.eks;
     let name = &run.prefix;
-    let existing = inventory::cluster(&run.aws, name).await?;
     let tags = Tags::new(name, "cluster");
     let subnets: Vec<String> = net.public.iter().chain(&net.private).map(|(_, s)| s.clone()).collect();
     let version = &run.cx.config.cluster.kubernetes_version;
@@ -133,7 +133,7 @@ async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<
     let cluster = &run.prefix;
     let described = found(eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await.map_err(call("DescribeNodegroup", name)))?;
     let status = described.as_ref().and_then(|d| d.nodegroup()).and_then(|n| n.status()).map(|s| s.as_str().to_string());
-    let existing = described.map(|_| Found { component: "nodegroup".into(), id: name.clone(), state: status.clone(), ..Found::default() });
+    let existing = described.as_ref().map(|_| Found { component: "nodegroup".into(), id: name.clone(), state: status.clone(), ..Found::default() });
     let c = &run.cx.config.cluster;
     let tags = Tags::new(&run.prefix, "nodegroup");
     let subnets: Vec<String> = net.private.iter().map(|(_, s)| s.clone()).collect();
@@ -162,7 +162,11 @@ async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<
             .map(|_| name.clone())
     })
     .await?;
-    if status.as_deref() == Some("ACTIVE") {
+    let resized = match described.as_ref().and_then(|d| d.nodegroup()) {
+        Some(group) => resize(run, group).await?,
+        None => false,
+    };
+    if status.as_deref() == Some("ACTIVE") && !resized {
         return Ok(());
     }
     let step = run.reporter.step(format!("wait for eks nodegroup {name} (3-6 minutes)"));
@@ -190,6 +194,41 @@ async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<
     .await?;
     step.finish();
     Ok(())
+}
+
+/// Follows `cluster.node_count` (true when it changed the nodegroup); the instance type and
+/// disk of a nodegroup cannot change.
+async fn resize(run: &Run<'_>, group: &ekst::Nodegroup) -> anyhow::Result<bool> {
+    let c = &run.cx.config.cluster;
+    let name = group.nodegroup_name().unwrap_or_default();
+    if !group.instance_types().contains(&c.node_instance_type) || group.disk_size().is_some_and(|d| d != c.node_disk_gib as i32) {
+        run.reporter.warn(format!(
+            "eks nodegroup {name} runs {} with {} GiB disks; the config asks for {} with {} GiB, which needs a new nodegroup \
+             (run `neonctl-aws teardown` and infra again, or replace it by hand)",
+            group.instance_types().join(","),
+            group.disk_size().unwrap_or_default(),
+            c.node_instance_type,
+            c.node_disk_gib
+        ));
+    }
+    let count = c.node_count as i32;
+    let current = group.scaling_config().map(|s| (s.min_size(), s.max_size(), s.desired_size()));
+    if current == Some((Some(count), Some(count), Some(count))) {
+        return Ok(false);
+    }
+    let step = run.reporter.step(format!("resize eks nodegroup {name} to {count} nodes"));
+    let scaling = ekst::NodegroupScalingConfig::builder().min_size(count).max_size(count).desired_size(count).build();
+    run.aws
+        .eks
+        .update_nodegroup_config()
+        .cluster_name(&run.prefix)
+        .nodegroup_name(name)
+        .scaling_config(scaling)
+        .send()
+        .await
+        .map_err(call("UpdateNodegroupConfig", name))?;
+    step.finish();
+    Ok(true)
 }
 
 /// The version EKS marks as default for `kubernetes_version`, else the newest compatible one.
