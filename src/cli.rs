@@ -170,18 +170,31 @@ pub struct PhaseArgs {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct BuildArgs {
-    /// Path of a Neon checkout (overrides neon.source in the config)
-    #[arg(long, value_name = "PATH")]
-    pub neon_src: Option<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildOptions,
     #[command(flatten)]
     pub plan: PlanFlag,
 }
 
-#[derive(Debug, Args)]
-pub struct UpArgs {
+/// How Neon is built; shared by `build` and `up`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BuildOptions {
     /// Path of a Neon checkout (overrides neon.source in the config)
     #[arg(long, value_name = "PATH")]
     pub neon_src: Option<PathBuf>,
+    /// Build with this installed Rust toolchain (`cargo +NAME`) instead of the one Neon's
+    /// rust-toolchain.toml pins
+    #[arg(long, value_name = "NAME")]
+    pub toolchain: Option<String>,
+    /// Parallel compile jobs [default: the smaller of the CPU count and GiB of memory / 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub build: BuildOptions,
     #[command(flatten)]
     pub plan: PlanFlag,
 }

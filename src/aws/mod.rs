@@ -3,6 +3,8 @@
 //! Endpoints come from the SDK's own settings (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_<SERVICE>,
 //! profiles), which is how the tests point everything at moto's server.
 
+pub mod ecr_auth;
+
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};

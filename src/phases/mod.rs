@@ -1,7 +1,10 @@
 //! One module per subcommand. Graph phases implement [`crate::engine::Phase`].
 
+pub mod build;
+pub mod images;
 pub mod init;
 pub mod prereqs;
+pub mod push;
 pub mod status;
 
 use std::sync::Arc;
@@ -12,9 +15,18 @@ use crate::cli::Command;
 use crate::engine::{Context, Phase, PhaseName, PhasePlan};
 
 /// The phase behind `name`, configured from the command line that asked for it.
-pub fn phase(name: PhaseName, _command: &Command) -> Arc<dyn Phase> {
+pub fn phase(name: PhaseName, command: &Command) -> Arc<dyn Phase> {
     let issue = match name {
-        PhaseName::Build | PhaseName::Images | PhaseName::Push => 4,
+        PhaseName::Build => {
+            let options = match command {
+                Command::Build(args) => args.build.clone(),
+                Command::Up(args) => args.build.clone(),
+                _ => Default::default(),
+            };
+            return Arc::new(build::Build { options });
+        }
+        PhaseName::Images => return Arc::new(images::Images),
+        PhaseName::Push => return Arc::new(push::Push),
         PhaseName::Infra | PhaseName::Teardown => 3,
         PhaseName::Deploy => 5,
     };
