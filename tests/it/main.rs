@@ -1,4 +1,8 @@
 //! The one integration test binary: the real `neonctl-aws` binary against real stand-ins.
 
+mod build;
 mod cli;
+mod ecr;
+mod images;
+mod neon_fixture;
 mod support;

@@ -1,0 +1,131 @@
+//! `build` against the stand-in Neon checkout: staging, the no-op rebuild, and the errors a
+//! user meets (missing submodules, a failing make step, a missing toolchain).
+
+use std::process::Output;
+use std::time::Instant;
+
+use crate::neon_fixture::{NeonFixture, BINARIES, CURRENT_TOOLCHAIN};
+use crate::support::{host_tools, json_events, state_json, stderr, Workdir};
+
+pub fn build(wd: &Workdir, fixture: &NeonFixture, extra: &[&str]) -> Output {
+    let src = fixture.arg();
+    let mut args = vec!["build", "--neon-src", &src, "--output", "json"];
+    args.extend_from_slice(extra);
+    host_tools(&mut wd.cmd(&args)).output().unwrap()
+}
+
+fn plan_actions(out: &Output, phase: &str) -> Vec<serde_json::Value> {
+    let events = json_events(out);
+    let plan = events.iter().find(|e| e["event"] == "plan" && e["phase"] == phase).unwrap_or_else(|| panic!("a {phase} plan in {events:?}"));
+    plan["actions"].as_array().unwrap().clone()
+}
+
+fn steps(out: &Output) -> Vec<String> {
+    json_events(out).iter().filter(|e| e["event"] == "step_started").map(|e| e["step"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn build_stages_artifacts_and_a_second_build_is_a_no_op() {
+    let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
+    let wd = Workdir::new();
+    let out = build(&wd, &fixture, &[]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    let ran = steps(&out);
+    for expected in ["make postgres-headers", "make postgres-install-v17", "make neon-pg-ext-v17", "make walproposer-lib", "stage artifacts"] {
+        assert!(ran.iter().any(|s| s == expected), "{expected} in {ran:?}");
+    }
+    assert!(ran.iter().any(|s| s.starts_with("cargo build --locked --release") && s.contains("--bin compute_ctl")), "{ran:?}");
+
+    let state = state_json(&wd);
+    let record = &state["build"];
+    assert_eq!(state["schema_version"], 2);
+    assert_eq!(record["revision"].as_str().unwrap().len(), 40, "a clean checkout is built at its commit");
+    for bin in BINARIES {
+        let artifact = &record["artifacts"][bin];
+        let path = std::path::Path::new(artifact["path"].as_str().unwrap());
+        assert!(path.starts_with(wd.state_dir().join("build")), "{path:?} is staged");
+        let run = std::process::Command::new(path).arg("--version").output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), format!("{bin} stand-in 0.1.0"));
+        assert_eq!(artifact["size"].as_u64().unwrap(), std::fs::metadata(path).unwrap().len());
+        assert_eq!(artifact["sha256"].as_str().unwrap().len(), 64);
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record["manifest"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(manifest["fingerprint"], record["fingerprint"]);
+    assert!(manifest["pg_install"]["bin/postgres"]["sha256"].is_string(), "{manifest}");
+    assert!(manifest["pg_install"]["lib/postgresql/neon.so"].is_object(), "{manifest}");
+    let log = std::fs::read_to_string(wd.state_dir().join("logs/build.log")).unwrap();
+    assert!(log.contains("==> make walproposer-lib") && log.contains("Compiling pageserver"), "{log}");
+
+    // Unchanged inputs: the plan is empty and a build does nothing.
+    let plan = host_tools(&mut wd.cmd(&["build", "--neon-src", &fixture.arg(), "--plan", "--output", "json"])).output().unwrap();
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    assert_eq!(plan_actions(&plan, "build"), Vec::<serde_json::Value>::new());
+    let started = Instant::now();
+    let again = build(&wd, &fixture, &["--jobs", "1"]);
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(steps(&again), Vec::<String>::new(), "nothing runs");
+    assert!(seconds < 5.0, "a no-op build took {seconds:.1}s");
+    assert_eq!(state_json(&wd)["build"], state["build"]);
+
+    // A local change is a new input.
+    std::fs::write(fixture.path().join("proxy/main.rs"), "fn main() { println!(\"proxy stand-in changed\"); }\n").unwrap();
+    let plan = host_tools(&mut wd.cmd(&["build", "--neon-src", &fixture.arg(), "--plan", "--output", "json"])).output().unwrap();
+    let actions = plan_actions(&plan, "build");
+    assert!(actions.iter().any(|a| a["target"].as_str().unwrap().starts_with("cargo build")), "{actions:?}");
+    let events = json_events(&plan);
+    let notes = events.iter().find(|e| e["event"] == "plan").unwrap()["notes"].to_string();
+    assert!(notes.contains("-dirty"), "{notes}");
+}
+
+#[test]
+fn build_errors_name_the_cause_and_the_fix() {
+    // Missing submodules: refused before anything runs.
+    let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
+    std::fs::remove_file(fixture.vendor("v16").join("README")).unwrap();
+    let wd = Workdir::new();
+    let out = build(&wd, &fixture, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("vendor/postgres-v16") && text.contains("submodule update --init --recursive --depth 2"), "{text}");
+    assert!(!text.contains("postgres-v15"), "only the empty one is named: {text}");
+    std::fs::write(fixture.vendor("v16").join("README"), "back\n").unwrap();
+
+    // A failing make step: named, with its last lines and the log.
+    let out = host_tools(&mut wd.cmd(&["build", "--neon-src", &fixture.arg()])).env("FAIL_STEP", "neon-pg-ext-v17").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains("build step `make neon-pg-ext-v17` failed"), "{text}");
+    assert!(text.contains("simulated compiler failure in neon-pg-ext-v17"), "{text}");
+    assert!(text.contains("logs/build.log"), "{text}");
+    let log = std::fs::read_to_string(wd.state_dir().join("logs/build.log")).unwrap();
+    assert!(log.contains("simulated compiler failure"), "{log}");
+    assert!(state_json(&wd)["build"].is_null());
+}
+
+#[test]
+fn a_missing_toolchain_is_refused_and_toolchain_overrides_it() {
+    let fixture = NeonFixture::new("1.2.3");
+    let wd = Workdir::new();
+    // Installing fails fast: the distribution server is a closed port.
+    let out = host_tools(&mut wd.cmd(&["build", "--neon-src", &fixture.arg()]))
+        .env("RUSTUP_DIST_SERVER", "http://127.0.0.1:9")
+        .env("RUSTUP_UPDATE_ROOT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains("Neon pins Rust 1.2.3") && text.contains("--toolchain NAME"), "{text}");
+    assert!(text.contains(CURRENT_TOOLCHAIN), "installed toolchains are listed: {text}");
+
+    let out = build(&wd, &fixture, &["--toolchain", "no-such-toolchain"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rustup toolchain install no-such-toolchain"));
+
+    let out = build(&wd, &fixture, &["--toolchain", CURRENT_TOOLCHAIN]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warned = json_events(&out).iter().any(|e| e["level"] == "warn" && e["text"].as_str().unwrap().contains(CURRENT_TOOLCHAIN));
+    assert!(warned, "the override is warned about");
+    assert!(steps(&out).iter().any(|s| s.starts_with(&format!("cargo +{CURRENT_TOOLCHAIN} build"))));
+    assert_eq!(state_json(&wd)["build"]["toolchain"], CURRENT_TOOLCHAIN);
+}

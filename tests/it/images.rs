@@ -1,0 +1,170 @@
+//! `images` and `push` with the real Docker Engine: images FROM scratch built from the stand-in
+//! build, each binary run inside its image, then pushed to a registry on loopback (Debian's
+//! docker-registry) and pushed again without uploading a byte.
+
+use std::process::{Child, Command, Output};
+
+use crate::build::build;
+use crate::neon_fixture::{NeonFixture, CURRENT_TOOLCHAIN};
+use crate::support::{free_port, host_tools, http_get, json_events, state_json, stderr, wait_for, Workdir};
+
+/// A docker-registry serving from a temporary directory on 127.0.0.1; stopped on drop.
+pub struct Registry {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let program = std::env::var("NEONCTL_TEST_DOCKER_REGISTRY").unwrap_or_else(|_| "/usr/bin/docker-registry".into());
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        let storage = dir.path().join("storage");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&program)
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        let registry = Self { port, child, _dir: dir };
+        assert!(wait_for(20, || http_get(port, "/v2/").is_some_and(|(status, _)| status == 200)), "the registry answers /v2/");
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().expect("the docker CLI")
+}
+
+/// Removes the images a test made, whatever happens to the test.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let mut args = vec!["rmi", "-f"];
+            args.extend(self.0.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+    }
+}
+
+fn run_phase(wd: &Workdir, phase: &str) -> Output {
+    host_tools(&mut wd.cmd(&[phase, "--output", "json"])).output().unwrap()
+}
+
+fn docker_calls(out: &Output) -> serde_json::Value {
+    json_events(out).last().unwrap()["calls"]["docker"].clone()
+}
+
+fn uploaded(out: &Output) -> u64 {
+    let events = json_events(out);
+    let text = events
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .find_map(|t| t.strip_prefix("uploaded "))
+        .unwrap_or_else(|| panic!("an `uploaded` message in {events:?}"))
+        .to_string();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
+    let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
+    let wd = Workdir::new();
+    let out = build(&wd, &fixture, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run_phase(&wd, "images");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    let state = state_json(&wd);
+    let images = state["images"].as_object().unwrap().clone();
+    let mut cleanup = Cleanup(images.values().map(|r| r["tag"].as_str().unwrap().to_string()).collect());
+    assert_eq!(images.len(), 7);
+
+    let expected = [
+        ("pageserver", "pageserver stand-in 0.1.0"),
+        ("safekeeper", "safekeeper stand-in 0.1.0"),
+        ("storage-broker", "storage_broker stand-in 0.1.0"),
+        ("storage-controller", "storage_controller stand-in 0.1.0"),
+        ("proxy", "proxy stand-in 0.1.0"),
+        ("compute", "compute_ctl stand-in 0.1.0"),
+        ("control-plane", &format!("neonctl-aws {}", env!("CARGO_PKG_VERSION"))),
+    ];
+    for (image, says) in expected {
+        let tag = images[image]["tag"].as_str().unwrap();
+        let hash = &images[image]["context_sha256"].as_str().unwrap()[..12];
+        assert_eq!(tag, format!("neon/{image}:{hash}"));
+        let run = docker(&["run", "--rm", "--network", "none", tag, "--version"]);
+        assert!(run.status.success(), "{image}: {}", String::from_utf8_lossy(&run.stderr));
+        assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), says, "{image}");
+        let user = docker(&["image", "inspect", "--format", "{{.Config.User}} {{index .Config.Labels \"org.opencontainers.image.revision\"}}", tag]);
+        let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
+        assert!(user.starts_with("1000:1000 "), "{image} runs as neon: {user}");
+    }
+    // Postgres in the compute image (and the pageserver's WAL redo copy) runs too.
+    let compute = images["compute"]["tag"].as_str().unwrap();
+    let run = docker(&["run", "--rm", "--network", "none", "--entrypoint", "/usr/local/bin/postgres", compute, "--version"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "postgres (PostgreSQL) 17.5 stand-in", "{}", String::from_utf8_lossy(&run.stderr));
+    let pageserver = images["pageserver"]["tag"].as_str().unwrap();
+    let run = docker(&["run", "--rm", "--network", "none", "--entrypoint", "/usr/local/v17/bin/postgres", pageserver, "--version"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    // Unchanged inputs: nothing to plan, nothing rebuilt.
+    let plan = host_tools(&mut wd.cmd(&["images", "--plan", "--output", "json"])).output().unwrap();
+    let events = json_events(&plan);
+    let actions = &events.iter().find(|e| e["event"] == "plan").unwrap()["actions"];
+    assert_eq!(actions, &serde_json::json!([]), "{events:?}");
+    let again = run_phase(&wd, "images");
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(docker_calls(&again)["mutating"], 0);
+    assert_eq!(state_json(&wd)["images"], state["images"]);
+
+    // Push to a registry on loopback.
+    let registry = Registry::start();
+    let target = format!("127.0.0.1:{}/it", registry.port);
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("images:\n  registry: {target}\n")).unwrap();
+    let out = run_phase(&wd, "push");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    let first_upload = uploaded(&out);
+    assert!(first_upload > 0);
+    let pushed = state_json(&wd)["push"].as_object().unwrap().clone();
+    assert_eq!(pushed.len(), 7);
+    for (image, record) in &pushed {
+        let digest_ref = record["digest_ref"].as_str().unwrap();
+        let (repo, digest) = digest_ref.split_once('@').unwrap();
+        assert_eq!(repo, format!("{target}/{image}"));
+        assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest_ref}");
+        cleanup.0.push(record["tag"].as_str().unwrap().to_string());
+        let tag = record["tag"].as_str().unwrap().rsplit_once(':').unwrap().1;
+        let (status, _) = http_get(registry.port, &format!("/v2/it/{image}/manifests/{tag}")).unwrap();
+        assert_eq!(status, 200, "the registry has {image}:{tag}");
+    }
+    let (_, catalog) = http_get(registry.port, "/v2/_catalog").unwrap();
+    assert!(catalog.contains("it/compute") && catalog.contains("it/control-plane"), "{catalog}");
+
+    // Again: the registry has everything; zero bytes go up and no mutating call is made.
+    let out = run_phase(&wd, "push");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(uploaded(&out), 0);
+    assert_eq!(docker_calls(&out)["mutating"], 0);
+    assert_eq!(state_json(&wd)["push"].as_object().unwrap(), &pushed);
+}
