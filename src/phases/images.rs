@@ -95,28 +95,31 @@ struct Labels {
     version: String,
 }
 
-/// One entry of a build context.
+/// One entry of a tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
     /// Content from a file on this machine (symlinks followed).
     File { from: PathBuf, mode: u32 },
     Bytes { data: Vec<u8>, mode: u32 },
-    Dir { mode: u32 },
+    /// A directory owned by `owner` (uid and gid).
+    Dir { mode: u32, owner: u32 },
     Symlink { target: PathBuf },
 }
 
-/// A build context: `Dockerfile`, `rootfs/` (root-owned) and `owned/` (copied as the user).
+/// A file tree that becomes a tar: the image's root filesystem (`rootfs.tar`, which the
+/// Dockerfile ADDs in one layer with owners and modes intact), or the build context holding
+/// `Dockerfile` and `rootfs.tar`.
 #[derive(Debug, Default)]
-struct BuildContext {
+struct Tree {
     entries: BTreeMap<String, Entry>,
 }
 
-impl BuildContext {
+impl Tree {
     fn add(&mut self, path: impl Into<String>, entry: Entry) {
         let path: String = path.into();
         let mut parent = Path::new(&path).parent();
         while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
-            self.entries.entry(dir.display().to_string()).or_insert(Entry::Dir { mode: 0o755 });
+            self.entries.entry(dir.display().to_string()).or_insert(Entry::Dir { mode: 0o755, owner: 0 });
             parent = dir.parent();
         }
         self.entries.insert(path, entry);
@@ -126,7 +129,8 @@ impl BuildContext {
         self.entries.contains_key(path)
     }
 
-    /// The tar: entries in path order, mtime 0, owner 0:0, so equal inputs give equal bytes.
+    /// The tar: entries in path order, mtime 0, owner 0:0 unless set, so equal inputs give
+    /// equal bytes.
     fn tar(&self) -> Result<Vec<u8>, ImagesError> {
         let mut tar = tar::Builder::new(Vec::new());
         let failed = |path: &str| {
@@ -139,7 +143,9 @@ impl BuildContext {
             header.set_uid(0);
             header.set_gid(0);
             match entry {
-                Entry::Dir { mode } => {
+                Entry::Dir { mode, owner } => {
+                    header.set_uid(u64::from(*owner));
+                    header.set_gid(u64::from(*owner));
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_mode(*mode);
                     header.set_size(0);
@@ -175,10 +181,7 @@ impl BuildContext {
 fn dockerfile(spec: &ImageSpec, base: &str, labels: &Labels) -> String {
     let scratch = base == "scratch";
     let (user, uid) = USER;
-    let mut out = format!("FROM {base}\nCOPY rootfs/ /\n");
-    if scratch {
-        out.push_str(&format!("COPY --chown={uid}:{uid} owned/ /\n"));
-    }
+    let mut out = format!("FROM {base}\nADD rootfs.tar /\n");
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
     out.push_str(&format!(
         "LABEL org.opencontainers.image.title={} org.opencontainers.image.source={} org.opencontainers.image.revision={} org.opencontainers.image.version={}\n",
@@ -248,7 +251,7 @@ fn mode_of(path: &Path) -> Result<u32, ImagesError> {
 }
 
 /// Adds a directory tree under `at` (relative to the context root).
-fn add_tree(ctx: &mut BuildContext, from: &Path, at: &str) -> Result<(), ImagesError> {
+fn add_tree(ctx: &mut Tree, from: &Path, at: &str) -> Result<(), ImagesError> {
     let mut entries: Vec<_> = std::fs::read_dir(from).map_err(io("reading", from))?.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -258,7 +261,7 @@ fn add_tree(ctx: &mut BuildContext, from: &Path, at: &str) -> Result<(), ImagesE
         if kind.is_symlink() {
             ctx.add(dest, Entry::Symlink { target: std::fs::read_link(&path).map_err(io("reading", &path))? });
         } else if kind.is_dir() {
-            ctx.add(dest.clone(), Entry::Dir { mode: mode_of(&path)? });
+            ctx.add(dest.clone(), Entry::Dir { mode: mode_of(&path)?, owner: 0 });
             add_tree(ctx, &path, &dest)?;
         } else {
             ctx.add(dest, Entry::File { mode: mode_of(&path)?, from: path });
@@ -267,9 +270,9 @@ fn add_tree(ctx: &mut BuildContext, from: &Path, at: &str) -> Result<(), ImagesE
     Ok(())
 }
 
-/// The context of one image, with the host files it reads.
-fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, labels: &Labels) -> Result<BuildContext, ImagesError> {
-    let mut ctx = BuildContext::default();
+/// The root filesystem of one image, naming the host files it reads.
+fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str) -> Result<Tree, ImagesError> {
+    let mut ctx = Tree::default();
     let scratch = base == "scratch";
     let binary = match spec.binary {
         Binary::Built(name) => build.artifacts.get(name).map(|a| a.path.clone()).unwrap_or_else(|| PathBuf::from(name)),
@@ -279,7 +282,7 @@ fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, la
         return Err(ImagesError::MissingArtifact { path: binary });
     }
     let mut elves = vec![binary.clone()];
-    ctx.add(format!("rootfs/usr/local/bin/{}", spec.binary_name()), Entry::File { from: binary, mode: 0o755 });
+    ctx.add(format!("usr/local/bin/{}", spec.binary_name()), Entry::File { from: binary, mode: 0o755 });
     if let Some(pg) = spec.postgres {
         if !build.pg_install.is_dir() {
             return Err(ImagesError::MissingArtifact { path: build.pg_install.clone() });
@@ -287,17 +290,17 @@ fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, la
         for dir in ["bin", "lib", "share"] {
             let from = build.pg_install.join(dir);
             if from.is_dir() {
-                add_tree(&mut ctx, &from, &format!("rootfs/{pg}/{dir}"))?;
+                add_tree(&mut ctx, &from, &format!("{pg}/{dir}"))?;
             }
         }
         let pg_files = ctx.entries.iter().filter_map(|(path, entry)| match entry {
-            Entry::File { from, .. } if path.starts_with(&format!("rootfs/{pg}/")) && is_elf(from) => Some(from.clone()),
+            Entry::File { from, .. } if path.starts_with(&format!("{pg}/")) && is_elf(from) => Some(from.clone()),
             _ => None,
         });
         elves.extend(pg_files.collect::<Vec<_>>());
     }
     if scratch {
-        let pg_lib = spec.postgres.map(|pg| format!("rootfs/{pg}/lib/"));
+        let pg_lib = spec.postgres.map(|pg| format!("{pg}/lib/"));
         for elf in &elves {
             for lib in libraries(elf)? {
                 // Postgres' own libraries (libpq, …) are in the image already, found through
@@ -306,7 +309,7 @@ fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, la
                 if pg_lib.as_ref().is_some_and(|dir| ctx.contains(&format!("{dir}{name}"))) {
                     continue;
                 }
-                let dest = format!("rootfs{}", lib.display());
+                let dest = lib.display().to_string().trim_start_matches('/').to_string();
                 if !ctx.contains(&dest) {
                     let mode = mode_of(&lib)?;
                     ctx.add(dest, Entry::File { from: lib, mode });
@@ -315,19 +318,26 @@ fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, la
         }
         let (user, uid) = USER;
         let passwd = format!("root:x:0:0:root:/root:/sbin/nologin\n{user}:x:{uid}:{uid}:{user}:/home/{user}:/sbin/nologin\n");
-        ctx.add("rootfs/etc/passwd", Entry::Bytes { data: passwd.into_bytes(), mode: 0o644 });
-        ctx.add("rootfs/etc/group", Entry::Bytes { data: format!("root:x:0:\n{user}:x:{uid}:\n").into_bytes(), mode: 0o644 });
+        ctx.add("etc/passwd", Entry::Bytes { data: passwd.into_bytes(), mode: 0o644 });
+        ctx.add("etc/group", Entry::Bytes { data: format!("root:x:0:\n{user}:x:{uid}:\n").into_bytes(), mode: 0o644 });
         for host in [CA_CERTIFICATES, ZONEINFO_UTC] {
             let path = Path::new(host);
             if path.is_file() {
-                ctx.add(format!("rootfs{host}"), Entry::File { from: path.to_path_buf(), mode: 0o644 });
+                ctx.add(host.trim_start_matches('/'), Entry::File { from: path.to_path_buf(), mode: 0o644 });
             }
         }
-        ctx.add("rootfs/tmp", Entry::Dir { mode: 0o1777 });
-        ctx.add(format!("owned/home/{user}"), Entry::Dir { mode: 0o755 });
-        ctx.add("owned/data", Entry::Dir { mode: 0o755 });
+        ctx.add("tmp", Entry::Dir { mode: 0o1777, owner: 0 });
+        ctx.add(format!("home/{user}"), Entry::Dir { mode: 0o755, owner: uid });
+        ctx.add("data", Entry::Dir { mode: 0o755, owner: uid });
     }
+    Ok(ctx)
+}
+
+/// The build context: the Dockerfile and the image's root filesystem as `rootfs.tar`.
+fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, labels: &Labels) -> Result<Tree, ImagesError> {
+    let mut ctx = Tree::default();
     ctx.add("Dockerfile", Entry::Bytes { data: dockerfile(spec, base, labels).into_bytes(), mode: 0o644 });
+    ctx.add("rootfs.tar", Entry::Bytes { data: rootfs(spec, build, own_exe, base)?.tar()?, mode: 0o644 });
     Ok(ctx)
 }
 
@@ -512,53 +522,59 @@ mod tests {
     }
 
     #[test]
-    fn contexts_are_deterministic_and_complete() {
+    fn root_filesystems_are_deterministic_and_complete() {
         let dir = tempfile::tempdir().unwrap();
         let build = fake_build(dir.path());
         let compute = &SPECS[5];
-        let ctx = context(compute, &build, Path::new("/bin/true"), "scratch", &labels()).unwrap();
+        let fs = rootfs(compute, &build, Path::new("/bin/true"), "scratch").unwrap();
         for path in [
-            "Dockerfile",
-            "rootfs/usr/local/bin/compute_ctl",
-            "rootfs/usr/local/bin/postgres",
-            "rootfs/usr/local/share/extension/neon.control",
-            "rootfs/etc/passwd",
-            "rootfs/etc/group",
-            "owned/home/neon",
-            "owned/data",
-            "rootfs/tmp",
+            "usr/local/bin/compute_ctl",
+            "usr/local/bin/postgres",
+            "usr/local/share/extension/neon.control",
+            "etc/passwd",
+            "etc/group",
+            "home/neon",
+            "data",
+            "tmp",
         ] {
-            assert!(ctx.contains(path), "{path} in {:?}", ctx.entries.keys().collect::<Vec<_>>());
+            assert!(fs.contains(path), "{path} in {:?}", fs.entries.keys().collect::<Vec<_>>());
         }
-        assert_eq!(ctx.entries["rootfs/usr/local/lib/libpq.so.5"], Entry::Symlink { target: "libpq.so.5.17".into() });
-        assert!(ctx.entries.keys().any(|k| k.starts_with("rootfs/") && k.contains("libc.so")), "libc is in the closure");
-        assert!(ctx.entries.keys().any(|k| k.contains("ld-linux")), "the loader is in the closure");
+        assert_eq!(fs.entries["usr/local/lib/libpq.so.5"], Entry::Symlink { target: "libpq.so.5.17".into() });
+        assert_eq!(fs.entries["data"], Entry::Dir { mode: 0o755, owner: 1000 });
+        assert!(fs.entries.keys().any(|k| k.contains("libc.so")), "libc is in the closure");
+        assert!(fs.entries.keys().any(|k| k.contains("ld-linux")), "the loader is in the closure");
 
-        let first = ctx.tar().unwrap();
-        let again = context(compute, &build, Path::new("/bin/true"), "scratch", &labels()).unwrap().tar().unwrap();
+        let first = fs.tar().unwrap();
+        let again = rootfs(compute, &build, Path::new("/bin/true"), "scratch").unwrap().tar().unwrap();
         assert_eq!(Sha256::digest(&first), Sha256::digest(&again));
         let mut archive = tar::Archive::new(first.as_slice());
         let mut paths = Vec::new();
         for entry in archive.entries().unwrap() {
             let entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string().trim_end_matches('/').to_string();
             assert_eq!(entry.header().mtime().unwrap(), 0);
-            assert_eq!(entry.header().uid().unwrap(), 0);
-            paths.push(entry.path().unwrap().display().to_string().trim_end_matches('/').to_string());
+            let owner = if ["data", "home/neon"].contains(&path.as_str()) { 1000 } else { 0 };
+            assert_eq!(entry.header().uid().unwrap(), owner, "{path}");
+            paths.push(path);
         }
         let mut sorted = paths.clone();
         sorted.sort();
         assert_eq!(paths, sorted, "entries are in path order");
-        assert!(paths.contains(&"rootfs/usr".to_string()), "parent directories are explicit");
+        assert!(paths.contains(&"usr".to_string()), "parent directories are explicit");
+
+        let context = context(compute, &build, Path::new("/bin/true"), "scratch", &labels()).unwrap();
+        assert_eq!(context.entries.keys().collect::<Vec<_>>(), ["Dockerfile", "rootfs.tar"]);
+        assert_eq!(context.entries["rootfs.tar"], Entry::Bytes { data: first, mode: 0o644 });
     }
 
     #[test]
     fn a_base_image_gets_only_the_binary_and_postgres() {
         let dir = tempfile::tempdir().unwrap();
         let build = fake_build(dir.path());
-        let ctx = context(&SPECS[0], &build, Path::new("/bin/true"), "debian:bookworm-slim", &labels()).unwrap();
-        assert!(ctx.contains("rootfs/usr/local/bin/pageserver"));
-        assert!(ctx.contains("rootfs/usr/local/v17/bin/postgres"));
-        assert!(!ctx.entries.keys().any(|k| k.contains("libc.so") || k.starts_with("owned") || k.contains("passwd")));
+        let fs = rootfs(&SPECS[0], &build, Path::new("/bin/true"), "debian:bookworm-slim").unwrap();
+        assert!(fs.contains("usr/local/bin/pageserver"));
+        assert!(fs.contains("usr/local/v17/bin/postgres"));
+        assert!(!fs.entries.keys().any(|k| k.contains("libc.so") || k.starts_with("home") || k.contains("passwd")));
     }
 
     #[test]

@@ -128,6 +128,18 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     let run = docker(&["run", "--rm", "--network", "none", "--entrypoint", "/usr/local/v17/bin/postgres", pageserver, "--version"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
+    // One layer; the user's directories belong to the user.
+    let layers = docker(&["image", "inspect", "--format", "{{len .RootFS.Layers}}", compute]);
+    assert_eq!(String::from_utf8_lossy(&layers.stdout).trim(), "1");
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!("c=$(docker create {compute}) && docker export $c | tar -tv --numeric-owner; docker rm $c >/dev/null"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let data = listing.lines().find(|l| l.ends_with(" data/")).unwrap_or_else(|| panic!("/data in {listing}"));
+    assert!(data.contains("1000/1000"), "{data}");
+
     // Unchanged inputs: nothing to plan, nothing rebuilt.
     let plan = host_tools(&mut wd.cmd(&["images", "--plan", "--output", "json"])).output().unwrap();
     let events = json_events(&plan);
