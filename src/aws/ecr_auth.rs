@@ -25,6 +25,20 @@ pub enum EcrAuthError {
     Malformed,
 }
 
+/// An SDK error and its causes on one line, without the Debug dump.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
 /// The registry host ECR serves an account's repositories from.
 pub fn registry(account: &str, region: &str) -> String {
     let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
@@ -77,7 +91,7 @@ impl EcrAuth {
                 .get_authorization_token()
                 .send()
                 .await
-                .map_err(|e| EcrAuthError::Call { detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string() })?;
+                .map_err(|e| EcrAuthError::Call { detail: error_chain(&e) })?;
             let data = out.authorization_data().first().ok_or(EcrAuthError::Empty)?;
             let (user, password) = decode(data.authorization_token().ok_or(EcrAuthError::Empty)?)?;
             let expires_at = data.expires_at().and_then(|t| SystemTime::try_from(*t).ok());

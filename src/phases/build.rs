@@ -332,7 +332,7 @@ impl Build {
         if let Some((url, rev)) = &source.git {
             if !source.cloned() {
                 plan.actions.push(
-                    PlannedAction::new(Verb::Run, format!("git clone {url}")).detail(format!("{rev}, with submodules, into {}", source.dir.display())),
+                    PlannedAction::new(Verb::Run, format!("git clone {url}")).detail(format!("{rev}, with submodules, into {}", shown(&source.dir))),
                 );
             }
         }
@@ -346,7 +346,7 @@ impl Build {
         for c in &commands {
             plan.actions.push(PlannedAction::new(Verb::Run, c.label.clone()));
         }
-        plan.actions.push(PlannedAction::new(Verb::Create, "staged artifacts").detail(format!("{}", cx.state_dir().join("build").display())));
+        plan.actions.push(PlannedAction::new(Verb::Create, "staged artifacts").detail(shown(&cx.state_dir().join("build"))));
         if let Toolchain::Override(name) = &toolchain {
             plan.notes.push(format!("building with toolchain {name} instead of the one Neon pins"));
         }
@@ -421,6 +421,12 @@ impl Phase for Build {
     fn apply<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(self.apply_inner(cx))
     }
+}
+
+/// `path` relative to the working directory when it is inside it.
+fn shown(path: &Path) -> String {
+    let relative = std::env::current_dir().ok().and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    relative.unwrap_or_else(|| path.to_path_buf()).display().to_string()
 }
 
 fn check_submodules(src: &Path) -> Result<(), BuildError> {

@@ -55,9 +55,7 @@ impl Target {
             return Ok(Target::Registry { registry: registry.trim_end_matches('/').to_string(), credentials });
         }
         let aws = Aws::connect(&cx.config, cx.calls.clone()).await?;
-        let identity = aws.sts.get_caller_identity().send().await.map_err(|e| PushError::Account {
-            detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-        })?;
+        let identity = aws.sts.get_caller_identity().send().await.map_err(|e| PushError::Account { detail: ecr_auth::error_chain(&e) })?;
         let account = identity.account().ok_or_else(|| PushError::Account { detail: "STS returned no account".into() })?;
         Ok(Target::Ecr { registry: ecr_auth::registry(account, &aws.region), aws: Box::new(aws), auth: EcrAuth::default() })
     }
@@ -110,12 +108,15 @@ impl Push {
     async fn plan_inner(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
         let mut plan = PhasePlan::default();
         let state = cx.state();
-        let reachable = async { anyhow::Ok((Target::resolve(cx).await?, Docker::connect(cx.calls.clone()).await?)) }.await;
-        let (target, docker) = match reachable {
-            Ok(pair) => (Some(pair.0), Some(pair.1)),
-            Err(e) => {
-                plan.notes.push(format!("{e:#}; assuming the registry has no image yet"));
-                (None, None)
+        let (target, docker) = if state.images.is_empty() {
+            (None, None)
+        } else {
+            match async { anyhow::Ok((Target::resolve(cx).await?, Docker::connect(cx.calls.clone()).await?)) }.await {
+                Ok((target, docker)) => (Some(target), Some(docker)),
+                Err(e) => {
+                    plan.notes.push(format!("{e:#}; assuming the registry has no image yet"));
+                    (None, None)
+                }
             }
         };
         for name in crate::IMAGES {
