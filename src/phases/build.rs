@@ -329,12 +329,12 @@ impl Build {
         let mut plan = PhasePlan::default();
         let toolchain = self.toolchain(&source.dir);
         let commands = commands(self.jobs(), &toolchain, on_path("mold"));
-        if let Some((url, rev)) = &source.git {
-            if !source.cloned() {
-                plan.actions.push(
-                    PlannedAction::new(Verb::Run, format!("git clone {url}")).detail(format!("{rev}, with submodules, into {}", shown(&source.dir))),
-                );
-            }
+        if let Some((url, rev)) = &source.git
+            && !source.cloned()
+        {
+            plan.actions.push(
+                PlannedAction::new(Verb::Run, format!("git clone {url}")).detail(format!("{rev}, with submodules, into {}", shown(&source.dir))),
+            );
         }
         if source.cloned() || source.git.is_none() {
             let (fingerprint, revision, _) = self.inputs(&source)?;
@@ -377,10 +377,8 @@ impl Build {
         for command in &commands {
             let parse = command.program == "cargo";
             run_logged(&command.label, &command.program, &command.args, &source.dir, &env, &reporter, &mut log, |line| {
-                if parse {
-                    if let Some((name, path)) = cargo_artifact(line) {
-                        executables.insert(name, path);
-                    }
+                if parse && let Some((name, path)) = cargo_artifact(line) {
+                    executables.insert(name, path);
                 }
             })
             .await?;

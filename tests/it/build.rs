@@ -129,3 +129,31 @@ fn a_missing_toolchain_is_refused_and_toolchain_overrides_it() {
     assert!(steps(&out).iter().any(|s| s.starts_with(&format!("cargo +{CURRENT_TOOLCHAIN} build"))));
     assert_eq!(state_json(&wd)["build"]["toolchain"], CURRENT_TOOLCHAIN);
 }
+
+#[test]
+fn a_git_source_is_cloned_at_its_rev_into_the_state_directory() {
+    let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
+    let git = |args: &[&str]| assert!(std::process::Command::new("git").arg("-C").arg(fixture.path()).args(args).status().unwrap().success());
+    git(&["tag", "release-1"]);
+    // A later commit that must not be built.
+    std::fs::write(fixture.path().join("proxy/main.rs"), "fn main() { println!(\"proxy from a later commit\"); }\n").unwrap();
+    git(&["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "later"]);
+
+    let wd = Workdir::new();
+    let url = format!("file://{}", fixture.arg());
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("neon:\n  source:\n    git: {url}\n    rev: release-1\n")).unwrap();
+    let plan = host_tools(&mut wd.cmd(&["build", "--plan", "--output", "json"])).output().unwrap();
+    let actions = plan_actions(&plan, "build");
+    assert_eq!(actions[0]["target"], format!("git clone {url}"), "{actions:?}");
+
+    let out = host_tools(&mut wd.cmd(&["build", "--output", "json"])).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let record = state_json(&wd)["build"].clone();
+    assert_eq!(record["source"], wd.state_dir().join("src/neon").display().to_string());
+    let proxy = record["artifacts"]["proxy"]["path"].as_str().unwrap();
+    let run = std::process::Command::new(proxy).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "proxy stand-in", "the tagged commit was built");
+
+    let again = host_tools(&mut wd.cmd(&["build", "--plan", "--output", "json"])).output().unwrap();
+    assert_eq!(plan_actions(&again, "build"), Vec::<serde_json::Value>::new());
+}
