@@ -95,6 +95,9 @@ pub struct ImageRecord {
     pub context_sha256: String,
     /// Bytes of the image as the engine reports them.
     pub size: u64,
+    /// Bytes of the files put into the image (binary, libraries, Postgres, certificates): what
+    /// `size` is measured against.
+    pub content_bytes: u64,
 }
 
 /// An image in the target registry.

@@ -125,6 +125,15 @@ impl Tree {
         self.entries.insert(path, entry);
     }
 
+    /// The bytes of the regular files in the tree.
+    fn file_bytes(&self) -> Result<u64, ImagesError> {
+        self.entries.values().try_fold(0, |sum, entry| match entry {
+            Entry::File { from, .. } => Ok(sum + std::fs::metadata(from).map_err(io("reading", from))?.len()),
+            Entry::Bytes { data, .. } => Ok(sum + data.len() as u64),
+            Entry::Dir { .. } | Entry::Symlink { .. } => Ok(sum),
+        })
+    }
+
     fn contains(&self, path: &str) -> bool {
         self.entries.contains_key(path)
     }
@@ -333,12 +342,14 @@ fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str) -> 
     Ok(ctx)
 }
 
-/// The build context: the Dockerfile and the image's root filesystem as `rootfs.tar`.
-fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, labels: &Labels) -> Result<Tree, ImagesError> {
+/// The build context (the Dockerfile and the image's root filesystem as `rootfs.tar`) and the
+/// bytes of the files in that root filesystem.
+fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, labels: &Labels) -> Result<(Tree, u64), ImagesError> {
+    let fs = rootfs(spec, build, own_exe, base)?;
     let mut ctx = Tree::default();
     ctx.add("Dockerfile", Entry::Bytes { data: dockerfile(spec, base, labels).into_bytes(), mode: 0o644 });
-    ctx.add("rootfs.tar", Entry::Bytes { data: rootfs(spec, build, own_exe, base)?.tar()?, mode: 0o644 });
-    Ok(ctx)
+    ctx.add("rootfs.tar", Entry::Bytes { data: fs.tar()?, mode: 0o644 });
+    Ok((ctx, fs.file_bytes()?))
 }
 
 /// A context ready to build: its tar and its tag.
@@ -346,6 +357,7 @@ struct Prepared {
     tar: Vec<u8>,
     sha256: String,
     tag: String,
+    content_bytes: u64,
 }
 
 fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, prefix: &str, base: &str) -> Result<Prepared, ImagesError> {
@@ -357,10 +369,11 @@ fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, prefix: &str, 
             version: env!("CARGO_PKG_VERSION").into(),
         },
     };
-    let tar = context(spec, build, own_exe, base, &labels)?.tar()?;
+    let (context, content_bytes) = context(spec, build, own_exe, base, &labels)?;
+    let tar = context.tar()?;
     let sha256 = hex::encode(Sha256::digest(&tar));
     let tag = format!("{prefix}/{}:{}", spec.name, &sha256[..12]);
-    Ok(Prepared { tar, sha256, tag })
+    Ok(Prepared { tar, sha256, tag, content_bytes })
 }
 
 pub struct Images;
@@ -410,7 +423,7 @@ impl Images {
         let docker = Docker::connect(cx.calls.clone()).await?;
         let exe = own_exe()?;
         for spec in &SPECS {
-            let Prepared { tar, sha256, tag } = prepare(spec, &build, &exe, &cx.config.prefix, &cx.config.images.base)?;
+            let Prepared { tar, sha256, tag, content_bytes } = prepare(spec, &build, &exe, &cx.config.prefix, &cx.config.images.base)?;
             let existing = docker.image(&tag).await?;
             let image = match existing {
                 Some(image) => image,
@@ -424,7 +437,7 @@ impl Images {
                     image
                 }
             };
-            let record = ImageRecord { tag, id: image.id, context_sha256: sha256, size: image.size };
+            let record = ImageRecord { tag, id: image.id, context_sha256: sha256, size: image.size, content_bytes };
             if cx.state().images.get(spec.name) != Some(&record) {
                 cx.update_state(|s| s.images.insert(spec.name.to_string(), record))?;
             }
@@ -562,8 +575,9 @@ mod tests {
         assert_eq!(paths, sorted, "entries are in path order");
         assert!(paths.contains(&"usr".to_string()), "parent directories are explicit");
 
-        let context = context(compute, &build, Path::new("/bin/true"), "scratch", &labels()).unwrap();
+        let (context, content_bytes) = context(compute, &build, Path::new("/bin/true"), "scratch", &labels()).unwrap();
         assert_eq!(context.entries.keys().collect::<Vec<_>>(), ["Dockerfile", "rootfs.tar"]);
+        assert!(content_bytes > 2 * std::fs::metadata("/bin/true").unwrap().len() && content_bytes < first.len() as u64);
         assert_eq!(context.entries["rootfs.tar"], Entry::Bytes { data: first, mode: 0o644 });
     }
 

@@ -12,7 +12,7 @@ use neonctl_aws::aws::Aws;
 use neonctl_aws::calls::{CallCount, Calls};
 use neonctl_aws::config::Config;
 
-use crate::support::{free_port, http_get, wait_for};
+use crate::stand_ins::{free_port, http_get, wait_for};
 
 /// moto's server on 127.0.0.1; stopped on drop.
 struct Moto {

@@ -2,53 +2,12 @@
 //! build, each binary run inside its image, then pushed to a registry on loopback (Debian's
 //! docker-registry) and pushed again without uploading a byte.
 
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 
 use crate::build::build;
 use crate::neon_fixture::{NeonFixture, CURRENT_TOOLCHAIN};
-use crate::support::{free_port, host_tools, http_get, json_events, state_json, stderr, wait_for, Workdir};
-
-/// A docker-registry serving from a temporary directory on 127.0.0.1; stopped on drop.
-pub struct Registry {
-    pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    pub fn start() -> Self {
-        let program = std::env::var("NEONCTL_TEST_DOCKER_REGISTRY").unwrap_or_else(|_| "/usr/bin/docker-registry".into());
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        let storage = dir.path().join("storage");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(&program)
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
-        let registry = Self { port, child, _dir: dir };
-        assert!(wait_for(20, || http_get(port, "/v2/").is_some_and(|(status, _)| status == 200)), "the registry answers /v2/");
-        registry
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::stand_ins::{http_get, Registry};
+use crate::support::{host_tools, json_events, state_json, stderr, Workdir};
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().expect("the docker CLI")
@@ -113,6 +72,8 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
         let tag = images[image]["tag"].as_str().unwrap();
         let hash = &images[image]["context_sha256"].as_str().unwrap()[..12];
         assert_eq!(tag, format!("neon/{image}:{hash}"));
+        let (size, content) = (images[image]["size"].as_f64().unwrap(), images[image]["content_bytes"].as_f64().unwrap());
+        assert!(content > 0.0 && size <= 1.15 * content, "{image}: {size} image bytes for {content} bytes of files");
         let run = docker(&["run", "--rm", "--network", "none", tag, "--version"]);
         assert!(run.status.success(), "{image}: {}", String::from_utf8_lossy(&run.stderr));
         assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), says, "{image}");

@@ -5,4 +5,5 @@ mod cli;
 mod ecr;
 mod images;
 mod neon_fixture;
+mod stand_ins;
 mod support;

@@ -1,18 +1,27 @@
 //! Development automation in plain Rust (`cargo xtask <task>`).
 //!
 //! - `test`: check the stand-ins the integration tests need, then run every test.
+//! - `bench [--neon-src PATH]`: build, images and push against the stand-in Neon checkout (or a
+//!   real one) and print the image size ratio, the bytes a re-push uploads and the cost of a
+//!   no-op build.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "test" => test(),
+        "bench" => bench::run(std::env::args().skip(2).collect()),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, Docker Engine), run every test");
+            eprintln!(
+                "usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, Docker Engine), run every test\n  \
+                 bench [--neon-src PATH]   image size ratio, re-push bytes, no-op build time"
+            );
             std::process::exit(2)
         }
     }
