@@ -98,7 +98,9 @@ neonctl-aws prereqs --install --yes      run them")]
 
     /// Build Neon's binaries and Postgres from source (cargo + make)
     #[command(after_help = "Needs: a Neon checkout (--neon-src or neon.source in the config) and \
-the tools `prereqs --for build` checks.\n\nExample:\n  neonctl-aws build --neon-src ~/src/neon")]
+the tools `prereqs --for build` checks.\nThe full log is <state>/logs/build.log; results are staged in \
+<state>/build with manifest.json. Unchanged sources are not rebuilt.\n\nExamples:\n  \
+neonctl-aws build --neon-src ~/src/neon\n  neonctl-aws build --toolchain stable --jobs 4")]
     Build(BuildArgs),
 
     /// Package the built binaries into container images (FROM scratch, through the Docker Engine)

@@ -134,7 +134,10 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     let (_, catalog) = http_get(registry.port, "/v2/_catalog").unwrap();
     assert!(catalog.contains("it/compute") && catalog.contains("it/control-plane"), "{catalog}");
 
-    // Again: the registry has everything; zero bytes go up and no mutating call is made.
+    // Again: the registry has everything; nothing to plan, zero bytes go up, no mutating call.
+    let plan = host_tools(&mut wd.cmd(&["push", "--plan", "--output", "json"])).output().unwrap();
+    let events = json_events(&plan);
+    assert_eq!(events.iter().find(|e| e["event"] == "plan").unwrap()["actions"], serde_json::json!([]), "{events:?}");
     let out = run_phase(&wd, "push");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(uploaded(&out), 0);
