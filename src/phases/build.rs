@@ -162,7 +162,8 @@ fn commands(jobs: u32, toolchain: &Toolchain, mold: bool) -> Vec<Command> {
     cargo_args.extend(["build", "--locked", "--release", "--message-format=json-render-diagnostics"].map(String::from));
     cargo_args.push(format!("--jobs={jobs}"));
     if mold {
-        // Appended to Neon's own build.rustflags (cargo joins config arrays), not replacing them.
+        // Appended to Neon's own build.rustflags (`--cfg=tokio_unstable`; cargo joins config
+        // arrays), where RUSTFLAGS would replace them.
         cargo_args.extend(["--config".to_string(), r#"build.rustflags=["-Clink-arg=-fuse-ld=mold"]"#.to_string()]);
     }
     for bin in BINARIES {
@@ -368,6 +369,9 @@ impl Build {
         let toolchain = self.toolchain(&source.dir);
         let env = ensure_toolchain(&toolchain, &source.dir, &reporter, &mut log).await?;
 
+        if let Some(var) = ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"].into_iter().find(|v| std::env::var_os(v).is_some()) {
+            reporter.warn(format!("{var} is set: it replaces Neon's own rustflags (--cfg=tokio_unstable), which the build needs; unset it if the build fails"));
+        }
         let (fingerprint, revision, commands) = self.inputs(&source)?;
         if is_current(cx.state().build.as_ref(), &fingerprint) {
             reporter.info(format!("up to date: {} at {revision}", source.dir.display()));

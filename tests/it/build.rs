@@ -157,3 +157,29 @@ fn a_git_source_is_cloned_at_its_rev_into_the_state_directory() {
     let again = host_tools(&mut wd.cmd(&["build", "--plan", "--output", "json"])).output().unwrap();
     assert_eq!(plan_actions(&again, "build"), Vec::<serde_json::Value>::new());
 }
+
+#[test]
+fn mold_links_when_present_and_neon_rustflags_are_kept() {
+    let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
+    // A stand-in mold: gcc's -fuse-ld=mold runs `ld.mold`, which logs and hands over to ld.
+    let tools = tempfile::tempdir().unwrap();
+    let marker = tools.path().join("linked");
+    let script = |name: &str, body: &str| {
+        let path = tools.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    script("mold", "echo 'mold 2.37.1 (stand-in)'");
+    script("ld.mold", &format!("echo \"$@\" >> {}\nexec ld \"$@\"", marker.display()));
+    let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap());
+
+    let wd = Workdir::new();
+    let out = host_tools(&mut wd.cmd(&["build", "--neon-src", &fixture.arg(), "--output", "json"])).env("PATH", path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(steps(&out).iter().any(|s| s.contains("-fuse-ld=mold")), "{:?}", steps(&out));
+    let linked = std::fs::read_to_string(&marker).expect("ld.mold ran");
+    assert!(linked.lines().count() >= BINARIES.len(), "every binary is linked with mold: {linked}");
+    let proxy = state_json(&wd)["build"]["artifacts"]["proxy"]["path"].as_str().unwrap().to_string();
+    let run = std::process::Command::new(proxy).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "proxy stand-in", "built with Neon's --cfg kept");
+}

@@ -1,6 +1,7 @@
 //! A stand-in Neon checkout with Neon's build interface: the same Makefile targets, the same
 //! cargo binary names (each prints `<name> stand-in`), vendor/postgres-v14..v17 and a
-//! rust-toolchain.toml. It has no dependencies and a Cargo.lock, so it builds offline with
+//! rust-toolchain.toml, and build.rustflags in .cargo/config.toml that the binaries refuse to
+//! compile without (as Neon needs `--cfg=tokio_unstable`). It has no dependencies and a Cargo.lock, so it builds offline with
 //! `--locked`. The Makefile fails the step named by FAIL_STEP, for error tests.
 
 use std::path::{Path, PathBuf};
@@ -74,15 +75,20 @@ impl NeonFixture {
         for bin in BINARIES {
             write(
                 &root.join(bin).join("Cargo.toml"),
-                &format!("[package]\nname = \"{bin}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[[bin]]\nname = \"{bin}\"\npath = \"main.rs\"\n"),
+                &format!(
+                    "[package]\nname = \"{bin}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[[bin]]\nname = \"{bin}\"\npath = \"main.rs\"\n\n\
+                     [lints.rust]\nunexpected_cfgs = {{ level = \"warn\", check-cfg = [\"cfg(neon_fixture)\"] }}\n"
+                ),
             );
             write(
                 &root.join(bin).join("main.rs"),
                 &format!(
-                    "fn main() {{\n    if std::env::args().nth(1).as_deref() == Some(\"--version\") {{\n        println!(\"{bin} stand-in 0.1.0\");\n        return;\n    }}\n    println!(\"{bin} stand-in\");\n}}\n"
+                    "#[cfg(not(neon_fixture))]\ncompile_error!(\"Neon's build.rustflags were dropped\");\n\nfn main() {{\n    if std::env::args().nth(1).as_deref() == Some(\"--version\") {{\n        println!(\"{bin} stand-in 0.1.0\");\n        return;\n    }}\n    println!(\"{bin} stand-in\");\n}}\n"
                 ),
             );
         }
+        // Like Neon's `--cfg=tokio_unstable`: the build must keep these flags.
+        write(&root.join(".cargo/config.toml"), "[build]\nrustflags = [\"--cfg=neon_fixture\"]\n");
         write(&root.join("rust-toolchain.toml"), &format!("[toolchain]\nchannel = \"{channel}\"\n"));
         write(&root.join("Makefile"), MAKEFILE);
         write(&root.join("pgstub/postgres.c"), POSTGRES_C);
