@@ -49,6 +49,9 @@ fn uploaded(out: &Output) -> u64 {
 fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
     let wd = Workdir::new();
+    // Image names are per run: another run on the same engine may clean up its own.
+    let prefix = format!("it{}", std::process::id());
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {prefix}\n")).unwrap();
     let out = build(&wd, &fixture, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -71,7 +74,7 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     for (image, says) in expected {
         let tag = images[image]["tag"].as_str().unwrap();
         let hash = &images[image]["context_sha256"].as_str().unwrap()[..12];
-        assert_eq!(tag, format!("neon/{image}:{hash}"));
+        assert_eq!(tag, format!("{prefix}/{image}:{hash}"));
         let (size, content) = (images[image]["size"].as_f64().unwrap(), images[image]["content_bytes"].as_f64().unwrap());
         assert!(content > 0.0 && size <= 1.15 * content, "{image}: {size} image bytes for {content} bytes of files");
         let run = docker(&["run", "--rm", "--network", "none", tag, "--version"]);
@@ -114,7 +117,7 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     // Push to a registry on loopback.
     let registry = Registry::start();
     let target = format!("127.0.0.1:{}/it", registry.port);
-    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("images:\n  registry: {target}\n")).unwrap();
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {prefix}\nimages:\n  registry: {target}\n")).unwrap();
     let out = run_phase(&wd, "push");
     assert!(out.status.success(), "{}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
     let first_upload = uploaded(&out);
