@@ -155,6 +155,16 @@ impl Docker {
         Ok(image.id)
     }
 
+    /// Removes the name `reference`; the image goes too unless another name or a container
+    /// still uses it.
+    pub async fn untag(&self, reference: &str) -> Result<(), DockerError> {
+        self.count(true);
+        match self.inner.remove_image(reference, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
+            Ok(_) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(source) => Err(DockerError::Api { action: "removing", target: reference.into(), source }),
+        }
+    }
+
     /// Adds the name `repo:tag` to the local image `source`.
     pub async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), DockerError> {
         self.count(true);

@@ -367,7 +367,9 @@ impl Build {
         }
         check_submodules(&source.dir)?;
         let toolchain = self.toolchain(&source.dir);
-        let env = ensure_toolchain(&toolchain, &source.dir, &reporter, &mut log).await?;
+        let mut env = ensure_toolchain(&toolchain, &source.dir, &reporter, &mut log).await?;
+        // The cargo runs inside make (the neon extension's Rust library) share the limit.
+        env.push(("CARGO_BUILD_JOBS".into(), Some(self.jobs().to_string())));
 
         if let Some(var) = ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"].into_iter().find(|v| std::env::var_os(v).is_some()) {
             reporter.warn(format!("{var} is set: it replaces Neon's own rustflags (--cfg=tokio_unstable), which the build needs; unset it if the build fails"));

@@ -438,8 +438,16 @@ impl Images {
                 }
             };
             let record = ImageRecord { tag, id: image.id, context_sha256: sha256, size: image.size, content_bytes };
-            if cx.state().images.get(spec.name) != Some(&record) {
-                cx.update_state(|s| s.images.insert(spec.name.to_string(), record))?;
+            let previous = cx.state().images.get(spec.name).cloned();
+            if previous.as_ref() != Some(&record) {
+                cx.update_state(|s| s.images.insert(spec.name.to_string(), record.clone()))?;
+            }
+            // The image this one supersedes would only fill the disk.
+            if let Some(previous) = previous.filter(|p| p.tag != record.tag) {
+                match docker.untag(&previous.tag).await {
+                    Ok(()) => reporter.info(format!("removed superseded image {}", previous.tag)),
+                    Err(e) => reporter.warn(format!("{e}; remove it by hand when it is no longer used")),
+                }
             }
         }
         Ok(())

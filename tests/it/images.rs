@@ -146,4 +146,27 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     assert_eq!(uploaded(&out), 0);
     assert_eq!(docker_calls(&out)["mutating"], 0);
     assert_eq!(state_json(&wd)["push"].as_object().unwrap(), &pushed);
+
+    // A changed proxy: a new revision, so every Neon image gets new labels and is rebuilt
+    // (each superseded one untagged), but only the proxy's layer is new to the registry.
+    std::fs::write(fixture.path().join("proxy/main.rs"), "fn main() { println!(\"proxy stand-in 2\"); }\n").unwrap();
+    assert!(build(&wd, &fixture, &[]).status.success());
+    let out = run_phase(&wd, "images");
+    let after = state_json(&wd)["images"].clone();
+    cleanup.0.extend(after.as_object().unwrap().values().map(|r| r["tag"].as_str().unwrap().to_string()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(docker_calls(&out)["mutating"], 12, "six builds, six untags");
+    assert_eq!(after["control-plane"], images["control-plane"], "the control plane does not depend on Neon");
+    let (old_proxy, new_proxy) = (images["proxy"]["tag"].as_str().unwrap(), after["proxy"]["tag"].as_str().unwrap());
+    assert_ne!(new_proxy, old_proxy);
+    assert!(!docker(&["image", "inspect", old_proxy]).status.success(), "{old_proxy} is untagged");
+    let run = docker(&["run", "--rm", "--network", "none", new_proxy]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "proxy stand-in 2");
+    assert_eq!(after["pageserver"]["content_bytes"], images["pageserver"]["content_bytes"]);
+
+    let out = run_phase(&wd, "push");
+    assert!(out.status.success(), "{}", stderr(&out));
+    cleanup.0.extend(state_json(&wd)["push"].as_object().unwrap().values().map(|r| r["tag"].as_str().unwrap().to_string()));
+    let bytes = uploaded(&out);
+    assert!(bytes > 0 && bytes <= after["proxy"]["size"].as_u64().unwrap(), "only the new proxy layer goes up: {bytes} bytes");
 }
