@@ -313,23 +313,27 @@ impl Build {
         }
     }
 
-    /// What the current inputs hash to, and the revision they are at.
-    fn inputs(&self, source: &Source) -> Result<(String, String, Vec<Command>), BuildError> {
+    /// The toolchain and the commands of a build of `source`.
+    fn recipe(&self, source: &Source) -> (Toolchain, Vec<Command>) {
         let toolchain = self.toolchain(&source.dir);
         let commands = commands(self.jobs(), &toolchain, on_path("mold"));
+        (toolchain, commands)
+    }
+
+    /// What the current inputs hash to, and the revision they are at.
+    fn inputs(source: &Source, toolchain: &Toolchain, commands: &[Command]) -> Result<(String, String), BuildError> {
         let (revision, identity) = source_identity(&source.dir)?;
         let origin = match &source.git {
             Some((url, rev)) => format!("{url}#{rev}"),
             None => source.origin.clone(),
         };
-        Ok((fingerprint(&origin, &identity, &toolchain, &commands), revision, commands))
+        Ok((fingerprint(&origin, &identity, toolchain, commands), revision))
     }
 
     async fn plan_inner(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
         let source = Source::resolve(cx)?;
         let mut plan = PhasePlan::default();
-        let toolchain = self.toolchain(&source.dir);
-        let commands = commands(self.jobs(), &toolchain, on_path("mold"));
+        let (toolchain, commands) = self.recipe(&source);
         if let Some((url, rev)) = &source.git
             && !source.cloned()
         {
@@ -338,7 +342,7 @@ impl Build {
             );
         }
         if source.cloned() || source.git.is_none() {
-            let (fingerprint, revision, _) = self.inputs(&source)?;
+            let (fingerprint, revision) = Self::inputs(&source, &toolchain, &commands)?;
             if is_current(cx.state().build.as_ref(), &fingerprint) {
                 return Ok(plan);
             }
@@ -366,7 +370,7 @@ impl Build {
             checkout(&source.dir, url, rev, &reporter, &mut log).await?;
         }
         check_submodules(&source.dir)?;
-        let toolchain = self.toolchain(&source.dir);
+        let (toolchain, commands) = self.recipe(&source);
         let mut env = ensure_toolchain(&toolchain, &source.dir, &reporter, &mut log).await?;
         // The cargo runs inside make (the neon extension's Rust library) share the limit.
         env.push(("CARGO_BUILD_JOBS".into(), Some(self.jobs().to_string())));
@@ -374,7 +378,7 @@ impl Build {
         if let Some(var) = ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"].into_iter().find(|v| std::env::var_os(v).is_some()) {
             reporter.warn(format!("{var} is set: it replaces Neon's own rustflags (--cfg=tokio_unstable), which the build needs; unset it if the build fails"));
         }
-        let (fingerprint, revision, commands) = self.inputs(&source)?;
+        let (fingerprint, revision) = Self::inputs(&source, &toolchain, &commands)?;
         if is_current(cx.state().build.as_ref(), &fingerprint) {
             reporter.info(format!("up to date: {} at {revision}", source.dir.display()));
             return Ok(());
@@ -407,9 +411,6 @@ impl Build {
         let record = stage(&staged, &executables, &pg_src, &source.dir, Manifest::head(&source, &revision, &fingerprint, &toolchain, &commands))?;
         cx.update_state(|s| s.build = Some(record))?;
         step.finish();
-        if let Toolchain::Override(name) = &toolchain {
-            reporter.warn(format!("built with toolchain {name}, not the one Neon pins; the result may differ from Neon's releases"));
-        }
         reporter.info(format!("built {} at {revision}; staged in {}", source.dir.display(), staged.display()));
         Ok(())
     }
@@ -459,7 +460,7 @@ async fn ensure_toolchain(
             Err(BuildError::NoSuchToolchain { name: name.clone(), installed })
         }
         (Toolchain::Override(name), _) => {
-            reporter.warn(format!("building with toolchain {name} (--toolchain) instead of the one Neon pins"));
+            reporter.warn(format!("building with toolchain {name} (--toolchain) instead of the one Neon pins; the result may differ from Neon's releases"));
             Ok(vec![("RUSTUP_TOOLCHAIN".into(), Some(name.clone()))])
         }
         (Toolchain::Pinned(channel), Some(installed)) if !is_installed(&installed, channel) => {

@@ -422,15 +422,18 @@ impl Images {
         let build = cx.state().build.ok_or(ImagesError::NotBuilt)?;
         let docker = Docker::connect(cx.calls.clone()).await?;
         let exe = own_exe()?;
+        let base = cx.config.images.base.as_str();
         for spec in &SPECS {
-            let Prepared { tar, sha256, tag, content_bytes } = prepare(spec, &build, &exe, &cx.config.prefix, &cx.config.images.base)?;
+            let Prepared { tar, sha256, tag, content_bytes } = prepare(spec, &build, &exe, &cx.config.prefix, base)?;
             let existing = docker.image(&tag).await?;
             let image = match existing {
                 Some(image) => image,
                 None => {
                     let step = reporter.step(format!("image {}", spec.name));
-                    step.progress(0, Some(tar.len() as u64), crate::output::Unit::Bytes);
-                    docker.build(&tag, tar, |line| reporter.debug(format!("{}: {line}", spec.name))).await?;
+                    docker.build(&tag, tar, |line| reporter.debug(format!("{}: {line}", spec.name))).await.map_err(|e| match base {
+                        "scratch" => anyhow::Error::new(e),
+                        _ => anyhow::Error::new(e).context(format!("images.base `{base}` must be in the engine or pullable")),
+                    })?;
                     let image = docker.image(&tag).await?.ok_or_else(|| anyhow::anyhow!("the engine lost the image {tag} it just built"))?;
                     step.finish();
                     reporter.info(format!("built {tag} ({})", indicatif::HumanBytes(image.size)));

@@ -169,4 +169,20 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     cleanup.0.extend(state_json(&wd)["push"].as_object().unwrap().values().map(|r| r["tag"].as_str().unwrap().to_string()));
     let bytes = uploaded(&out);
     assert!(bytes > 0 && bytes <= after["proxy"]["size"].as_u64().unwrap(), "only the new proxy layer goes up: {bytes} bytes");
+
+    // images.base: nothing can be pulled here, so the base is one of our own images; the new
+    // images add only their binary (and Postgres) on top of it.
+    let base = after["control-plane"]["tag"].as_str().unwrap();
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {prefix}\nimages:\n  base: {base}\n  registry: {target}\n")).unwrap();
+    let out = run_phase(&wd, "images");
+    let on_base = state_json(&wd)["images"].clone();
+    cleanup.0.extend(on_base.as_object().unwrap().values().map(|r| r["tag"].as_str().unwrap().to_string()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let safekeeper = on_base["safekeeper"]["tag"].as_str().unwrap();
+    let run = docker(&["run", "--rm", "--network", "none", safekeeper, "--version"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "safekeeper stand-in 0.1.0", "{}", String::from_utf8_lossy(&run.stderr));
+    let layers = docker(&["image", "inspect", "--format", "{{len .RootFS.Layers}}", safekeeper]);
+    assert_eq!(String::from_utf8_lossy(&layers.stdout).trim(), "2", "the base's layer and ours");
+    let own = on_base["safekeeper"]["content_bytes"].as_u64().unwrap();
+    assert!(own < after["safekeeper"]["content_bytes"].as_u64().unwrap(), "no libraries of our own on a base");
 }
