@@ -79,22 +79,26 @@ struct Source {
     origin: String,
     /// (url, rev) when the source comes from git.
     git: Option<(String, String)>,
+    /// Paths inside `dir` that are outputs, not inputs: build directories, and the state
+    /// directory when it lies inside the checkout.
+    outputs: Vec<String>,
 }
 
 impl Source {
     fn resolve(cx: &Context) -> Result<Self, BuildError> {
         let cfg = &cx.config.neon.source;
-        match &cfg.path {
+        let (dir, origin, git) = match &cfg.path {
             Some(path) => {
                 let dir = std::fs::canonicalize(path).map_err(|_| BuildError::NoSource { path: path.clone() })?;
-                Ok(Self { origin: dir.display().to_string(), dir, git: None })
+                (dir.clone(), dir.display().to_string(), None)
             }
-            None => Ok(Self {
-                dir: cx.state_dir().join("src").join("neon"),
-                origin: cfg.git.clone(),
-                git: Some((cfg.git.clone(), cfg.rev.clone())),
-            }),
-        }
+            None => (cx.state_dir().join("src").join("neon"), cfg.git.clone(), Some((cfg.git.clone(), cfg.rev.clone()))),
+        };
+        let state_dir = cx.state_dir();
+        let state_dir = std::fs::canonicalize(&state_dir).unwrap_or(state_dir);
+        let mut outputs: Vec<String> = OUTPUT_DIRS.iter().map(|d| d.to_string()).collect();
+        outputs.extend(state_dir.strip_prefix(&dir).ok().map(|rel| rel.display().to_string()));
+        Ok(Self { dir, origin, git, outputs })
     }
 
     fn cloned(&self) -> bool {
@@ -201,23 +205,27 @@ fn on_path(program: &str) -> bool {
 
 /// The revision and a hash of the checkout's content identity: the commit plus every local
 /// change (tracked diffs and untracked files), or for a plain directory its file list with
-/// sizes and modification times.
-fn source_identity(dir: &Path) -> Result<(String, String), BuildError> {
+/// sizes and modification times. `outputs` (paths relative to `dir`) are not inputs.
+fn source_identity(dir: &Path, outputs: &[String]) -> Result<(String, String), BuildError> {
     let mut hash = Sha256::new();
     let Ok(head) = git_output(dir, &["rev-parse", "HEAD"]) else {
-        walk_identity(dir, dir, &mut hash)?;
+        walk_identity(dir, dir, outputs, &mut hash)?;
         return Ok(("unknown".into(), hex::encode(hash.finalize())));
     };
     let head = head.trim().to_string();
     hash.update(head.as_bytes());
-    let status = git_output(dir, &["status", "--porcelain", "--untracked-files=all"]).unwrap_or_default();
+    let pathspec: Vec<String> = std::iter::once(".".to_string()).chain(outputs.iter().map(|o| format!(":(exclude){o}"))).collect();
+    let git = |args: &[&str]| {
+        let args: Vec<&str> = args.iter().copied().chain(["--"]).chain(pathspec.iter().map(String::as_str)).collect();
+        git_output(dir, &args).unwrap_or_default()
+    };
+    let status = git(&["status", "--porcelain", "--untracked-files=all"]);
     if status.trim().is_empty() {
         return Ok((head, hex::encode(hash.finalize())));
     }
     hash.update(status.as_bytes());
-    hash.update(git_output(dir, &["diff", "HEAD", "--binary"]).unwrap_or_default().as_bytes());
-    let untracked = git_output(dir, &["ls-files", "--others", "--exclude-standard", "-z"]).unwrap_or_default();
-    for file in untracked.split('\0').filter(|f| !f.is_empty()) {
+    hash.update(git(&["diff", "HEAD", "--binary"]).as_bytes());
+    for file in git(&["ls-files", "--others", "--exclude-standard", "-z"]).split('\0').filter(|f| !f.is_empty()) {
         hash.update(file.as_bytes());
         if let Ok((sha, _)) = file_sha256(&dir.join(file)) {
             hash.update(sha.as_bytes());
@@ -226,10 +234,11 @@ fn source_identity(dir: &Path) -> Result<(String, String), BuildError> {
     Ok((format!("{head}-dirty"), hex::encode(hash.finalize())))
 }
 
-/// Directories that hold build outputs, not inputs.
-const OUTPUT_DIRS: [&str; 4] = ["target", "pg_install", "build", ".git"];
+/// Directories of a Neon checkout that hold build outputs, not inputs (Neon's .gitignore does
+/// not list all of them).
+const OUTPUT_DIRS: [&str; 3] = ["target", "pg_install", "build"];
 
-fn walk_identity(root: &Path, dir: &Path, hash: &mut Sha256) -> Result<(), BuildError> {
+fn walk_identity(root: &Path, dir: &Path, outputs: &[String], hash: &mut Sha256) -> Result<(), BuildError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io("reading", dir))?.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -237,10 +246,9 @@ fn walk_identity(root: &Path, dir: &Path, hash: &mut Sha256) -> Result<(), Build
         let meta = entry.metadata().map_err(io("reading", &path))?;
         let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
         if meta.is_dir() {
-            if dir == root && OUTPUT_DIRS.contains(&rel.as_str()) {
-                continue;
+            if rel != ".git" && !outputs.contains(&rel) {
+                walk_identity(root, &path, outputs, hash)?;
             }
-            walk_identity(root, &path, hash)?;
         } else {
             let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
             hash.update(format!("{rel}\0{}\0{}\n", meta.len(), mtime.as_nanos()).as_bytes());
@@ -322,7 +330,7 @@ impl Build {
 
     /// What the current inputs hash to, and the revision they are at.
     fn inputs(source: &Source, toolchain: &Toolchain, commands: &[Command]) -> Result<(String, String), BuildError> {
-        let (revision, identity) = source_identity(&source.dir)?;
+        let (revision, identity) = source_identity(&source.dir, &source.outputs)?;
         let origin = match &source.git {
             Some((url, rev)) => format!("{url}#{rev}"),
             None => source.origin.clone(),
@@ -753,28 +761,36 @@ mod tests {
         std::fs::write(dir.path().join("a"), "1").unwrap();
         git(&["add", "a"]);
         git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a"]);
-        let (rev, clean) = source_identity(dir.path()).unwrap();
+        let outputs = vec!["build".to_string(), ".neonctl-aws".to_string()];
+        let identity = || source_identity(dir.path(), &outputs).unwrap();
+        let (rev, clean) = identity();
         assert!(!rev.ends_with("-dirty") && rev.len() == 40, "{rev}");
-        assert_eq!(source_identity(dir.path()).unwrap().1, clean);
+        // Build outputs and the state directory are not inputs, ignored by git or not.
+        for output in ["build/walproposer-lib/libwalproposer.a", ".neonctl-aws/state.json"] {
+            std::fs::create_dir_all(dir.path().join(output).parent().unwrap()).unwrap();
+            std::fs::write(dir.path().join(output), "x").unwrap();
+        }
+        assert_eq!(identity(), (rev, clean.clone()));
         std::fs::write(dir.path().join("a"), "2").unwrap();
-        let (rev, edited) = source_identity(dir.path()).unwrap();
+        let (rev, edited) = identity();
         assert!(rev.ends_with("-dirty"));
         assert_ne!(edited, clean);
         std::fs::write(dir.path().join("new"), "x").unwrap();
-        assert_ne!(source_identity(dir.path()).unwrap().1, edited);
+        assert_ne!(identity().1, edited);
     }
 
     #[test]
     fn a_plain_directory_is_identified_by_its_files_but_not_its_outputs() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), "1").unwrap();
-        let (rev, first) = source_identity(dir.path()).unwrap();
+        let outputs = vec!["target".to_string()];
+        let (rev, first) = source_identity(dir.path(), &outputs).unwrap();
         assert_eq!(rev, "unknown");
         std::fs::create_dir(dir.path().join("target")).unwrap();
         std::fs::write(dir.path().join("target/x"), "1").unwrap();
-        assert_eq!(source_identity(dir.path()).unwrap().1, first);
+        assert_eq!(source_identity(dir.path(), &outputs).unwrap().1, first);
         std::fs::write(dir.path().join("b"), "1").unwrap();
-        assert_ne!(source_identity(dir.path()).unwrap().1, first);
+        assert_ne!(source_identity(dir.path(), &outputs).unwrap().1, first);
     }
 
     #[test]

@@ -183,3 +183,20 @@ fn mold_links_when_present_and_neon_rustflags_are_kept() {
     let run = std::process::Command::new(proxy).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "proxy stand-in", "built with Neon's --cfg kept");
 }
+
+#[test]
+fn a_state_directory_inside_the_checkout_is_not_an_input() {
+    let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
+    let wd = Workdir::new();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["build", "--output", "json"];
+        args.extend_from_slice(extra);
+        host_tools(&mut wd.cmd(&args)).current_dir(fixture.path()).env("NEONCTL_AWS_STATE", fixture.path().join(".neonctl-aws")).output().unwrap()
+    };
+    std::fs::write(fixture.path().join("neonctl-aws.yaml"), "neon:\n  source:\n    path: .\n").unwrap();
+    assert!(std::process::Command::new("git").arg("-C").arg(fixture.path()).args(["add", "neonctl-aws.yaml"]).status().unwrap().success());
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let plan = run(&["--plan"]);
+    assert_eq!(plan_actions(&plan, "build"), Vec::<serde_json::Value>::new());
+}

@@ -96,7 +96,8 @@ impl NeonFixture {
         for v in ["v14", "v15", "v16", "v17"] {
             write(&root.join(format!("vendor/postgres-{v}/README")), &format!("PostgreSQL {v} stand-in\n"));
         }
-        write(&root.join(".gitignore"), "/target/\n/pg_install/\n/build/\n");
+        // As Neon's: build/ is not ignored.
+        write(&root.join(".gitignore"), "/target/\n/pg_install/\n");
         // The lockfile of a workspace without dependencies; rustup would read the pin, so use
         // the current toolchain explicitly (the pin may name one that is not installed).
         run(root, "cargo", &[&format!("+{CURRENT_TOOLCHAIN}"), "generate-lockfile", "--offline"]);
