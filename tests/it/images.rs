@@ -186,3 +186,27 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     let own = on_base["safekeeper"]["content_bytes"].as_u64().unwrap();
     assert!(own < after["safekeeper"]["content_bytes"].as_u64().unwrap(), "no libraries of our own on a base");
 }
+
+#[test]
+fn images_and_push_say_what_to_run_first() {
+    let wd = Workdir::new();
+    let out = wd.run(&["images"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no finished build in the state; run `neonctl-aws build` first"), "{}", stderr(&out));
+    let out = wd.run(&["push"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("run `neonctl-aws images` first"), "{}", stderr(&out));
+
+    let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
+    assert!(build(&wd, &fixture, &[]).status.success());
+    let out = host_tools(&mut wd.cmd(&["images"])).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot reach the Docker Engine") && stderr(&out).contains("DOCKER_HOST"), "{}", stderr(&out));
+    // Planning still works, assuming nothing exists.
+    let plan = host_tools(&mut wd.cmd(&["images", "--plan", "--output", "json"])).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let events = json_events(&plan);
+    let plan = events.iter().find(|e| e["event"] == "plan").unwrap();
+    assert_eq!(plan["actions"].as_array().unwrap().len(), 7);
+    assert!(plan["notes"][0].as_str().unwrap().contains("assuming no image exists yet"), "{plan}");
+}
