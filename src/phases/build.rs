@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli::BuildOptions;
 use crate::engine::{Context, Phase, PhaseName, PhasePlan};
-use crate::output::{PhaseReporter, PlannedAction, Verb};
+use crate::output::{PhaseReporter, PlannedAction, Step, Unit, Verb};
 use crate::state::{Artifact, BuildRecord};
 
 /// The binaries `cargo build` produces, by cargo binary name.
@@ -392,11 +392,17 @@ impl Build {
             return Ok(());
         }
         let mut executables = BTreeMap::new();
+        // cargo announces no total: the locked packages are a close upper bound.
+        let packages = std::fs::read_to_string(source.dir.join("Cargo.lock")).map_or(0, |lock| lock.matches("[[package]]").count() as u64);
         for command in &commands {
-            let parse = command.program == "cargo";
-            run_logged(&command.label, &command.program, &command.args, &source.dir, &env, &reporter, &mut log, |line| {
-                if parse && let Some((name, path)) = cargo_artifact(line) {
-                    executables.insert(name, path);
+            let is_cargo = command.program == "cargo";
+            let mut compiled = 0u64;
+            run_logged(&command.label, &command.program, &command.args, &source.dir, &env, &reporter, &mut log, |line, step| {
+                let Some((target, executable)) = cargo_artifact(line).filter(|_| is_cargo) else { return };
+                compiled += 1;
+                step.progress(compiled, Some(packages.max(compiled)), Unit::Items);
+                if let Some(executable) = executable.filter(|_| BINARIES.contains(&target.as_str())) {
+                    executables.insert(target, executable);
                 }
             })
             .await?;
@@ -474,7 +480,7 @@ async fn ensure_toolchain(
         (Toolchain::Pinned(channel), Some(installed)) if !is_installed(&installed, channel) => {
             let args = ["toolchain".to_string(), "install".into(), channel.clone(), "--profile".into(), "minimal".into()];
             let label = format!("rustup toolchain install {channel}");
-            run_logged(&label, "rustup", &args, src, &[], reporter, log, |_| {}).await.map_err(|e| BuildError::Toolchain {
+            run_logged(&label, "rustup", &args, src, &[], reporter, log, |_, _| {}).await.map_err(|e| BuildError::Toolchain {
                 channel: channel.clone(),
                 src: src.to_path_buf(),
                 detail: match &e {
@@ -500,18 +506,18 @@ async fn checkout(dir: &Path, url: &str, rev: &str, reporter: &PhaseReporter, lo
     if !dir.join(".git").exists() {
         std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
         let args = ["clone", "--no-checkout", url, &dir.display().to_string()].map(String::from);
-        run_logged(&format!("git clone {url}"), "git", &args, parent, &[], reporter, log, |_| {}).await?;
+        run_logged(&format!("git clone {url}"), "git", &args, parent, &[], reporter, log, |_, _| {}).await?;
     }
     let resolves = |r: &str| git_output(dir, &["rev-parse", "--verify", "--quiet", &format!("{r}^{{commit}}")]).is_ok();
     if !resolves(rev) && !resolves(&format!("origin/{rev}")) {
         let args = ["fetch", "--tags", "origin"].map(String::from);
-        run_logged("git fetch", "git", &args, dir, &[], reporter, log, |_| {}).await?;
+        run_logged("git fetch", "git", &args, dir, &[], reporter, log, |_, _| {}).await?;
     }
     let target = if resolves(rev) { rev.to_string() } else { format!("origin/{rev}") };
     let args = ["checkout", "--detach", target.as_str()].map(String::from);
-    run_logged(&format!("git checkout {rev}"), "git", &args, dir, &[], reporter, log, |_| {}).await?;
+    run_logged(&format!("git checkout {rev}"), "git", &args, dir, &[], reporter, log, |_, _| {}).await?;
     let args = ["submodule", "update", "--init", "--recursive", "--depth", "2"].map(String::from);
-    run_logged("git submodule update", "git", &args, dir, &[], reporter, log, |_| {}).await
+    run_logged("git submodule update", "git", &args, dir, &[], reporter, log, |_, _| {}).await
 }
 
 /// `<state>/logs/build.log`, rewritten by each run.
@@ -533,7 +539,8 @@ impl Log {
 }
 
 /// Runs one command in `dir`, streaming stdout and stderr lines into the log and the reporter
-/// (debug level) and stdout lines into `on_stdout`; fails with the last lines of output.
+/// (debug level) and stdout lines into `on_stdout` (with the step, for progress); fails with
+/// the last lines of output.
 #[allow(clippy::too_many_arguments)]
 async fn run_logged(
     label: &str,
@@ -543,7 +550,7 @@ async fn run_logged(
     env: &[(String, Option<String>)],
     reporter: &PhaseReporter,
     log: &mut Log,
-    mut on_stdout: impl FnMut(&str),
+    mut on_stdout: impl FnMut(&str, &Step),
 ) -> Result<(), BuildError> {
     let step = reporter.step(label);
     log.line(&format!("==> {label}\n    ({program} {} in {})", args.join(" "), dir.display()));
@@ -572,7 +579,7 @@ async fn run_logged(
         tokio::select! {
             line = stdout.next_line(), if out_open => match line {
                 Ok(Some(line)) => {
-                    on_stdout(&line);
+                    on_stdout(&line, &step);
                     // cargo's json messages are for us; its rendered diagnostics come on stderr.
                     if !line.starts_with('{') {
                         keep(&line, log);
@@ -595,15 +602,16 @@ async fn run_logged(
     Ok(())
 }
 
-/// A `compiler-artifact` message of `cargo --message-format=json` for a binary: (name, path).
-fn cargo_artifact(line: &str) -> Option<(String, PathBuf)> {
+/// A `compiler-artifact` message of `cargo --message-format=json`: the target's name, and its
+/// executable if it is a binary.
+fn cargo_artifact(line: &str) -> Option<(String, Option<PathBuf>)> {
     let msg: serde_json::Value = serde_json::from_str(line).ok()?;
-    if msg["reason"] != "compiler-artifact" || !msg["target"]["kind"].as_array()?.iter().any(|k| k == "bin") {
+    if msg["reason"] != "compiler-artifact" {
         return None;
     }
-    let name = msg["target"]["name"].as_str()?;
-    let executable = msg["executable"].as_str()?;
-    BINARIES.contains(&name).then(|| (name.to_string(), PathBuf::from(executable)))
+    let name = msg["target"]["name"].as_str()?.to_string();
+    let is_bin = msg["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
+    Some((name, msg["executable"].as_str().filter(|_| is_bin).map(PathBuf::from)))
 }
 
 /// `<state>/build/manifest.json`.
@@ -742,11 +750,11 @@ mod tests {
     #[test]
     fn cargo_artifacts_are_found_in_json_messages() {
         let line = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"pageserver"},"executable":"/t/release/pageserver"}"#;
-        assert_eq!(cargo_artifact(line), Some(("pageserver".into(), PathBuf::from("/t/release/pageserver"))));
+        assert_eq!(cargo_artifact(line), Some(("pageserver".into(), Some(PathBuf::from("/t/release/pageserver")))));
         let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"utils"},"executable":null}"#;
-        assert_eq!(cargo_artifact(lib), None);
-        let other = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"neon_local"},"executable":"/x"}"#;
-        assert_eq!(cargo_artifact(other), None);
+        assert_eq!(cargo_artifact(lib), Some(("utils".into(), None)));
+        let done = r#"{"reason":"build-finished","success":true}"#;
+        assert_eq!(cargo_artifact(done), None);
         assert_eq!(cargo_artifact("   Compiling utils v0.1.0"), None);
     }
 
