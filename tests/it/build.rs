@@ -37,9 +37,8 @@ fn build_stages_artifacts_and_a_second_build_is_a_no_op() {
     assert!(ran.iter().any(|s| s.starts_with("cargo build --locked --release") && s.contains("--bin compute_ctl")), "{ran:?}");
     let compiled = json_events(&out)
         .into_iter()
-        .filter(|e| e["event"] == "step_progress" && e["step"].as_str().unwrap().starts_with("cargo build"))
-        .map(|e| (e["current"].as_u64().unwrap(), e["total"].as_u64().unwrap()))
-        .last();
+        .rfind(|e| e["event"] == "step_progress" && e["step"].as_str().unwrap().starts_with("cargo build"))
+        .map(|e| (e["current"].as_u64().unwrap(), e["total"].as_u64().unwrap()));
     assert_eq!(compiled, Some((6, 6)), "cargo's progress counts the compiled packages");
 
     let state = state_json(&wd);
