@@ -215,23 +215,29 @@ fn dockerfile(spec: &ImageSpec, base: &str, labels: &Labels) -> String {
     out
 }
 
-/// The absolute paths of the libraries in `ldd` output, or the first library it cannot find.
-pub fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, String> {
-    let mut libs = Vec::new();
+/// What `ldd` says a file loads.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ldd {
+    /// Libraries resolved on this machine, the dynamic loader included.
+    pub found: Vec<PathBuf>,
+    /// Sonames ldd could not resolve.
+    pub missing: Vec<String>,
+}
+
+pub fn parse_ldd(output: &str) -> Ldd {
+    let mut ldd = Ldd::default();
     for line in output.lines().map(str::trim) {
-        let (name, resolved) = match line.split_once(" => ") {
-            Some((name, rest)) => (name, rest),
-            None => (line, line),
-        };
+        let (name, resolved) = line.split_once(" => ").unwrap_or((line, line));
         if resolved.starts_with("not found") {
-            return Err(name.to_string());
+            ldd.missing.push(name.to_string());
+            continue;
         }
         let path = resolved.split(" (").next().unwrap_or_default().trim();
         if path.starts_with('/') {
-            libs.push(PathBuf::from(path));
+            ldd.found.push(PathBuf::from(path));
         }
     }
-    Ok(libs)
+    ldd
 }
 
 fn is_elf(path: &Path) -> bool {
@@ -239,19 +245,18 @@ fn is_elf(path: &Path) -> bool {
     std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
 }
 
-/// Every library `file` loads, resolved on this machine.
-fn libraries(file: &Path) -> Result<Vec<PathBuf>, ImagesError> {
+/// Every library `file` loads, as resolved on this machine.
+fn libraries(file: &Path) -> Result<Ldd, ImagesError> {
     let out = std::process::Command::new("ldd")
         .arg(file)
         .env_remove("LD_LIBRARY_PATH")
         .output()
         .map_err(|e| ImagesError::Ldd { file: file.to_path_buf(), detail: e.to_string() })?;
-    let text = String::from_utf8_lossy(&out.stdout);
     // A static executable: ldd says so and exits 1.
     if !out.status.success() {
-        return Ok(Vec::new());
+        return Ok(Ldd::default());
     }
-    parse_ldd(&text).map_err(|library| ImagesError::LibraryNotFound { file: file.to_path_buf(), library })
+    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
 }
 
 fn mode_of(path: &Path) -> Result<u32, ImagesError> {
@@ -310,12 +315,18 @@ fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str) -> 
     }
     if scratch {
         let pg_lib = spec.postgres.map(|pg| format!("{pg}/lib/"));
+        // Postgres' own libraries (libpq, …) are in the image already, found through
+        // LD_LIBRARY_PATH (even where ldd, following a build-time rpath, cannot find them); the
+        // rest go where the loader looks for them.
+        let in_image = |ctx: &Tree, name: &str| pg_lib.as_ref().is_some_and(|dir| ctx.contains(&format!("{dir}{name}")));
         for elf in &elves {
-            for lib in libraries(elf)? {
-                // Postgres' own libraries (libpq, …) are in the image already, found through
-                // LD_LIBRARY_PATH; the rest go where the loader looks for them.
+            let ldd = libraries(elf)?;
+            if let Some(library) = ldd.missing.into_iter().find(|name| !in_image(&ctx, name)) {
+                return Err(ImagesError::LibraryNotFound { file: elf.clone(), library });
+            }
+            for lib in ldd.found {
                 let name = lib.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                if pg_lib.as_ref().is_some_and(|dir| ctx.contains(&format!("{dir}{name}"))) {
+                if in_image(&ctx, &name) {
                     continue;
                 }
                 let dest = lib.display().to_string().trim_start_matches('/').to_string();
@@ -490,16 +501,18 @@ mod tests {
                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0c1bc00000)\n\
                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f0c1c3a0000)\n";
         assert_eq!(
-            parse_ldd(out).unwrap(),
+            parse_ldd(out).found,
             ["/lib/x86_64-linux-gnu/libssl.so.3", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"].map(PathBuf::from)
         );
-        assert_eq!(parse_ldd("\tlibpq.so.5 => not found\n").unwrap_err(), "libpq.so.5");
-        assert_eq!(parse_ldd("\tstatically linked\n").unwrap(), Vec::<PathBuf>::new());
+        let missing = parse_ldd("\tlibpq.so.5 => not found\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x1)\n");
+        assert_eq!(missing.missing, ["libpq.so.5"]);
+        assert_eq!(missing.found.len(), 1);
+        assert_eq!(parse_ldd("\tstatically linked\n"), Ldd::default());
     }
 
     #[test]
     fn the_library_closure_of_a_real_binary_has_libc_and_the_loader() {
-        let libs = libraries(Path::new("/bin/sh")).unwrap();
+        let libs = libraries(Path::new("/bin/sh")).unwrap().found;
         assert!(libs.iter().any(|l| l.ends_with("libc.so.6")), "{libs:?}");
         assert!(libs.iter().any(|l| l.to_string_lossy().contains("ld-linux")), "{libs:?}");
     }
@@ -590,6 +603,24 @@ mod tests {
         assert_eq!(context.entries.keys().collect::<Vec<_>>(), ["Dockerfile", "rootfs.tar"]);
         assert!(content_bytes > 2 * std::fs::metadata("/bin/true").unwrap().len() && content_bytes < first.len() as u64);
         assert_eq!(context.entries["rootfs.tar"], Entry::Bytes { data: first, mode: 0o644 });
+    }
+
+    #[test]
+    fn postgres_libraries_ldd_cannot_find_are_taken_from_the_image_and_others_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = fake_build(dir.path());
+        let cc = |args: &[&str]| assert!(std::process::Command::new("cc").args(args).current_dir(dir.path()).status().unwrap().success());
+        std::fs::write(dir.path().join("stub.c"), "int stub(void) { return 0; }\n").unwrap();
+        std::fs::write(dir.path().join("main.c"), "int stub(void);\nint main(void) { return stub(); }\n").unwrap();
+        cc(&["-shared", "-fPIC", "-Wl,-soname,libstub.so.1", "-o", "pg/lib/libstub.so.1", "stub.c"]);
+        // Linked against the library with an rpath that no longer exists, as after moving a build.
+        cc(&["-o", "pg/bin/postgres", "main.c", "-Lpg/lib", "-l:libstub.so.1", "-Wl,-rpath,/nonexistent/pg_install/v17/lib"]);
+        let fs = rootfs(&SPECS[5], &build, Path::new("/bin/true"), "scratch").unwrap();
+        assert!(fs.contains("usr/local/lib/libstub.so.1"));
+
+        std::fs::remove_file(dir.path().join("pg/lib/libstub.so.1")).unwrap();
+        let err = rootfs(&SPECS[5], &build, Path::new("/bin/true"), "scratch").unwrap_err().to_string();
+        assert!(err.contains("needs libstub.so.1, which `ldd` cannot find"), "{err}");
     }
 
     #[test]
