@@ -95,8 +95,6 @@ pub struct Docker {
 pub struct LocalImage {
     pub id: String,
     pub size: u64,
-    /// `repo@sha256:...` for every registry the image was pushed to or pulled from.
-    pub repo_digests: Vec<String>,
 }
 
 impl Docker {
@@ -119,7 +117,6 @@ impl Docker {
             Ok(image) => Ok(Some(LocalImage {
                 id: image.id.unwrap_or_default(),
                 size: image.size.unwrap_or_default().max(0) as u64,
-                repo_digests: image.repo_digests.unwrap_or_default(),
             })),
             Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(source) => Err(DockerError::Api { action: "inspecting image", target: reference.into(), source }),
