@@ -73,6 +73,16 @@ impl Target {
         }
     }
 
+    /// What to check when the registry refuses us.
+    fn hint(&self) -> &'static str {
+        match self {
+            Target::Ecr { .. } => "the ECR repositories come from `neonctl-aws infra`; run it first",
+            Target::Registry { .. } => {
+                "check images.registry and the registry credentials (NEONCTL_AWS_REGISTRY_USERNAME, NEONCTL_AWS_REGISTRY_PASSWORD)"
+            }
+        }
+    }
+
     /// Fresh credentials (an ECR token is fetched again once it is due).
     async fn credentials(&self) -> anyhow::Result<Option<DockerCredentials>> {
         match self {
@@ -96,7 +106,7 @@ impl Push {
 
     /// The recorded push of `image` to `reference`, if the registry still has that digest.
     async fn already_there(docker: &Docker, target: &Target, reference: &str, known: Option<&PushRecord>) -> anyhow::Result<Option<String>> {
-        let remote = docker.remote_digest(reference, target.credentials().await?).await?;
+        let remote = docker.remote_digest(reference, target.credentials().await?).await.map_err(|e| anyhow::Error::new(e).context(target.hint()))?;
         Ok(match (remote, known) {
             (Some(digest), Some(known)) if known.digest_ref.ends_with(&digest) => Some(digest),
             // Same tag, same content: adopt what the registry has.
@@ -163,13 +173,7 @@ impl Push {
                     let pushed = docker
                         .push(&repo, tag, credentials, |current, total| step.progress(current, Some(total), Unit::Bytes))
                         .await
-                        .map_err(|e| {
-                            let hint = match &target {
-                                Target::Ecr { .. } => "the ECR repositories come from `neonctl-aws infra`; run it first",
-                                Target::Registry { .. } => "check images.registry and the registry credentials",
-                            };
-                            anyhow::Error::new(e).context(hint)
-                        })?;
+                        .map_err(|e| anyhow::Error::new(e).context(target.hint()))?;
                     step.finish();
                     reporter.info(format!("pushed {reference} ({} uploaded)", indicatif::HumanBytes(pushed.uploaded_bytes)));
                     PushRecord { tag: reference, digest_ref: format!("{repo}@{}", pushed.digest), image_id: image.id.clone(), uploaded_bytes: pushed.uploaded_bytes }

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use crate::build::build;
 use crate::neon_fixture::{NeonFixture, CURRENT_TOOLCHAIN};
-use crate::stand_ins::{http_get, Registry};
+use crate::stand_ins::{http_get, Registry, REGISTRY_PASSWORD, REGISTRY_USER};
 use crate::support::{host_tools, json_events, state_json, stderr, Workdir};
 
 fn docker(args: &[&str]) -> Output {
@@ -146,6 +146,28 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     assert_eq!(uploaded(&out), 0);
     assert_eq!(docker_calls(&out)["mutating"], 0);
     assert_eq!(state_json(&wd)["push"].as_object().unwrap(), &pushed);
+
+    // A registry that wants a login: refused without it, pushed to with it.
+    let private = Registry::start_authenticated();
+    let private_target = format!("127.0.0.1:{}/private", private.port);
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {prefix}\nimages:\n  registry: {private_target}\n")).unwrap();
+    let out = host_tools(&mut wd.cmd(&["push"])).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("check images.registry and the registry credentials"), "{}", stderr(&out));
+    let out = host_tools(&mut wd.cmd(&["push"])).env("NEONCTL_AWS_REGISTRY_USERNAME", REGISTRY_USER).output().unwrap();
+    assert!(stderr(&out).contains("set both NEONCTL_AWS_REGISTRY_USERNAME and NEONCTL_AWS_REGISTRY_PASSWORD"), "{}", stderr(&out));
+    let out = host_tools(&mut wd.cmd(&["push", "--output", "json"]))
+        .env("NEONCTL_AWS_REGISTRY_USERNAME", REGISTRY_USER)
+        .env("NEONCTL_AWS_REGISTRY_PASSWORD", REGISTRY_PASSWORD)
+        .output()
+        .unwrap();
+    let private_push = state_json(&wd)["push"].clone();
+    cleanup.0.extend(private_push.as_object().unwrap().values().map(|r| r["tag"].as_str().unwrap().to_string()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(REGISTRY_PASSWORD), "the password is never shown");
+    assert!(!std::fs::read_to_string(wd.state_dir().join("state.json")).unwrap().contains(REGISTRY_PASSWORD));
+    assert!(private_push["compute"]["digest_ref"].as_str().unwrap().starts_with(&format!("{private_target}/compute@sha256:")));
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {prefix}\nimages:\n  registry: {target}\n")).unwrap();
 
     // A changed proxy: a new revision, so every Neon image gets new labels and is rebuilt
     // (each superseded one untagged), but only the proxy's layer is new to the registry.

@@ -41,21 +41,38 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// The login of [`Registry::start_authenticated`]; the htpasswd line is its bcrypt hash.
+pub const REGISTRY_USER: &str = "tester";
+pub const REGISTRY_PASSWORD: &str = "neonctl-test-password";
+const REGISTRY_HTPASSWD: &str = "tester:$2b$04$ZOIyQrhY9Inbbsl.FHKDJe7Zry3IDC3iKH/dpS4D75r1PAVBtQeTO";
+
 impl Registry {
+    /// A registry anyone may push to.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A registry that wants [`REGISTRY_USER`] / [`REGISTRY_PASSWORD`] (basic auth, over http).
+    pub fn start_authenticated() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(authenticated: bool) -> Self {
         let program = std::env::var("NEONCTL_TEST_DOCKER_REGISTRY").unwrap_or_else(|_| "/usr/bin/docker-registry".into());
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
         let storage = dir.path().join("storage");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if authenticated {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{REGISTRY_HTPASSWD}\n")).unwrap();
+            text.push_str(&format!("auth:\n  htpasswd:\n    realm: neonctl-test\n    path: {}\n", htpasswd.display()));
+        }
+        std::fs::write(&config, text).unwrap();
         let child = Command::new(&program)
             .arg("serve")
             .arg(&config)
@@ -64,7 +81,8 @@ impl Registry {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {program}: {e}"));
         let registry = Self { port, child, _dir: dir };
-        assert!(wait_for(20, || http_get(port, "/v2/").is_some_and(|(status, _)| status == 200)), "the registry answers /v2/");
+        let expected = if authenticated { 401 } else { 200 };
+        assert!(wait_for(20, || http_get(port, "/v2/").is_some_and(|(status, _)| status == expected)), "the registry answers /v2/");
         registry
     }
 }
