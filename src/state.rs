@@ -67,6 +67,8 @@ pub struct BuildRecord {
     pub origin: String,
     /// The commit built (`-dirty` when the checkout had local changes), or `unknown`.
     pub revision: String,
+    /// A readable name of it: `git describe --tags --always --dirty` (e.g. `release-9129`).
+    pub version: String,
     /// The `cargo +NAME` toolchain override, if one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toolchain: Option<String>,

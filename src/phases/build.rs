@@ -618,6 +618,7 @@ fn cargo_artifact(line: &str) -> Option<(String, Option<PathBuf>)> {
 #[derive(Debug, Serialize)]
 struct Manifest {
     neon_revision: String,
+    neon_version: String,
     origin: String,
     fingerprint: String,
     toolchain: String,
@@ -628,7 +629,9 @@ struct Manifest {
 
 impl Manifest {
     fn head(source: &Source, revision: &str, fingerprint: &str, toolchain: &Toolchain, commands: &[Command]) -> Self {
+        let describe = git_output(&source.dir, &["describe", "--tags", "--always", "--dirty"]);
         Self {
+            neon_version: describe.map(|d| d.trim().to_string()).unwrap_or_else(|_| revision.into()),
             neon_revision: revision.into(),
             origin: source.origin.clone(),
             fingerprint: fingerprint.into(),
@@ -669,6 +672,7 @@ fn stage(
         source: source_dir.to_path_buf(),
         origin: manifest.origin,
         revision: manifest.neon_revision,
+        version: manifest.neon_version,
         toolchain: manifest.toolchain.strip_prefix("override:").map(str::to_string),
         pg_install: pg_dest,
         manifest: manifest_path,

@@ -373,7 +373,7 @@ struct Prepared {
 
 fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, prefix: &str, base: &str) -> Result<Prepared, ImagesError> {
     let labels = match spec.binary {
-        Binary::Built(_) => Labels { source: build.origin.clone(), revision: build.revision.clone(), version: build.revision.clone() },
+        Binary::Built(_) => Labels { source: build.origin.clone(), revision: build.revision.clone(), version: build.version.clone() },
         Binary::Own => Labels {
             source: "neonctl-aws".into(),
             revision: file_sha256(own_exe).map(|(sha, _)| sha).unwrap_or_default(),
@@ -434,6 +434,9 @@ impl Images {
         let docker = Docker::connect(cx.calls.clone()).await?;
         let exe = own_exe()?;
         let base = cx.config.images.base.as_str();
+        if base == "scratch" && !Path::new(CA_CERTIFICATES).is_file() {
+            reporter.warn(format!("{CA_CERTIFICATES} is missing: the images get no CA certificates and cannot verify TLS; install ca-certificates"));
+        }
         for spec in &SPECS {
             let Prepared { tar, sha256, tag, content_bytes } = prepare(spec, &build, &exe, &cx.config.prefix, base)?;
             let existing = docker.image(&tag).await?;
@@ -551,6 +554,7 @@ mod tests {
             source: dir.to_path_buf(),
             origin: "o".into(),
             revision: "r".into(),
+            version: "v".into(),
             toolchain: None,
             pg_install: pg,
             manifest: dir.join("manifest.json"),

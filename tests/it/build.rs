@@ -158,6 +158,7 @@ fn a_git_source_is_cloned_at_its_rev_into_the_state_directory() {
     let proxy = record["artifacts"]["proxy"]["path"].as_str().unwrap();
     let run = std::process::Command::new(proxy).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "proxy stand-in", "the tagged commit was built");
+    assert_eq!(record["version"], "release-1");
 
     let again = host_tools(&mut wd.cmd(&["build", "--plan", "--output", "json"])).output().unwrap();
     assert_eq!(plan_actions(&again, "build"), Vec::<serde_json::Value>::new());

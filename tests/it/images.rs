@@ -80,9 +80,15 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
         let run = docker(&["run", "--rm", "--network", "none", tag, "--version"]);
         assert!(run.status.success(), "{image}: {}", String::from_utf8_lossy(&run.stderr));
         assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), says, "{image}");
-        let user = docker(&["image", "inspect", "--format", "{{.Config.User}} {{index .Config.Labels \"org.opencontainers.image.revision\"}}", tag]);
-        let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
-        assert!(user.starts_with("1000:1000 "), "{image} runs as neon: {user}");
+        let format = "{{.Config.User}} {{index .Config.Labels \"org.opencontainers.image.revision\"}} {{index .Config.Labels \"org.opencontainers.image.version\"}}";
+        let inspect = docker(&["image", "inspect", "--format", format, tag]);
+        let inspect = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+        let fields: Vec<&str> = inspect.split(' ').collect();
+        assert_eq!(fields[0], "1000:1000", "{image} runs as neon");
+        if image != "control-plane" {
+            assert_eq!(fields[1], state["build"]["revision"], "{image}");
+            assert_eq!(fields[2], state["build"]["version"], "{image}");
+        }
     }
     // Postgres in the compute image (and the pageserver's WAL redo copy) runs too.
     let compute = images["compute"]["tag"].as_str().unwrap();
