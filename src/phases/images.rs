@@ -63,6 +63,8 @@ struct ImageSpec {
     binary: Binary,
     /// Where the staged Postgres goes, when the image needs it.
     postgres: Option<&'static str>,
+    /// Directories the user owns besides its home and /data.
+    writable: &'static [&'static str],
 }
 
 impl ImageSpec {
@@ -77,14 +79,15 @@ impl ImageSpec {
 /// One per name in [`crate::IMAGES`], in that order.
 const SPECS: [ImageSpec; 7] = [
     // pg_distrib_dir=/usr/local: the WAL redo process is /usr/local/v17/bin/postgres.
-    ImageSpec { name: "pageserver", binary: Binary::Built("pageserver"), postgres: Some("usr/local/v17") },
-    ImageSpec { name: "safekeeper", binary: Binary::Built("safekeeper"), postgres: None },
-    ImageSpec { name: "storage-broker", binary: Binary::Built("storage_broker"), postgres: None },
-    ImageSpec { name: "storage-controller", binary: Binary::Built("storage_controller"), postgres: None },
-    ImageSpec { name: "proxy", binary: Binary::Built("proxy"), postgres: None },
-    // As Neon's compute image: Postgres in /usr/local, compute_ctl the entrypoint.
-    ImageSpec { name: "compute", binary: Binary::Built("compute_ctl"), postgres: Some("usr/local") },
-    ImageSpec { name: "control-plane", binary: Binary::Own, postgres: None },
+    ImageSpec { name: "pageserver", binary: Binary::Built("pageserver"), postgres: Some("usr/local/v17"), writable: &[] },
+    ImageSpec { name: "safekeeper", binary: Binary::Built("safekeeper"), postgres: None, writable: &[] },
+    ImageSpec { name: "storage-broker", binary: Binary::Built("storage_broker"), postgres: None, writable: &[] },
+    ImageSpec { name: "storage-controller", binary: Binary::Built("storage_controller"), postgres: None, writable: &[] },
+    ImageSpec { name: "proxy", binary: Binary::Built("proxy"), postgres: None, writable: &[] },
+    // As Neon's compute image: Postgres in /usr/local, compute_ctl the entrypoint, the data
+    // under /var/db/postgres.
+    ImageSpec { name: "compute", binary: Binary::Built("compute_ctl"), postgres: Some("usr/local"), writable: &["var/db/postgres"] },
+    ImageSpec { name: "control-plane", binary: Binary::Own, postgres: None, writable: &[] },
 ];
 
 /// The labels every image carries.
@@ -347,8 +350,9 @@ fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str) -> 
             }
         }
         ctx.add("tmp", Entry::Dir { mode: 0o1777, owner: 0 });
-        ctx.add(format!("home/{user}"), Entry::Dir { mode: 0o755, owner: uid });
-        ctx.add("data", Entry::Dir { mode: 0o755, owner: uid });
+        for dir in [format!("home/{user}"), "data".into()].into_iter().chain(spec.writable.iter().map(|d| d.to_string())) {
+            ctx.add(dir, Entry::Dir { mode: 0o755, owner: uid });
+        }
     }
     Ok(ctx)
 }
@@ -576,6 +580,7 @@ mod tests {
             "etc/group",
             "home/neon",
             "data",
+            "var/db/postgres",
             "tmp",
         ] {
             assert!(fs.contains(path), "{path} in {:?}", fs.entries.keys().collect::<Vec<_>>());
@@ -594,7 +599,7 @@ mod tests {
             let entry = entry.unwrap();
             let path = entry.path().unwrap().display().to_string().trim_end_matches('/').to_string();
             assert_eq!(entry.header().mtime().unwrap(), 0);
-            let owner = if ["data", "home/neon"].contains(&path.as_str()) { 1000 } else { 0 };
+            let owner = if ["data", "home/neon", "var/db/postgres"].contains(&path.as_str()) { 1000 } else { 0 };
             assert_eq!(entry.header().uid().unwrap(), owner, "{path}");
             paths.push(path);
         }
