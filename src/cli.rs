@@ -98,7 +98,9 @@ neonctl-aws prereqs --install --yes      run them")]
 
     /// Build Neon's binaries and Postgres from source (cargo + make)
     #[command(after_help = "Needs: a Neon checkout (--neon-src or neon.source in the config) and \
-the tools `prereqs --for build` checks.\n\nExample:\n  neonctl-aws build --neon-src ~/src/neon")]
+the tools `prereqs --for build` checks.\nThe full log is <state>/logs/build.log; results are staged in \
+<state>/build with manifest.json. Unchanged sources are not rebuilt.\n\nExamples:\n  \
+neonctl-aws build --neon-src ~/src/neon\n  neonctl-aws build --toolchain stable --jobs 4")]
     Build(BuildArgs),
 
     /// Package the built binaries into container images (FROM scratch, through the Docker Engine)
@@ -196,18 +198,31 @@ pub struct PhaseArgs {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct BuildArgs {
-    /// Path of a Neon checkout (overrides neon.source in the config)
-    #[arg(long, value_name = "PATH")]
-    pub neon_src: Option<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildOptions,
     #[command(flatten)]
     pub plan: PlanFlag,
 }
 
-#[derive(Debug, Args)]
-pub struct UpArgs {
+/// How Neon is built; shared by `build` and `up`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BuildOptions {
     /// Path of a Neon checkout (overrides neon.source in the config)
     #[arg(long, value_name = "PATH")]
     pub neon_src: Option<PathBuf>,
+    /// Build with this installed Rust toolchain (`cargo +NAME`) instead of the one Neon's
+    /// rust-toolchain.toml pins
+    #[arg(long, value_name = "NAME")]
+    pub toolchain: Option<String>,
+    /// Parallel compile jobs [default: the smaller of the CPU count and GiB of memory / 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub build: BuildOptions,
     #[command(flatten)]
     pub plan: PlanFlag,
 }

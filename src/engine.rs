@@ -115,6 +115,13 @@ impl Context {
         self.state.lock().expect("state lock").update(change)
     }
 
+    /// The directory holding the state file, as an absolute path; phases keep their files
+    /// (clones, staged artifacts, logs) beside it.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        let dir = self.state.lock().expect("state lock").dir().to_path_buf();
+        std::path::absolute(&dir).unwrap_or(dir)
+    }
+
     pub fn into_store(self) -> StateStore {
         self.state.into_inner().expect("state lock")
     }

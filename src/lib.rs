@@ -9,6 +9,7 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod crash;
+pub mod docker;
 pub mod engine;
 pub mod exit;
 pub mod k8s;
@@ -109,12 +110,12 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             phases::status::run(&config, &global.state_dir, &printer)?;
             return Ok(Finished::ok());
         }
-        Command::Build(args) => (vec![PhaseName::Build], args.plan.plan, load_config(args.neon_src.as_deref())?),
+        Command::Build(args) => (vec![PhaseName::Build], args.plan.plan, load_config(args.build.neon_src.as_deref())?),
         Command::Images(args) => (vec![PhaseName::Images], args.plan.plan, load_config(None)?),
         Command::Infra(args) => (vec![PhaseName::Infra], args.plan.plan, load_config(None)?),
         Command::Push(args) => (vec![PhaseName::Push], args.plan.plan, load_config(None)?),
         Command::Deploy(args) => (vec![PhaseName::Deploy], args.plan.plan, load_config(None)?),
-        Command::Up(args) => (PhaseName::UP.to_vec(), args.plan.plan, load_config(args.neon_src.as_deref())?),
+        Command::Up(args) => (PhaseName::UP.to_vec(), args.plan.plan, load_config(args.build.neon_src.as_deref())?),
         Command::Teardown(args) => {
             (vec![PhaseName::Teardown], args.plan.plan || args.dry_run, load_config(None)?)
         }

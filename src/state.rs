@@ -23,12 +23,16 @@ pub const LOCK_FILE: &str = "lock";
 pub type Migration = fn(&mut serde_json::Value) -> Result<(), String>;
 
 /// `MIGRATIONS[i]` upgrades schema `i + 1` to `i + 2`.
-pub const MIGRATIONS: &[Migration] = &[v1_add_infra];
+pub const MIGRATIONS: &[Migration] = &[v1_to_v2];
 
-/// v1 → v2: the `infra` section (AWS resources by component) appears, empty.
-fn v1_add_infra(doc: &mut serde_json::Value) -> Result<(), String> {
+/// v1 → v2: the sections of `infra` (AWS resources by component), `build`, `images` and `push`
+/// appear, empty.
+fn v1_to_v2(doc: &mut serde_json::Value) -> Result<(), String> {
     let object = doc.as_object_mut().ok_or("the document is not an object")?;
     object.entry("infra").or_insert_with(|| serde_json::json!({}));
+    object.entry("build").or_insert(serde_json::Value::Null);
+    object.entry("images").or_insert_with(|| serde_json::json!({}));
+    object.entry("push").or_insert_with(|| serde_json::json!({}));
     Ok(())
 }
 
@@ -45,6 +49,15 @@ pub struct State {
     /// What `infra` created or adopted; `teardown` empties it.
     #[serde(default)]
     pub infra: InfraState,
+    /// What `build` staged: see [`BuildRecord`].
+    #[serde(default)]
+    pub build: Option<BuildRecord>,
+    /// Images `images` built, by image name.
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageRecord>,
+    /// Images `push` pushed, by image name.
+    #[serde(default)]
+    pub push: BTreeMap<String, PushRecord>,
 }
 
 /// The AWS resources of one deployment, by component (the `neonctl-aws/component` tag value).
@@ -77,6 +90,66 @@ pub struct ResourceRecord {
     pub outputs: BTreeMap<String, String>,
 }
 
+/// The staged result of a successful build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    /// Hash of every build input (source revision and local changes, toolchain, flags); a
+    /// build with the same fingerprint and intact staged files is a no-op.
+    pub fingerprint: String,
+    /// Where the Neon source was built from (a path, or the clone of a git URL).
+    pub source: PathBuf,
+    /// `git` URL or the source path, for image labels.
+    pub origin: String,
+    /// The commit built (`-dirty` when the checkout had local changes), or `unknown`.
+    pub revision: String,
+    /// A readable name of it: `git describe --tags --always --dirty` (e.g. `release-9129`).
+    pub version: String,
+    /// The `cargo +NAME` toolchain override, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<String>,
+    /// The staged Postgres v17 installation (bin, lib, share; with the neon extension).
+    pub pg_install: PathBuf,
+    /// The manifest file listing every staged artifact with its sha256.
+    pub manifest: PathBuf,
+    /// Staged binaries by binary name.
+    pub artifacts: BTreeMap<String, Artifact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A built image in the local Docker Engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `<prefix>/<image>:<first 12 hex digits of the context's sha256>`.
+    pub tag: String,
+    pub id: String,
+    /// sha256 of the build context (Dockerfile and files): the image's content identity.
+    pub context_sha256: String,
+    /// Bytes of the image as the engine reports them.
+    pub size: u64,
+    /// Bytes of the files put into the image (binary, libraries, Postgres, certificates): what
+    /// `size` is measured against.
+    pub content_bytes: u64,
+}
+
+/// An image in the target registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRecord {
+    /// `<registry>/<repository>:<tag>`.
+    pub tag: String,
+    /// `<registry>/<repository>@sha256:...`: what deploy references.
+    pub digest_ref: String,
+    /// The local image id that was pushed.
+    pub image_id: String,
+    /// Layer bytes uploaded by the run that last pushed it (0 when the registry had them all).
+    pub uploaded_bytes: u64,
+}
+
 impl Default for State {
     fn default() -> Self {
         Self {
@@ -85,6 +158,9 @@ impl Default for State {
             target: None,
             phases: BTreeMap::new(),
             infra: InfraState::default(),
+            build: None,
+            images: BTreeMap::new(),
+            push: BTreeMap::new(),
         }
     }
 }
@@ -404,12 +480,13 @@ mod tests {
     }
 
     #[test]
-    fn a_v1_file_gains_an_empty_infra_section() {
+    fn a_v1_file_gains_empty_infra_build_images_and_push_sections() {
         let doc = br#"{"schema_version": 1, "written_by": "neonctl-aws 0.1.0", "target": {"prefix": "neon", "region": "us-east-1"},
             "phases": {"build": {"status": "succeeded", "started_at": "t0", "finished_at": "t1"}}}"#;
         let state = parse(Path::new("s.json"), doc, MIGRATIONS).unwrap();
         assert_eq!(state.schema_version, 2);
         assert_eq!(state.infra, InfraState::default());
+        assert!(state.build.is_none() && state.images.is_empty() && state.push.is_empty());
         assert_eq!(state.phases[&PhaseName::Build].status, PhaseStatus::Succeeded);
         assert_eq!(state.target, Some(target()));
         // A file already at v2 is read as it is.

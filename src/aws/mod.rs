@@ -7,6 +7,7 @@ pub mod call;
 pub mod inventory;
 pub mod tags;
 pub mod eks_token;
+pub mod ecr_auth;
 
 use std::sync::Arc;
 

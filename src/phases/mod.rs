@@ -1,10 +1,13 @@
 //! One module per subcommand. Graph phases implement [`crate::engine::Phase`].
 
+pub mod build;
 pub mod iam_policy;
+pub mod images;
 pub mod infra;
 pub mod init;
 pub mod kubeconfig;
 pub mod prereqs;
+pub mod push;
 pub mod render;
 pub mod status;
 pub mod teardown;
@@ -14,22 +17,30 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::cli::Command;
-use crate::output::Printer;
 use crate::engine::{Context, Phase, PhaseName, PhasePlan};
+use crate::output::Printer;
 
 /// The phase behind `name`, configured from the command line that asked for it.
 /// `printer` asks for consent where a phase destroys data.
 pub fn phase(name: PhaseName, command: &Command, printer: &Arc<Printer>) -> Arc<dyn Phase> {
-    let issue = match name {
-        PhaseName::Infra => return Arc::new(infra::Infra),
+    match name {
+        PhaseName::Build => {
+            let options = match command {
+                Command::Build(args) => args.build.clone(),
+                Command::Up(args) => args.build.clone(),
+                _ => Default::default(),
+            };
+            Arc::new(build::Build { options })
+        }
+        PhaseName::Images => Arc::new(images::Images),
+        PhaseName::Infra => Arc::new(infra::Infra),
+        PhaseName::Push => Arc::new(push::Push),
+        PhaseName::Deploy => Arc::new(Unavailable { name, issue: 5 }),
         PhaseName::Teardown => {
             let keep_data = matches!(command, Command::Teardown(args) if args.keep_data);
-            return Arc::new(teardown::Teardown { keep_data, printer: printer.clone() });
+            Arc::new(teardown::Teardown { keep_data, printer: printer.clone() })
         }
-        PhaseName::Build | PhaseName::Images | PhaseName::Push => 4,
-        PhaseName::Deploy => 5,
-    };
-    Arc::new(Unavailable { name, issue })
+    }
 }
 
 /// A phase this version does not ship yet: it plans a note and refuses to apply, so that

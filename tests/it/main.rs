@@ -1,9 +1,14 @@
 //! The one integration test binary: the real `neonctl-aws` binary against real stand-ins.
 
+mod build;
 mod cli;
+mod ecr;
+mod images;
 mod infra;
 mod moto;
+mod neon_fixture;
 mod prereqs;
 mod render;
+mod stand_ins;
 mod support;
 mod teardown;

@@ -56,3 +56,22 @@ pub fn json_events(output: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not json: {l}: {e}")))
         .collect()
 }
+
+/// Passes through what a build and the Docker Engine need from the host: rustup's and cargo's
+/// homes (HOME points at the scratch directory) and DOCKER_HOST.
+pub fn host_tools(cmd: &mut Command) -> &mut Command {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let rustup = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".rustup"));
+    let cargo = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cargo"));
+    cmd.env("RUSTUP_HOME", rustup).env("CARGO_HOME", cargo);
+    if let Some(host) = std::env::var_os("DOCKER_HOST") {
+        cmd.env("DOCKER_HOST", host);
+    }
+    cmd
+}
+
+/// Reads the state file a run left.
+pub fn state_json(wd: &Workdir) -> serde_json::Value {
+    let text = std::fs::read_to_string(wd.state_dir().join("state.json")).expect("state.json");
+    serde_json::from_str(&text).expect("state is json")
+}

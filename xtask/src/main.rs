@@ -1,23 +1,33 @@
 //! Development automation in plain Rust (`cargo xtask <task>`).
 //!
 //! - `test`: check the stand-ins the integration tests need, then run every test.
-//! - `bench`: a no-op `infra` on a converged deployment against moto: wall time and calls.
+//! - `bench [--release] [--neon-src PATH]`: every benchmark, printing its figures:
+//!   a no-op `infra` on a converged deployment against moto (wall time and calls); build,
+//!   images and push against the stand-in Neon checkout (or a real one): the image size ratio,
+//!   the bytes a re-push uploads and the cost of a no-op build.
 
-use std::path::PathBuf;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+
+mod bench;
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "test" => test(),
-        "bench" => bench(std::env::args().skip(2).any(|a| a == "--release")),
+        "bench" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            bench_infra(args.iter().any(|a| a == "--release"))?;
+            bench::run(args.into_iter().filter(|a| a != "--release").collect())
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, Docker Engine, kubernetes-validate), run every test\n  \
-                 bench   [--release] time a no-op infra against moto (goal: 0 mutating calls, <= 1 read per resource, < 3 s)"
+                 bench   [--release] [--neon-src PATH]  no-op infra against moto (goal: 0 mutating calls, <= 1 read per resource, < 3 s);\n          \
+                 image size ratio (goal <= 1.15), re-push bytes (goal 0), no-op build time (goal <= cargo + 2 s)"
             );
             std::process::exit(2)
         }
@@ -131,7 +141,7 @@ fn start_moto() -> Result<Moto> {
 }
 
 /// Converges once, then times a second `infra` and checks it against the goals.
-fn bench(release: bool) -> Result<()> {
+fn bench_infra(release: bool) -> Result<()> {
     let mut build = cargo();
     build.args(["build", "--bin", "neonctl-aws"]);
     if release {
