@@ -8,6 +8,7 @@ pub mod aws_names;
 pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod controlplane;
 pub mod crash;
 pub mod engine;
 pub mod exit;
@@ -97,6 +98,10 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
         Command::Render(args) => {
             let config = load_config(None)?;
             phases::render::run(args, &config, &printer)?;
+            return Ok(Finished::ok());
+        }
+        Command::ControlPlane(cli::ControlPlaneCommand::Serve(args)) => {
+            controlplane::serve(args).await?;
             return Ok(Finished::ok());
         }
         Command::Status => {
