@@ -20,7 +20,7 @@ use neonctl_aws::controlplane::{ControlPlane, Keys, Retry, Running, scopes, scra
 use neonctl_aws::neon::control_plane::{Compute, Node, Topology};
 use serde_json::{Value, json};
 
-use crate::support::{Workdir, stderr};
+use crate::support::{Workdir, stderr, stdout};
 
 const TENANT: &str = "1f359dd625e519a1a4e8d7509690f6fc";
 const TIMELINE: &str = "de200bd42b49cc1814412c7e592dd6e9";
@@ -469,5 +469,8 @@ fn serve_runs_until_sigterm_and_keeps_its_state_file() {
     assert!(!log.contains("SCRAM-SHA-256$"), "verifiers never reach the log: {log}");
 
     let help = wd.run(&["control-plane", "serve", "--help"]);
-    assert!(help.status.success() && crate::support::stdout(&help).contains("Example"));
+    assert!(help.status.success());
+    let help = stdout(&help);
+    assert!(help.contains("Example"));
+    insta::assert_snapshot!("help-control-plane-serve", help);
 }
