@@ -29,6 +29,8 @@ use self::store::{FileStore, MemoryStore, State, Store, StoreError};
 use crate::cli::ServeArgs;
 use crate::neon::control_plane::Topology;
 
+/// The command line that runs the service (after the binary's name): the Deployment's args.
+pub const SERVE_ARGS: [&str; 2] = ["control-plane", "serve"];
 /// PEM of the public key callers' tokens are verified with; unset: no authentication.
 pub const PUBLIC_KEY_ENV: &str = "NEONCTL_JWT_PUBLIC_KEY";
 /// PEM (PKCS#8) of the key the control plane signs compute and storage tokens with.

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use neonctl_aws::controlplane::jwt::SigningKey;
 use neonctl_aws::controlplane::store::{Attachment, Branch, Database, Endpoint, MemoryStore, Role, State};
-use neonctl_aws::controlplane::{ControlPlane, Keys, Retry, Running, scopes, scram};
+use neonctl_aws::controlplane::{ControlPlane, Keys, Retry, Running, SERVE_ARGS, scopes, scram};
 use neonctl_aws::neon::control_plane::{Compute, Node, Topology};
 use serde_json::{Value, json};
 
@@ -441,7 +441,7 @@ fn serve_runs_until_sigterm_and_keeps_its_state_file() {
     let store = wd.path().join("store.json");
     std::fs::write(&store, serde_json::to_string(&state()).unwrap()).unwrap();
     let child = wd
-        .cmd(&["control-plane", "serve", "--store", store.to_str().unwrap()])
+        .cmd(&[&SERVE_ARGS[..], &["--store", store.to_str().unwrap()]].concat())
         .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -473,4 +473,44 @@ fn serve_runs_until_sigterm_and_keeps_its_state_file() {
     let help = stdout(&help);
     assert!(help.contains("Example"));
     insta::assert_snapshot!("help-control-plane-serve", help);
+}
+
+/// The Deployment `render` writes runs this very command: its args parse, its topology loads,
+/// and the storage controller, proxy and compute are pointed at routes the server has.
+#[test]
+fn rendered_manifests_run_the_serve_command_against_their_topology() {
+    let wd = Workdir::new();
+    let out = wd.run(&["render", "--out", "manifests"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let objects = |file: &str| -> Vec<Value> {
+        let text = std::fs::read_to_string(wd.path().join("manifests").join(file)).unwrap();
+        serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(|v| !v.is_null()).collect()
+    };
+    let control_plane = objects("50-control-plane.yaml");
+    let config_map = control_plane.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let path = wd.path().join("topology.json");
+    std::fs::write(&path, config_map["data"]["topology.json"].as_str().unwrap()).unwrap();
+    let topology = neonctl_aws::controlplane::load_topology(&path).unwrap();
+    assert!(!topology.computes.is_empty() && !topology.pageservers.is_empty() && !topology.safekeepers.is_empty());
+
+    let deployment = control_plane.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], json!(SERVE_ARGS));
+    let env = container["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "NEONCTL_CONTROL_PLANE_CONFIG"), "the topology path comes from the environment");
+    let help = wd.run(&[&SERVE_ARGS[..], &["--help"]].concat());
+    assert!(help.status.success(), "the args name a real subcommand");
+
+    let container_args = |file: &str, kind: &str| -> Vec<String> {
+        let object = objects(file).into_iter().find(|o| o["kind"] == kind).unwrap();
+        serde_json::from_value(object["spec"]["template"]["spec"]["containers"][0]["args"].clone()).unwrap()
+    };
+    let flag = |args: &[String], name: &str| -> String {
+        args.iter().find_map(|a| a.strip_prefix(&format!("--{name}="))).unwrap_or_else(|| panic!("--{name} in {args:?}")).to_string()
+    };
+    let base = flag(&container_args("60-compute.yaml", "Deployment"), "control-plane-uri");
+    let hooks = flag(&container_args("21-storage-controller.yaml", "Deployment"), "control-plane-url");
+    let proxy = flag(&container_args("70-proxy.yaml", "Deployment"), "auth-endpoint");
+    assert_eq!(hooks, format!("{base}/storage"), "notify-attach lives under /storage");
+    assert_eq!(proxy, format!("{base}/proxy"), "the cplane-v1 API lives under /proxy");
 }
