@@ -358,6 +358,13 @@ async fn hooks_reconfigure_the_computes_and_ask_for_retries_while_one_is_down() 
     let last = compute.configures().pop().unwrap();
     assert_eq!(last.body["spec"]["safekeeper_connstrings"], json!(["sk-3:5454", "sk-1:5454"]));
     assert_eq!(last.body["spec"]["safekeepers_generation"], 4);
+    let before = compute.configures().len();
+    let stale = json!({"tenant_id": TENANT, "timeline_id": TIMELINE, "generation": 3, "safekeepers": [{"id": 2, "hostname": null}]});
+    let (status, _) = call(&server, Method::PUT, "/storage/notify-safekeepers", None, Some(stale)).await;
+    assert_eq!(status, StatusCode::OK, "an older generation is acknowledged");
+    assert_eq!(compute.configures().len(), before, "and ignored");
+    let (_, body) = call(&server, Method::GET, "/compute/api/v2/computes/main/spec", None, None).await;
+    assert_eq!(body["spec"]["safekeepers_generation"], 4);
 
     let (status, body) = call(&server, Method::PUT, "/storage/notify-attach", None, Some(attach(9))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown pageserver is fatal: {body}");
