@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::http::{Body, Handler, json, read_body};
 use super::jwt::TokenError;
@@ -318,28 +319,35 @@ impl ControlPlane {
         )))
     }
 
-    /// `POST {http}/configure`, retried with exponential backoff.
+    /// `POST {http}/configure` (it answers once the compute has applied the spec), retried
+    /// with exponential backoff until the hook's deadline.
     async fn configure(&self, compute_id: &str, http: &str, body: &ConfigurationRequest) -> Result<(), String> {
         let uri = format!("{}/configure", http.trim_end_matches('/'));
         let payload = serde_json::to_vec(body).expect("specs serialize to JSON");
+        let started = Instant::now();
+        let deadline = started + self.retry.deadline;
         let mut delay = self.retry.first_delay;
         let mut attempt = 1;
         loop {
-            match self.post(compute_id, &uri, payload.clone()).await {
-                Ok(()) => {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(remaining, self.post(compute_id, &uri, payload.clone())).await {
+                Ok(Ok(())) => {
                     log(format_args!("compute {compute_id} reconfigured"));
                     return Ok(());
                 }
-                Err(error) if attempt >= self.retry.attempts => {
-                    return Err(format!("compute {compute_id}: {error} (after {attempt} attempts)"));
-                }
-                Err(error) => {
-                    log(format_args!("compute {compute_id}: {error}; retrying in {delay:?}"));
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(8));
-                    attempt += 1;
-                }
+                Ok(Err(error)) => error,
+                Err(_) => format!("POST {uri} got no answer"),
+            };
+            if Instant::now() + delay >= deadline {
+                return Err(format!(
+                    "compute {compute_id}: {error} ({attempt} attempt(s) in {:.1}s)",
+                    started.elapsed().as_secs_f64()
+                ));
             }
+            log(format_args!("compute {compute_id}: {error}; retrying in {delay:?}"));
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            attempt += 1;
         }
     }
 
@@ -349,10 +357,7 @@ impl ControlPlane {
             request = request.header(AUTHORIZATION, format!("Bearer {}", key.compute_ctl_token(compute_id).0));
         }
         let request = request.body(Body::from(payload)).map_err(|e| format!("invalid compute_ctl URL {uri}: {e}"))?;
-        let response = tokio::time::timeout(self.retry.timeout, self.client.request(request))
-            .await
-            .map_err(|_| format!("POST {uri} timed out after {:?}", self.retry.timeout))?
-            .map_err(|e| format!("POST {uri} failed: {e}"))?;
+        let response = self.client.request(request).await.map_err(|e| format!("POST {uri} failed: {e}"))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

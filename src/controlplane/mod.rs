@@ -65,19 +65,19 @@ impl Keys {
     }
 }
 
-/// How hard the hooks try to reach a compute_ctl before answering 503.
+/// How long the hooks keep trying to reach a compute_ctl before answering 503.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
-    pub attempts: u32,
-    /// Doubles after each failure, up to 8 s.
+    /// Pause after the first failed `/configure`; doubles after each failure, up to 2 s.
     pub first_delay: Duration,
-    /// Per request: `/configure` returns once the compute has applied the spec.
-    pub timeout: Duration,
+    /// For the whole hook call. The storage controller gives up on a notification after 10 s
+    /// (`NOTIFY_REQUEST_TIMEOUT`) and retries it itself, so a 503 must come before that.
+    pub deadline: Duration,
 }
 
 impl Default for Retry {
     fn default() -> Self {
-        Self { attempts: 5, first_delay: Duration::from_millis(500), timeout: Duration::from_secs(60) }
+        Self { first_delay: Duration::from_millis(250), deadline: Duration::from_secs(8) }
     }
 }
 
