@@ -465,6 +465,16 @@ mod tests {
     }
 
     #[test]
+    fn every_rendered_object_is_a_kind_the_applier_knows() {
+        let inputs = crate::render::RenderInputs::from_config(&crate::config::Config::default());
+        for manifest in crate::render::render(&inputs).unwrap() {
+            for obj in parse_manifests(&manifest.yaml).unwrap() {
+                kind_of(&obj).unwrap_or_else(|e| panic!("{}: {e}", manifest.file));
+            }
+        }
+    }
+
+    #[test]
     fn unknown_kinds_are_refused() {
         let objs = parse_manifests("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\n").unwrap();
         assert!(matches!(kind_of(&objs[0]), Err(ApplyError::UnknownKind { .. })));

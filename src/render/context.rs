@@ -544,28 +544,16 @@ impl Context {
             .collect::<Result<Vec<_>, RenderError>>()?;
 
         let compute_host = names.host(&names.of(Component::Compute));
+        let topology_node = |component, id, zone: &str, pg_port, http_port| {
+            let host = names.node_host(component, id);
+            control_plane::Node { id, pg: format!("{host}:{pg_port}"), http: format!("http://{host}:{http_port}"), availability_zone: zone.to_string() }
+        };
         let topology = Topology {
             listen: format!("0.0.0.0:{}", ports::CONTROL_PLANE),
             region: inputs.region.clone(),
             storage_controller_url: names.url(Component::StorageController, ports::STORAGE_CONTROLLER),
-            pageservers: pageservers
-                .iter()
-                .map(|node| control_plane::Node {
-                    id: node.id,
-                    pg: format!("{}:{}", names.node_host(Component::Pageserver, node.id), ports::PAGESERVER_PG),
-                    http: format!("http://{}:{}", names.node_host(Component::Pageserver, node.id), ports::PAGESERVER_HTTP),
-                    availability_zone: node.zone.clone(),
-                })
-                .collect(),
-            safekeepers: safekeepers
-                .iter()
-                .map(|node| control_plane::Node {
-                    id: node.id,
-                    pg: format!("{}:{}", names.node_host(Component::Safekeeper, node.id), ports::SAFEKEEPER_PG),
-                    http: format!("http://{}:{}", names.node_host(Component::Safekeeper, node.id), ports::SAFEKEEPER_HTTP),
-                    availability_zone: node.zone.clone(),
-                })
-                .collect(),
+            pageservers: pageservers.iter().map(|n| topology_node(Component::Pageserver, n.id, &n.zone, ports::PAGESERVER_PG, ports::PAGESERVER_HTTP)).collect(),
+            safekeepers: safekeepers.iter().map(|n| topology_node(Component::Safekeeper, n.id, &n.zone, ports::SAFEKEEPER_PG, ports::SAFEKEEPER_HTTP)).collect(),
             computes: vec![control_plane::Compute {
                 id: COMPUTE_ID.into(),
                 pg: format!("{compute_host}:{}", ports::COMPUTE_PG),
