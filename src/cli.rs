@@ -160,6 +160,10 @@ Examples:\n  neonctl-aws kubeconfig\n  neonctl-aws kubeconfig --file ./kubeconfi
 Examples:\n  neonctl-aws iam-policy > neon-policy.json\n  neonctl-aws iam-policy --for push --prefix acme")]
     IamPolicy(IamPolicyArgs),
 
+    /// Run the control plane Neon's components call (inside the cluster, as a Deployment)
+    #[command(subcommand)]
+    ControlPlane(ControlPlaneCommand),
+
     /// Delete everything this prefix created, found from the state file and by tag lookup
     #[command(after_help = "Works without a state file: `neonctl-aws teardown --prefix X --region R` \
 finds everything tagged neonctl-aws/cluster=X.\nDeleting the bucket's data needs --yes (or a prompt \
@@ -278,6 +282,37 @@ pub struct RenderArgs {
     /// Use this existing StorageClass instead of creating an encrypted gp3 one
     #[arg(long, value_name = "NAME")]
     pub storage_class: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControlPlaneCommand {
+    /// Serve the storage controller's compute hooks, compute specs and the proxy's cplane-v1 API
+    #[command(long_about = "Serves, on one HTTP port: the storage controller's compute hooks \
+(PUT /storage/notify-attach and /storage/notify-safekeepers; affected computes get their new \
+spec through compute_ctl's POST /configure), compute_ctl's spec \
+(GET /compute/api/v2/computes/<id>/spec), the proxy's cplane-v1 API under /proxy \
+(get_endpoint_access_control, wake_compute, endpoints/<id>/jwks) and GET /healthz.\n\n\
+Where the storage nodes and computes are comes from the topology file `render` writes. \
+Callers' bearer JWTs are checked against the Ed25519 public key in $NEONCTL_JWT_PUBLIC_KEY (PEM; \
+unset: no authentication); tokens for computes are signed with the private key in \
+$NEONCTL_JWT_PRIVATE_KEY (PEM, PKCS#8). Roles are stored as SCRAM-SHA-256 verifiers only. \
+Stops gracefully on SIGTERM or Ctrl-C.",
+        after_help = "Example:\n  NEONCTL_CONTROL_PLANE_CONFIG=/etc/neonctl-aws/topology.json \\\n    \
+neonctl-aws control-plane serve --listen 0.0.0.0:8080 --store /data/control-plane.json")]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The topology file (topology.json from `render`)
+    #[arg(long, env = "NEONCTL_CONTROL_PLANE_CONFIG", value_name = "FILE")]
+    pub topology: PathBuf,
+    /// Address to listen on [default: `listen` from the topology]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Keep branches, endpoints, roles and placements in this JSON file [default: in memory]
+    #[arg(long, env = "NEONCTL_CONTROL_PLANE_STORE", value_name = "FILE")]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ pub mod aws_names;
 pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod controlplane;
 pub mod crash;
 pub mod docker;
 pub mod engine;
@@ -103,6 +104,10 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
         Command::IamPolicy(args) => {
             let config = load_config(None)?;
             phases::iam_policy::run(args, &config, &printer)?;
+            return Ok(Finished::ok());
+        }
+        Command::ControlPlane(cli::ControlPlaneCommand::Serve(args)) => {
+            controlplane::serve(args).await?;
             return Ok(Finished::ok());
         }
         Command::Status => {

@@ -62,6 +62,13 @@ pub enum ComputeStatus {
     Attached,
 }
 
+/// `ConfigurationRequest`: the body of compute_ctl's `POST /configure`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigurationRequest {
+    pub spec: ComputeSpec,
+    pub compute_ctl_config: ComputeCtlConfig,
+}
+
 /// `ComputeCtlConfig`: the keys compute_ctl accepts control-plane JWTs from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ComputeCtlConfig {
@@ -100,12 +107,20 @@ pub struct ComputeSpec {
     pub skip_pg_catalog_updates: bool,
     pub tenant_id: String,
     pub timeline_id: String,
-    /// libpq URL of shard 0's pageserver.
+    /// libpq URL of each shard's pageserver, in shard order, comma-separated.
     pub pageserver_connstring: String,
+    /// Pages per stripe: only for sharded tenants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_stripe_size: Option<u32>,
     pub safekeeper_connstrings: Vec<String>,
+    /// The storage controller's safekeeper membership generation, once it manages them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safekeepers_generation: Option<u32>,
     pub mode: ComputeMode,
-    /// JWT (scope `tenant`) used as the password to pageservers and safekeepers.
-    pub storage_auth_token: Secret,
+    /// JWT (scope `tenant`) used as the password to pageservers and safekeepers; absent when
+    /// storage runs without authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_auth_token: Option<Secret>,
     pub project_id: String,
     pub branch_id: String,
     pub endpoint_id: String,
@@ -164,11 +179,14 @@ pub struct PrimaryTarget {
     pub endpoint_id: String,
     pub tenant_id: String,
     pub timeline_id: String,
-    /// `host:port` of the pageserver holding shard 0.
-    pub pageserver: String,
+    /// `host:port` of the pageserver holding each shard, in shard order.
+    pub pageservers: Vec<String>,
+    /// Pages per stripe: only for sharded tenants.
+    pub stripe_size: Option<u32>,
     /// `host:port` of every safekeeper.
     pub safekeepers: Vec<String>,
-    pub storage_auth_token: Secret,
+    pub safekeepers_generation: Option<u32>,
+    pub storage_auth_token: Option<Secret>,
     pub roles: Vec<Role>,
     pub databases: Vec<Database>,
     pub port: u16,
@@ -207,8 +225,15 @@ impl ComputeSpec {
             skip_pg_catalog_updates: false,
             tenant_id: target.tenant_id,
             timeline_id: target.timeline_id,
-            pageserver_connstring: format!("postgresql://no_user@{}", target.pageserver),
+            pageserver_connstring: target
+                .pageservers
+                .iter()
+                .map(|address| format!("postgresql://no_user@{address}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            shard_stripe_size: target.stripe_size,
             safekeeper_connstrings: target.safekeepers,
+            safekeepers_generation: target.safekeepers_generation,
             mode: ComputeMode::Primary,
             storage_auth_token: target.storage_auth_token,
             project_id: target.project_id,
@@ -230,9 +255,11 @@ mod tests {
             endpoint_id: "main".into(),
             tenant_id: "1f359dd625e519a1a4e8d7509690f6fc".into(),
             timeline_id: "de200bd42b49cc1814412c7e592dd6e9".into(),
-            pageserver: "neon-pageserver-1-0.neon-pageserver.neon.svc.cluster.local:6400".into(),
+            pageservers: vec!["neon-pageserver-1-0.neon-pageserver.neon.svc.cluster.local:6400".into()],
+            stripe_size: None,
             safekeepers: (1..=3).map(|i| format!("neon-safekeeper-{i}-0.neon-safekeeper.neon.svc.cluster.local:5454")).collect(),
-            storage_auth_token: Secret("<tenant token>".into()),
+            safekeepers_generation: None,
+            storage_auth_token: Some(Secret("<tenant token>".into())),
             roles: vec![Role { name: "neondb_owner".into(), encrypted_password: Secret("SCRAM-SHA-256$4096:<salt>$<stored>:<server>".into()), options: None }],
             databases: vec![Database { name: "neondb".into(), owner: "neondb_owner".into(), options: None }],
             port: 5432,

@@ -3,7 +3,7 @@
 //! controller's compute hooks, serve compute specs and the proxy's cplane-v1 API. It holds
 //! addresses only; keys and tokens reach the control plane through environment variables.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{NeonConfigError, to_json};
 
@@ -16,9 +16,13 @@ pub mod paths {
     pub const PROXY_API: &str = "/proxy";
     /// Liveness and readiness.
     pub const HEALTH: &str = "/healthz";
+    /// Fixed by compute_ctl, which appends it to `--control-plane-uri`:
+    /// `GET {base}{this}/{compute_id}/spec`.
+    pub const COMPUTE_SPECS: &str = "/compute/api/v2/computes";
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Topology {
     pub listen: String,
     pub region: String,
@@ -29,7 +33,8 @@ pub struct Topology {
 }
 
 /// A pageserver or safekeeper: its node id and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Node {
     pub id: u64,
     /// `host:port` of the libpq endpoint.
@@ -38,7 +43,8 @@ pub struct Node {
     pub availability_zone: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Compute {
     /// compute_ctl's `--compute-id`, also the endpoint id.
     pub id: String,

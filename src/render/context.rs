@@ -563,12 +563,13 @@ impl Context {
         let control_plane = workload(
             Component::ControlPlane,
             "control-plane",
-            vec![],
+            // The image's entrypoint is neonctl-aws itself.
+            crate::controlplane::SERVE_ARGS.map(String::from).to_vec(),
             vec![
                 rust_log.clone(),
                 env_value("NEONCTL_CONTROL_PLANE_CONFIG", &format!("{CONTROL_PLANE_CONFIG_DIR}/topology.json")),
-                env_secret("NEONCTL_JWT_PRIVATE_KEY", &names.signing_secret(), "auth_private_key.pem"),
-                env_secret("NEONCTL_JWT_PUBLIC_KEY", &auth, auth_keys::PUBLIC_KEY),
+                env_secret(crate::controlplane::PRIVATE_KEY_ENV, &names.signing_secret(), "auth_private_key.pem"),
+                env_secret(crate::controlplane::PUBLIC_KEY_ENV, &auth, auth_keys::PUBLIC_KEY),
             ],
         );
 

@@ -2,6 +2,7 @@
 
 mod build;
 mod cli;
+mod controlplane;
 mod ecr;
 mod images;
 mod infra;

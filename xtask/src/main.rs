@@ -25,7 +25,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, Docker Engine, kubernetes-validate), run every test\n  \
+                "usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, postgresql, Docker Engine, kubernetes-validate), run every test\n  \
                  bench   [--release] [--neon-src PATH]  no-op infra against moto (goal: 0 mutating calls, <= 1 read per resource, < 3 s);\n          \
                  image size ratio (goal <= 1.15), re-push bytes (goal 0), no-op build time (goal <= cargo + 2 s)"
             );
@@ -63,6 +63,12 @@ fn test() -> Result<()> {
     let registry = find("docker-registry", "/usr/bin/docker-registry");
     if registry.is_none() {
         missing.push("docker-registry (apt-get install docker-registry)");
+    }
+    let postgres = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|versions| versions.filter_map(Result::ok).any(|v| v.path().join("bin/initdb").is_file()))
+        .unwrap_or(false);
+    if !postgres {
+        missing.push("Postgres server binaries in /usr/lib/postgresql (apt-get install postgresql)");
     }
     let validator = find("kubernetes-validate", "/usr/local/bin/kubernetes-validate");
     if validator.is_none() {

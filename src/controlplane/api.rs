@@ -1,0 +1,562 @@
+//! The routes and what they answer. Request and response shapes are neon's:
+//! `storage_controller/src/compute_hook.rs` (release-9129) for the hooks,
+//! `libs/compute_api/src/{responses,requests}.rs` for compute_ctl, and
+//! `proxy/src/control_plane/{messages.rs,client/cplane_proxy_v1.rs}` (release-proxy-8853).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::http::{Body, Handler, json, read_body};
+use super::jwt::TokenError;
+use super::store::{Attachment, Branch, SafekeeperSet, State, timeline_key};
+use super::{ControlPlane, log, scopes};
+use crate::neon::compute::{
+    self, ComputeCtlConfig, ComputeSpec, ComputeStatus, ConfigurationRequest, ControlPlaneConfigResponse, JwkSet,
+    PrimaryTarget,
+};
+use crate::neon::control_plane::{Node, paths};
+use crate::neon::ports;
+
+/// `NotifyAttachRequest`: where every shard of a tenant is attached.
+#[derive(Debug, Deserialize)]
+struct NotifyAttach {
+    tenant_id: String,
+    stripe_size: Option<u32>,
+    shards: Vec<NotifyAttachShard>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NotifyAttachShard {
+    node_id: u64,
+    shard_number: u8,
+}
+
+/// `NotifySafekeepersRequest`: a timeline's safekeeper set and its membership generation.
+#[derive(Debug, Deserialize)]
+struct NotifySafekeepers {
+    tenant_id: String,
+    timeline_id: String,
+    generation: u32,
+    safekeepers: Vec<SafekeeperInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SafekeeperInfo {
+    id: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("{0}")]
+    BadRequest(String),
+    /// `reason` is the proxy's `Reason` (`messages.rs`): its not-found reasons make the proxy
+    /// fail the login like a wrong password instead of reporting an internal error.
+    #[error("{message}")]
+    NotFound { message: String, reason: &'static str },
+    #[error("no such API: {0}")]
+    NoRoute(String),
+    #[error("{method} is not allowed on {path}; use {allowed}")]
+    Method { method: Method, path: String, allowed: Method },
+    /// The storage controller retries on 503.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Token(TokenError::Scope { .. }) => StatusCode::FORBIDDEN,
+            Self::Token(_) => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// neon's error body: `{"error", "status"?: {"code", "message", "details"}}`.
+    fn response(&self) -> Response<Body> {
+        let message = self.to_string();
+        let mut body = json!({"error": message});
+        if let Self::NotFound { reason, .. } = self {
+            body["status"] = json!({
+                "code": "NOT_FOUND",
+                "message": message,
+                "details": {"error_info": {"reason": reason}, "user_facing_message": {"message": message}},
+            });
+        }
+        json(self.status(), &body)
+    }
+}
+
+fn not_found(reason: &'static str, message: String) -> ApiError {
+    ApiError::NotFound { message, reason }
+}
+
+/// The API a path names, if any.
+enum Route<'a> {
+    Health,
+    NotifyAttach,
+    NotifySafekeepers,
+    Spec(&'a str),
+    AccessControl,
+    WakeCompute,
+    Jwks(&'a str),
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Option<Self> {
+        let under = |prefix: &str| -> Option<Vec<&'a str>> {
+            let rest = path.strip_prefix(prefix)?.strip_prefix('/')?;
+            Some(rest.split('/').collect())
+        };
+        if path == paths::HEALTH {
+            return Some(Self::Health);
+        }
+        if let Some(rest) = under(paths::STORAGE_HOOKS) {
+            return match rest.as_slice() {
+                ["notify-attach"] => Some(Self::NotifyAttach),
+                ["notify-safekeepers"] => Some(Self::NotifySafekeepers),
+                _ => None,
+            };
+        }
+        if let Some(rest) = under(paths::COMPUTE_SPECS) {
+            return match rest.as_slice() {
+                [id, "spec"] if !id.is_empty() => Some(Self::Spec(id)),
+                _ => None,
+            };
+        }
+        match under(paths::PROXY_API)?.as_slice() {
+            ["get_endpoint_access_control"] => Some(Self::AccessControl),
+            ["wake_compute"] => Some(Self::WakeCompute),
+            ["endpoints", id, "jwks"] if !id.is_empty() => Some(Self::Jwks(id)),
+            _ => None,
+        }
+    }
+
+    fn method(&self) -> Method {
+        match self {
+            Self::NotifyAttach | Self::NotifySafekeepers => Method::PUT,
+            _ => Method::GET,
+        }
+    }
+
+    /// The token scopes that may call it; `None`: anyone.
+    fn scopes(&self) -> Option<&'static [&'static str]> {
+        match self {
+            Self::Health => None,
+            Self::NotifyAttach | Self::NotifySafekeepers => Some(&[scopes::STORAGE_CONTROLLER, scopes::ADMIN]),
+            Self::Spec(_) => Some(&[scopes::COMPUTE, scopes::ADMIN]),
+            Self::AccessControl | Self::WakeCompute | Self::Jwks(_) => Some(&[scopes::PROXY, scopes::ADMIN]),
+        }
+    }
+}
+
+impl Handler for ControlPlane {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                log(format_args!("{method} {path}: {} {error}", error.status().as_u16()));
+                error.response()
+            }
+        }
+    }
+}
+
+impl ControlPlane {
+    async fn route(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        let route = Route::parse(path).ok_or_else(|| ApiError::NoRoute(path.to_string()))?;
+        if parts.method != route.method() {
+            return Err(ApiError::Method { method: parts.method, path: path.into(), allowed: route.method() });
+        }
+        if let (Some(allowed), Some(key)) = (route.scopes(), &self.keys.verify) {
+            let header = parts.headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok());
+            key.authorize(header, allowed)?;
+        }
+        let query = |name: &str| query_param(parts.uri.query(), name);
+        match route {
+            Route::Health => Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
+            Route::NotifyAttach => self.notify_attach(parse_body(body, "notify-attach").await?).await,
+            Route::NotifySafekeepers => self.notify_safekeepers(parse_body(body, "notify-safekeepers").await?).await,
+            Route::Spec(id) => {
+                let state = self.state.lock().await;
+                Ok(json(StatusCode::OK, &self.config_response(&state, id)?))
+            }
+            Route::AccessControl => {
+                let state = self.state.lock().await;
+                self.access_control(&state, &query("endpointish")?, &query("role")?)
+            }
+            Route::WakeCompute => {
+                let state = self.state.lock().await;
+                self.wake_compute(&state, &query("endpointish")?)
+            }
+            Route::Jwks(id) => {
+                let state = self.state.lock().await;
+                endpoint_branch(&state, id)?;
+                Ok(json(StatusCode::OK, &json!({"jwks": []})))
+            }
+        }
+    }
+
+    /// Applies `change` to a copy of the state, persists it, then makes it current; returns
+    /// the endpoints whose spec may have changed (those `affected` selects).
+    async fn update(
+        &self,
+        change: impl FnOnce(&mut State),
+        affected: impl Fn(&Branch) -> bool,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut state = self.state.lock().await;
+        let mut next = state.clone();
+        change(&mut next);
+        self.store.save(&next).map_err(|e| ApiError::Internal(e.to_string()))?;
+        *state = next;
+        Ok(state
+            .endpoints
+            .iter()
+            .filter(|(_, endpoint)| state.branches.get(&endpoint.branch_id).is_some_and(&affected))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn notify_attach(&self, request: NotifyAttach) -> Result<Response<Body>, ApiError> {
+        let _hook = self.hooks.lock().await;
+        check_id("tenant_id", &request.tenant_id)?;
+        let mut shards = request.shards;
+        shards.sort_by_key(|shard| shard.shard_number);
+        if shards.is_empty() || shards.iter().enumerate().any(|(i, shard)| usize::from(shard.shard_number) != i) {
+            return Err(ApiError::BadRequest(format!(
+                "notify-attach for tenant {} must list shards 0..n exactly once",
+                request.tenant_id
+            )));
+        }
+        for shard in &shards {
+            node(&self.topology.pageservers, shard.node_id, "pageserver").map_err(ApiError::BadRequest)?;
+        }
+        let attachment = Attachment {
+            pageservers: shards.iter().map(|shard| shard.node_id).collect(),
+            stripe_size: request.stripe_size,
+        };
+        log(format_args!("tenant {} attached to pageserver(s) {:?}", request.tenant_id, attachment.pageservers));
+        let tenant = request.tenant_id;
+        let endpoints = self
+            .update(|state| _ = state.attachments.insert(tenant.clone(), attachment), |branch| branch.tenant_id == tenant)
+            .await?;
+        self.reconfigure(&endpoints).await
+    }
+
+    async fn notify_safekeepers(&self, request: NotifySafekeepers) -> Result<Response<Body>, ApiError> {
+        let _hook = self.hooks.lock().await;
+        check_id("tenant_id", &request.tenant_id)?;
+        check_id("timeline_id", &request.timeline_id)?;
+        for safekeeper in &request.safekeepers {
+            node(&self.topology.safekeepers, safekeeper.id, "safekeeper").map_err(ApiError::BadRequest)?;
+        }
+        let key = timeline_key(&request.tenant_id, &request.timeline_id);
+        let known = self.state.lock().await.safekeeper_sets.get(&key).map(|set| set.generation);
+        if known.is_some_and(|generation| generation > request.generation) {
+            log(format_args!("timeline {key}: ignoring safekeeper generation {} older than {known:?}", request.generation));
+            return Ok(json(StatusCode::OK, &json!({})));
+        }
+        let set = SafekeeperSet {
+            generation: request.generation,
+            safekeepers: request.safekeepers.iter().map(|safekeeper| safekeeper.id).collect(),
+        };
+        log(format_args!("timeline {key}: safekeepers {:?} at generation {}", set.safekeepers, set.generation));
+        let (tenant, timeline) = (request.tenant_id, request.timeline_id);
+        let endpoints = self
+            .update(
+                |state| _ = state.safekeeper_sets.insert(key.clone(), set),
+                |branch| branch.tenant_id == tenant && branch.timeline_id == timeline,
+            )
+            .await?;
+        self.reconfigure(&endpoints).await
+    }
+
+    /// Pushes the current spec to each endpoint's compute that is deployed and attached;
+    /// 503 (the storage controller retries) if any stays unreachable.
+    async fn reconfigure(&self, endpoints: &[String]) -> Result<Response<Body>, ApiError> {
+        let mut requests = Vec::new();
+        {
+            let state = self.state.lock().await;
+            for id in endpoints {
+                let Some(compute) = self.topology.computes.iter().find(|compute| &compute.id == id) else { continue };
+                let answer = self.config_response(&state, id)?;
+                if let Some(spec) = answer.spec {
+                    let body = ConfigurationRequest { spec, compute_ctl_config: answer.compute_ctl_config };
+                    requests.push((compute, body));
+                }
+            }
+        }
+        let results =
+            futures::future::join_all(requests.iter().map(|(compute, body)| self.configure(&compute.id, &compute.http, body)))
+                .await;
+        let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if failures.is_empty() {
+            return Ok(json(StatusCode::OK, &json!({})));
+        }
+        Err(ApiError::Unavailable(format!(
+            "could not reconfigure {} compute(s): {}; the new placement is saved, retry the notification",
+            failures.len(),
+            failures.join("; ")
+        )))
+    }
+
+    /// `POST {http}/configure` (it answers once the compute has applied the spec), retried
+    /// with exponential backoff until the hook's deadline.
+    async fn configure(&self, compute_id: &str, http: &str, body: &ConfigurationRequest) -> Result<(), String> {
+        let uri = format!("{}/configure", http.trim_end_matches('/'));
+        let payload = serde_json::to_vec(body).expect("specs serialize to JSON");
+        let started = Instant::now();
+        let deadline = started + self.retry.deadline;
+        let mut delay = self.retry.first_delay;
+        let mut attempt = 1;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(remaining, self.post(compute_id, &uri, payload.clone())).await {
+                Ok(Ok(())) => {
+                    log(format_args!("compute {compute_id} reconfigured"));
+                    return Ok(());
+                }
+                Ok(Err(error)) => error,
+                Err(_) => format!("POST {uri} got no answer"),
+            };
+            if Instant::now() + delay >= deadline {
+                return Err(format!(
+                    "compute {compute_id}: {error} ({attempt} attempt(s) in {:.1}s)",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            log(format_args!("compute {compute_id}: {error}; retrying in {delay:?}"));
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            attempt += 1;
+        }
+    }
+
+    async fn post(&self, compute_id: &str, uri: &str, payload: Vec<u8>) -> Result<(), String> {
+        let mut request = Request::post(uri).header(CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.keys.sign {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", key.compute_ctl_token(compute_id).0));
+        }
+        let request = request.body(Body::from(payload)).map_err(|e| format!("invalid compute_ctl URL {uri}: {e}"))?;
+        let response = self.client.request(request).await.map_err(|e| format!("POST {uri} failed: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        // compute_ctl's error bodies are `{"error": "..."}`: a message, no secrets.
+        let text = read_body(response.into_body()).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        Err(format!("POST {uri} answered {status}: {}", text.chars().take(300).collect::<String>()))
+    }
+
+    /// What compute_ctl gets for `compute_id`: attached with a spec, or empty while the
+    /// compute has no endpoint or its tenant is not attached yet (it then waits for
+    /// `/configure`, which the hooks send).
+    fn config_response(&self, state: &State, compute_id: &str) -> Result<ControlPlaneConfigResponse, ApiError> {
+        let deployed = self.topology.computes.iter().find(|compute| compute.id == compute_id);
+        let compute_ctl_config = ComputeCtlConfig { jwks: JwkSet { keys: self.keys.sign.iter().map(|key| key.jwk()).collect() } };
+        let empty = ControlPlaneConfigResponse { spec: None, status: ComputeStatus::Empty, compute_ctl_config: compute_ctl_config.clone() };
+        let Some(endpoint) = state.endpoints.get(compute_id) else {
+            return match deployed {
+                Some(_) => Ok(empty),
+                None => Err(not_found("RESOURCE_NOT_FOUND", format!("compute {compute_id} is neither deployed nor an endpoint"))),
+            };
+        };
+        let branch = state.branches.get(&endpoint.branch_id).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "endpoint {compute_id} serves branch {}, which the control plane state does not have; add the branch",
+                endpoint.branch_id
+            ))
+        })?;
+        let Some(attachment) = state.attachments.get(&branch.tenant_id) else {
+            return Ok(empty);
+        };
+        let internal = ApiError::Internal;
+        let pageservers = attachment
+            .pageservers
+            .iter()
+            .map(|&id| node(&self.topology.pageservers, id, "pageserver").map(|node| node.pg.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        let (safekeepers, safekeepers_generation) =
+            match state.safekeeper_sets.get(&timeline_key(&branch.tenant_id, &branch.timeline_id)) {
+                Some(set) => (
+                    set.safekeepers
+                        .iter()
+                        .map(|&id| node(&self.topology.safekeepers, id, "safekeeper").map(|node| node.pg.clone()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(internal)?,
+                    Some(set.generation),
+                ),
+                None => (self.topology.safekeepers.iter().map(|node| node.pg.clone()).collect(), None),
+            };
+        let port = deployed
+            .and_then(|compute| compute.pg.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(ports::COMPUTE_PG);
+        let spec = ComputeSpec::primary(PrimaryTarget {
+            project_id: branch.project_id.clone(),
+            branch_id: endpoint.branch_id.clone(),
+            endpoint_id: compute_id.into(),
+            tenant_id: branch.tenant_id.clone(),
+            timeline_id: branch.timeline_id.clone(),
+            pageservers,
+            stripe_size: attachment.stripe_size,
+            safekeepers,
+            safekeepers_generation,
+            storage_auth_token: self.keys.sign.as_ref().map(|key| key.tenant_token(&branch.tenant_id)),
+            roles: branch
+                .roles
+                .iter()
+                .map(|role| compute::Role { name: role.name.clone(), encrypted_password: role.verifier.clone(), options: None })
+                .collect(),
+            databases: branch
+                .databases
+                .iter()
+                .map(|db| compute::Database { name: db.name.clone(), owner: db.owner.clone(), options: None })
+                .collect(),
+            port,
+        });
+        Ok(ControlPlaneConfigResponse { spec: Some(spec), status: ComputeStatus::Attached, compute_ctl_config })
+    }
+
+    /// `GetEndpointAccessControl`: the role's SCRAM verifier and the endpoint's allowlist.
+    fn access_control(&self, state: &State, endpoint_id: &str, role: &str) -> Result<Response<Body>, ApiError> {
+        let (endpoint, branch) = endpoint_branch(state, endpoint_id)?;
+        let role = branch
+            .roles
+            .iter()
+            .find(|r| r.name == role)
+            .ok_or_else(|| not_found("RESOURCE_NOT_FOUND", format!("role {role} does not exist on endpoint {endpoint_id}")))?;
+        Ok(json(
+            StatusCode::OK,
+            &json!({
+                "role_secret": role.verifier.0,
+                "allowed_ips": endpoint.allowed_ips,
+                "project_id": branch.project_id,
+            }),
+        ))
+    }
+
+    /// `WakeCompute`: the compute's `host:port` (plain TCP: no `server_name`) and metrics labels.
+    fn wake_compute(&self, state: &State, endpoint_id: &str) -> Result<Response<Body>, ApiError> {
+        let (endpoint, branch) = endpoint_branch(state, endpoint_id)?;
+        let compute = self.topology.computes.iter().find(|compute| compute.id == endpoint_id).ok_or_else(|| {
+            not_found("ENDPOINT_NOT_FOUND", format!("endpoint {endpoint_id} has no deployed compute"))
+        })?;
+        Ok(json(
+            StatusCode::OK,
+            &json!({
+                "address": compute.pg,
+                "aux": {
+                    "endpoint_id": endpoint_id,
+                    "project_id": branch.project_id,
+                    "branch_id": endpoint.branch_id,
+                    "compute_id": compute.id,
+                    "cold_start_info": "warm",
+                },
+            }),
+        ))
+    }
+}
+
+fn endpoint_branch<'s>(
+    state: &'s State,
+    endpoint_id: &str,
+) -> Result<(&'s super::store::Endpoint, &'s Branch), ApiError> {
+    let endpoint = state
+        .endpoints
+        .get(endpoint_id)
+        .ok_or_else(|| not_found("ENDPOINT_NOT_FOUND", format!("endpoint {endpoint_id} does not exist")))?;
+    let branch = state.branches.get(&endpoint.branch_id).ok_or_else(|| {
+        not_found("BRANCH_NOT_FOUND", format!("branch {} of endpoint {endpoint_id} does not exist", endpoint.branch_id))
+    })?;
+    Ok((endpoint, branch))
+}
+
+fn node<'t>(nodes: &'t [Node], id: u64, kind: &str) -> Result<&'t Node, String> {
+    nodes.iter().find(|node| node.id == id).ok_or_else(|| {
+        format!("{kind} {id} is not in the control plane topology; render and apply the manifests again so that it knows every node")
+    })
+}
+
+/// Tenant and timeline ids are 32 hex digits.
+fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.len() == 32 && value.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("{field} {value:?} is not a 32-digit hex id")))
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Result<String, ApiError> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("query parameter {name} is missing")))
+}
+
+async fn parse_body<T: DeserializeOwned>(body: Incoming, what: &str) -> Result<T, ApiError> {
+    let bytes = read_body(body).await.map_err(ApiError::BadRequest)?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("the {what} body is not valid: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_paths_the_manifests_use() {
+        assert!(matches!(Route::parse("/healthz"), Some(Route::Health)));
+        assert!(matches!(Route::parse("/storage/notify-attach"), Some(Route::NotifyAttach)));
+        assert!(matches!(Route::parse("/storage/notify-safekeepers"), Some(Route::NotifySafekeepers)));
+        assert!(matches!(Route::parse("/compute/api/v2/computes/main/spec"), Some(Route::Spec("main"))));
+        assert!(matches!(Route::parse("/proxy/get_endpoint_access_control"), Some(Route::AccessControl)));
+        assert!(matches!(Route::parse("/proxy/wake_compute"), Some(Route::WakeCompute)));
+        assert!(matches!(Route::parse("/proxy/endpoints/main/jwks"), Some(Route::Jwks("main"))));
+        for path in ["/", "/storage", "/storage/notify", "/proxyx/wake_compute", "/compute/api/v2/computes//spec"] {
+            assert!(Route::parse(path).is_none(), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn not_found_errors_carry_the_reason_the_proxy_reads() {
+        use http_body_util::BodyExt as _;
+        let response = not_found("ENDPOINT_NOT_FOUND", "endpoint x does not exist".into()).response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "endpoint x does not exist");
+        assert_eq!(body["status"]["details"]["error_info"]["reason"], "ENDPOINT_NOT_FOUND");
+        assert!(body["status"]["code"].is_string() && body["status"]["message"].is_string());
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        assert_eq!(query_param(Some("session_id=1&role=al%20ice&endpointish=ep"), "role").unwrap(), "al ice");
+        assert!(query_param(Some("role="), "role").is_err());
+        assert!(query_param(None, "role").is_err());
+    }
+}

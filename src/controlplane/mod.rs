@@ -1,0 +1,172 @@
+//! `neonctl-aws control-plane serve`: the small service Neon expects from its cloud.
+//!
+//! - the storage controller's compute hooks (`PUT /storage/notify-attach`,
+//!   `/storage/notify-safekeepers`): record where a tenant's shards or a timeline's
+//!   safekeepers now are and push the new spec to every affected compute (`POST /configure`);
+//! - compute specs for compute_ctl (`GET /compute/api/v2/computes/{id}/spec`);
+//! - the proxy's cplane-v1 API (`GET /proxy/get_endpoint_access_control`, `/proxy/wake_compute`,
+//!   `/proxy/endpoints/{id}/jwks`);
+//! - `GET /healthz`.
+//!
+//! Where the storage nodes and computes are comes from the [`Topology`] file the manifests
+//! mount; branches, endpoints, roles and placements live in a [`store::Store`]. Callers
+//! authenticate with EdDSA JWTs when a public key is configured; see [`scopes`].
+
+mod api;
+mod http;
+pub mod jwt;
+pub mod scram;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+pub use self::http::Running;
+use self::jwt::{KeyError, PublicKey, SigningKey};
+use self::store::{FileStore, MemoryStore, State, Store, StoreError};
+use crate::cli::ServeArgs;
+use crate::neon::control_plane::Topology;
+
+/// The command line that runs the service (after the binary's name): the Deployment's args.
+pub const SERVE_ARGS: [&str; 2] = ["control-plane", "serve"];
+/// PEM of the public key callers' tokens are verified with; unset: no authentication.
+pub const PUBLIC_KEY_ENV: &str = "NEONCTL_JWT_PUBLIC_KEY";
+/// PEM (PKCS#8) of the key the control plane signs compute and storage tokens with.
+pub const PRIVATE_KEY_ENV: &str = "NEONCTL_JWT_PRIVATE_KEY";
+
+/// The `scope` claim each caller's token must carry (or `admin`, accepted everywhere).
+pub mod scopes {
+    /// The storage controller's `--control-plane-jwt-token`.
+    pub const STORAGE_CONTROLLER: &str = "control_plane:storage";
+    /// The proxy's `NEON_PROXY_TO_CONTROLPLANE_TOKEN`.
+    pub const PROXY: &str = "control_plane:proxy";
+    /// compute_ctl's `NEON_CONTROL_PLANE_TOKEN`.
+    pub const COMPUTE: &str = "control_plane:compute";
+    pub const ADMIN: &str = "admin";
+}
+
+/// Keys for incoming and outgoing tokens; either may be absent in an unauthenticated setup.
+#[derive(Debug, Default)]
+pub struct Keys {
+    pub verify: Option<PublicKey>,
+    pub sign: Option<SigningKey>,
+}
+
+impl Keys {
+    fn from_env() -> Result<Self, ServeError> {
+        let read = |name: &'static str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+        let key_error = |variable: &'static str| move |source| ServeError::Key { variable, source };
+        Ok(Self {
+            verify: read(PUBLIC_KEY_ENV).map(|pem| PublicKey::from_pem(&pem)).transpose().map_err(key_error(PUBLIC_KEY_ENV))?,
+            sign: read(PRIVATE_KEY_ENV).map(|pem| SigningKey::from_pem(&pem)).transpose().map_err(key_error(PRIVATE_KEY_ENV))?,
+        })
+    }
+}
+
+/// How long the hooks keep trying to reach a compute_ctl before answering 503.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Pause after the first failed `/configure`; doubles after each failure, up to 2 s.
+    pub first_delay: Duration,
+    /// For the whole hook call. The storage controller gives up on a notification after 10 s
+    /// (`NOTIFY_REQUEST_TIMEOUT`) and retries it itself, so a 503 must come before that.
+    pub deadline: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { first_delay: Duration::from_millis(250), deadline: Duration::from_secs(8) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("could not read the control plane topology {path}: {source}; it is the topology.json `render` writes into the control plane's ConfigMap")]
+    TopologyRead { path: PathBuf, source: std::io::Error },
+    #[error("the control plane topology {path} is not valid: {source}; render it again with `neonctl-aws render`")]
+    TopologyParse { path: PathBuf, source: serde_json::Error },
+    #[error("{variable}: {source}")]
+    Key { variable: &'static str, source: KeyError },
+    #[error("could not listen on {listen}: {source}; check the address is valid and free")]
+    Bind { listen: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub fn load_topology(path: &Path) -> Result<Topology, ServeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServeError::TopologyRead { path: path.into(), source })?;
+    serde_json::from_str(&text).map_err(|source| ServeError::TopologyParse { path: path.into(), source })
+}
+
+/// One line on stderr. Callers never pass tokens, passwords, verifiers or request bodies.
+pub(crate) fn log(line: impl std::fmt::Display) {
+    eprintln!("control-plane: {line}");
+}
+
+/// The service: topology, keys, state and the client it calls computes with.
+pub struct ControlPlane {
+    topology: Topology,
+    keys: Keys,
+    store: Box<dyn Store>,
+    state: tokio::sync::Mutex<State>,
+    /// Held for a whole hook call, so that reconfigurations reach computes in order.
+    hooks: tokio::sync::Mutex<()>,
+    retry: Retry,
+    client: http::HttpClient,
+}
+
+impl ControlPlane {
+    pub fn new(topology: Topology, keys: Keys, store: Box<dyn Store>, retry: Retry) -> Result<Self, StoreError> {
+        let state = store.load()?;
+        Ok(Self {
+            topology,
+            keys,
+            store,
+            state: tokio::sync::Mutex::new(state),
+            hooks: tokio::sync::Mutex::new(()),
+            retry,
+            client: http::client(),
+        })
+    }
+
+    /// Binds `listen` and serves until [`Running::stop`].
+    pub async fn start(self, listen: &str) -> Result<Running, ServeError> {
+        let bind = |source| ServeError::Bind { listen: listen.into(), source };
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
+        http::spawn(listener, std::sync::Arc::new(self)).map_err(bind)
+    }
+}
+
+/// `control-plane serve`: load, serve, and stop gracefully on SIGTERM or Ctrl-C.
+pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let topology = load_topology(&args.topology)?;
+    let keys = Keys::from_env()?;
+    if keys.verify.is_none() {
+        log(format_args!("{PUBLIC_KEY_ENV} is not set: every caller is trusted without a token"));
+    }
+    let store: Box<dyn Store> = match &args.store {
+        Some(path) => Box::new(FileStore::new(path)),
+        None => Box::new(MemoryStore::default()),
+    };
+    let listen = args.listen.clone().unwrap_or_else(|| topology.listen.clone());
+    let running = ControlPlane::new(topology, keys, store, Retry::default())?.start(&listen).await?;
+    log(format_args!(
+        "listening on http://{} (state: {})",
+        running.addr(),
+        args.store.as_ref().map_or("in memory".into(), |p| p.display().to_string())
+    ));
+    shutdown_signal().await.context("waiting for SIGTERM")?;
+    log("shutting down: finishing in-flight requests");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
+}

@@ -1,0 +1,76 @@
+//! SCRAM-SHA-256 verifiers (RFC 5802, RFC 7677) in the form Postgres stores in `pg_authid`
+//! and neon's proxy parses (`proxy/src/scram/secret.rs`):
+//! `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, all base64.
+//! Passwords go in and are forgotten; only the verifier is kept.
+
+use std::num::NonZeroU32;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ring::rand::SecureRandom as _;
+use ring::{digest, hmac, pbkdf2};
+
+use crate::neon::Secret;
+
+/// Postgres' default `scram_iterations`.
+pub const ITERATIONS: NonZeroU32 = NonZeroU32::new(4096).expect("non-zero");
+const SALT_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed while salting a SCRAM verifier; retry, and check the host's entropy source")]
+pub struct RandomError;
+
+/// A fresh verifier for `password`, with a random 16-byte salt.
+pub fn verifier(password: &str) -> Result<Secret, RandomError> {
+    let mut salt = [0u8; SALT_LEN];
+    ring::rand::SystemRandom::new().fill(&mut salt).map_err(|_| RandomError)?;
+    Ok(verifier_with(password, &salt, ITERATIONS))
+}
+
+/// The verifier for `password` with a given salt and iteration count.
+pub fn verifier_with(password: &str, salt: &[u8], iterations: NonZeroU32) -> Secret {
+    let mut salted = [0u8; digest::SHA256_OUTPUT_LEN];
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, password.as_bytes(), &mut salted);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
+    let client_key = hmac::sign(&key, b"Client Key");
+    let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+    let server_key = hmac::sign(&key, b"Server Key");
+    Secret(format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        STANDARD.encode(salt),
+        STANDARD.encode(stored_key.as_ref()),
+        STANDARD.encode(server_key.as_ref())
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7677 §3: user "user", password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096
+    /// iterations; StoredKey and ServerKey follow from the exchange's ClientProof and
+    /// ServerSignature (the same values Postgres' own test suite uses).
+    #[test]
+    fn matches_the_rfc_7677_example() {
+        let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let secret = verifier_with("pencil", &salt, ITERATIONS);
+        assert_eq!(
+            secret.0,
+            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+        );
+    }
+
+    #[test]
+    fn fresh_verifiers_are_salted() {
+        let a = verifier("pencil").unwrap();
+        let b = verifier("pencil").unwrap();
+        assert_ne!(a, b);
+        let parts: Vec<&str> = a.0.split(['$', ':']).collect();
+        assert_eq!(parts[0], "SCRAM-SHA-256");
+        assert_eq!(parts[1], "4096");
+        assert_eq!(STANDARD.decode(parts[2]).unwrap().len(), SALT_LEN);
+        assert_eq!(STANDARD.decode(parts[3]).unwrap().len(), 32);
+        assert_eq!(STANDARD.decode(parts[4]).unwrap().len(), 32);
+        assert!(!a.0.contains("pencil"));
+    }
+}
