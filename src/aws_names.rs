@@ -17,7 +17,10 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
         return Err(format!("`{prefix}` has {len} characters; use at most {PREFIX_MAX} (it is part of bucket and role names)"));
     }
     if prefix.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!("`{prefix}` has uppercase letters; use lowercase (S3 bucket and ECR names are lowercase), e.g. `{}`", prefix.to_ascii_lowercase()));
+        return Err(format!(
+            "`{prefix}` has uppercase letters; use lowercase (S3 bucket and ECR names are lowercase), e.g. `{}`",
+            prefix.to_ascii_lowercase()
+        ));
     }
     if let Some(bad) = prefix.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
         return Err(format!("`{prefix}` contains `{bad}`; use only lowercase letters, digits and hyphens"));
@@ -75,7 +78,9 @@ impl Resource {
                 check_len(name, 2, 256)?;
                 let component_ok = |part: &str| {
                     !part.is_empty()
-                        && part.split(['.', '_', '-']).all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+                        && part
+                            .split(['.', '_', '-'])
+                            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
                 };
                 if name.split('/').all(component_ok) {
                     Ok(())
@@ -88,11 +93,7 @@ impl Resource {
 }
 
 fn check_len(name: &str, min: usize, max: usize) -> Result<(), String> {
-    if (min..=max).contains(&name.len()) {
-        Ok(())
-    } else {
-        Err(format!("{} characters; the limit is {min} to {max}", name.len()))
-    }
+    if (min..=max).contains(&name.len()) { Ok(()) } else { Err(format!("{} characters; the limit is {min} to {max}", name.len())) }
 }
 
 fn check_eks(name: &str, max: usize) -> Result<(), String> {
@@ -136,12 +137,44 @@ fn check_bucket(name: &str) -> Result<(), String> {
 
 /// Regions this binary knows. A newer one needs `aws.allow_unlisted_region: true`.
 pub const REGIONS: &[&str] = &[
-    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "ca-west-1", "mx-central-1",
-    "sa-east-1", "eu-central-1", "eu-central-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-south-1",
-    "eu-south-2", "eu-north-1", "il-central-1", "me-south-1", "me-central-1", "af-south-1", "ap-east-1",
-    "ap-east-2", "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3",
-    "ap-southeast-4", "ap-southeast-5", "ap-southeast-6", "ap-southeast-7", "ap-northeast-1",
-    "ap-northeast-2", "ap-northeast-3", "us-gov-east-1", "us-gov-west-1", "cn-north-1", "cn-northwest-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "ca-west-1",
+    "mx-central-1",
+    "sa-east-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-north-1",
+    "il-central-1",
+    "me-south-1",
+    "me-central-1",
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
 ];
 
 pub fn check_region(region: &str, allow_unlisted: bool) -> Result<(), String> {
@@ -164,11 +197,7 @@ pub fn check_region(region: &str, allow_unlisted: bool) -> Result<(), String> {
         .filter(|(distance, _)| *distance <= 3)
         .map(|(_, r)| format!("; did you mean `{r}`?"))
         .unwrap_or_default();
-    let hint = if shaped {
-        " (if it is a new region, set aws.allow_unlisted_region: true)"
-    } else {
-        ""
-    };
+    let hint = if shaped { " (if it is a new region, set aws.allow_unlisted_region: true)" } else { "" };
     Err(format!("`{region}` is not an AWS region{hint}{nearest}"))
 }
 

@@ -86,14 +86,16 @@ neonctl-aws init --file staging.yaml --force")]
     Init(InitArgs),
 
     /// Check the tools, libraries and access every phase needs; optionally install what is missing
-    #[command(long_about = "Detects the operating system (Debian/Ubuntu, Fedora/RHEL, Arch, macOS) and \
+    #[command(
+        long_about = "Detects the operating system (Debian/Ubuntu, Fedora/RHEL, Arch, macOS) and \
 checks every tool the requested phases need, with versions: rustc/cargo and Neon's pinned toolchain, \
 protoc >= 3.15, clang, make, flex, bison, pkg-config, the C libraries (openssl, readline, zlib, \
 libseccomp, libcurl, icu), git, mold (recommended), a reachable Docker Engine and resolvable AWS \
 credentials. Exits 5 when something required is missing.",
         after_help = "Examples:\n  neonctl-aws prereqs\n  neonctl-aws prereqs --for build,images\n  \
 neonctl-aws prereqs --install --plan     show the package-manager commands\n  \
-neonctl-aws prereqs --install --yes      run them")]
+neonctl-aws prereqs --install --yes      run them"
+    )]
     Prereqs(PrereqsArgs),
 
     /// Build Neon's binaries and Postgres from source (cargo + make)
@@ -125,7 +127,8 @@ Example:\n  neonctl-aws deploy")]
     Deploy(PhaseArgs),
 
     /// Write the Kubernetes manifests `deploy` applies, without touching any cluster
-    #[command(long_about = "Renders every Kubernetes object of the deployment (namespace, storage \
+    #[command(
+        long_about = "Renders every Kubernetes object of the deployment (namespace, storage \
 class, storage broker, storage controller and its database, pageservers, safekeepers, control \
 plane, compute, proxy, with their services, service accounts, disruption budgets and network \
 policies) into one YAML file per component. Needs no AWS account and no cluster: values only \
@@ -134,7 +137,8 @@ flags; whatever is still guessed is listed as a warning. Secrets are referenced 
 never rendered; the list of Secrets the manifests expect is printed.",
         after_help = "Examples:\n  neonctl-aws render --out manifests\n  \
 neonctl-aws render --out manifests --bucket acme-neon-data --zones eu-west-1a,eu-west-1b,eu-west-1c \\\n    \
---image pageserver=registry.example.com/neon/pageserver@sha256:<digest> --external-storcon-db")]
+--image pageserver=registry.example.com/neon/pageserver@sha256:<digest> --external-storcon-db"
+    )]
     Render(RenderArgs),
 
     /// Run every phase: build ∥ infra, then images, push, deploy. Resumes where a run stopped
@@ -287,7 +291,8 @@ pub struct RenderArgs {
 #[derive(Debug, Subcommand)]
 pub enum ControlPlaneCommand {
     /// Serve the storage controller's compute hooks, compute specs and the proxy's cplane-v1 API
-    #[command(long_about = "Serves, on one HTTP port: the storage controller's compute hooks \
+    #[command(
+        long_about = "Serves, on one HTTP port: the storage controller's compute hooks \
 (PUT /storage/notify-attach and /storage/notify-safekeepers; affected computes get their new \
 spec through compute_ctl's POST /configure), compute_ctl's spec \
 (GET /compute/api/v2/computes/<id>/spec), the proxy's cplane-v1 API under /proxy \
@@ -298,7 +303,8 @@ unset: no authentication); tokens for computes are signed with the private key i
 $NEONCTL_JWT_PRIVATE_KEY (PEM, PKCS#8). Roles are stored as SCRAM-SHA-256 verifiers only. \
 Stops gracefully on SIGTERM or Ctrl-C.",
         after_help = "Example:\n  NEONCTL_CONTROL_PLANE_CONFIG=/etc/neonctl-aws/topology.json \\\n    \
-neonctl-aws control-plane serve --listen 0.0.0.0:8080 --store /data/control-plane.json")]
+neonctl-aws control-plane serve --listen 0.0.0.0:8080 --store /data/control-plane.json"
+    )]
     Serve(ServeArgs),
 }
 

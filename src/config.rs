@@ -88,12 +88,7 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self {
-            kubernetes_version: "1.33".into(),
-            node_instance_type: "m6i.xlarge".into(),
-            node_count: 3,
-            node_disk_gib: 100,
-        }
+        Self { kubernetes_version: "1.33".into(), node_instance_type: "m6i.xlarge".into(), node_count: 3, node_disk_gib: 100 }
     }
 }
 
@@ -229,8 +224,7 @@ impl Config {
         });
         let mut config = match &path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::Read { path: path.clone(), message: e.to_string() })?;
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.clone(), message: e.to_string() })?;
                 Self::parse(&text, &path.display().to_string())?
             }
             None => Self::default(),
@@ -291,16 +285,15 @@ impl Config {
         if !(2..=3).contains(&self.network.az_count) {
             return err("network.az_count", format!("{} is out of range: use 2 or 3 availability zones", self.network.az_count));
         }
-        let version_ok = self
-            .cluster
-            .kubernetes_version
-            .strip_prefix("1.")
-            .and_then(|minor| minor.parse::<u32>().ok())
-            .is_some_and(|minor| minor >= 30);
+        let version_ok =
+            self.cluster.kubernetes_version.strip_prefix("1.").and_then(|minor| minor.parse::<u32>().ok()).is_some_and(|minor| minor >= 30);
         if !version_ok {
             return err(
                 "cluster.kubernetes_version",
-                format!("`{}` is not a supported EKS version: write it as 1.NN, 1.30 or newer (e.g. \"1.33\")", self.cluster.kubernetes_version),
+                format!(
+                    "`{}` is not a supported EKS version: write it as 1.NN, 1.30 or newer (e.g. \"1.33\")",
+                    self.cluster.kubernetes_version
+                ),
             );
         }
         let itype = &self.cluster.node_instance_type;

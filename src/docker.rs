@@ -114,10 +114,7 @@ impl Docker {
     pub async fn image(&self, reference: &str) -> Result<Option<LocalImage>, DockerError> {
         self.count(false);
         match self.inner.inspect_image(reference).await {
-            Ok(image) => Ok(Some(LocalImage {
-                id: image.id.unwrap_or_default(),
-                size: image.size.unwrap_or_default().max(0) as u64,
-            })),
+            Ok(image) => Ok(Some(LocalImage { id: image.id.unwrap_or_default(), size: image.size.unwrap_or_default().max(0) as u64 })),
             Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(source) => Err(DockerError::Api { action: "inspecting image", target: reference.into(), source }),
         }
@@ -166,10 +163,11 @@ impl Docker {
     pub async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), DockerError> {
         self.count(true);
         let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
-        self.inner
-            .tag_image(source, Some(options))
-            .await
-            .map_err(|source_err| DockerError::Api { action: "tagging", target: format!("{source} as {repo}:{tag}"), source: source_err })
+        self.inner.tag_image(source, Some(options)).await.map_err(|source_err| DockerError::Api {
+            action: "tagging",
+            target: format!("{source} as {repo}:{tag}"),
+            source: source_err,
+        })
     }
 
     /// The manifest digest the registry holds for `reference` (`repo:tag`), asked through the

@@ -169,16 +169,19 @@ pub async fn apply(cx: Arc<Context>, phases: Vec<Arc<dyn Phase>>, interrupt: imp
         // Skip what can no longer run, start what can.
         loop {
             let blocked = waiting.iter().position(|p| {
-                p.name().deps().iter().any(|d| requested.contains(d) && matches!(report.outcomes.get(d), Some(o) if *o != Outcome::Succeeded))
+                p.name()
+                    .deps()
+                    .iter()
+                    .any(|d| requested.contains(d) && matches!(report.outcomes.get(d), Some(o) if *o != Outcome::Succeeded))
             });
             let Some(index) = blocked else { break };
             let phase = waiting.remove(index);
             report.outcomes.insert(phase.name(), Outcome::Skipped);
             cx.reporter.report(Event::PhaseFinished { phase: phase.name(), outcome: Outcome::Skipped, seconds: 0.0 });
         }
-        let (ready, rest): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|p| {
-            p.name().deps().iter().all(|d| !requested.contains(d) || report.outcomes.get(d) == Some(&Outcome::Succeeded))
-        });
+        let (ready, rest): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|p| p.name().deps().iter().all(|d| !requested.contains(d) || report.outcomes.get(d) == Some(&Outcome::Succeeded)));
         waiting = rest;
         for phase in ready {
             let name = phase.name();
@@ -258,9 +261,7 @@ fn record(cx: &Context, phase: PhaseName, status: PhaseStatus, error: Option<Str
 }
 
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("UTC time formats")
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("UTC time formats")
 }
 
 #[cfg(test)]
@@ -306,10 +307,8 @@ mod tests {
         fn plan<'a>(&'a self, _cx: &'a Context) -> BoxFuture<'a, anyhow::Result<PhasePlan>> {
             Box::pin(async move {
                 let done = self.done.lock().unwrap();
-                let actions = (0..self.items)
-                    .filter(|i| !done.contains(i))
-                    .map(|i| PlannedAction::new(Verb::Create, format!("item {i}")))
-                    .collect();
+                let actions =
+                    (0..self.items).filter(|i| !done.contains(i)).map(|i| PlannedAction::new(Verb::Create, format!("item {i}"))).collect();
                 Ok(PhasePlan { actions, notes: vec![] })
             })
         }
@@ -383,11 +382,7 @@ mod tests {
         assert_eq!(state.phases[&PhaseName::Build].status, PhaseStatus::Failed);
         assert!(state.phases[&PhaseName::Build].error.as_deref().unwrap().contains("failed at item 1"));
         assert!(!state.phases.contains_key(&PhaseName::Images));
-        let skipped = recorder
-            .events()
-            .into_iter()
-            .filter(|e| matches!(e, Event::PhaseFinished { outcome: Outcome::Skipped, .. }))
-            .count();
+        let skipped = recorder.events().into_iter().filter(|e| matches!(e, Event::PhaseFinished { outcome: Outcome::Skipped, .. })).count();
         assert_eq!(skipped, 2);
     }
 
@@ -405,7 +400,13 @@ mod tests {
         assert_eq!(build.applied.load(Ordering::SeqCst), 2);
 
         // The failure is fixed; the second run does the two remaining items and then images.
-        let build = Arc::new(Fake { fail_at: None, applied: AtomicUsize::new(0), done: build.done.clone(), items: 4, ..Fake::new(PhaseName::Build, &spans) });
+        let build = Arc::new(Fake {
+            fail_at: None,
+            applied: AtomicUsize::new(0),
+            done: build.done.clone(),
+            items: 4,
+            ..Fake::new(PhaseName::Build, &spans)
+        });
         let (cx, _) = context(dir.path());
         assert_eq!(build.plan(&cx).await.unwrap().actions.len(), 2);
         let report = apply(cx.clone(), vec![build.clone() as Arc<dyn Phase>, images.clone()], never()).await;
@@ -436,7 +437,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (cx, recorder) = context(dir.path());
         let spans: Spans = Arc::default();
-        let phases: Vec<Arc<dyn Phase>> = vec![Arc::new(Fake::new(PhaseName::Build, &spans)), Arc::new(Fake::new(PhaseName::Infra, &spans))];
+        let phases: Vec<Arc<dyn Phase>> =
+            vec![Arc::new(Fake::new(PhaseName::Build, &spans)), Arc::new(Fake::new(PhaseName::Infra, &spans))];
         let plans = plan(&cx, &phases).await.unwrap();
         assert_eq!(plans.len(), 2);
         assert_eq!(recorder.events().len(), 2);

@@ -29,8 +29,7 @@ use crate::output::{Event, Printer, Reporter};
 use crate::state::StateStore;
 
 /// The images the `images` phase builds, one ECR repository each.
-pub const IMAGES: [&str; 7] =
-    ["pageserver", "safekeeper", "storage-broker", "storage-controller", "proxy", "compute", "control-plane"];
+pub const IMAGES: [&str; 7] = ["pageserver", "safekeeper", "storage-broker", "storage-controller", "proxy", "compute", "control-plane"];
 
 /// Runs one command line to completion and returns the process exit code.
 pub fn run(cli: Cli) -> u8 {
@@ -121,9 +120,7 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
         Command::Push(args) => (vec![PhaseName::Push], args.plan.plan, load_config(None)?),
         Command::Deploy(args) => (vec![PhaseName::Deploy], args.plan.plan, load_config(None)?),
         Command::Up(args) => (PhaseName::UP.to_vec(), args.plan.plan, load_config(args.build.neon_src.as_deref())?),
-        Command::Teardown(args) => {
-            (vec![PhaseName::Teardown], args.plan.plan || args.dry_run, load_config(None)?)
-        }
+        Command::Teardown(args) => (vec![PhaseName::Teardown], args.plan.plan || args.dry_run, load_config(None)?),
     };
     let phases: Vec<_> = phases.into_iter().map(|name| phases::phase(name, &cli.command, &printer)).collect();
     let target = state::Target { prefix: config.prefix.clone(), region: config.region.clone() };

@@ -146,13 +146,7 @@ pub struct Step {
 
 impl Step {
     pub fn progress(&self, current: u64, total: Option<u64>, unit: Unit) {
-        self.reporter.inner.report(Event::StepProgress {
-            phase: self.reporter.phase,
-            step: self.step.clone(),
-            current,
-            total,
-            unit,
-        });
+        self.reporter.inner.report(Event::StepProgress { phase: self.reporter.phase, step: self.step.clone(), current, total, unit });
     }
     pub fn finish(mut self) {
         self.end(true);
@@ -160,11 +154,7 @@ impl Step {
     fn end(&mut self, ok: bool) {
         if !self.done {
             self.done = true;
-            self.reporter.inner.report(Event::StepFinished {
-                phase: self.reporter.phase,
-                step: self.step.clone(),
-                ok,
-            });
+            self.reporter.inner.report(Event::StepFinished { phase: self.reporter.phase, step: self.step.clone(), ok });
         }
     }
 }
@@ -320,9 +310,8 @@ impl Printer {
                 // Plain mode prints progress only at coarse points to keep CI logs short.
                 let total = (*total)?;
                 let pct = current.saturating_mul(100).checked_div(total).unwrap_or(100);
-                (*current == total || pct % 25 == 0 && self.verbose > 0).then(|| {
-                    format!("{} . {step}: {}/{}", tag(phase), fmt_amount(*current, *unit), fmt_amount(total, *unit))
-                })
+                (*current == total || pct % 25 == 0 && self.verbose > 0)
+                    .then(|| format!("{} . {step}: {}/{}", tag(phase), fmt_amount(*current, *unit), fmt_amount(total, *unit)))
             }
             Event::StepFinished { phase, step, ok } => {
                 let mark = if *ok { style("ok").green() } else { style("failed").red() };
@@ -452,10 +441,7 @@ fn render_summary(ok: bool, seconds: f64, calls: &BTreeMap<String, CallCount>) -
     let head = if ok { style("finished").green().bold() } else { style("failed").red().bold() };
     let mut out = format!("{head} in {seconds:.1}s");
     if !calls.is_empty() {
-        let parts: Vec<String> = calls
-            .iter()
-            .map(|(service, c)| format!("{service} {} read/{} mutating", c.read, c.mutating))
-            .collect();
+        let parts: Vec<String> = calls.iter().map(|(service, c)| format!("{service} {} read/{} mutating", c.read, c.mutating)).collect();
         out.push_str(&format!("; external calls: {}", parts.join(", ")));
     }
     out

@@ -244,10 +244,7 @@ pub fn read(dir: &Path) -> Result<State, StateError> {
 pub fn parse(path: &Path, bytes: &[u8], migrations: &[Migration]) -> Result<State, StateError> {
     let corrupt = |detail: String| StateError::Corrupt { path: path.to_path_buf(), detail };
     let mut doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-    let version = doc
-        .get("schema_version")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| corrupt("no schema_version".into()))?;
+    let version = doc.get("schema_version").and_then(|v| v.as_u64()).ok_or_else(|| corrupt("no schema_version".into()))?;
     let supported = migrations.len() as u64 + 1;
     if version > supported {
         let written_by = doc.get("written_by").and_then(|v| v.as_str()).unwrap_or("an unknown version").to_string();
@@ -289,13 +286,8 @@ impl StateStore {
     pub fn open(dir: &Path, command: &str) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
         let lock_path = dir.join(LOCK_FILE);
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io("opening", &lock_path))?;
+        let mut lock =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(io("opening", &lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -367,11 +359,8 @@ impl StateStore {
 /// temp file in the same directory (0600), fsync, rename over the target, fsync the directory.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().expect("state file has a directory");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".state.json.")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io("creating a temporary file in", dir))?;
+    let mut tmp =
+        tempfile::Builder::new().prefix(".state.json.").suffix(".tmp").tempfile_in(dir).map_err(io("creating a temporary file in", dir))?;
     tmp.write_all(bytes).map_err(io("writing", tmp.path()))?;
     tmp.write_all(b"\n").map_err(io("writing", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io("syncing", tmp.path()))?;

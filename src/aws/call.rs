@@ -126,7 +126,13 @@ pub fn is_iam_propagation(e: &CallError) -> bool {
 
 /// Polls `check` every `every` until it returns `Some`, reporting elapsed seconds to `tick`;
 /// gives up after `timeout` with an error naming what it waited for.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut tick: impl FnMut(u64), mut check: F) -> anyhow::Result<T>
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut tick: impl FnMut(u64),
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,

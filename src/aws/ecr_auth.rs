@@ -87,11 +87,7 @@ impl EcrAuth {
     pub async fn credentials(&self, ecr: &aws_sdk_ecr::Client, registry: &str, now: SystemTime) -> Result<DockerCredentials, EcrAuthError> {
         let mut cached = self.token.lock().await;
         if cached.as_ref().is_none_or(|t| now >= t.valid_until) {
-            let out = ecr
-                .get_authorization_token()
-                .send()
-                .await
-                .map_err(|e| EcrAuthError::Call { detail: error_chain(&e) })?;
+            let out = ecr.get_authorization_token().send().await.map_err(|e| EcrAuthError::Call { detail: error_chain(&e) })?;
             let data = out.authorization_data().first().ok_or(EcrAuthError::Empty)?;
             let (user, password) = decode(data.authorization_token().ok_or(EcrAuthError::Empty)?)?;
             let expires_at = data.expires_at().and_then(|t| SystemTime::try_from(*t).ok());

@@ -8,7 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use base64::Engine;
 
@@ -82,13 +82,8 @@ mod tests {
     /// `aws eks get-token` uses) computes for the same credentials, time and cluster.
     #[test]
     fn matches_the_reference_vector() {
-        let credentials = Credentials::new(
-            "AKIDEXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            Some("SESSIONTOKEN".into()),
-            None,
-            "test",
-        );
+        let credentials =
+            Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", Some("SESSIONTOKEN".into()), None, "test");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let token = token("neon-test", "us-west-2", &credentials, now).unwrap();
         let url = decoded_url(&token);

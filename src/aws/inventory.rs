@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::call::{call, found, CallError};
-use super::tags::{ec2_filter, ec2_value, is_ours, COMPONENT_TAG};
 use super::Aws;
+use super::call::{CallError, call, found};
+use super::tags::{COMPONENT_TAG, ec2_filter, ec2_value, is_ours};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -34,7 +34,10 @@ pub enum Kind {
 impl Kind {
     /// The create call takes a client token, persisted before the call.
     pub fn takes_token(self) -> bool {
-        matches!(self, Kind::Cluster | Kind::Nodegroup | Kind::Addon | Kind::AccessEntry | Kind::NatGateway | Kind::RouteTable | Kind::VpcEndpoint)
+        matches!(
+            self,
+            Kind::Cluster | Kind::Nodegroup | Kind::Addon | Kind::AccessEntry | Kind::NatGateway | Kind::RouteTable | Kind::VpcEndpoint
+        )
     }
 
     pub fn label(self) -> &'static str {
@@ -124,15 +127,60 @@ pub async fn network(aws: &Aws, prefix: &str) -> Result<Inventory, CallError> {
     let component = |tags: &[aws_sdk_ec2::types::Tag]| ec2_value(tags, COMPONENT_TAG).map(str::to_string);
     let what = format!("tagged {}={prefix}", super::tags::CLUSTER_TAG);
     let (vpcs, subnets, igws, addresses, nats, tables, endpoints) = futures::try_join!(
-        async { ec2.describe_vpcs().filters(filter()).into_paginator().items().send().try_collect().await.map_err(call("DescribeVpcs", &what)) },
-        async { ec2.describe_subnets().filters(filter()).into_paginator().items().send().try_collect().await.map_err(call("DescribeSubnets", &what)) },
         async {
-            ec2.describe_internet_gateways().filters(filter()).into_paginator().items().send().try_collect().await.map_err(call("DescribeInternetGateways", &what))
+            ec2.describe_vpcs().filters(filter()).into_paginator().items().send().try_collect().await.map_err(call("DescribeVpcs", &what))
+        },
+        async {
+            ec2.describe_subnets()
+                .filters(filter())
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(call("DescribeSubnets", &what))
+        },
+        async {
+            ec2.describe_internet_gateways()
+                .filters(filter())
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(call("DescribeInternetGateways", &what))
         },
         async { ec2.describe_addresses().filters(filter()).send().await.map_err(call("DescribeAddresses", &what)) },
-        async { ec2.describe_nat_gateways().filter(filter()).into_paginator().items().send().try_collect().await.map_err(call("DescribeNatGateways", &what)) },
-        async { ec2.describe_route_tables().filters(filter()).into_paginator().items().send().try_collect().await.map_err(call("DescribeRouteTables", &what)) },
-        async { ec2.describe_vpc_endpoints().filters(filter()).into_paginator().items().send().try_collect().await.map_err(call("DescribeVpcEndpoints", &what)) },
+        async {
+            ec2.describe_nat_gateways()
+                .filter(filter())
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(call("DescribeNatGateways", &what))
+        },
+        async {
+            ec2.describe_route_tables()
+                .filters(filter())
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(call("DescribeRouteTables", &what))
+        },
+        async {
+            ec2.describe_vpc_endpoints()
+                .filters(filter())
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(call("DescribeVpcEndpoints", &what))
+        },
     )?;
     let mut inv = Inventory::default();
     inv.add(Kind::Vpc, vpcs.iter().map(|v| Found::new(component(v.tags()).as_deref(), v.vpc_id())));
@@ -268,7 +316,15 @@ pub async fn cluster(aws: &Aws, prefix: &str) -> Result<Option<Found>, CallError
 /// The nodegroups of the cluster `prefix`.
 pub async fn nodegroups(aws: &Aws, prefix: &str) -> Result<Vec<Found>, CallError> {
     let names: Vec<String> = found(
-        aws.eks.list_nodegroups().cluster_name(prefix).into_paginator().items().send().try_collect().await.map_err(call("ListNodegroups", prefix)),
+        aws.eks
+            .list_nodegroups()
+            .cluster_name(prefix)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(call("ListNodegroups", prefix)),
     )?
     .unwrap_or_default();
     Ok(names.iter().map(|n| Found::new(Some("nodegroup"), Some(n))).collect())
@@ -280,7 +336,15 @@ pub async fn oidc_providers(aws: &Aws, prefix: &str) -> Result<Vec<Found>, CallE
     let list = aws.iam.list_open_id_connect_providers().send().await.map_err(call("ListOpenIDConnectProviders", "in the account"))?;
     let mut out = Vec::new();
     for arn in list.open_id_connect_provider_list().iter().filter_map(|p| p.arn()) {
-        let Some(provider) = found(aws.iam.get_open_id_connect_provider().open_id_connect_provider_arn(arn).send().await.map_err(call("GetOpenIDConnectProvider", arn)))? else {
+        let Some(provider) = found(
+            aws.iam
+                .get_open_id_connect_provider()
+                .open_id_connect_provider_arn(arn)
+                .send()
+                .await
+                .map_err(call("GetOpenIDConnectProvider", arn)),
+        )?
+        else {
             continue;
         };
         if is_ours(provider.tags().iter().map(|t| (t.key(), t.value())), prefix) {

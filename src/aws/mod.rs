@@ -4,17 +4,17 @@
 //! profiles), which is how the tests point everything at moto's server.
 
 pub mod call;
+pub mod ecr_auth;
+pub mod eks_token;
 pub mod inventory;
 pub mod tags;
-pub mod eks_token;
-pub mod ecr_auth;
 
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -52,10 +52,7 @@ impl Aws {
     /// Loads credentials and endpoints lazily: nothing here touches the network, so `--plan`
     /// can build clients with no account and find out at the first call.
     pub async fn connect(config: &Config, calls: Arc<Calls>) -> Result<Self, AwsSetupError> {
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()))
-            .load()
-            .await;
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(config.region.clone())).load().await;
         Self::from_sdk(sdk, config, calls)
     }
 

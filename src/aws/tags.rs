@@ -44,15 +44,22 @@ impl Tags {
     }
 
     pub fn iam(&self) -> Vec<aws_sdk_iam::types::Tag> {
-        self.pairs().into_iter().map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().expect("key and value set")).collect()
+        self.pairs()
+            .into_iter()
+            .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().expect("key and value set"))
+            .collect()
     }
 
     pub fn ecr(&self) -> Vec<aws_sdk_ecr::types::Tag> {
-        self.pairs().into_iter().map(|(k, v)| aws_sdk_ecr::types::Tag::builder().key(k).value(v).build().expect("key and value set")).collect()
+        self.pairs()
+            .into_iter()
+            .map(|(k, v)| aws_sdk_ecr::types::Tag::builder().key(k).value(v).build().expect("key and value set"))
+            .collect()
     }
 
     pub fn s3(&self) -> aws_sdk_s3::types::Tagging {
-        let tags = self.pairs().into_iter().map(|(k, v)| aws_sdk_s3::types::Tag::builder().key(k).value(v).build().expect("key and value set"));
+        let tags =
+            self.pairs().into_iter().map(|(k, v)| aws_sdk_s3::types::Tag::builder().key(k).value(v).build().expect("key and value set"));
         aws_sdk_s3::types::Tagging::builder().set_tag_set(Some(tags.collect())).build().expect("tag set")
     }
 }

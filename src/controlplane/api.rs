@@ -19,8 +19,7 @@ use super::jwt::TokenError;
 use super::store::{Attachment, Branch, SafekeeperSet, State, timeline_key};
 use super::{ControlPlane, log, scopes};
 use crate::neon::compute::{
-    self, ComputeCtlConfig, ComputeSpec, ComputeStatus, ConfigurationRequest, ControlPlaneConfigResponse, JwkSet,
-    PrimaryTarget,
+    self, ComputeCtlConfig, ComputeSpec, ComputeStatus, ConfigurationRequest, ControlPlaneConfigResponse, JwkSet, PrimaryTarget,
 };
 use crate::neon::control_plane::{Node, paths};
 use crate::neon::ports;
@@ -218,11 +217,7 @@ impl ControlPlane {
 
     /// Applies `change` to a copy of the state, persists it, then makes it current; returns
     /// the endpoints whose spec may have changed (those `affected` selects).
-    async fn update(
-        &self,
-        change: impl FnOnce(&mut State),
-        affected: impl Fn(&Branch) -> bool,
-    ) -> Result<Vec<String>, ApiError> {
+    async fn update(&self, change: impl FnOnce(&mut State), affected: impl Fn(&Branch) -> bool) -> Result<Vec<String>, ApiError> {
         let mut state = self.state.lock().await;
         let mut next = state.clone();
         change(&mut next);
@@ -242,23 +237,16 @@ impl ControlPlane {
         let mut shards = request.shards;
         shards.sort_by_key(|shard| shard.shard_number);
         if shards.is_empty() || shards.iter().enumerate().any(|(i, shard)| usize::from(shard.shard_number) != i) {
-            return Err(ApiError::BadRequest(format!(
-                "notify-attach for tenant {} must list shards 0..n exactly once",
-                request.tenant_id
-            )));
+            return Err(ApiError::BadRequest(format!("notify-attach for tenant {} must list shards 0..n exactly once", request.tenant_id)));
         }
         for shard in &shards {
             node(&self.topology.pageservers, shard.node_id, "pageserver").map_err(ApiError::BadRequest)?;
         }
-        let attachment = Attachment {
-            pageservers: shards.iter().map(|shard| shard.node_id).collect(),
-            stripe_size: request.stripe_size,
-        };
+        let attachment = Attachment { pageservers: shards.iter().map(|shard| shard.node_id).collect(), stripe_size: request.stripe_size };
         log(format_args!("tenant {} attached to pageserver(s) {:?}", request.tenant_id, attachment.pageservers));
         let tenant = request.tenant_id;
-        let endpoints = self
-            .update(|state| _ = state.attachments.insert(tenant.clone(), attachment), |branch| branch.tenant_id == tenant)
-            .await?;
+        let endpoints =
+            self.update(|state| _ = state.attachments.insert(tenant.clone(), attachment), |branch| branch.tenant_id == tenant).await?;
         self.reconfigure(&endpoints).await
     }
 
@@ -306,8 +294,7 @@ impl ControlPlane {
             }
         }
         let results =
-            futures::future::join_all(requests.iter().map(|(compute, body)| self.configure(&compute.id, &compute.http, body)))
-                .await;
+            futures::future::join_all(requests.iter().map(|(compute, body)| self.configure(&compute.id, &compute.http, body))).await;
         let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
         if failures.is_empty() {
             return Ok(json(StatusCode::OK, &json!({})));
@@ -339,10 +326,7 @@ impl ControlPlane {
                 Err(_) => format!("POST {uri} got no answer"),
             };
             if Instant::now() + delay >= deadline {
-                return Err(format!(
-                    "compute {compute_id}: {error} ({attempt} attempt(s) in {:.1}s)",
-                    started.elapsed().as_secs_f64()
-                ));
+                return Err(format!("compute {compute_id}: {error} ({attempt} attempt(s) in {:.1}s)", started.elapsed().as_secs_f64()));
             }
             log(format_args!("compute {compute_id}: {error}; retrying in {delay:?}"));
             tokio::time::sleep(delay).await;
@@ -397,22 +381,19 @@ impl ControlPlane {
             .map(|&id| node(&self.topology.pageservers, id, "pageserver").map(|node| node.pg.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal)?;
-        let (safekeepers, safekeepers_generation) =
-            match state.safekeeper_sets.get(&timeline_key(&branch.tenant_id, &branch.timeline_id)) {
-                Some(set) => (
-                    set.safekeepers
-                        .iter()
-                        .map(|&id| node(&self.topology.safekeepers, id, "safekeeper").map(|node| node.pg.clone()))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(internal)?,
-                    Some(set.generation),
-                ),
-                None => (self.topology.safekeepers.iter().map(|node| node.pg.clone()).collect(), None),
-            };
-        let port = deployed
-            .and_then(|compute| compute.pg.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse().ok())
-            .unwrap_or(ports::COMPUTE_PG);
+        let (safekeepers, safekeepers_generation) = match state.safekeeper_sets.get(&timeline_key(&branch.tenant_id, &branch.timeline_id)) {
+            Some(set) => (
+                set.safekeepers
+                    .iter()
+                    .map(|&id| node(&self.topology.safekeepers, id, "safekeeper").map(|node| node.pg.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal)?,
+                Some(set.generation),
+            ),
+            None => (self.topology.safekeepers.iter().map(|node| node.pg.clone()).collect(), None),
+        };
+        let port =
+            deployed.and_then(|compute| compute.pg.rsplit_once(':')).and_then(|(_, port)| port.parse().ok()).unwrap_or(ports::COMPUTE_PG);
         let spec = ComputeSpec::primary(PrimaryTarget {
             project_id: branch.project_id.clone(),
             branch_id: endpoint.branch_id.clone(),
@@ -460,9 +441,12 @@ impl ControlPlane {
     /// `WakeCompute`: the compute's `host:port` (plain TCP: no `server_name`) and metrics labels.
     fn wake_compute(&self, state: &State, endpoint_id: &str) -> Result<Response<Body>, ApiError> {
         let (endpoint, branch) = endpoint_branch(state, endpoint_id)?;
-        let compute = self.topology.computes.iter().find(|compute| compute.id == endpoint_id).ok_or_else(|| {
-            not_found("ENDPOINT_NOT_FOUND", format!("endpoint {endpoint_id} has no deployed compute"))
-        })?;
+        let compute = self
+            .topology
+            .computes
+            .iter()
+            .find(|compute| compute.id == endpoint_id)
+            .ok_or_else(|| not_found("ENDPOINT_NOT_FOUND", format!("endpoint {endpoint_id} has no deployed compute")))?;
         Ok(json(
             StatusCode::OK,
             &json!({
@@ -479,17 +463,15 @@ impl ControlPlane {
     }
 }
 
-fn endpoint_branch<'s>(
-    state: &'s State,
-    endpoint_id: &str,
-) -> Result<(&'s super::store::Endpoint, &'s Branch), ApiError> {
+fn endpoint_branch<'s>(state: &'s State, endpoint_id: &str) -> Result<(&'s super::store::Endpoint, &'s Branch), ApiError> {
     let endpoint = state
         .endpoints
         .get(endpoint_id)
         .ok_or_else(|| not_found("ENDPOINT_NOT_FOUND", format!("endpoint {endpoint_id} does not exist")))?;
-    let branch = state.branches.get(&endpoint.branch_id).ok_or_else(|| {
-        not_found("BRANCH_NOT_FOUND", format!("branch {} of endpoint {endpoint_id} does not exist", endpoint.branch_id))
-    })?;
+    let branch = state
+        .branches
+        .get(&endpoint.branch_id)
+        .ok_or_else(|| not_found("BRANCH_NOT_FOUND", format!("branch {} of endpoint {endpoint_id} does not exist", endpoint.branch_id)))?;
     Ok((endpoint, branch))
 }
 

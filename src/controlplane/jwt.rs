@@ -23,7 +23,9 @@ pub const KEY_ID: &str = "neon-control-plane";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{what} is not a PEM block `-----BEGIN {label}-----`; give the file `openssl genpkey -algorithm ed25519` (private) or `openssl pkey -pubout` (public) writes")]
+    #[error(
+        "{what} is not a PEM block `-----BEGIN {label}-----`; give the file `openssl genpkey -algorithm ed25519` (private) or `openssl pkey -pubout` (public) writes"
+    )]
     NotPem { what: &'static str, label: &'static str },
     #[error("{what} is not an Ed25519 key; Neon only accepts EdDSA (generate one with `openssl genpkey -algorithm ed25519`)")]
     NotEd25519 { what: &'static str },
@@ -172,7 +174,8 @@ mod tests {
     use super::*;
 
     /// A key pair as openssl writes it (PKCS#8 v1 private key, SPKI public key).
-    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBHUH9DnKj1KHnHNI/8N+u5lLb17NToswyQK/8WQl1km\n-----END PRIVATE KEY-----\n";
+    const PRIVATE: &str =
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBHUH9DnKj1KHnHNI/8N+u5lLb17NToswyQK/8WQl1km\n-----END PRIVATE KEY-----\n";
 
     #[test]
     fn signs_and_verifies_with_scope_and_expiry() {

@@ -83,7 +83,9 @@ impl Default for Retry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("could not read the control plane topology {path}: {source}; it is the topology.json `render` writes into the control plane's ConfigMap")]
+    #[error(
+        "could not read the control plane topology {path}: {source}; it is the topology.json `render` writes into the control plane's ConfigMap"
+    )]
     TopologyRead { path: PathBuf, source: std::io::Error },
     #[error("the control plane topology {path} is not valid: {source}; render it again with `neonctl-aws render`")]
     TopologyParse { path: PathBuf, source: serde_json::Error },

@@ -167,10 +167,8 @@ impl Applier {
         let generation = applied.metadata.generation.unwrap_or(0);
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let current = api
-                .get(&name)
-                .await
-                .map_err(|source| ApplyError::Api { verb: "reading", name: describe(kind, applied), source })?;
+            let current =
+                api.get(&name).await.map_err(|source| ApplyError::Api { verb: "reading", name: describe(kind, applied), source })?;
             let (ready, progress) = readiness(kind.kind, &current, generation);
             if ready {
                 return Ok(());
@@ -211,7 +209,12 @@ impl Applier {
             let mut unready = None;
             for cs in status.container_statuses.unwrap_or_default() {
                 if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-                    line.push_str(&format!("; {} waiting: {} {}", cs.name, waiting.reason.clone().unwrap_or_default(), waiting.message.clone().unwrap_or_default()));
+                    line.push_str(&format!(
+                        "; {} waiting: {} {}",
+                        cs.name,
+                        waiting.reason.clone().unwrap_or_default(),
+                        waiting.message.clone().unwrap_or_default()
+                    ));
                 }
                 if !cs.ready && unready.is_none() {
                     unready = Some(cs.name.clone());
@@ -292,9 +295,7 @@ fn readiness(kind: &str, obj: &DynamicObject, generation: i64) -> (bool, String)
 /// Parses rendered YAML (several documents) into objects.
 pub fn parse_manifests(yaml: &str) -> Result<Vec<DynamicObject>, String> {
     let docs: Vec<BTreeMap<String, Value>> = serde_saphyr::from_multiple(yaml).map_err(|e| e.to_string())?;
-    docs.into_iter()
-        .map(|doc| serde_json::from_value(Value::Object(doc.into_iter().collect())).map_err(|e| e.to_string()))
-        .collect()
+    docs.into_iter().map(|doc| serde_json::from_value(Value::Object(doc.into_iter().collect())).map_err(|e| e.to_string())).collect()
 }
 
 #[cfg(test)]
@@ -385,7 +386,10 @@ mod tests {
         assert_eq!(out.applied, ["Namespace neon", "Service neon/broker", "Deployment neon/broker"]);
         let patches: Vec<_> = server.requests().into_iter().filter(|r| r.0 == "PATCH").collect();
         let paths: Vec<_> = patches.iter().map(|r| r.1.split('?').next().unwrap().to_string()).collect();
-        assert_eq!(paths, ["/api/v1/namespaces/neon", "/api/v1/namespaces/neon/services/broker", "/apis/apps/v1/namespaces/neon/deployments/broker"]);
+        assert_eq!(
+            paths,
+            ["/api/v1/namespaces/neon", "/api/v1/namespaces/neon/services/broker", "/apis/apps/v1/namespaces/neon/deployments/broker"]
+        );
         for (_, uri, body) in &patches {
             assert!(uri.contains("fieldManager=neonctl-aws") && uri.contains("force=true"), "{uri}");
             assert!(body["apiVersion"].is_string() && body["kind"].is_string(), "SSA bodies carry their type");
@@ -403,7 +407,10 @@ mod tests {
         let requests = server.requests();
         let lists: Vec<_> = requests.iter().filter(|r| r.0 == "GET" && r.1.contains("labelSelector")).collect();
         assert_eq!(lists.len(), KINDS.len(), "every kind is listed once");
-        assert!(lists.iter().all(|r| r.1.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dneonctl-aws%2Cneonctl-aws%2Fprefix%3Dp")), "{lists:?}");
+        assert!(
+            lists.iter().all(|r| r.1.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dneonctl-aws%2Cneonctl-aws%2Fprefix%3Dp")),
+            "{lists:?}"
+        );
         assert!(!lists.iter().any(|r| r.1.contains("persistentvolumeclaims")), "claims are never pruned");
         let deletes: Vec<_> = requests.iter().filter(|r| r.0 == "DELETE").map(|r| r.1.clone()).collect();
         assert_eq!(deletes, ["/apis/apps/v1/namespaces/neon/deployments/old-proxy?"]);

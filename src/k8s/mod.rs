@@ -6,8 +6,8 @@ pub mod apply;
 
 use std::path::Path;
 
-use kube::config::{AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 use kube::Client;
+use kube::config::{AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 
 use crate::aws::eks_token::EksToken;
 
@@ -51,9 +51,7 @@ pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &Ek
         current_context: Some(cluster.to_string()),
         ..Default::default()
     };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| fail(Box::new(e)))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.map_err(|e| fail(Box::new(e)))?;
     Client::try_from(config).map_err(|e| fail(Box::new(e)))
 }
 

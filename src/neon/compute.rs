@@ -260,14 +260,20 @@ mod tests {
             safekeepers: (1..=3).map(|i| format!("neon-safekeeper-{i}-0.neon-safekeeper.neon.svc.cluster.local:5454")).collect(),
             safekeepers_generation: None,
             storage_auth_token: Some(Secret("<tenant token>".into())),
-            roles: vec![Role { name: "neondb_owner".into(), encrypted_password: Secret("SCRAM-SHA-256$4096:<salt>$<stored>:<server>".into()), options: None }],
+            roles: vec![Role {
+                name: "neondb_owner".into(),
+                encrypted_password: Secret("SCRAM-SHA-256$4096:<salt>$<stored>:<server>".into()),
+                options: None,
+            }],
             databases: vec![Database { name: "neondb".into(), owner: "neondb_owner".into(), options: None }],
             port: 5432,
         });
         ControlPlaneConfigResponse {
             spec: Some(spec),
             status: ComputeStatus::Attached,
-            compute_ctl_config: ComputeCtlConfig { jwks: JwkSet { keys: vec![Jwk::ed25519("neon-control-plane", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")] } },
+            compute_ctl_config: ComputeCtlConfig {
+                jwks: JwkSet { keys: vec![Jwk::ed25519("neon-control-plane", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")] },
+            },
         }
     }
 
@@ -292,9 +298,8 @@ mod tests {
         let safekeepers = spec["safekeeper_connstrings"].as_array().unwrap();
         assert_eq!(safekeepers.len(), 3);
         assert!(safekeepers.iter().all(|s| !s.as_str().unwrap().contains("://")), "host:port, not URLs");
-        let setting = |name: &str| {
-            spec["cluster"]["settings"].as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["value"].clone())
-        };
+        let setting =
+            |name: &str| spec["cluster"]["settings"].as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["value"].clone());
         assert_eq!(setting("shared_preload_libraries"), Some("neon".into()));
         assert_eq!(setting("synchronous_standby_names"), Some("walproposer".into()));
         assert_eq!(setting("port"), Some("5432".into()));

@@ -67,9 +67,11 @@ pub struct S3Storage {
 impl S3Storage {
     /// The inline TOML table the safekeeper's `--remote-storage` parses.
     pub fn to_inline_toml(&self, component: &'static str) -> Result<String, NeonConfigError> {
-        toml::Value::try_from(self)
-            .map(|value| value.to_string())
-            .map_err(|e| NeonConfigError::Serialize { component, file: "--remote-storage", message: e.to_string() })
+        toml::Value::try_from(self).map(|value| value.to_string()).map_err(|e| NeonConfigError::Serialize {
+            component,
+            file: "--remote-storage",
+            message: e.to_string(),
+        })
     }
 }
 
@@ -83,9 +85,11 @@ pub(crate) fn to_toml(value: &impl Serialize, component: &'static str, file: &'s
 }
 
 pub(crate) fn to_json(value: &impl Serialize, component: &'static str, file: &'static str) -> Result<String, NeonConfigError> {
-    serde_json::to_string_pretty(value)
-        .map(|text| text + "\n")
-        .map_err(|e| NeonConfigError::Serialize { component, file, message: e.to_string() })
+    serde_json::to_string_pretty(value).map(|text| text + "\n").map_err(|e| NeonConfigError::Serialize {
+        component,
+        file,
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

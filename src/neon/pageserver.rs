@@ -107,7 +107,16 @@ pub(crate) mod tests {
     fn pageserver_toml_has_every_mandatory_key() {
         let text = sample_toml().to_toml().unwrap();
         let table: toml::Table = toml::from_str(&text).unwrap();
-        for key in ["listen_pg_addr", "listen_http_addr", "broker_endpoint", "control_plane_api", "control_plane_api_token", "pg_distrib_dir", "availability_zone", "auth_validation_public_key_path"] {
+        for key in [
+            "listen_pg_addr",
+            "listen_http_addr",
+            "broker_endpoint",
+            "control_plane_api",
+            "control_plane_api_token",
+            "pg_distrib_dir",
+            "availability_zone",
+            "auth_validation_public_key_path",
+        ] {
             assert!(table[key].is_str(), "{key} is a string in\n{text}");
         }
         assert_eq!(table["http_auth_type"].as_str(), Some("NeonJWT"));

@@ -55,12 +55,27 @@ mod tests {
             advertise_pg: "neon-safekeeper-2-0.neon-safekeeper.neon.svc.cluster.local:5454".into(),
             availability_zone: "us-east-1b".into(),
             broker_endpoint: "http://neon-storage-broker.neon.svc.cluster.local:50051".into(),
-            remote_storage: S3Storage { bucket_name: "b".into(), bucket_region: "us-east-1".into(), prefix_in_bucket: Some("safekeeper/".into()) },
+            remote_storage: S3Storage {
+                bucket_name: "b".into(),
+                bucket_region: "us-east-1".into(),
+                prefix_in_bucket: Some("safekeeper/".into()),
+            },
             auth_public_key_path: "/etc/neon/auth/auth_public_key.pem".into(),
         }
         .to_args()
         .unwrap();
-        for name in ["id", "datadir", "listen-pg", "listen-http", "advertise-pg", "availability-zone", "broker-endpoint", "remote-storage", "pg-auth-public-key-path", "http-auth-public-key-path"] {
+        for name in [
+            "id",
+            "datadir",
+            "listen-pg",
+            "listen-http",
+            "advertise-pg",
+            "availability-zone",
+            "broker-endpoint",
+            "remote-storage",
+            "pg-auth-public-key-path",
+            "http-auth-public-key-path",
+        ] {
             assert_eq!(args.iter().filter(|a| a.starts_with(&format!("--{name}="))).count(), 1, "--{name} once in {args:?}");
         }
         assert!(args.contains(&"--id=2".to_string()));

@@ -305,9 +305,9 @@ fn is_current(record: Option<&BuildRecord>, fingerprint: &str) -> bool {
 
 impl Build {
     fn jobs(&self) -> u32 {
-        self.options.jobs.unwrap_or_else(|| {
-            default_jobs(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), memory_bytes())
-        })
+        self.options
+            .jobs
+            .unwrap_or_else(|| default_jobs(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), memory_bytes()))
     }
 
     /// The toolchain this build would use, without installing anything.
@@ -346,7 +346,8 @@ impl Build {
             && !source.cloned()
         {
             plan.actions.push(
-                PlannedAction::new(Verb::Run, format!("git clone {url}")).detail(format!("{rev}, with submodules, into {}", shown(&source.dir))),
+                PlannedAction::new(Verb::Run, format!("git clone {url}"))
+                    .detail(format!("{rev}, with submodules, into {}", shown(&source.dir))),
             );
         }
         if source.cloned() || source.git.is_none() {
@@ -384,7 +385,9 @@ impl Build {
         env.push(("CARGO_BUILD_JOBS".into(), Some(self.jobs().to_string())));
 
         if let Some(var) = ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"].into_iter().find(|v| std::env::var_os(v).is_some()) {
-            reporter.warn(format!("{var} is set: it replaces Neon's own rustflags (--cfg=tokio_unstable), which the build needs; unset it if the build fails"));
+            reporter.warn(format!(
+                "{var} is set: it replaces Neon's own rustflags (--cfg=tokio_unstable), which the build needs; unset it if the build fails"
+            ));
         }
         let (fingerprint, revision) = Self::inputs(&source, &toolchain, &commands)?;
         if is_current(cx.state().build.as_ref(), &fingerprint) {
@@ -409,7 +412,12 @@ impl Build {
         }
         let pg_src = source.dir.join("pg_install").join(PG_SHIPPED);
         if !pg_src.join("bin").join("postgres").is_file() {
-            return Err(BuildError::NoPostgres { target: format!("postgres-install-{PG_SHIPPED}"), path: pg_src.join("bin/postgres"), log: log_path }.into());
+            return Err(BuildError::NoPostgres {
+                target: format!("postgres-install-{PG_SHIPPED}"),
+                path: pg_src.join("bin/postgres"),
+                log: log_path,
+            }
+            .into());
         }
         for bin in BINARIES {
             if !executables.contains_key(bin) {
@@ -422,7 +430,8 @@ impl Build {
         cx.update_state(|s| s.build = None)?;
         let step = reporter.step("stage artifacts");
         let staged = cx.state_dir().join("build");
-        let record = stage(&staged, &executables, &pg_src, &source.dir, Manifest::head(&source, &revision, &fingerprint, &toolchain, &commands))?;
+        let record =
+            stage(&staged, &executables, &pg_src, &source.dir, Manifest::head(&source, &revision, &fingerprint, &toolchain, &commands))?;
         cx.update_state(|s| s.build = Some(record))?;
         step.finish();
         reporter.info(format!("built {} at {revision}; staged in {}", source.dir.display(), staged.display()));
@@ -474,7 +483,9 @@ async fn ensure_toolchain(
             Err(BuildError::NoSuchToolchain { name: name.clone(), installed })
         }
         (Toolchain::Override(name), _) => {
-            reporter.warn(format!("building with toolchain {name} (--toolchain) instead of the one Neon pins; the result may differ from Neon's releases"));
+            reporter.warn(format!(
+                "building with toolchain {name} (--toolchain) instead of the one Neon pins; the result may differ from Neon's releases"
+            ));
             Ok(vec![("RUSTUP_TOOLCHAIN".into(), Some(name.clone()))])
         }
         (Toolchain::Pinned(channel), Some(installed)) if !is_installed(&installed, channel) => {
@@ -562,7 +573,8 @@ async fn run_logged(
             None => command.env_remove(key),
         };
     }
-    let mut child = command.spawn().map_err(|e| BuildError::Spawn { step: label.into(), program: program.into(), detail: e.to_string() })?;
+    let mut child =
+        command.spawn().map_err(|e| BuildError::Spawn { step: label.into(), program: program.into(), detail: e.to_string() })?;
     let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
@@ -593,10 +605,17 @@ async fn run_logged(
             },
         }
     }
-    let status = child.wait().await.map_err(|e| BuildError::Spawn { step: label.into(), program: program.into(), detail: e.to_string() })?;
+    let status =
+        child.wait().await.map_err(|e| BuildError::Spawn { step: label.into(), program: program.into(), detail: e.to_string() })?;
     if !status.success() {
         log.line(&format!("<== {label} failed: {status}"));
-        return Err(BuildError::Step { step: label.into(), status: status.to_string(), dir: dir.to_path_buf(), tail: tail.into(), log: log.path.clone() });
+        return Err(BuildError::Step {
+            step: label.into(),
+            status: status.to_string(),
+            dir: dir.to_path_buf(),
+            tail: tail.into(),
+            log: log.path.clone(),
+        });
     }
     step.finish();
     Ok(())

@@ -2,7 +2,7 @@
 //! Every mutating action is scoped to the prefix's names, IAM path or tags; only lookups that
 //! AWS cannot scope (Describe*, List*) use `"Resource": "*"`, and no action is a wildcard.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::aws::inventory::role_path;
 use crate::aws::tags::CLUSTER_TAG;
@@ -305,11 +305,13 @@ mod tests {
             let actions: Vec<&str> = statement["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
             assert!(actions.iter().all(|a| !a.contains('*')), "{actions:?}");
             let resources: Vec<&str> = statement["Resource"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-            let reads_only = actions.iter().all(|a| crate::calls::is_read_operation(a.split(':').nth(1).unwrap()) || a.ends_with("ListAllMyBuckets"));
+            let reads_only =
+                actions.iter().all(|a| crate::calls::is_read_operation(a.split(':').nth(1).unwrap()) || a.ends_with("ListAllMyBuckets"));
             if resources.contains(&"*") {
                 assert!(reads_only, "{} grants writes on *", statement["Sid"]);
             } else if !reads_only {
-                let scoped = statement.get("Condition").is_some() || resources.iter().all(|r| r.contains("neon") || r.contains("oidc-provider") || r.starts_with("arn:aws:eks::aws:"));
+                let scoped = statement.get("Condition").is_some()
+                    || resources.iter().all(|r| r.contains("neon") || r.contains("oidc-provider") || r.starts_with("arn:aws:eks::aws:"));
                 assert!(scoped, "{} is not scoped to the prefix", statement["Sid"]);
             }
         }

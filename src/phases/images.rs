@@ -35,7 +35,9 @@ pub enum ImagesError {
     NotBuilt,
     #[error("the staged file {path} is missing; run `neonctl-aws build` again to restage it")]
     MissingArtifact { path: PathBuf },
-    #[error("{file} needs {library}, which `ldd` cannot find on this machine; install it (or fix LD_LIBRARY_PATH) and run `neonctl-aws images` again")]
+    #[error(
+        "{file} needs {library}, which `ldd` cannot find on this machine; install it (or fix LD_LIBRARY_PATH) and run `neonctl-aws images` again"
+    )]
     LibraryNotFound { file: PathBuf, library: String },
     #[error("cannot run `ldd` on {file}: {detail}; `ldd` (glibc) is needed to collect the libraries of images FROM scratch")]
     Ldd { file: PathBuf, detail: String },
@@ -102,11 +104,22 @@ struct Labels {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
     /// Content from a file on this machine (symlinks followed).
-    File { from: PathBuf, mode: u32 },
-    Bytes { data: Vec<u8>, mode: u32 },
+    File {
+        from: PathBuf,
+        mode: u32,
+    },
+    Bytes {
+        data: Vec<u8>,
+        mode: u32,
+    },
     /// A directory owned by `owner` (uid and gid).
-    Dir { mode: u32, owner: u32 },
-    Symlink { target: PathBuf },
+    Dir {
+        mode: u32,
+        owner: u32,
+    },
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 /// A file tree that becomes a tar: the image's root filesystem (`rootfs.tar`, which the
@@ -439,7 +452,9 @@ impl Images {
         let exe = own_exe()?;
         let base = cx.config.images.base.as_str();
         if base == "scratch" && !Path::new(CA_CERTIFICATES).is_file() {
-            reporter.warn(format!("{CA_CERTIFICATES} is missing: the images get no CA certificates and cannot verify TLS; install ca-certificates"));
+            reporter.warn(format!(
+                "{CA_CERTIFICATES} is missing: the images get no CA certificates and cannot verify TLS; install ca-certificates"
+            ));
         }
         for spec in &SPECS {
             let Prepared { tar, sha256, tag, content_bytes } = prepare(spec, &build, &exe, &cx.config.prefix, base)?;
@@ -452,7 +467,8 @@ impl Images {
                         "scratch" => anyhow::Error::new(e),
                         _ => anyhow::Error::new(e).context(format!("images.base `{base}` must be in the engine or pullable")),
                     })?;
-                    let image = docker.image(&tag).await?.ok_or_else(|| anyhow::anyhow!("the engine lost the image {tag} it just built"))?;
+                    let image =
+                        docker.image(&tag).await?.ok_or_else(|| anyhow::anyhow!("the engine lost the image {tag} it just built"))?;
                     step.finish();
                     reporter.info(format!("built {tag} ({})", indicatif::HumanBytes(image.size)));
                     image

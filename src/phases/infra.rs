@@ -21,9 +21,9 @@ use std::future::Future;
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 
-use crate::aws::call::{call, CallError};
-use crate::aws::inventory::{Found, Kind};
 use crate::aws::Aws;
+use crate::aws::call::{CallError, call};
+use crate::aws::inventory::{Found, Kind};
 use crate::engine::{Context, Phase, PhaseName, PhasePlan};
 use crate::output::PhaseReporter;
 use crate::state::ResourceRecord;
@@ -121,7 +121,8 @@ impl<'a> Run<'a> {
                 s.infra.azs = zones;
             })?;
         }
-        let (net, (cluster_role, node_role), ()) = futures::try_join!(network::converge(self), iam::base_roles(self), storage::repositories(self))?;
+        let (net, (cluster_role, node_role), ()) =
+            futures::try_join!(network::converge(self), iam::base_roles(self), storage::repositories(self))?;
         eks::converge(self, cluster, &net, &cluster_role, &node_role, &bucket).await
     }
 
@@ -140,7 +141,14 @@ impl<'a> Run<'a> {
 
     /// Adopts `existing`, or creates the resource with `create(token)`: the record and token are
     /// persisted before the call, the id right after it.
-    pub async fn ensure<F, Fut>(&self, kind: Kind, component: &str, name: &str, existing: Option<&Found>, create: F) -> anyhow::Result<String>
+    pub async fn ensure<F, Fut>(
+        &self,
+        kind: Kind,
+        component: &str,
+        name: &str,
+        existing: Option<&Found>,
+        create: F,
+    ) -> anyhow::Result<String>
     where
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<String, CallError>>,
@@ -162,7 +170,9 @@ impl<'a> Run<'a> {
         if kind.takes_token() {
             let recorded_token = token.clone();
             self.cx.update_state(|s| {
-                s.infra.resources.insert(component.to_string(), ResourceRecord { token: Some(recorded_token), ..ResourceRecord::default() });
+                s.infra
+                    .resources
+                    .insert(component.to_string(), ResourceRecord { token: Some(recorded_token), ..ResourceRecord::default() });
             })?;
         }
         let slug = kind_slug(kind);
@@ -253,7 +263,9 @@ async fn zones_in_use(aws: &Aws, prefix: &str) -> anyhow::Result<Option<Vec<Stri
     let mut zones: Vec<String> = subnets
         .subnets()
         .iter()
-        .filter(|s| crate::aws::tags::ec2_value(s.tags(), crate::aws::tags::COMPONENT_TAG).is_some_and(|c| c.starts_with("subnet-private-")))
+        .filter(|s| {
+            crate::aws::tags::ec2_value(s.tags(), crate::aws::tags::COMPONENT_TAG).is_some_and(|c| c.starts_with("subnet-private-"))
+        })
         .filter_map(|s| s.availability_zone().map(str::to_string))
         .collect();
     zones.sort();

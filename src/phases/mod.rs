@@ -56,7 +56,10 @@ impl Phase for Unavailable {
     }
     fn plan<'a>(&'a self, _cx: &'a Context) -> BoxFuture<'a, anyhow::Result<PhasePlan>> {
         Box::pin(async move {
-            Ok(PhasePlan { actions: vec![], notes: vec![format!("`{}` is not available in this version yet (issue #{})", self.name, self.issue)] })
+            Ok(PhasePlan {
+                actions: vec![],
+                notes: vec![format!("`{}` is not available in this version yet (issue #{})", self.name, self.issue)],
+            })
         })
     }
     fn apply<'a>(&'a self, _cx: &'a Context) -> BoxFuture<'a, anyhow::Result<()>> {

@@ -70,11 +70,7 @@ pub async fn run(args: &PrereqsArgs, config: &Config, assume_yes: bool, printer:
 }
 
 fn selected_phases(asked: &[PhaseName]) -> Vec<PhaseName> {
-    let mut phases = if asked.is_empty() {
-        PhaseName::UP.iter().chain([&PhaseName::Teardown]).copied().collect()
-    } else {
-        asked.to_vec()
-    };
+    let mut phases = if asked.is_empty() { PhaseName::UP.iter().chain([&PhaseName::Teardown]).copied().collect() } else { asked.to_vec() };
     phases.sort();
     phases.dedup();
     phases
@@ -139,10 +135,7 @@ pub fn detect_os(os_release: Option<&str>, uname: &str) -> Os {
 
 fn unquote(value: &str) -> &str {
     let value = value.trim();
-    ['"', '\'']
-        .iter()
-        .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
-        .unwrap_or(value)
+    ['"', '\''].iter().find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q))).unwrap_or(value)
 }
 
 fn current_os(probe: &impl Probe) -> Os {
@@ -333,10 +326,7 @@ pub fn version_at_least(found: &str, minimum: &str) -> bool {
     let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
     let (found, minimum) = (parts(found), parts(minimum));
     let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
-    (0..found.len().max(minimum.len()))
-        .map(|i| (at(&found, i), at(&minimum, i)))
-        .find(|(f, m)| f != m)
-        .is_none_or(|(f, m)| f > m)
+    (0..found.len().max(minimum.len())).map(|i| (at(&found, i), at(&minimum, i))).find(|(f, m)| f != m).is_none_or(|(f, m)| f > m)
 }
 
 fn minimum(item: Item) -> Option<&'static str> {
@@ -463,10 +453,7 @@ impl Probe for System {
                 .load()
                 .await;
             let provider = sdk.credentials_provider().ok_or_else(|| "no credential provider is configured".to_string())?;
-            provider
-                .provide_credentials()
-                .await
-                .map_err(|e| format!("the default chain found none: {:#}", anyhow::Error::from(e)))
+            provider.provide_credentials().await.map_err(|e| format!("the default chain found none: {:#}", anyhow::Error::from(e)))
         };
         match tokio::time::timeout(REMOTE_TIMEOUT, resolve).await {
             Err(_) => Err(format!("no credentials resolved within {}s", REMOTE_TIMEOUT.as_secs())),
@@ -489,9 +476,7 @@ fn source_label(feature: &AwsCredentialFeature) -> Option<&'static str> {
     use AwsCredentialFeature as F;
     Some(match feature {
         F::CredentialsEnvVars => "environment",
-        F::CredentialsEnvVarsStsWebIdToken | F::CredentialsStsAssumeRoleWebId | F::CredentialsProfileStsWebIdToken => {
-            "web identity"
-        }
+        F::CredentialsEnvVarsStsWebIdToken | F::CredentialsStsAssumeRoleWebId | F::CredentialsProfileStsWebIdToken => "web identity",
         F::CredentialsProfile | F::CredentialsProfileSourceProfile | F::CredentialsProfileNamedProvider => "profile",
         F::CredentialsSso | F::CredentialsProfileSso => "sso",
         F::CredentialsProcess | F::CredentialsProfileProcess => "credential_process",
@@ -569,10 +554,9 @@ async fn check(probe: &impl Probe, os: &Os, phases: &[PhaseName], toolchain: &To
     let needs = needs(phases, os.family);
     let wanted = |item| needs.iter().any(|n| n.item == item);
     // The two network checks wait on timeouts, so they run side by side.
-    let (docker, aws) = futures::join!(
-        async { if wanted(Item::Docker) { Some(probe.docker().await) } else { None } },
-        async { if wanted(Item::AwsCredentials) { Some(probe.aws_credentials(region).await) } else { None } },
-    );
+    let (docker, aws) = futures::join!(async { if wanted(Item::Docker) { Some(probe.docker().await) } else { None } }, async {
+        if wanted(Item::AwsCredentials) { Some(probe.aws_credentials(region).await) } else { None }
+    },);
     let remote = |result: &Option<Result<String, String>>| match result {
         Some(Ok(found)) => Finding { found: Some(found.clone()), note: None },
         Some(Err(why)) => Finding::absent(why.clone()),
@@ -1017,11 +1001,7 @@ PRETTY_NAME="Alpine Linux v3.21"
         ];
         for (release, uname, family, id, name, version) in cases {
             let os = detect_os(*release, uname);
-            assert_eq!(
-                (os.family, os.id.as_str(), os.name.as_str(), os.version.as_deref()),
-                (*family, *id, *name, *version),
-                "{name}"
-            );
+            assert_eq!((os.family, os.id.as_str(), os.name.as_str(), os.version.as_deref()), (*family, *id, *name, *version), "{name}");
         }
     }
 

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use bollard::auth::DockerCredentials;
 use futures::future::BoxFuture;
 
-use crate::aws::ecr_auth::{self, EcrAuth};
 use crate::aws::Aws;
+use crate::aws::ecr_auth::{self, EcrAuth};
 use crate::docker::Docker;
 use crate::engine::{Context, Phase, PhaseName, PhasePlan};
 use crate::output::{PlannedAction, Unit, Verb};
@@ -28,7 +28,9 @@ pub enum PushError {
     ImageGone { tag: String },
     #[error("set both {USERNAME_ENV} and {PASSWORD_ENV}, or neither (only {0} is set)")]
     HalfCredentials(&'static str),
-    #[error("cannot find the AWS account for ECR: {detail}. Check the AWS credentials, or push elsewhere with images.registry in the config")]
+    #[error(
+        "cannot find the AWS account for ECR: {detail}. Check the AWS credentials, or push elsewhere with images.registry in the config"
+    )]
     Account { detail: String },
 }
 
@@ -105,8 +107,14 @@ impl Push {
     }
 
     /// The recorded push of `image` to `reference`, if the registry still has that digest.
-    async fn already_there(docker: &Docker, target: &Target, reference: &str, known: Option<&PushRecord>) -> anyhow::Result<Option<String>> {
-        let remote = docker.remote_digest(reference, target.credentials().await?).await.map_err(|e| anyhow::Error::new(e).context(target.hint()))?;
+    async fn already_there(
+        docker: &Docker,
+        target: &Target,
+        reference: &str,
+        known: Option<&PushRecord>,
+    ) -> anyhow::Result<Option<String>> {
+        let remote =
+            docker.remote_digest(reference, target.credentials().await?).await.map_err(|e| anyhow::Error::new(e).context(target.hint()))?;
         Ok(match (remote, known) {
             (Some(digest), Some(known)) if known.digest_ref.ends_with(&digest) => Some(digest),
             // Same tag, same content: adopt what the registry has.
@@ -151,7 +159,8 @@ impl Push {
 
     async fn apply_inner(&self, cx: &Context) -> anyhow::Result<()> {
         let reporter = cx.reporter(PhaseName::Push);
-        let images: Vec<(&str, ImageRecord)> = crate::IMAGES.iter().map(|n| Ok((*n, Self::image(cx, n)?))).collect::<Result<_, PushError>>()?;
+        let images: Vec<(&str, ImageRecord)> =
+            crate::IMAGES.iter().map(|n| Ok((*n, Self::image(cx, n)?))).collect::<Result<_, PushError>>()?;
         let target = Target::resolve(cx).await?;
         let docker = Docker::connect(cx.calls.clone()).await?;
         let mut uploaded = 0u64;
@@ -162,7 +171,9 @@ impl Push {
             let known = cx.state().push.get(name).filter(|p| p.tag == reference).cloned();
             let record = match Self::already_there(&docker, &target, &reference, known.as_ref()).await? {
                 Some(_) if known.is_some() => continue,
-                Some(digest) => PushRecord { tag: reference, digest_ref: format!("{repo}@{digest}"), image_id: image.id.clone(), uploaded_bytes: 0 },
+                Some(digest) => {
+                    PushRecord { tag: reference, digest_ref: format!("{repo}@{digest}"), image_id: image.id.clone(), uploaded_bytes: 0 }
+                }
                 None => {
                     if docker.image(&image.tag).await?.is_none() {
                         return Err(PushError::ImageGone { tag: image.tag }.into());
@@ -176,7 +187,12 @@ impl Push {
                         .map_err(|e| anyhow::Error::new(e).context(target.hint()))?;
                     step.finish();
                     reporter.info(format!("pushed {reference} ({} uploaded)", indicatif::HumanBytes(pushed.uploaded_bytes)));
-                    PushRecord { tag: reference, digest_ref: format!("{repo}@{}", pushed.digest), image_id: image.id.clone(), uploaded_bytes: pushed.uploaded_bytes }
+                    PushRecord {
+                        tag: reference,
+                        digest_ref: format!("{repo}@{}", pushed.digest),
+                        image_id: image.id.clone(),
+                        uploaded_bytes: pushed.uploaded_bytes,
+                    }
                 }
             };
             uploaded += record.uploaded_bytes;

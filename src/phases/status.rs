@@ -30,11 +30,8 @@ pub fn run(config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Resu
         Some(t) => (t.prefix.as_str(), t.region.as_str()),
         None => (config.prefix.as_str(), config.region.as_str()),
     };
-    let phases: Vec<PhaseStatusRow> = PhaseName::UP
-        .iter()
-        .chain([&PhaseName::Teardown])
-        .map(|p| PhaseStatusRow { phase: *p, record: state.phases.get(p) })
-        .collect();
+    let phases: Vec<PhaseStatusRow> =
+        PhaseName::UP.iter().chain([&PhaseName::Teardown]).map(|p| PhaseStatusRow { phase: *p, record: state.phases.get(p) }).collect();
     let mut table = Table::new(&["phase", "last run", "started", "finished", "error"]);
     for row in &phases {
         let cell = |f: fn(&PhaseRecord) -> Option<String>| row.record.and_then(f).unwrap_or_else(|| "-".into());

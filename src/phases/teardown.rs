@@ -11,11 +11,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::{join_all, BoxFuture};
+use futures::future::{BoxFuture, join_all};
 
-use crate::aws::call::{call, found, is_dependency, wait_for, Backoff, CallError};
-use crate::aws::inventory::{self, Found, Inventory, Kind};
 use crate::aws::Aws;
+use crate::aws::call::{Backoff, CallError, call, found, is_dependency, wait_for};
+use crate::aws::inventory::{self, Found, Inventory, Kind};
 use crate::engine::{Context, Phase, PhaseName, PhasePlan};
 use crate::exit::{Coded, LEFTOVERS};
 use crate::output::{PhaseReporter, PlannedAction, Printer, Verb};
@@ -52,7 +52,9 @@ impl Phase for Teardown {
                 }
                 let target = format!("{} {}", kind.label(), found.id);
                 actions.push(match kind {
-                    Kind::Bucket => PlannedAction::new(Verb::Delete, target).detail("every object version, delete marker and upload, then the bucket"),
+                    Kind::Bucket => {
+                        PlannedAction::new(Verb::Delete, target).detail("every object version, delete marker and upload, then the bucket")
+                    }
                     Kind::NetworkInterface if found.state.as_deref() != Some("available") => {
                         PlannedAction::new(Verb::Wait, target).detail("in use: goes with its owner")
                     }
@@ -68,8 +70,7 @@ impl Phase for Teardown {
     }
 }
 
-const KUBERNETES_NOTE: &str =
-    "Kubernetes objects (LoadBalancer services, volumes) are not removed first yet (issue #5); leftover ENIs and security groups are deleted by lookup";
+const KUBERNETES_NOTE: &str = "Kubernetes objects (LoadBalancer services, volumes) are not removed first yet (issue #5); leftover ENIs and security groups are deleted by lookup";
 
 /// The resources the state file names, for a plan that could not look anything up.
 fn from_state(infra: &InfraState) -> Inventory {
@@ -139,10 +140,20 @@ async fn discover(cx: &Context) -> anyhow::Result<(Aws, Inventory)> {
         let in_vpcs = aws_sdk_ec2::types::Filter::builder().name("vpc-id").set_values(Some(vpcs)).build();
         let (groups, interfaces) = futures::try_join!(
             async {
-                aws.ec2.describe_security_groups().filters(in_vpcs.clone()).send().await.map_err(call("DescribeSecurityGroups", "in the vpc"))
+                aws.ec2
+                    .describe_security_groups()
+                    .filters(in_vpcs.clone())
+                    .send()
+                    .await
+                    .map_err(call("DescribeSecurityGroups", "in the vpc"))
             },
             async {
-                aws.ec2.describe_network_interfaces().filters(in_vpcs.clone()).send().await.map_err(call("DescribeNetworkInterfaces", "in the vpc"))
+                aws.ec2
+                    .describe_network_interfaces()
+                    .filters(in_vpcs.clone())
+                    .send()
+                    .await
+                    .map_err(call("DescribeNetworkInterfaces", "in the vpc"))
             },
         )?;
         inv.add(
@@ -159,7 +170,11 @@ async fn discover(cx: &Context) -> anyhow::Result<(Aws, Inventory)> {
                 component: n.description().unwrap_or_default().to_string(),
                 id: n.network_interface_id().unwrap_or_default().to_string(),
                 // An interface AWS manages for a NAT gateway or endpoint goes with its owner.
-                state: if n.requester_managed() == Some(true) { Some("requester-managed".into()) } else { n.status().map(|s| s.as_str().to_string()) },
+                state: if n.requester_managed() == Some(true) {
+                    Some("requester-managed".into())
+                } else {
+                    n.status().map(|s| s.as_str().to_string())
+                },
                 ..Found::default()
             }),
         );
@@ -171,7 +186,9 @@ impl Teardown {
     async fn run(&self, cx: &Context) -> anyhow::Result<()> {
         let reporter = cx.reporter(PhaseName::Teardown);
         let (aws, inventory) = discover(cx).await?;
-        let kept = |inv: &Inventory| -> Vec<String> { if self.keep_data { inv.of(Kind::Bucket).iter().map(|b| b.id.clone()).collect() } else { vec![] } };
+        let kept = |inv: &Inventory| -> Vec<String> {
+            if self.keep_data { inv.of(Kind::Bucket).iter().map(|b| b.id.clone()).collect() } else { vec![] }
+        };
         if let Some(bucket) = inventory.of(Kind::Bucket).first().filter(|_| !self.keep_data) {
             // Consent comes before the first deletion, not in the middle of the run.
             let question = format!("delete s3 bucket {} with all its data (every object version)?", bucket.id);
@@ -181,7 +198,9 @@ impl Teardown {
                 )
             })?;
             if !consent {
-                anyhow::bail!("nothing was deleted: the bucket deletion was declined. Run with --keep-data to keep the bucket and delete the rest");
+                anyhow::bail!(
+                    "nothing was deleted: the bucket deletion was declined. Run with --keep-data to keep the bucket and delete the rest"
+                );
             }
         }
         reporter.info(KUBERNETES_NOTE);
@@ -236,7 +255,15 @@ impl Teardown {
             }
             join_all(inv.of(Kind::Repository).iter().map(|r| {
                 del.one(Kind::Repository, &r.id, || async {
-                    del.aws.ecr.delete_repository().repository_name(&r.id).force(true).send().await.map_err(call("DeleteRepository", &r.id)).map(drop)
+                    del.aws
+                        .ecr
+                        .delete_repository()
+                        .repository_name(&r.id)
+                        .force(true)
+                        .send()
+                        .await
+                        .map_err(call("DeleteRepository", &r.id))
+                        .map(drop)
                 })
             }))
             .await;
@@ -290,10 +317,16 @@ impl Deleter<'_> {
     where
         Fut: Future<Output = Result<bool, CallError>>,
     {
-        let waited = wait_for(&what, timeout, Duration::from_secs(if self.aws.emulator { 1 } else { 15 }), |_| {}, || {
-            let check = exists();
-            async move { Ok((!check.await?).then_some(())) }
-        })
+        let waited = wait_for(
+            &what,
+            timeout,
+            Duration::from_secs(if self.aws.emulator { 1 } else { 15 }),
+            |_| {},
+            || {
+                let check = exists();
+                async move { Ok((!check.await?).then_some(())) }
+            },
+        )
         .await;
         if let Err(e) = waited {
             self.reporter.warn(format!("{e:#}"));
@@ -313,7 +346,13 @@ async fn delete_eks(del: &Deleter<'_>, inv: &Inventory, prefix: &str) {
     .await;
     for group in inv.of(Kind::Nodegroup) {
         del.wait_gone(format!("eks nodegroup {} to be deleted", group.id), Duration::from_secs(30 * 60), || async {
-            let out = eks.describe_nodegroup().cluster_name(prefix).nodegroup_name(&group.id).send().await.map_err(call("DescribeNodegroup", &group.id));
+            let out = eks
+                .describe_nodegroup()
+                .cluster_name(prefix)
+                .nodegroup_name(&group.id)
+                .send()
+                .await
+                .map_err(call("DescribeNodegroup", &group.id));
             Ok(found(out)?.is_some())
         })
         .await;
@@ -327,7 +366,10 @@ async fn delete_eks(del: &Deleter<'_>, inv: &Inventory, prefix: &str) {
             .await;
         }
     }
-    del.one(Kind::Cluster, prefix, || async { eks.delete_cluster().name(prefix).send().await.map_err(call("DeleteCluster", prefix)).map(drop) }).await;
+    del.one(Kind::Cluster, prefix, || async {
+        eks.delete_cluster().name(prefix).send().await.map_err(call("DeleteCluster", prefix)).map(drop)
+    })
+    .await;
     del.wait_gone(format!("eks cluster {prefix} to be deleted"), Duration::from_secs(30 * 60), || async {
         Ok(found(eks.describe_cluster().name(prefix).send().await.map_err(call("DescribeCluster", prefix)))?.is_some())
     })
@@ -337,7 +379,12 @@ async fn delete_eks(del: &Deleter<'_>, inv: &Inventory, prefix: &str) {
 async fn delete_iam(del: &Deleter<'_>, inv: &Inventory) {
     let iam = &del.aws.iam;
     del.each(inv, Kind::OidcProvider, |p| async {
-        iam.delete_open_id_connect_provider().open_id_connect_provider_arn(&p.id).send().await.map_err(call("DeleteOpenIDConnectProvider", &p.id)).map(drop)
+        iam.delete_open_id_connect_provider()
+            .open_id_connect_provider_arn(&p.id)
+            .send()
+            .await
+            .map_err(call("DeleteOpenIDConnectProvider", &p.id))
+            .map(drop)
     })
     .await;
     del.each(inv, Kind::Role, |r| delete_role(del.aws, &r.id)).await;
@@ -348,11 +395,25 @@ async fn delete_role(aws: &Aws, name: &str) -> Result<(), CallError> {
     let iam = &aws.iam;
     let attached = iam.list_attached_role_policies().role_name(name).send().await.map_err(call("ListAttachedRolePolicies", name))?;
     for policy in attached.attached_policies().iter().filter_map(|p| p.policy_arn()) {
-        found(iam.detach_role_policy().role_name(name).policy_arn(policy).send().await.map_err(call("DetachRolePolicy", format!("{policy} from {name}"))))?;
+        found(
+            iam.detach_role_policy()
+                .role_name(name)
+                .policy_arn(policy)
+                .send()
+                .await
+                .map_err(call("DetachRolePolicy", format!("{policy} from {name}"))),
+        )?;
     }
     let inline = iam.list_role_policies().role_name(name).send().await.map_err(call("ListRolePolicies", name))?;
     for policy in inline.policy_names() {
-        found(iam.delete_role_policy().role_name(name).policy_name(policy).send().await.map_err(call("DeleteRolePolicy", format!("{policy} of {name}"))))?;
+        found(
+            iam.delete_role_policy()
+                .role_name(name)
+                .policy_name(policy)
+                .send()
+                .await
+                .map_err(call("DeleteRolePolicy", format!("{policy} of {name}"))),
+        )?;
     }
     let profiles = iam.list_instance_profiles_for_role().role_name(name).send().await.map_err(call("ListInstanceProfilesForRole", name))?;
     for profile in profiles.instance_profiles() {
@@ -373,7 +434,11 @@ async fn delete_network(del: &Deleter<'_>, inv: &Inventory) {
     let ec2 = &del.aws.ec2;
     // Interfaces left by the VPC CNI or load balancers; EKS's own go with the cluster.
     let detached = Inventory {
-        items: [(Kind::NetworkInterface, inv.of(Kind::NetworkInterface).iter().filter(|n| n.state.as_deref() == Some("available")).cloned().collect())].into(),
+        items: [(
+            Kind::NetworkInterface,
+            inv.of(Kind::NetworkInterface).iter().filter(|n| n.state.as_deref() == Some("available")).cloned().collect(),
+        )]
+        .into(),
     };
     del.each(&detached, Kind::NetworkInterface, |n| async {
         ec2.delete_network_interface().network_interface_id(&n.id).send().await.map_err(call("DeleteNetworkInterface", &n.id)).map(drop)
@@ -384,8 +449,10 @@ async fn delete_network(del: &Deleter<'_>, inv: &Inventory) {
     })
     .await;
     // Addresses stay mapped until their NAT gateway is gone.
-    del.each(inv, Kind::NatGateway, |n| async { ec2.delete_nat_gateway().nat_gateway_id(&n.id).send().await.map_err(call("DeleteNatGateway", &n.id)).map(drop) })
-        .await;
+    del.each(inv, Kind::NatGateway, |n| async {
+        ec2.delete_nat_gateway().nat_gateway_id(&n.id).send().await.map_err(call("DeleteNatGateway", &n.id)).map(drop)
+    })
+    .await;
     for nat in inv.of(Kind::NatGateway) {
         del.wait_gone(format!("nat gateway {} to be deleted", nat.id), Duration::from_secs(10 * 60), || async {
             let out = ec2.describe_nat_gateways().nat_gateway_ids(&nat.id).send().await.map_err(call("DescribeNatGateways", &nat.id));
@@ -394,10 +461,20 @@ async fn delete_network(del: &Deleter<'_>, inv: &Inventory) {
         })
         .await;
     }
-    del.each(inv, Kind::ElasticIp, |a| async { ec2.release_address().allocation_id(&a.id).send().await.map_err(call("ReleaseAddress", &a.id)).map(drop) }).await;
+    del.each(inv, Kind::ElasticIp, |a| async {
+        ec2.release_address().allocation_id(&a.id).send().await.map_err(call("ReleaseAddress", &a.id)).map(drop)
+    })
+    .await;
     del.each(inv, Kind::InternetGateway, |g| async {
         for (vpc, _) in &g.links {
-            found(ec2.detach_internet_gateway().internet_gateway_id(&g.id).vpc_id(vpc).send().await.map_err(call("DetachInternetGateway", &g.id)))?;
+            found(
+                ec2.detach_internet_gateway()
+                    .internet_gateway_id(&g.id)
+                    .vpc_id(vpc)
+                    .send()
+                    .await
+                    .map_err(call("DetachInternetGateway", &g.id)),
+            )?;
         }
         ec2.delete_internet_gateway().internet_gateway_id(&g.id).send().await.map_err(call("DeleteInternetGateway", &g.id)).map(drop)
     })
@@ -405,7 +482,13 @@ async fn delete_network(del: &Deleter<'_>, inv: &Inventory) {
     // Associations first: a subnet's deletion does not always drop them.
     del.each(inv, Kind::RouteTable, |t| async {
         for (_, association) in t.links.iter().filter(|(_, a)| !a.is_empty()) {
-            found(ec2.disassociate_route_table().association_id(association).send().await.map_err(call("DisassociateRouteTable", association)))?;
+            found(
+                ec2.disassociate_route_table()
+                    .association_id(association)
+                    .send()
+                    .await
+                    .map_err(call("DisassociateRouteTable", association)),
+            )?;
         }
         ec2.delete_route_table().route_table_id(&t.id).send().await.map_err(call("DeleteRouteTable", &t.id)).map(drop)
     })
@@ -419,9 +502,14 @@ async fn delete_network(del: &Deleter<'_>, inv: &Inventory) {
         del.reporter.warn(format!("could not revoke security group rules: {e}"));
         del.errors.lock().expect("error list").push(e.to_string());
     }
-    del.each(inv, Kind::SecurityGroup, |g| async { ec2.delete_security_group().group_id(&g.id).send().await.map_err(call("DeleteSecurityGroup", &g.id)).map(drop) })
-        .await;
-    del.each(inv, Kind::Subnet, |s| async { ec2.delete_subnet().subnet_id(&s.id).send().await.map_err(call("DeleteSubnet", &s.id)).map(drop) }).await;
+    del.each(inv, Kind::SecurityGroup, |g| async {
+        ec2.delete_security_group().group_id(&g.id).send().await.map_err(call("DeleteSecurityGroup", &g.id)).map(drop)
+    })
+    .await;
+    del.each(inv, Kind::Subnet, |s| async {
+        ec2.delete_subnet().subnet_id(&s.id).send().await.map_err(call("DeleteSubnet", &s.id)).map(drop)
+    })
+    .await;
     del.each(inv, Kind::Vpc, |v| async { ec2.delete_vpc().vpc_id(&v.id).send().await.map_err(call("DeleteVpc", &v.id)).map(drop) }).await;
 }
 
@@ -429,13 +517,30 @@ async fn delete_network(del: &Deleter<'_>, inv: &Inventory) {
 async fn revoke_group_references(aws: &Aws, groups: Vec<String>) -> Result<(), CallError> {
     let ec2 = &aws.ec2;
     let owned_by = aws_sdk_ec2::types::Filter::builder().name("group-id").set_values(Some(groups)).build();
-    let rules = ec2.describe_security_group_rules().filters(owned_by).send().await.map_err(call("DescribeSecurityGroupRules", "of the vpc's groups"))?;
+    let rules = ec2
+        .describe_security_group_rules()
+        .filters(owned_by)
+        .send()
+        .await
+        .map_err(call("DescribeSecurityGroupRules", "of the vpc's groups"))?;
     for rule in rules.security_group_rules().iter().filter(|r| r.referenced_group_info().and_then(|g| g.group_id()).is_some()) {
         let (Some(group), Some(id)) = (rule.group_id(), rule.security_group_rule_id()) else { continue };
         let revoked = if rule.is_egress() == Some(true) {
-            ec2.revoke_security_group_egress().group_id(group).security_group_rule_ids(id).send().await.map(drop).map_err(call("RevokeSecurityGroupEgress", id))
+            ec2.revoke_security_group_egress()
+                .group_id(group)
+                .security_group_rule_ids(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(call("RevokeSecurityGroupEgress", id))
         } else {
-            ec2.revoke_security_group_ingress().group_id(group).security_group_rule_ids(id).send().await.map(drop).map_err(call("RevokeSecurityGroupIngress", id))
+            ec2.revoke_security_group_ingress()
+                .group_id(group)
+                .security_group_rule_ids(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(call("RevokeSecurityGroupIngress", id))
         };
         found(revoked)?;
     }
@@ -475,7 +580,15 @@ async fn purge_bucket(aws: &Aws, bucket: &str) -> Result<(), CallError> {
     let uploads = s3.list_multipart_uploads().bucket(bucket).send().await.map_err(call("ListMultipartUploads", bucket))?;
     for upload in uploads.uploads() {
         let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else { continue };
-        found(s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(id).send().await.map_err(call("AbortMultipartUpload", format!("{bucket}/{key}"))))?;
+        found(
+            s3.abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(call("AbortMultipartUpload", format!("{bucket}/{key}"))),
+        )?;
     }
     s3.delete_bucket().bucket(bucket).send().await.map_err(call("DeleteBucket", bucket)).map(drop)
 }
@@ -483,10 +596,10 @@ async fn purge_bucket(aws: &Aws, bucket: &str) -> Result<(), CallError> {
 /// The EKS deletions moto cannot show (addons), against a mocked client.
 #[cfg(test)]
 mod tests {
+    use aws_sdk_eks::Client as Eks;
     use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
     use aws_sdk_eks::operation::describe_nodegroup::DescribeNodegroupError;
-    use aws_sdk_eks::Client as Eks;
-    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     use super::*;
     use crate::phases::infra::eks::tests::not_found;
@@ -498,12 +611,16 @@ mod tests {
             .match_requests(|r| r.cluster_name() == Some("neon") && r.nodegroup_name() == Some("neon-nodes"))
             .then_output(|| op::delete_nodegroup::DeleteNodegroupOutput::builder().build());
         let group_gone = mock!(Eks::describe_nodegroup).then_error(|| DescribeNodegroupError::ResourceNotFoundException(not_found()));
-        let list_addons =
-            mock!(Eks::list_addons).then_output(|| op::list_addons::ListAddonsOutput::builder().addons("vpc-cni").addons("aws-ebs-csi-driver").build());
+        let list_addons = mock!(Eks::list_addons)
+            .then_output(|| op::list_addons::ListAddonsOutput::builder().addons("vpc-cni").addons("aws-ebs-csi-driver").build());
         let delete_addon = mock!(Eks::delete_addon).then_output(|| op::delete_addon::DeleteAddonOutput::builder().build());
         let delete_cluster = mock!(Eks::delete_cluster).then_output(|| op::delete_cluster::DeleteClusterOutput::builder().build());
         let cluster_gone = mock!(Eks::describe_cluster).then_error(|| DescribeClusterError::ResourceNotFoundException(not_found()));
-        let eks = mock_client!(aws_sdk_eks, RuleMode::MatchAny, &[&delete_group, &group_gone, &list_addons, &delete_addon, &delete_cluster, &cluster_gone]);
+        let eks = mock_client!(
+            aws_sdk_eks,
+            RuleMode::MatchAny,
+            &[&delete_group, &group_gone, &list_addons, &delete_addon, &delete_cluster, &cluster_gone]
+        );
         let aws = Aws { eks, ..Aws::unreachable(&crate::config::Config::default()) };
         let reporter = PhaseReporter::new(PhaseName::Teardown, Arc::new(crate::output::Recorder::default()));
         let del = Deleter { aws: &aws, reporter: &reporter, errors: Mutex::default(), backoff: Backoff { budget: Duration::from_secs(1) } };

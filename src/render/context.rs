@@ -49,11 +49,8 @@ pub mod auth_keys {
     /// The JWT scope neon checks for each token it receives (`libs/utils/src/auth.rs`, as
     /// neon_local mints them); the other tokens are checked by our control plane. The
     /// pageserver's `control_plane_api_token` (in pageserver.toml) has scope `generations_api`.
-    pub const NEON_SCOPES: [(&str, &str); 3] = [
-        (STORCON_TO_PAGESERVER, "pageserverapi"),
-        (STORCON_TO_SAFEKEEPER, "safekeeperdata"),
-        (PAGESERVER_TO_SAFEKEEPER, "safekeeperdata"),
-    ];
+    pub const NEON_SCOPES: [(&str, &str); 3] =
+        [(STORCON_TO_PAGESERVER, "pageserverapi"), (STORCON_TO_SAFEKEEPER, "safekeeperdata"), (PAGESERVER_TO_SAFEKEEPER, "safekeeperdata")];
     pub const ALL: [&str; 7] = [
         PUBLIC_KEY,
         STORCON_TO_PAGESERVER,
@@ -506,12 +503,8 @@ impl Context {
             })
             .collect::<Result<Vec<_>, RenderError>>()?;
 
-        let mut safekeeper = workload(
-            Component::Safekeeper,
-            "safekeeper",
-            vec![],
-            vec![env_field("POD_IP", "status.podIP"), rust_log.clone()],
-        );
+        let mut safekeeper =
+            workload(Component::Safekeeper, "safekeeper", vec![], vec![env_field("POD_IP", "status.podIP"), rust_log.clone()]);
         safekeeper.service_account.annotations = irsa(&inputs.safekeeper_role_arn);
         let safekeepers = inputs
             .safekeeper_ids()
@@ -546,14 +539,25 @@ impl Context {
         let compute_host = names.host(&names.of(Component::Compute));
         let topology_node = |component, id, zone: &str, pg_port, http_port| {
             let host = names.node_host(component, id);
-            control_plane::Node { id, pg: format!("{host}:{pg_port}"), http: format!("http://{host}:{http_port}"), availability_zone: zone.to_string() }
+            control_plane::Node {
+                id,
+                pg: format!("{host}:{pg_port}"),
+                http: format!("http://{host}:{http_port}"),
+                availability_zone: zone.to_string(),
+            }
         };
         let topology = Topology {
             listen: format!("0.0.0.0:{}", ports::CONTROL_PLANE),
             region: inputs.region.clone(),
             storage_controller_url: names.url(Component::StorageController, ports::STORAGE_CONTROLLER),
-            pageservers: pageservers.iter().map(|n| topology_node(Component::Pageserver, n.id, &n.zone, ports::PAGESERVER_PG, ports::PAGESERVER_HTTP)).collect(),
-            safekeepers: safekeepers.iter().map(|n| topology_node(Component::Safekeeper, n.id, &n.zone, ports::SAFEKEEPER_PG, ports::SAFEKEEPER_HTTP)).collect(),
+            pageservers: pageservers
+                .iter()
+                .map(|n| topology_node(Component::Pageserver, n.id, &n.zone, ports::PAGESERVER_PG, ports::PAGESERVER_HTTP))
+                .collect(),
+            safekeepers: safekeepers
+                .iter()
+                .map(|n| topology_node(Component::Safekeeper, n.id, &n.zone, ports::SAFEKEEPER_PG, ports::SAFEKEEPER_HTTP))
+                .collect(),
             computes: vec![control_plane::Compute {
                 id: COMPUTE_ID.into(),
                 pg: format!("{compute_host}:{}", ports::COMPUTE_PG),
@@ -600,10 +604,7 @@ impl Context {
                 region: inputs.region.clone(),
             }
             .to_args(),
-            vec![
-                env_value("LOGFMT", "json"),
-                env_secret(proxy::CONTROL_PLANE_TOKEN_ENV, &auth, auth_keys::PROXY_TO_CONTROL_PLANE),
-            ],
+            vec![env_value("LOGFMT", "json"), env_secret(proxy::CONTROL_PLANE_TOKEN_ENV, &auth, auth_keys::PROXY_TO_CONTROL_PLANE)],
         );
 
         let mut components = vec![
@@ -619,10 +620,7 @@ impl Context {
             components.push(Component::StorageControllerDb);
         }
         components.sort();
-        let pdbs = components
-            .iter()
-            .map(|&c| Pdb { name: names.of(c), labels: names.labels(c), selector: names.selector(c) })
-            .collect();
+        let pdbs = components.iter().map(|&c| Pdb { name: names.of(c), labels: names.labels(c), selector: names.selector(c) }).collect();
         let network_policies = components
             .iter()
             .map(|&c| NetworkPolicy {
@@ -631,10 +629,7 @@ impl Context {
                 selector: names.selector(c),
                 rules: ingress(c)
                     .into_iter()
-                    .map(|(port, from)| IngressRule {
-                        port,
-                        from: from.into_iter().map(|peer| peer.to_json(&names)).collect(),
-                    })
+                    .map(|(port, from)| IngressRule { port, from: from.into_iter().map(|peer| peer.to_json(&names)).collect() })
                     .collect(),
             })
             .collect();
@@ -731,14 +726,10 @@ fn ingress(component: Component) -> Vec<(u16, Vec<Peer>)> {
         StorageBroker => vec![(ports::STORAGE_BROKER, vec![Pod(Pageserver), Pod(Safekeeper)])],
         StorageControllerDb => vec![(ports::POSTGRES, vec![Pod(StorageController)])],
         StorageController => vec![(ports::STORAGE_CONTROLLER, vec![Pod(Pageserver), Pod(ControlPlane)])],
-        Pageserver => vec![
-            (ports::PAGESERVER_PG, vec![Pod(Compute)]),
-            (ports::PAGESERVER_HTTP, vec![Pod(StorageController)]),
-        ],
-        Safekeeper => vec![
-            (ports::SAFEKEEPER_PG, vec![Pod(Compute), Pod(Pageserver)]),
-            (ports::SAFEKEEPER_HTTP, vec![Pod(StorageController)]),
-        ],
+        Pageserver => vec![(ports::PAGESERVER_PG, vec![Pod(Compute)]), (ports::PAGESERVER_HTTP, vec![Pod(StorageController)])],
+        Safekeeper => {
+            vec![(ports::SAFEKEEPER_PG, vec![Pod(Compute), Pod(Pageserver)]), (ports::SAFEKEEPER_HTTP, vec![Pod(StorageController)])]
+        }
         ControlPlane => vec![(ports::CONTROL_PLANE, vec![Pod(StorageController), Pod(Proxy), Pod(Compute)])],
         Compute => vec![(ports::COMPUTE_PG, vec![Pod(Proxy)]), (ports::COMPUTE_HTTP, vec![Pod(ControlPlane)])],
         Proxy => vec![(ports::PROXY_PG, vec![Anywhere])],

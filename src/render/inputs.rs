@@ -39,10 +39,7 @@ impl ImageRef {
         let last = reference.rsplit('/').next().unwrap_or(reference);
         match last.split_once(':') {
             Some((_, "")) => Err(bad()),
-            Some((_, tag)) => Ok(Self::Tag {
-                repository: reference[..reference.len() - tag.len() - 1].to_string(),
-                tag: tag.to_string(),
-            }),
+            Some((_, tag)) => Ok(Self::Tag { repository: reference[..reference.len() - tag.len() - 1].to_string(), tag: tag.to_string() }),
             None => Ok(Self::Tag { repository: reference.into(), tag: "latest".into() }),
         }
     }
@@ -176,7 +173,9 @@ impl RenderInputs {
             self.bucket = bucket;
             self.bucket_assumed = false;
         }
-        for (flag, arn) in [("--pageserver-role-arn", &overrides.pageserver_role_arn), ("--safekeeper-role-arn", &overrides.safekeeper_role_arn)] {
+        for (flag, arn) in
+            [("--pageserver-role-arn", &overrides.pageserver_role_arn), ("--safekeeper-role-arn", &overrides.safekeeper_role_arn)]
+        {
             if let Some(arn) = arn {
                 check_role_arn(flag, arn)?;
             }
@@ -201,7 +200,8 @@ impl RenderInputs {
         }
         if let Some(domain) = overrides.proxy_domain {
             for label in domain.split('.') {
-                check_dns_label("--proxy-domain", label).map_err(|_| RenderError::BadName { flag: "--proxy-domain".into(), value: domain.clone() })?;
+                check_dns_label("--proxy-domain", label)
+                    .map_err(|_| RenderError::BadName { flag: "--proxy-domain".into(), value: domain.clone() })?;
             }
             self.proxy_domain = domain;
         }
@@ -226,11 +226,12 @@ impl RenderInputs {
         }
         for (name, image) in &self.images {
             if let ImageRef::Tag { .. } = image {
-                let settle = if name == POSTGRES_IMAGE { "pass --image postgres=<repository>@sha256:<digest>" } else { "the push phase records digests" };
-                out.push(format!(
-                    "image {name} is referenced by tag ({}): a re-push can change what runs ({settle})",
-                    image.reference()
-                ));
+                let settle = if name == POSTGRES_IMAGE {
+                    "pass --image postgres=<repository>@sha256:<digest>"
+                } else {
+                    "the push phase records digests"
+                };
+                out.push(format!("image {name} is referenced by tag ({}): a re-push can change what runs ({settle})", image.reference()));
             }
         }
         for (component, arn) in [("pageserver", &self.pageserver_role_arn), ("safekeeper", &self.safekeeper_role_arn)] {
@@ -250,11 +251,7 @@ fn check_dns_label(flag: &str, value: &str) -> Result<(), RenderError> {
         && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !value.starts_with('-')
         && !value.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(RenderError::BadName { flag: flag.into(), value: value.into() })
-    }
+    if ok { Ok(()) } else { Err(RenderError::BadName { flag: flag.into(), value: value.into() }) }
 }
 
 /// `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
@@ -265,9 +262,5 @@ fn check_role_arn(flag: &str, arn: &str) -> Result<(), RenderError> {
             && account.len() == 12
             && account.chars().all(|c| c.is_ascii_digit())
             && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty()));
-    if ok {
-        Ok(())
-    } else {
-        Err(RenderError::BadRoleArn { flag: flag.into(), value: arn.into() })
-    }
+    if ok { Ok(()) } else { Err(RenderError::BadRoleArn { flag: flag.into(), value: arn.into() }) }
 }

@@ -109,7 +109,11 @@ pub fn render(inputs: &RenderInputs) -> Result<Vec<Manifest>, RenderError> {
         let mut yaml = String::from(HEADER);
         let mut ids = Vec::new();
         for object in &objects {
-            ids.push(format!("{}/{}", object["kind"].as_str().unwrap_or_default(), object["metadata"]["name"].as_str().unwrap_or_default()));
+            ids.push(format!(
+                "{}/{}",
+                object["kind"].as_str().unwrap_or_default(),
+                object["metadata"]["name"].as_str().unwrap_or_default()
+            ));
             let doc = emit(file, object)?;
             yaml.push_str("---\n");
             yaml.push_str(&doc);
@@ -143,8 +147,8 @@ fn template_name(file: &str) -> String {
 }
 
 fn parse_objects(file: &str, text: &str) -> Result<Vec<Value>, RenderError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| RenderError::Invalid { file: file.into(), message: format!("{e}\n{text}") })?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| RenderError::Invalid { file: file.into(), message: format!("{e}\n{text}") })?;
     Ok(docs.into_iter().filter(|doc| !doc.is_null()).collect())
 }
 

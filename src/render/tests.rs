@@ -13,10 +13,7 @@ fn objects(manifests: &[Manifest]) -> Vec<Value> {
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("{kind}/{name} is rendered"))
+    objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name).unwrap_or_else(|| panic!("{kind}/{name} is rendered"))
 }
 
 fn container(object: &Value) -> &Value {
@@ -163,9 +160,7 @@ fn pageserver_toml_points_at_the_storage_controller_and_bucket() {
 #[test]
 fn irsa_roles_annotate_only_their_service_accounts() {
     let arn = "arn:aws:iam::123456789012:role/neon-pageserver";
-    let inputs = default_inputs()
-        .with_overrides(Overrides { pageserver_role_arn: Some(arn.into()), ..Overrides::default() })
-        .unwrap();
+    let inputs = default_inputs().with_overrides(Overrides { pageserver_role_arn: Some(arn.into()), ..Overrides::default() }).unwrap();
     let objects = objects(&render(&inputs).unwrap());
     assert_eq!(find(&objects, "ServiceAccount", "neon-pageserver")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], arn);
     assert_eq!(find(&objects, "ServiceAccount", "neon-safekeeper")["metadata"]["annotations"], serde_json::json!({}));

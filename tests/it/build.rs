@@ -4,8 +4,8 @@
 use std::process::Output;
 use std::time::Instant;
 
-use crate::neon_fixture::{NeonFixture, BINARIES, CURRENT_TOOLCHAIN};
-use crate::support::{host_tools, json_events, state_json, stderr, Workdir};
+use crate::neon_fixture::{BINARIES, CURRENT_TOOLCHAIN, NeonFixture};
+use crate::support::{Workdir, host_tools, json_events, state_json, stderr};
 
 pub fn build(wd: &Workdir, fixture: &NeonFixture, extra: &[&str]) -> Output {
     let src = fixture.arg();
@@ -16,7 +16,8 @@ pub fn build(wd: &Workdir, fixture: &NeonFixture, extra: &[&str]) -> Output {
 
 fn plan_actions(out: &Output, phase: &str) -> Vec<serde_json::Value> {
     let events = json_events(out);
-    let plan = events.iter().find(|e| e["event"] == "plan" && e["phase"] == phase).unwrap_or_else(|| panic!("a {phase} plan in {events:?}"));
+    let plan =
+        events.iter().find(|e| e["event"] == "plan" && e["phase"] == phase).unwrap_or_else(|| panic!("a {phase} plan in {events:?}"));
     plan["actions"].as_array().unwrap().clone()
 }
 
@@ -31,7 +32,9 @@ fn build_stages_artifacts_and_a_second_build_is_a_no_op() {
     let out = build(&wd, &fixture, &[]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
     let ran = steps(&out);
-    for expected in ["make postgres-headers", "make postgres-install-v17", "make neon-pg-ext-v17", "make walproposer-lib", "stage artifacts"] {
+    for expected in
+        ["make postgres-headers", "make postgres-install-v17", "make neon-pg-ext-v17", "make walproposer-lib", "stage artifacts"]
+    {
         assert!(ran.iter().any(|s| s == expected), "{expected} in {ran:?}");
     }
     assert!(ran.iter().any(|s| s.starts_with("cargo build --locked --release") && s.contains("--bin compute_ctl")), "{ran:?}");
@@ -54,7 +57,8 @@ fn build_stages_artifacts_and_a_second_build_is_a_no_op() {
         assert_eq!(artifact["size"].as_u64().unwrap(), std::fs::metadata(path).unwrap().len());
         assert_eq!(artifact["sha256"].as_str().unwrap().len(), 64);
     }
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record["manifest"].as_str().unwrap()).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(record["manifest"].as_str().unwrap()).unwrap()).unwrap();
     assert_eq!(manifest["fingerprint"], record["fingerprint"]);
     assert!(manifest["pg_install"]["bin/postgres"]["sha256"].is_string(), "{manifest}");
     assert!(manifest["pg_install"]["lib/postgresql/neon.so"].is_object(), "{manifest}");
@@ -138,7 +142,8 @@ fn a_missing_toolchain_is_refused_and_toolchain_overrides_it() {
 #[test]
 fn a_git_source_is_cloned_at_its_rev_into_the_state_directory() {
     let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
-    let git = |args: &[&str]| assert!(std::process::Command::new("git").arg("-C").arg(fixture.path()).args(args).status().unwrap().success());
+    let git =
+        |args: &[&str]| assert!(std::process::Command::new("git").arg("-C").arg(fixture.path()).args(args).status().unwrap().success());
     git(&["tag", "release-1"]);
     // A later commit that must not be built.
     std::fs::write(fixture.path().join("proxy/main.rs"), "fn main() { println!(\"proxy from a later commit\"); }\n").unwrap();
@@ -197,7 +202,11 @@ fn a_state_directory_inside_the_checkout_is_not_an_input() {
     let run = |extra: &[&str]| {
         let mut args = vec!["build", "--output", "json"];
         args.extend_from_slice(extra);
-        host_tools(&mut wd.cmd(&args)).current_dir(fixture.path()).env("NEONCTL_AWS_STATE", fixture.path().join(".neonctl-aws")).output().unwrap()
+        host_tools(&mut wd.cmd(&args))
+            .current_dir(fixture.path())
+            .env("NEONCTL_AWS_STATE", fixture.path().join(".neonctl-aws"))
+            .output()
+            .unwrap()
     };
     std::fs::write(fixture.path().join("neonctl-aws.yaml"), "neon:\n  source:\n    path: .\n").unwrap();
     assert!(std::process::Command::new("git").arg("-C").arg(fixture.path()).args(["add", "neonctl-aws.yaml"]).status().unwrap().success());

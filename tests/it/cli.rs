@@ -1,6 +1,6 @@
 //! The command line as users meet it: help, config errors, plans, output modes, the state file.
 
-use crate::support::{json_events, stderr, stdout, Workdir};
+use crate::support::{Workdir, json_events, stderr, stdout};
 
 /// Durations vary between runs; snapshots see them as `<secs>`.
 fn settle(text: &str) -> String {
@@ -123,7 +123,8 @@ fn the_state_survives_a_kill_between_write_and_rename() {
     let crashed = wd.cmd(&["deploy"]).env(neonctl_aws::crash::ENV, "state-before-rename").output().unwrap();
     assert!(!crashed.status.success() && crashed.status.code().is_none(), "the run was killed by the crash point");
     assert_eq!(std::fs::read(&state_file).unwrap(), before, "the old state is intact");
-    let leftovers: Vec<_> = std::fs::read_dir(wd.state_dir()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(wd.state_dir()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
     assert_eq!(leftovers.len(), 1, "the killed run left its temp file");
 
     // The next run loads the old state, cleans the temp file and carries on.

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -101,7 +101,24 @@ impl PgServer {
     /// SQL as the superuser over the Unix socket.
     fn admin_sql(&self, sql: &str) {
         let port = self.port.to_string();
-        self.run("psql", &["-X", "-v", "ON_ERROR_STOP=1", "-h", self.socket_dir.to_str().unwrap(), "-p", &port, "-U", "postgres", "-d", "postgres", "-c", sql]);
+        self.run(
+            "psql",
+            &[
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.socket_dir.to_str().unwrap(),
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        );
     }
 
     /// A TCP login (SCRAM, per pg_hba) as `user` with `password`.
@@ -309,7 +326,10 @@ async fn serves_specs_the_proxy_api_and_health() {
     assert_eq!(body["project_id"], "proj");
     let (status, body) = call(&server, Method::GET, &access.replace("role=alice", "role=mallory"), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["status"]["details"]["error_info"]["reason"], "RESOURCE_NOT_FOUND", "the proxy then fails the login like a wrong password");
+    assert_eq!(
+        body["status"]["details"]["error_info"]["reason"], "RESOURCE_NOT_FOUND",
+        "the proxy then fails the login like a wrong password"
+    );
     let (status, body) = call(&server, Method::GET, &access.replace("endpointish=main", "endpointish=ghost"), None, None).await;
     assert_eq!((status, &body["status"]["details"]["error_info"]["reason"]), (StatusCode::NOT_FOUND, &json!("ENDPOINT_NOT_FOUND")));
 
@@ -318,7 +338,10 @@ async fn serves_specs_the_proxy_api_and_health() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["address"], "compute-main:55432");
     assert!(body.get("server_name").is_none(), "plain TCP to the compute");
-    assert_eq!(body["aux"], json!({"endpoint_id": "main", "project_id": "proj", "branch_id": "br-main", "compute_id": "main", "cold_start_info": "warm"}));
+    assert_eq!(
+        body["aux"],
+        json!({"endpoint_id": "main", "project_id": "proj", "branch_id": "br-main", "compute_id": "main", "cold_start_info": "warm"})
+    );
 
     let (status, body) = call(&server, Method::GET, "/proxy/endpoints/main/jwks?session_id=s1", None, None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"jwks": []})));
@@ -411,8 +434,7 @@ async fn tokens_are_checked_when_a_public_key_is_configured() {
     assert_eq!(status, StatusCode::FORBIDDEN, "the proxy's token cannot move tenants");
     assert!(compute.configures().is_empty(), "rejected calls change nothing");
 
-    let (status, _) =
-        call(&server, Method::PUT, "/storage/notify-attach", Some(&token(scopes::STORAGE_CONTROLLER)), Some(attach(2))).await;
+    let (status, _) = call(&server, Method::PUT, "/storage/notify-attach", Some(&token(scopes::STORAGE_CONTROLLER)), Some(attach(2))).await;
     assert_eq!(status, StatusCode::OK);
     let configure = compute.configures().pop().unwrap();
     let bearer = configure.authorization.expect("compute_ctl gets a token");

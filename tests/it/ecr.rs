@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use neonctl_aws::aws::ecr_auth::{self, EcrAuth, FALLBACK_LIFETIME};
 use neonctl_aws::aws::Aws;
+use neonctl_aws::aws::ecr_auth::{self, EcrAuth, FALLBACK_LIFETIME};
 use neonctl_aws::calls::{CallCount, Calls};
 use neonctl_aws::config::Config;
 

@@ -5,9 +5,9 @@
 use std::process::{Command, Output};
 
 use crate::build::build;
-use crate::neon_fixture::{NeonFixture, CURRENT_TOOLCHAIN};
-use crate::stand_ins::{http_get, Registry, REGISTRY_PASSWORD, REGISTRY_USER};
-use crate::support::{host_tools, json_events, state_json, stderr, Workdir};
+use crate::neon_fixture::{CURRENT_TOOLCHAIN, NeonFixture};
+use crate::stand_ins::{REGISTRY_PASSWORD, REGISTRY_USER, Registry, http_get};
+use crate::support::{Workdir, host_tools, json_events, state_json, stderr};
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().expect("the docker CLI")
@@ -93,7 +93,12 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     // Postgres in the compute image (and the pageserver's WAL redo copy) runs too.
     let compute = images["compute"]["tag"].as_str().unwrap();
     let run = docker(&["run", "--rm", "--network", "none", "--entrypoint", "/usr/local/bin/postgres", compute, "--version"]);
-    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "postgres (PostgreSQL) 17.5 stand-in", "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        "postgres (PostgreSQL) 17.5 stand-in",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let pageserver = images["pageserver"]["tag"].as_str().unwrap();
     let run = docker(&["run", "--rm", "--network", "none", "--entrypoint", "/usr/local/v17/bin/postgres", pageserver, "--version"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -201,7 +206,8 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
     // images.base: nothing can be pulled here, so the base is one of our own images; the new
     // images add only their binary (and Postgres) on top of it.
     let base = after["control-plane"]["tag"].as_str().unwrap();
-    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {prefix}\nimages:\n  base: {base}\n  registry: {target}\n")).unwrap();
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {prefix}\nimages:\n  base: {base}\n  registry: {target}\n"))
+        .unwrap();
     let out = run_phase(&wd, "images");
     let on_base = state_json(&wd)["images"].clone();
     cleanup.0.extend(on_base.as_object().unwrap().values().map(|r| r["tag"].as_str().unwrap().to_string()));
@@ -231,7 +237,10 @@ fn images_and_push_say_what_to_run_first() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot reach the Docker Engine") && stderr(&out).contains("DOCKER_HOST"), "{}", stderr(&out));
     // Planning still works, assuming nothing exists.
-    let plan = host_tools(&mut wd.cmd(&["images", "--plan", "--output", "json"])).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
+    let plan = host_tools(&mut wd.cmd(&["images", "--plan", "--output", "json"]))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
     assert!(plan.status.success(), "{}", stderr(&plan));
     let events = json_events(&plan);
     let plan = events.iter().find(|e| e["event"] == "plan").unwrap();

@@ -1,7 +1,7 @@
 //! `infra` against moto: full creation, convergence, crash safety, bad input, no leaked secret.
 
-use crate::moto::{assert_complete, call_counts, mutating_calls, Moto, SECRET_KEY};
-use crate::support::{stderr, stdout, Workdir};
+use crate::moto::{Moto, SECRET_KEY, assert_complete, call_counts, mutating_calls};
+use crate::support::{Workdir, stderr, stdout};
 
 fn state(wd: &Workdir) -> neonctl_aws::state::State {
     neonctl_aws::state::read(&wd.state_dir()).unwrap()

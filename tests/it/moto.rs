@@ -207,9 +207,20 @@ async fn census(sdk: &SdkConfig, s3: aws_sdk_s3::Client, prefix: &str) -> BTreeM
 /// What a full `infra` of the default config (3 zones, one NAT gateway) leaves, per component.
 pub fn expected_census() -> Vec<String> {
     let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
-    let mut keys: Vec<String> = ["vpc/vpc", "igw/igw", "eip/eip-nat-us-east-1a", "nat/nat-us-east-1a", "rtb/rtb-public", "vpce/vpce-s3", "oidc/oidc-provider", "eks/cluster", "eks/nodegroup", "s3/bucket"]
-        .map(String::from)
-        .to_vec();
+    let mut keys: Vec<String> = [
+        "vpc/vpc",
+        "igw/igw",
+        "eip/eip-nat-us-east-1a",
+        "nat/nat-us-east-1a",
+        "rtb/rtb-public",
+        "vpce/vpce-s3",
+        "oidc/oidc-provider",
+        "eks/cluster",
+        "eks/nodegroup",
+        "s3/bucket",
+    ]
+    .map(String::from)
+    .to_vec();
     for zone in zones {
         keys.push(format!("subnet/subnet-public-{zone}"));
         keys.push(format!("subnet/subnet-private-{zone}"));

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{json_events, stderr, stdout, Workdir};
+use crate::support::{Workdir, json_events, stderr, stdout};
 
 /// Every row `--for build` shows, libraries included (this runs on Linux).
 const BUILD_ROWS: [&str; 17] = [

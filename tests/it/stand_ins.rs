@@ -93,4 +93,3 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
-

@@ -51,10 +51,7 @@ pub fn stderr(output: &Output) -> String {
 
 /// Parses NDJSON output into its events.
 pub fn json_events(output: &Output) -> Vec<serde_json::Value> {
-    stdout(output)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not json: {l}: {e}")))
-        .collect()
+    stdout(output).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not json: {l}: {e}"))).collect()
 }
 
 /// Passes through what a build and the Docker Engine need from the host: rustup's and cargo's

@@ -1,7 +1,7 @@
 //! `teardown` against moto: from the state and by tag, after crashes, with bucket data, consent.
 
-use crate::moto::{assert_complete, Moto};
-use crate::support::{stderr, stdout, Workdir};
+use crate::moto::{Moto, assert_complete};
+use crate::support::{Workdir, stderr, stdout};
 
 fn infra(moto: &Moto, wd: &Workdir, prefix: &str) {
     let out = moto.run(wd, &["infra", "--prefix", prefix]);
@@ -95,7 +95,8 @@ fn teardown_without_a_state_file_finds_everything_by_tag() {
 #[test]
 fn teardown_after_crashed_runs_leaves_nothing() {
     let moto = Moto::start();
-    for (prefix, point) in [("early", "infra:nat-gateway:created"), ("late", "infra:cluster:created"), ("last", "infra:nodegroup:created")] {
+    for (prefix, point) in [("early", "infra:nat-gateway:created"), ("late", "infra:cluster:created"), ("last", "infra:nodegroup:created")]
+    {
         moto.reset();
         let wd = Workdir::new();
         let crashed = moto.cmd(&wd, &["infra", "--prefix", prefix]).env(neonctl_aws::crash::ENV, point).output().unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 #[path = "../../tests/it/neon_fixture.rs"]
 #[allow(dead_code, reason = "shared with the tests, which use all of it")]
@@ -19,7 +19,7 @@ mod neon_fixture;
 #[allow(dead_code, reason = "shared with the tests, which use all of it")]
 mod stand_ins;
 
-use neon_fixture::{NeonFixture, BINARIES, CURRENT_TOOLCHAIN};
+use neon_fixture::{BINARIES, CURRENT_TOOLCHAIN, NeonFixture};
 
 pub fn run(args: Vec<String>) -> Result<()> {
     let neon_src = match args.as_slice() {

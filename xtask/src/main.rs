@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 mod bench;
 
@@ -191,7 +191,10 @@ fn bench_infra(release: bool) -> Result<()> {
     let (reads, mutating) = (sum("read"), sum("mutating"));
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(".neonctl-aws/state.json"))?)?;
     let resources = state["infra"]["resources"].as_object().map(|r| r.values().filter(|v| v.get("id").is_some()).count()).unwrap_or(0);
-    println!("no-op infra ({}): {wall:.2}s wall, {reads} read calls for {resources} resources, {mutating} mutating", if release { "release" } else { "debug" });
+    println!(
+        "no-op infra ({}): {wall:.2}s wall, {reads} read calls for {resources} resources, {mutating} mutating",
+        if release { "release" } else { "debug" }
+    );
     for (service, count) in calls {
         println!("  {service:<4} {} read, {} mutating", count["read"], count["mutating"]);
     }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use super::{eks, identity, iam, network, pick_zones, spec};
-use crate::aws::inventory::{self, Found, Inventory, Kind};
+use super::{eks, iam, identity, network, pick_zones, spec};
 use crate::aws::Aws;
+use crate::aws::inventory::{self, Found, Inventory, Kind};
 use crate::config::Config;
 use crate::engine::{Context, PhasePlan};
 use crate::output::{PlannedAction, Verb};
@@ -30,7 +30,10 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
             None
         }
         Err(_) => {
-            notes.push(format!("looking up existing resources took longer than {}s; the plan assumes nothing exists yet", LOOKUP_TIMEOUT.as_secs()));
+            notes.push(format!(
+                "looking up existing resources took longer than {}s; the plan assumes nothing exists yet",
+                LOOKUP_TIMEOUT.as_secs()
+            ));
             None
         }
     };
@@ -40,7 +43,8 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
         (Some(o), _) => o.zones.clone(),
         (None, false) => recorded.azs.clone(),
         (None, true) => {
-            let guess: Vec<String> = ["a", "b", "c"].iter().take(config.network.az_count as usize).map(|z| format!("{}{z}", config.region)).collect();
+            let guess: Vec<String> =
+                ["a", "b", "c"].iter().take(config.network.az_count as usize).map(|z| format!("{}{z}", config.region)).collect();
             notes.push(format!("availability zones not looked up: assuming {}", guess.join(", ")));
             guess
         }
@@ -66,9 +70,10 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
         })
         .collect();
     let estimate = spec::estimate(config, spec::nat_zones(config, &zones).len());
-    actions.push(PlannedAction::new(Verb::Run, format!("estimated cost ${:.2}/month", estimate.total)).detail(
-        estimate.lines.iter().map(|(what, usd)| format!("{what} ${usd:.2}")).collect::<Vec<_>>().join(", "),
-    ));
+    actions.push(
+        PlannedAction::new(Verb::Run, format!("estimated cost ${:.2}/month", estimate.total))
+            .detail(estimate.lines.iter().map(|(what, usd)| format!("{what} ${usd:.2}")).collect::<Vec<_>>().join(", ")),
+    );
     notes.extend(estimate.notes);
     Ok(PhasePlan { actions, notes })
 }

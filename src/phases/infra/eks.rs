@@ -8,8 +8,8 @@ use futures::TryFutureExt;
 use aws_sdk_eks::types as ekst;
 
 use super::network::Net;
-use super::{iam, spec, Run};
-use crate::aws::call::{call, found, is_iam_propagation, wait_for, Backoff, CallError};
+use super::{Run, iam, spec};
+use crate::aws::call::{Backoff, CallError, call, found, is_iam_propagation, wait_for};
 use crate::aws::inventory::{self, Found, Kind};
 use crate::aws::tags::Tags;
 use crate::output::Unit;
@@ -21,9 +21,17 @@ pub fn nodegroup_name(prefix: &str) -> String {
 }
 
 /// `existing`: the cluster as looked up at the start of the run.
-pub async fn converge(run: &Run<'_>, existing: Option<Found>, net: &Net, cluster_role: &str, node_role: &str, bucket: &str) -> anyhow::Result<()> {
+pub async fn converge(
+    run: &Run<'_>,
+    existing: Option<Found>,
+    net: &Net,
+    cluster_role: &str,
+    node_role: &str,
+    bucket: &str,
+) -> anyhow::Result<()> {
     let cluster = cluster(run, existing, net, cluster_role).await?;
-    let issuer = cluster.extra.get("oidc_issuer").cloned().ok_or_else(|| anyhow::anyhow!("eks cluster {} reports no OIDC issuer", run.prefix))?;
+    let issuer =
+        cluster.extra.get("oidc_issuer").cloned().ok_or_else(|| anyhow::anyhow!("eks cluster {} reports no OIDC issuer", run.prefix))?;
     let provider = iam::oidc_provider(run, &issuer).await?;
     let roles = iam::irsa_roles(run, &provider, &issuer, bucket).await?;
     let role_of = |suffix: &str| roles.iter().find(|(s, _)| *s == suffix).map(|(_, arn)| arn.clone());
@@ -131,9 +139,11 @@ async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<
     let eks = &run.aws.eks;
     let name = &nodegroup_name(&run.prefix);
     let cluster = &run.prefix;
-    let described = found(eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await.map_err(call("DescribeNodegroup", name)))?;
+    let described =
+        found(eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await.map_err(call("DescribeNodegroup", name)))?;
     let status = described.as_ref().and_then(|d| d.nodegroup()).and_then(|n| n.status()).map(|s| s.as_str().to_string());
-    let existing = described.as_ref().map(|_| Found { component: "nodegroup".into(), id: name.clone(), state: status.clone(), ..Found::default() });
+    let existing =
+        described.as_ref().map(|_| Found { component: "nodegroup".into(), id: name.clone(), state: status.clone(), ..Found::default() });
     let c = &run.cx.config.cluster;
     let tags = Tags::new(&run.prefix, "nodegroup");
     let subnets: Vec<String> = net.private.iter().map(|(_, s)| s.clone()).collect();
@@ -176,16 +186,30 @@ async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<
         Duration::from_secs(20),
         |secs| step.progress(secs, None, Unit::Items),
         || async {
-            let out = eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await.map_err(call("DescribeNodegroup", name))?;
+            let out = eks
+                .describe_nodegroup()
+                .cluster_name(cluster)
+                .nodegroup_name(name)
+                .send()
+                .await
+                .map_err(call("DescribeNodegroup", name))?;
             let group = out.nodegroup();
             match group.and_then(|n| n.status()) {
                 Some(ekst::NodegroupStatus::Active) => Ok(Some(())),
                 Some(ekst::NodegroupStatus::CreateFailed | ekst::NodegroupStatus::Degraded) => {
                     let issues: Vec<String> = group
                         .and_then(|n| n.health())
-                        .map(|h| h.issues().iter().map(|i| format!("{}: {}", i.code().map(|c| c.as_str()).unwrap_or("?"), i.message().unwrap_or(""))).collect())
+                        .map(|h| {
+                            h.issues()
+                                .iter()
+                                .map(|i| format!("{}: {}", i.code().map(|c| c.as_str()).unwrap_or("?"), i.message().unwrap_or("")))
+                                .collect()
+                        })
                         .unwrap_or_default();
-                    anyhow::bail!("eks nodegroup {name} failed: {}. Fix the cause, delete the nodegroup, then run infra again", issues.join("; "))
+                    anyhow::bail!(
+                        "eks nodegroup {name} failed: {}. Fix the cause, delete the nodegroup, then run infra again",
+                        issues.join("; ")
+                    )
                 }
                 _ => Ok(None),
             }
@@ -251,7 +275,13 @@ async fn ensure_addon(run: &Run<'_>, addon: &str, role: Option<&str>) -> anyhow:
     let k8s = &run.cx.config.cluster.kubernetes_version;
     let tags = Tags::new(&run.prefix, &component);
     run.ensure(Kind::Addon, &component, addon, existing.as_ref(), |token| async move {
-        let versions = eks.describe_addon_versions().addon_name(addon).kubernetes_version(k8s).send().await.map_err(call("DescribeAddonVersions", addon))?;
+        let versions = eks
+            .describe_addon_versions()
+            .addon_name(addon)
+            .kubernetes_version(k8s)
+            .send()
+            .await
+            .map_err(call("DescribeAddonVersions", addon))?;
         let version = addon_version(versions.addons(), k8s).ok_or_else(|| CallError {
             operation: "DescribeAddonVersions",
             resource: addon.to_string(),
@@ -290,8 +320,10 @@ async fn wait_addon(run: &Run<'_>, addon: &str) -> anyhow::Result<()> {
             match a.and_then(|a| a.status()) {
                 Some(ekst::AddonStatus::Active) => Ok(Some(())),
                 Some(ekst::AddonStatus::CreateFailed | ekst::AddonStatus::Degraded) => {
-                    let issues: Vec<String> =
-                        a.and_then(|a| a.health()).map(|h| h.issues().iter().map(|i| i.message().unwrap_or("").to_string()).collect()).unwrap_or_default();
+                    let issues: Vec<String> = a
+                        .and_then(|a| a.health())
+                        .map(|h| h.issues().iter().map(|i| i.message().unwrap_or("").to_string()).collect())
+                        .unwrap_or_default();
                     anyhow::bail!("eks addon {addon} is unhealthy: {}. Check the nodes, then run infra again", issues.join("; "))
                 }
                 _ => Ok(None),
@@ -312,8 +344,15 @@ async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
             out.role().map(|r| r.arn().to_string()).unwrap_or_default()
         }
     };
-    let existing = found(eks.describe_access_entry().cluster_name(cluster).principal_arn(&principal).send().await.map_err(call("DescribeAccessEntry", &principal)))?
-        .map(|_| Found { component: "access-entry".into(), id: principal.clone(), ..Found::default() });
+    let existing = found(
+        eks.describe_access_entry()
+            .cluster_name(cluster)
+            .principal_arn(&principal)
+            .send()
+            .await
+            .map_err(call("DescribeAccessEntry", &principal)),
+    )?
+    .map(|_| Found { component: "access-entry".into(), id: principal.clone(), ..Found::default() });
     let tags = Tags::new(&run.prefix, "access-entry");
     run.ensure(Kind::AccessEntry, "access-entry", &principal, existing.as_ref(), |token| async {
         eks.create_access_entry()
@@ -348,11 +387,11 @@ async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
 pub mod tests {
     use std::sync::Arc;
 
+    use aws_sdk_eks::Client as Eks;
     use aws_sdk_eks::operation::describe_access_entry::DescribeAccessEntryError;
     use aws_sdk_eks::operation::describe_addon::DescribeAddonError;
-    use aws_sdk_eks::Client as Eks;
     use aws_sdk_iam::Client as Iam;
-    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
     use aws_smithy_types::error::ErrorMetadata;
 
     use super::*;
@@ -377,7 +416,11 @@ pub mod tests {
 
     fn run<'a>(cx: &'a Context, eks: Eks, iam: Iam) -> Run<'a> {
         let aws = Aws { eks, iam, ..Aws::unreachable(&cx.config) };
-        let id = Identity { account: "123456789012".into(), partition: "aws".into(), caller_arn: "arn:aws:sts::123456789012:assumed-role/Admin/me".into() };
+        let id = Identity {
+            account: "123456789012".into(),
+            partition: "aws".into(),
+            caller_arn: "arn:aws:sts::123456789012:assumed-role/Admin/me".into(),
+        };
         Run { cx, aws, id, prefix: "neon".into(), region: "us-east-1".into(), zones: vec![], reporter: cx.reporter(PhaseName::Infra) }
     }
 
@@ -386,8 +429,10 @@ pub mod tests {
     }
 
     fn versions() -> aws_sdk_eks::operation::describe_addon_versions::DescribeAddonVersionsOutput {
-        let compat = |cluster: &str, default: bool| ekst::Compatibility::builder().cluster_version(cluster).default_version(default).build();
-        let version = |v: &str, c: Vec<ekst::Compatibility>| ekst::AddonVersionInfo::builder().addon_version(v).set_compatibilities(Some(c)).build();
+        let compat =
+            |cluster: &str, default: bool| ekst::Compatibility::builder().cluster_version(cluster).default_version(default).build();
+        let version =
+            |v: &str, c: Vec<ekst::Compatibility>| ekst::AddonVersionInfo::builder().addon_version(v).set_compatibilities(Some(c)).build();
         let info = ekst::AddonInfo::builder()
             .addon_name("vpc-cni")
             .addon_versions(version("v1.20.0-eksbuild.1", vec![compat("1.33", false), compat("1.32", false)]))
@@ -454,7 +499,9 @@ pub mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cx = context(dir.path());
         let describe = mock!(Eks::describe_addon).then_output(|| {
-            aws_sdk_eks::operation::describe_addon::DescribeAddonOutput::builder().addon(ekst::Addon::builder().addon_name("coredns").build()).build()
+            aws_sdk_eks::operation::describe_addon::DescribeAddonOutput::builder()
+                .addon(ekst::Addon::builder().addon_name("coredns").build())
+                .build()
         });
         let create = mock!(Eks::create_addon).then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
         let eks = mock_client!(aws_sdk_eks, RuleMode::MatchAny, &[&describe, &create]);

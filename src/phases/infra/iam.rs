@@ -3,11 +3,11 @@
 
 use serde_json::Value;
 
-use super::spec::{self, RoleSpec, Trust};
 use super::Run;
-use crate::aws::call::{call, found, CallError};
+use super::spec::{self, RoleSpec, Trust};
+use crate::aws::call::{CallError, call, found};
 use crate::aws::inventory::{self, Found, Kind};
-use crate::aws::tags::{Tags, CLUSTER_TAG};
+use crate::aws::tags::{CLUSTER_TAG, Tags};
 
 pub fn role_component(suffix: &str) -> String {
     format!("role-{suffix}")
@@ -27,8 +27,18 @@ pub async fn base_roles(run: &Run<'_>) -> anyhow::Result<(String, String)> {
 pub async fn oidc_provider(run: &Run<'_>, issuer: &str) -> anyhow::Result<String> {
     let host = issuer.trim_start_matches("https://");
     let arn = format!("arn:{}:iam::{}:oidc-provider/{host}", run.id.partition, run.id.account);
-    let existing = found(run.aws.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.map_err(call("GetOpenIDConnectProvider", &arn)))?;
-    if let Some(owner) = existing.as_ref().and_then(|p| p.tags().iter().find(|t| t.key() == CLUSTER_TAG)).map(|t| t.value()).filter(|v| *v != run.prefix) {
+    let existing = found(
+        run.aws
+            .iam
+            .get_open_id_connect_provider()
+            .open_id_connect_provider_arn(&arn)
+            .send()
+            .await
+            .map_err(call("GetOpenIDConnectProvider", &arn)),
+    )?;
+    if let Some(owner) =
+        existing.as_ref().and_then(|p| p.tags().iter().find(|t| t.key() == CLUSTER_TAG)).map(|t| t.value()).filter(|v| *v != run.prefix)
+    {
         anyhow::bail!(
             "the OIDC provider {arn} of cluster {} is tagged {CLUSTER_TAG}={owner}: it belongs to another deployment and is not adopted. \
              Run `neonctl-aws teardown --prefix {owner}` or remove its tag",
@@ -109,9 +119,19 @@ async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, trust: 
     let inline = bucket.map(|b| spec::bucket_access(b).to_string());
     let settings = format!("{trust_text}|{managed:?}|{inline:?}");
     run.configure(&component, &format!("iam role {name}"), &settings, || async {
-        iam.update_assume_role_policy().role_name(&name).policy_document(&trust_text).send().await.map_err(call("UpdateAssumeRolePolicy", &name))?;
+        iam.update_assume_role_policy()
+            .role_name(&name)
+            .policy_document(&trust_text)
+            .send()
+            .await
+            .map_err(call("UpdateAssumeRolePolicy", &name))?;
         for policy in &managed {
-            iam.attach_role_policy().role_name(&name).policy_arn(policy).send().await.map_err(call("AttachRolePolicy", format!("{policy} to {name}")))?;
+            iam.attach_role_policy()
+                .role_name(&name)
+                .policy_arn(policy)
+                .send()
+                .await
+                .map_err(call("AttachRolePolicy", format!("{policy} to {name}")))?;
         }
         if let Some(document) = &inline {
             iam.put_role_policy()

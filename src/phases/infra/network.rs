@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, NatGatewayState, ResourceType, VpcEndpointType};
 
-use super::{spec, Run};
-use crate::aws::call::{call, wait_for, CallError};
+use super::{Run, spec};
+use crate::aws::call::{CallError, call, wait_for};
 use crate::aws::inventory::{self, Kind};
 use crate::aws::tags::Tags;
 use crate::output::Unit;
@@ -33,14 +33,30 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
     let cidr = &config.network.vpc_cidr;
     let vpc = run
         .ensure(Kind::Vpc, "vpc", &tags("vpc").name(), inv.get(Kind::Vpc, "vpc"), |_| async {
-            let out = ec2.create_vpc().cidr_block(cidr).tag_specifications(tags("vpc").ec2(ResourceType::Vpc)).send().await.map_err(call("CreateVpc", cidr))?;
+            let out = ec2
+                .create_vpc()
+                .cidr_block(cidr)
+                .tag_specifications(tags("vpc").ec2(ResourceType::Vpc))
+                .send()
+                .await
+                .map_err(call("CreateVpc", cidr))?;
             Ok(out.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string())
         })
         .await?;
     run.configure("vpc", "vpc dns support and hostnames", &format!("dns {vpc}"), || async {
         // The API takes one attribute per call.
-        ec2.modify_vpc_attribute().vpc_id(&vpc).enable_dns_support(bool_value(true)).send().await.map_err(call("ModifyVpcAttribute", &vpc))?;
-        ec2.modify_vpc_attribute().vpc_id(&vpc).enable_dns_hostnames(bool_value(true)).send().await.map_err(call("ModifyVpcAttribute", &vpc))?;
+        ec2.modify_vpc_attribute()
+            .vpc_id(&vpc)
+            .enable_dns_support(bool_value(true))
+            .send()
+            .await
+            .map_err(call("ModifyVpcAttribute", &vpc))?;
+        ec2.modify_vpc_attribute()
+            .vpc_id(&vpc)
+            .enable_dns_hostnames(bool_value(true))
+            .send()
+            .await
+            .map_err(call("ModifyVpcAttribute", &vpc))?;
         Ok(())
     })
     .await?;
@@ -70,7 +86,12 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
                 .await?;
             let maps_public_ip = existing.is_some_and(|f| f.extra.get("map_public_ip").map(String::as_str) == Some("true"));
             if is_public && !maps_public_ip {
-                ec2.modify_subnet_attribute().subnet_id(&id).map_public_ip_on_launch(bool_value(true)).send().await.map_err(call("ModifySubnetAttribute", &id))?;
+                ec2.modify_subnet_attribute()
+                    .subnet_id(&id)
+                    .map_public_ip_on_launch(bool_value(true))
+                    .send()
+                    .await
+                    .map_err(call("ModifySubnetAttribute", &id))?;
             }
             if is_public { public.push((zone.clone(), id)) } else { private.push((zone.clone(), id)) }
         }
@@ -89,7 +110,8 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
         })
         .await?;
     if !igw_found.is_some_and(|g| g.has_link(&vpc)) {
-        let attached = ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.map_err(call("AttachInternetGateway", &igw));
+        let attached =
+            ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.map_err(call("AttachInternetGateway", &igw));
         ignore(attached, &["Resource.AlreadyAssociated"])?;
     }
 
@@ -145,7 +167,9 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
     let public_subnets: Vec<String> = public.iter().map(|(_, s)| s.clone()).collect();
     tables.push(route_table(run, &inv, &vpc, "rtb-public", Target::Gateway(igw.clone()), &public_subnets).await?);
     for (zone, subnet) in &private {
-        tables.push(route_table(run, &inv, &vpc, &format!("rtb-private-{zone}"), Target::Nat(nat_of(zone)), std::slice::from_ref(subnet)).await?);
+        tables.push(
+            route_table(run, &inv, &vpc, &format!("rtb-private-{zone}"), Target::Nat(nat_of(zone)), std::slice::from_ref(subnet)).await?,
+        );
     }
 
     // S3 traffic stays off the NAT gateways.
@@ -170,7 +194,12 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
     if let Some(found) = found {
         let missing: Vec<String> = tables.iter().filter(|t| !found.has_link(t)).cloned().collect();
         if !missing.is_empty() {
-            ec2.modify_vpc_endpoint().vpc_endpoint_id(&endpoint).set_add_route_table_ids(Some(missing)).send().await.map_err(call("ModifyVpcEndpoint", &endpoint))?;
+            ec2.modify_vpc_endpoint()
+                .vpc_endpoint_id(&endpoint)
+                .set_add_route_table_ids(Some(missing))
+                .send()
+                .await
+                .map_err(call("ModifyVpcEndpoint", &endpoint))?;
         }
     }
     Ok(Net { public, private })
@@ -182,7 +211,14 @@ enum Target {
 }
 
 /// One route table with its default route and subnet associations, each made only if missing.
-async fn route_table(run: &Run<'_>, inv: &inventory::Inventory, vpc: &str, component: &str, target: Target, subnets: &[String]) -> anyhow::Result<String> {
+async fn route_table(
+    run: &Run<'_>,
+    inv: &inventory::Inventory,
+    vpc: &str,
+    component: &str,
+    target: Target,
+    subnets: &[String],
+) -> anyhow::Result<String> {
     let ec2 = &run.aws.ec2;
     let tags = Tags::new(&run.prefix, component);
     let found = inv.get(Kind::RouteTable, component);
@@ -218,7 +254,8 @@ async fn route_table(run: &Run<'_>, inv: &inventory::Inventory, vpc: &str, compo
     }
     for subnet in subnets {
         if !found.is_some_and(|f| f.has_link(subnet)) {
-            let associated = ec2.associate_route_table().route_table_id(&id).subnet_id(subnet).send().await.map_err(call("AssociateRouteTable", &id));
+            let associated =
+                ec2.associate_route_table().route_table_id(&id).subnet_id(subnet).send().await.map_err(call("AssociateRouteTable", &id));
             ignore(associated, &["Resource.AlreadyAssociated"])?;
         }
     }

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, NatGateways};
@@ -223,7 +223,10 @@ pub fn estimate(config: &Config, nat_count: usize) -> Estimate {
     let mut lines = vec![
         ("eks control plane".to_string(), p.eks_cluster_per_hour * HOURS_PER_MONTH),
         (format!("{nat_count} nat gateway(s)"), p.nat_gateway_per_hour * HOURS_PER_MONTH * nat_count as f64),
-        (format!("{} × {} GiB gp3 node volumes", c.node_count, c.node_disk_gib), p.ebs_gp3_per_gib_month * (c.node_count * c.node_disk_gib) as f64),
+        (
+            format!("{} × {} GiB gp3 node volumes", c.node_count, c.node_disk_gib),
+            p.ebs_gp3_per_gib_month * (c.node_count * c.node_disk_gib) as f64,
+        ),
         ("1 network load balancer (proxy)".to_string(), p.nlb_per_hour * HOURS_PER_MONTH),
     ];
     let mut notes = vec![format!(
@@ -231,11 +234,12 @@ pub fn estimate(config: &Config, nat_count: usize) -> Estimate {
         p.as_of
     )];
     match p.instance_per_hour.get(&c.node_instance_type) {
-        Some(price) => lines.insert(1, (format!("{} × {} nodes", c.node_count, c.node_instance_type), price * HOURS_PER_MONTH * c.node_count as f64)),
-        None => notes.push(format!(
-            "no price for {} in pricing.instance_per_hour: the nodes are not in the estimate",
-            c.node_instance_type
-        )),
+        Some(price) => {
+            lines.insert(1, (format!("{} × {} nodes", c.node_count, c.node_instance_type), price * HOURS_PER_MONTH * c.node_count as f64))
+        }
+        None => {
+            notes.push(format!("no price for {} in pricing.instance_per_hour: the nodes are not in the estimate", c.node_instance_type))
+        }
     }
     let lines: Vec<(String, f64)> = lines.into_iter().map(|(what, usd)| (what, (usd * 100.0).round() / 100.0)).collect();
     let total = (lines.iter().map(|(_, usd)| usd).sum::<f64>() * 100.0).round() / 100.0;
@@ -265,10 +269,13 @@ mod tests {
           ]
         ]
         "#);
-        assert_eq!(subnet_cidrs("192.168.16.0/20", 2).unwrap(), vec![
-            ("192.168.28.0/25".to_string(), "192.168.16.0/22".to_string()),
-            ("192.168.28.128/25".to_string(), "192.168.20.0/22".to_string()),
-        ]);
+        assert_eq!(
+            subnet_cidrs("192.168.16.0/20", 2).unwrap(),
+            vec![
+                ("192.168.28.0/25".to_string(), "192.168.16.0/22".to_string()),
+                ("192.168.28.128/25".to_string(), "192.168.20.0/22".to_string()),
+            ]
+        );
         assert!(subnet_cidrs("10.0.0.0/16", 4).is_err());
     }
 

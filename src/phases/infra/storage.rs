@@ -2,8 +2,8 @@
 
 use aws_sdk_s3::types as s3t;
 
-use super::{spec, Run};
-use crate::aws::call::{call, CallError};
+use super::{Run, spec};
+use crate::aws::call::{CallError, call};
 use crate::aws::inventory::{self, Kind};
 use crate::aws::tags::Tags;
 
@@ -50,24 +50,47 @@ pub async fn bucket(run: &Run<'_>) -> anyhow::Result<String> {
             .block_public_policy(true)
             .restrict_public_buckets(true)
             .build();
-        s3.put_public_access_block().bucket(&name).public_access_block_configuration(block).send().await.map_err(call("PutPublicAccessBlock", &name))?;
+        s3.put_public_access_block()
+            .bucket(&name)
+            .public_access_block_configuration(block)
+            .send()
+            .await
+            .map_err(call("PutPublicAccessBlock", &name))?;
         let sse = s3t::ServerSideEncryptionRule::builder()
             .apply_server_side_encryption_by_default(
-                s3t::ServerSideEncryptionByDefault::builder().sse_algorithm(s3t::ServerSideEncryption::Aes256).build().expect("algorithm set"),
+                s3t::ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(s3t::ServerSideEncryption::Aes256)
+                    .build()
+                    .expect("algorithm set"),
             )
             .bucket_key_enabled(true)
             .build();
         let sse = s3t::ServerSideEncryptionConfiguration::builder().rules(sse).build().expect("rules set");
-        s3.put_bucket_encryption().bucket(&name).server_side_encryption_configuration(sse).send().await.map_err(call("PutBucketEncryption", &name))?;
+        s3.put_bucket_encryption()
+            .bucket(&name)
+            .server_side_encryption_configuration(sse)
+            .send()
+            .await
+            .map_err(call("PutBucketEncryption", &name))?;
         let versioning = s3t::VersioningConfiguration::builder().status(s3t::BucketVersioningStatus::Enabled).build();
-        s3.put_bucket_versioning().bucket(&name).versioning_configuration(versioning).send().await.map_err(call("PutBucketVersioning", &name))?;
+        s3.put_bucket_versioning()
+            .bucket(&name)
+            .versioning_configuration(versioning)
+            .send()
+            .await
+            .map_err(call("PutBucketVersioning", &name))?;
         s3.put_bucket_lifecycle_configuration()
             .bucket(&name)
             .lifecycle_configuration(lifecycle(config.intelligent_tiering_after_days, config.noncurrent_version_expiration_days))
             .send()
             .await
             .map_err(call("PutBucketLifecycleConfiguration", &name))?;
-        s3.put_bucket_policy().bucket(&name).policy(spec::tls_only(&name).to_string()).send().await.map_err(call("PutBucketPolicy", &name))?;
+        s3.put_bucket_policy()
+            .bucket(&name)
+            .policy(spec::tls_only(&name).to_string())
+            .send()
+            .await
+            .map_err(call("PutBucketPolicy", &name))?;
         Ok(())
     })
     .await?;
@@ -81,7 +104,9 @@ fn lifecycle(tiering_days: u32, noncurrent_days: u32) -> s3t::BucketLifecycleCon
         .id("intelligent-tiering")
         .filter(everything())
         .status(s3t::ExpirationStatus::Enabled)
-        .transitions(s3t::Transition::builder().days(tiering_days as i32).storage_class(s3t::TransitionStorageClass::IntelligentTiering).build())
+        .transitions(
+            s3t::Transition::builder().days(tiering_days as i32).storage_class(s3t::TransitionStorageClass::IntelligentTiering).build(),
+        )
         .build()
         .expect("status set");
     let cleanup = s3t::LifecycleRule::builder()
@@ -111,7 +136,14 @@ pub async fn repositories(run: &Run<'_>) -> anyhow::Result<()> {
             let tags = Tags::new(&run.prefix, &component);
             run.ensure(Kind::Repository, &component, &name, found, |_| async {
                 let scan = aws_sdk_ecr::types::ImageScanningConfiguration::builder().scan_on_push(true).build();
-                match ecr.create_repository().repository_name(&name).image_scanning_configuration(scan).set_tags(Some(tags.ecr())).send().await {
+                match ecr
+                    .create_repository()
+                    .repository_name(&name)
+                    .image_scanning_configuration(scan)
+                    .set_tags(Some(tags.ecr()))
+                    .send()
+                    .await
+                {
                     Ok(out) => Ok(out.repository().and_then(|r| r.repository_name()).unwrap_or(&name).to_string()),
                     Err(e) => {
                         let e = call("CreateRepository", &name)(e);
@@ -126,7 +158,12 @@ pub async fn repositories(run: &Run<'_>) -> anyhow::Result<()> {
             };
             run.output(&component, "uri", &uri)?;
             run.configure(&component, &format!("ecr lifecycle of {name}"), lifecycle, || async {
-                ecr.put_lifecycle_policy().repository_name(&name).lifecycle_policy_text(lifecycle).send().await.map_err(call("PutLifecyclePolicy", &name))?;
+                ecr.put_lifecycle_policy()
+                    .repository_name(&name)
+                    .lifecycle_policy_text(lifecycle)
+                    .send()
+                    .await
+                    .map_err(call("PutLifecyclePolicy", &name))?;
                 Ok(())
             })
             .await
