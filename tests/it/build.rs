@@ -1,7 +1,8 @@
 //! `build` against the stand-in Neon checkout: staging, the no-op rebuild, and the errors a
 //! user meets (missing submodules, a failing make step, a missing toolchain).
 
-use std::process::Output;
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
 use std::time::Instant;
 
 use crate::neon_fixture::{BINARIES, CURRENT_TOOLCHAIN, NeonFixture};
@@ -214,4 +215,36 @@ fn a_state_directory_inside_the_checkout_is_not_an_input() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let plan = run(&["--plan"]);
     assert_eq!(plan_actions(&plan, "build"), Vec::<serde_json::Value>::new());
+}
+
+#[test]
+fn ctrl_c_stops_the_run_saves_the_state_and_exits_130() {
+    let fixture = NeonFixture::new(CURRENT_TOOLCHAIN);
+    let wd = Workdir::new();
+    let src = fixture.arg();
+    let mut child = host_tools(&mut wd.cmd(&["build", "--neon-src", &src, "--output", "json"]))
+        .env("SLOW_STEP", "postgres-headers")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Interrupt while the slow make step runs, as Ctrl-C would.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("\"step_started\"") && line.contains("postgres-headers") {
+            break;
+        }
+    }
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let rest: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|e| e["event"] == "phase_finished" && e["phase"] == "build" && e["outcome"] == "interrupted"), "{rest:?}");
+    assert!(rest.iter().any(|e| e["event"] == "message" && e["text"].as_str().unwrap_or_default().contains("run the same command again")));
+    assert_eq!(state_json(&wd)["phases"]["build"]["status"], "interrupted");
+
+    // The same command resumes and finishes.
+    let out = build(&wd, &fixture, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(state_json(&wd)["phases"]["build"]["status"], "succeeded");
 }

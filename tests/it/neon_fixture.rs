@@ -2,7 +2,8 @@
 //! cargo binary names (each prints `<name> stand-in`), vendor/postgres-v14..v17 and a
 //! rust-toolchain.toml, and build.rustflags in .cargo/config.toml that the binaries refuse to
 //! compile without (as Neon needs `--cfg=tokio_unstable`). It has no dependencies and a Cargo.lock, so it builds offline with
-//! `--locked`. The Makefile fails the step named by FAIL_STEP, for error tests.
+//! `--locked`. The Makefile fails the step named by FAIL_STEP, for error tests, and lingers 20 s in
+//! the one named by SLOW_STEP, for interruption tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +17,7 @@ const MAKEFILE: &str = r#"PG := pg_install/v17
 
 define maybe_fail
 	@if [ "$(FAIL_STEP)" = "$@" ]; then echo "compiling $@"; echo "error: neon.c:1: simulated compiler failure in $@" >&2; exit 2; fi
+	@if [ "$(SLOW_STEP)" = "$@" ]; then echo "lingering in $@"; sleep 20; fi
 endef
 
 postgres-headers:
