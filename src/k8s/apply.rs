@@ -468,7 +468,7 @@ mod tests {
             "spec": {"replicas": 3}, "status": {"observedGeneration": 1, "replicas": 3, "readyReplicas": 3, "updatedReplicas": 3}}))
         .unwrap();
         assert_eq!(readiness("StatefulSet", &obj, 1), (true, "3/3 ready, 3/3 updated".into()));
-        assert_eq!(readiness("StatefulSet", &obj, 2).0, false);
+        assert!(!readiness("StatefulSet", &obj, 2).0);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! rendered manifests out.
 
 pub mod apply;
+pub mod cleanup;
 
 use std::path::Path;
 
@@ -70,4 +71,21 @@ pub async fn kubeconfig_client(path: Option<&Path>, context: Option<&str>) -> Re
     }
     .map_err(|e| fail(Box::new(e)))?;
     Client::try_from(config).map_err(|e| fail(Box::new(e)))
+}
+
+/// A client for the EKS cluster `cluster`: endpoint and CA from DescribeCluster, a fresh token
+/// signed with the run's credentials.
+pub async fn eks_cluster_client(aws: &crate::aws::Aws, cluster: &str) -> anyhow::Result<Client> {
+    use anyhow::{Context as _, anyhow};
+    use aws_credential_types::provider::ProvideCredentials;
+
+    let described = aws.eks.describe_cluster().name(cluster).send().await.with_context(|| format!("describing EKS cluster {cluster}"))?;
+    let info = described.cluster.ok_or_else(|| anyhow!("EKS returned no cluster {cluster}"))?;
+    let endpoint = info.endpoint.ok_or_else(|| anyhow!("EKS cluster {cluster} has no endpoint"))?;
+    let ca =
+        info.certificate_authority.and_then(|c| c.data).ok_or_else(|| anyhow!("EKS cluster {cluster} has no certificate authority"))?;
+    let provider = aws.sdk.credentials_provider().ok_or_else(|| anyhow!("no AWS credentials provider is configured"))?;
+    let credentials = provider.provide_credentials().await.context("resolving AWS credentials for the EKS token")?;
+    let token = crate::aws::eks_token::token(cluster, &aws.region, &credentials, std::time::SystemTime::now())?;
+    Ok(eks_client(cluster, &endpoint, &ca, &token).await?)
 }

@@ -36,7 +36,7 @@ impl Phase for Teardown {
 
     fn plan<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<PhasePlan>> {
         Box::pin(async move {
-            let mut notes = vec![KUBERNETES_NOTE.to_string()];
+            let mut notes = Vec::new();
             let inventory = match discover(cx).await {
                 Ok((_, inventory)) => inventory,
                 Err(e) => {
@@ -45,6 +45,16 @@ impl Phase for Teardown {
                 }
             };
             let mut actions = Vec::new();
+            if !inventory.of(Kind::Cluster).is_empty() {
+                if cx.config.aws.emulator {
+                    notes.push(EMULATOR_KUBERNETES_NOTE.to_string());
+                } else {
+                    actions.push(
+                        PlannedAction::new(Verb::Delete, format!("kubernetes load balancers and volumes of cluster {}", cx.config.prefix))
+                            .detail("first, while the nodes run: our namespaces, every LoadBalancer service and claim"),
+                    );
+                }
+            }
             for (kind, found) in inventory.list() {
                 if kind == Kind::Bucket && self.keep_data {
                     notes.push(format!("--keep-data: s3 bucket {} and its data are kept", found.id));
@@ -70,7 +80,8 @@ impl Phase for Teardown {
     }
 }
 
-const KUBERNETES_NOTE: &str = "Kubernetes objects (LoadBalancer services, volumes) are not removed first yet (issue #5); leftover ENIs and security groups are deleted by lookup";
+const EMULATOR_KUBERNETES_NOTE: &str =
+    "aws.emulator: the cluster endpoint is not a real API server, so Kubernetes load balancers and volumes are not removed first";
 
 /// The resources the state file names, for a plan that could not look anything up.
 fn from_state(infra: &InfraState) -> Inventory {
@@ -203,9 +214,12 @@ impl Teardown {
                 );
             }
         }
-        reporter.info(KUBERNETES_NOTE);
+        if aws.emulator && !inventory.of(Kind::Cluster).is_empty() {
+            reporter.warn(EMULATOR_KUBERNETES_NOTE);
+        }
         let budget = if aws.emulator { Duration::from_secs(5) } else { Backoff::DEPENDENCY.budget };
-        let del = Deleter { aws: &aws, reporter: &reporter, errors: Mutex::default(), backoff: Backoff { budget } };
+        let del =
+            Deleter { aws: &aws, reporter: &reporter, errors: Mutex::default(), unreleased: Mutex::default(), backoff: Backoff { budget } };
         let mut inventory = inventory;
         for round in 1..=3 {
             if inventory.list().iter().all(|(kind, f)| *kind == Kind::Bucket && kept(&inventory).contains(&f.id)) {
@@ -218,12 +232,13 @@ impl Teardown {
             inventory = discover(cx).await?.1;
         }
         let keep = kept(&inventory);
-        let leftovers: Vec<String> = inventory
+        let mut leftovers: Vec<String> = inventory
             .list()
             .into_iter()
             .filter(|(kind, f)| !(*kind == Kind::Bucket && keep.contains(&f.id)))
             .map(|(kind, f)| format!("{} {}", kind.label(), f.id))
             .collect();
+        leftovers.extend(std::mem::take(&mut *del.unreleased.lock().expect("unreleased list")));
         let errors = std::mem::take(&mut *del.errors.lock().expect("error list"));
         if !leftovers.is_empty() {
             let mut message = format!("teardown left {} resource(s): {}", leftovers.len(), leftovers.join(", "));
@@ -281,6 +296,8 @@ struct Deleter<'a> {
     aws: &'a Aws,
     reporter: &'a PhaseReporter,
     errors: Mutex<Vec<String>>,
+    /// Kubernetes objects whose AWS resources (ELBs, EBS volumes) were not released in time.
+    unreleased: Mutex<Vec<String>>,
     backoff: Backoff,
 }
 
@@ -340,6 +357,9 @@ async fn delete_eks(del: &Deleter<'_>, inv: &Inventory, prefix: &str) {
     if inv.of(Kind::Cluster).is_empty() {
         return;
     }
+    if !del.aws.emulator {
+        release_from_kubernetes(del, prefix).await;
+    }
     del.each(inv, Kind::Nodegroup, |n| async {
         eks.delete_nodegroup().cluster_name(prefix).nodegroup_name(&n.id).send().await.map_err(call("DeleteNodegroup", &n.id)).map(drop)
     })
@@ -374,6 +394,26 @@ async fn delete_eks(del: &Deleter<'_>, inv: &Inventory, prefix: &str) {
         Ok(found(eks.describe_cluster().name(prefix).send().await.map_err(call("DescribeCluster", prefix)))?.is_some())
     })
     .await;
+}
+
+/// LoadBalancer services and volumes go first, while the controllers that delete their ELBs
+/// and EBS volumes still run on the nodes.
+async fn release_from_kubernetes(del: &Deleter<'_>, cluster: &str) {
+    let client = match crate::k8s::eks_cluster_client(del.aws, cluster).await {
+        Ok(client) => client,
+        Err(e) => {
+            del.reporter.warn(format!(
+                "cluster {cluster} is not reachable ({e:#}), so its LoadBalancer services and volumes were not deleted first: \
+                 after teardown, check for load balancers and EBS volumes tagged with the cluster name"
+            ));
+            return;
+        }
+    };
+    let wait = Duration::from_secs(10 * 60);
+    match crate::k8s::cleanup::release_cloud_resources(&client, del.reporter, wait, Duration::from_secs(10)).await {
+        Ok(remaining) => del.unreleased.lock().expect("unreleased list").extend(remaining.0),
+        Err(e) => del.reporter.warn(format!("removing Kubernetes load balancers and volumes of cluster {cluster} failed: {e}")),
+    }
 }
 
 async fn delete_iam(del: &Deleter<'_>, inv: &Inventory) {
@@ -623,7 +663,13 @@ mod tests {
         );
         let aws = Aws { eks, ..Aws::unreachable(&crate::config::Config::default()) };
         let reporter = PhaseReporter::new(PhaseName::Teardown, Arc::new(crate::output::Recorder::default()));
-        let del = Deleter { aws: &aws, reporter: &reporter, errors: Mutex::default(), backoff: Backoff { budget: Duration::from_secs(1) } };
+        let del = Deleter {
+            aws: &aws,
+            reporter: &reporter,
+            errors: Mutex::default(),
+            unreleased: Mutex::default(),
+            backoff: Backoff { budget: Duration::from_secs(1) },
+        };
         let mut inv = Inventory::default();
         inv.add(Kind::Cluster, [Found { component: "cluster".into(), id: "neon".into(), ..Found::default() }]);
         inv.add(Kind::Nodegroup, [Found { component: "nodegroup".into(), id: "neon-nodes".into(), ..Found::default() }]);
