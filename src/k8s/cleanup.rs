@@ -109,6 +109,9 @@ mod tests {
     use crate::engine::PhaseName;
     use crate::output::Recorder;
 
+    /// (method, uri) of every request the fixture answered.
+    type Log = Arc<Mutex<Vec<(String, String)>>>;
+
     fn list(kind: &str, items: Vec<Value>) -> Value {
         json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {}, "items": items})
     }
@@ -116,9 +119,9 @@ mod tests {
     /// An API server holding one namespace of ours, a LoadBalancer and a ClusterIP service, a
     /// claim and its Delete volume plus a Retain volume. Deletes take effect after `lag` polls,
     /// as finalizers do.
-    fn start(lag: usize) -> (Client, Arc<Mutex<Vec<(String, String)>>>) {
+    fn start(lag: usize) -> (Client, Log) {
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let log: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let log: Log = Arc::default();
         let seen = log.clone();
         let polls = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
