@@ -6,6 +6,7 @@ mod controlplane;
 mod ecr;
 mod images;
 mod infra;
+mod kubeconfig;
 mod moto;
 mod neon_fixture;
 mod prereqs;
