@@ -124,7 +124,7 @@ struct Names<'a> {
 
 impl Names<'_> {
     fn of(&self, component: Component) -> String {
-        format!("{}-{}", self.inputs.prefix, component.name())
+        super::service_account(&self.inputs.prefix, component.name()).1
     }
     fn node(&self, component: Component, id: u64) -> String {
         format!("{}-{id}", self.of(component))

@@ -30,6 +30,12 @@ pub use inputs::{ImageRef, Overrides, RenderInputs, StorageClass, StorconDb};
 
 use crate::neon::NeonConfigError;
 
+/// The Kubernetes service account (namespace, name) a Neon component's pods run as in the
+/// default namespace: what the IRSA roles `infra` creates must trust, so both sides use this.
+pub fn service_account(prefix: &str, component: &str) -> (String, String) {
+    (prefix.to_string(), format!("{prefix}-{component}"))
+}
+
 /// The first line of every rendered file; `render` only replaces files that start with it.
 pub const HEADER: &str = "# Rendered by neonctl-aws; edit the config or the render flags, not this file.\n";
 

@@ -17,8 +17,8 @@ pub fn role_component(suffix: &str) -> String {
 pub async fn base_roles(run: &Run<'_>) -> anyhow::Result<(String, String)> {
     let existing = inventory::roles(&run.aws, &run.prefix).await?;
     let (cluster, node) = futures::try_join!(
-        ensure_role(run, &existing, &spec::CLUSTER_ROLE, trust(&spec::CLUSTER_ROLE, "", ""), None),
-        ensure_role(run, &existing, &spec::NODE_ROLE, trust(&spec::NODE_ROLE, "", ""), None),
+        ensure_role(run, &existing, &spec::CLUSTER_ROLE, trust(&spec::CLUSTER_ROLE, &run.prefix, "", ""), None),
+        ensure_role(run, &existing, &spec::NODE_ROLE, trust(&spec::NODE_ROLE, &run.prefix, "", ""), None),
     )?;
     Ok((cluster, node))
 }
@@ -72,17 +72,22 @@ pub async fn oidc_provider(run: &Run<'_>, issuer: &str) -> anyhow::Result<String
 pub async fn irsa_roles(run: &Run<'_>, provider_arn: &str, issuer: &str, bucket: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
     let existing = inventory::roles(&run.aws, &run.prefix).await?;
     let roles = spec::IRSA_ROLES.iter().map(|role| async {
-        let arn = ensure_role(run, &existing, role, trust(role, provider_arn, issuer), role.bucket_access.then_some(bucket)).await?;
+        let arn =
+            ensure_role(run, &existing, role, trust(role, &run.prefix, provider_arn, issuer), role.bucket_access.then_some(bucket)).await?;
         anyhow::Ok((role.suffix, arn))
     });
     futures::future::try_join_all(roles).await
 }
 
 /// The trust policy of `role`; service accounts need the OIDC provider and issuer.
-fn trust(role: &RoleSpec, provider_arn: &str, issuer: &str) -> Value {
+fn trust(role: &RoleSpec, prefix: &str, provider_arn: &str, issuer: &str) -> Value {
     match role.trust {
         Trust::Service(service) => spec::trust_service(service),
         Trust::ServiceAccount(namespace, account) => spec::trust_service_account(provider_arn, issuer, namespace, account),
+        Trust::NeonServiceAccount(component) => {
+            let (namespace, account) = crate::render::service_account(prefix, component);
+            spec::trust_service_account(provider_arn, issuer, &namespace, &account)
+        }
     }
 }
 
@@ -146,4 +151,44 @@ async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, trust: 
     })
     .await?;
     Ok(arn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pageserver and safekeeper roles trust exactly the service accounts `render` creates
+    /// for the same prefix; any drift would fail S3 access on a real cluster.
+    #[test]
+    fn irsa_trust_names_the_rendered_service_accounts() {
+        let config = crate::config::Config { prefix: "acme".into(), ..Default::default() };
+        let mut inputs = crate::render::RenderInputs::from_config(&config);
+        inputs.pageserver_role_arn = Some("arn:aws:iam::123456789012:role/acme-pageserver".into());
+        inputs.safekeeper_role_arn = Some("arn:aws:iam::123456789012:role/acme-safekeeper".into());
+        let rendered: Vec<serde_json::Value> = crate::render::render(&inputs)
+            .unwrap()
+            .iter()
+            .flat_map(|m| crate::k8s::apply::parse_manifests(&m.yaml).unwrap())
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect();
+        for role in spec::IRSA_ROLES.iter().filter(|r| matches!(r.trust, Trust::NeonServiceAccount(_))) {
+            let policy = trust(role, "acme", "arn:aws:iam::1:oidc-provider/x", "https://x");
+            let subject = policy["Statement"][0]["Condition"]["StringEquals"]["x:sub"].as_str().unwrap().to_string();
+            let annotated = rendered
+                .iter()
+                .find(|o| {
+                    o["kind"] == "ServiceAccount"
+                        && o["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+                            .as_str()
+                            .is_some_and(|a| a.ends_with(&format!("acme-{}", role.suffix)))
+                })
+                .unwrap_or_else(|| panic!("a service account annotated with the {} role", role.suffix));
+            let expected = format!(
+                "system:serviceaccount:{}:{}",
+                annotated["metadata"]["namespace"].as_str().unwrap(),
+                annotated["metadata"]["name"].as_str().unwrap()
+            );
+            assert_eq!(subject, expected, "{} role", role.suffix);
+        }
+    }
 }

@@ -9,7 +9,6 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, NatGateways};
 
 /// Namespace and service accounts of the Neon storage components (deploy creates them).
-pub const NEON_NAMESPACE: &str = "neon";
 pub const EBS_CSI_SERVICE_ACCOUNT: (&str, &str) = ("kube-system", "ebs-csi-controller-sa");
 pub const VPC_CNI_SERVICE_ACCOUNT: (&str, &str) = ("kube-system", "aws-node");
 
@@ -33,6 +32,8 @@ pub enum Trust {
     Service(&'static str),
     /// IRSA: only this Kubernetes service account (namespace, name) may assume the role.
     ServiceAccount(&'static str, &'static str),
+    /// IRSA for a Neon component: its service account as `render` names it for the prefix.
+    NeonServiceAccount(&'static str),
 }
 
 pub const CLUSTER_ROLE: RoleSpec = RoleSpec {
@@ -49,8 +50,8 @@ pub const NODE_ROLE: RoleSpec = RoleSpec {
 };
 /// Roles for service accounts; they need the cluster's OIDC provider.
 pub const IRSA_ROLES: [RoleSpec; 4] = [
-    RoleSpec { suffix: "pageserver", trust: Trust::ServiceAccount(NEON_NAMESPACE, "pageserver"), managed: &[], bucket_access: true },
-    RoleSpec { suffix: "safekeeper", trust: Trust::ServiceAccount(NEON_NAMESPACE, "safekeeper"), managed: &[], bucket_access: true },
+    RoleSpec { suffix: "pageserver", trust: Trust::NeonServiceAccount("pageserver"), managed: &[], bucket_access: true },
+    RoleSpec { suffix: "safekeeper", trust: Trust::NeonServiceAccount("safekeeper"), managed: &[], bucket_access: true },
     RoleSpec {
         suffix: "ebs-csi",
         trust: Trust::ServiceAccount(EBS_CSI_SERVICE_ACCOUNT.0, EBS_CSI_SERVICE_ACCOUNT.1),
