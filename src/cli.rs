@@ -132,8 +132,9 @@ Example:\n  neonctl-aws deploy")]
 class, storage broker, storage controller and its database, pageservers, safekeepers, control \
 plane, compute, proxy, with their services, service accounts, disruption budgets and network \
 policies) into one YAML file per component. Needs no AWS account and no cluster: values only \
-the infra and push phases know (bucket, zones, IRSA roles, image digests) can be given as \
-flags; whatever is still guessed is listed as a warning. Secrets are referenced by name, \
+the infra and push phases know (bucket, zones, IRSA roles, image digests) come from the state \
+file when those phases ran, and flags override them; whatever is still guessed is listed as a \
+warning. Secrets are referenced by name, \
 never rendered; the list of Secrets the manifests expect is printed.",
         after_help = "Examples:\n  neonctl-aws render --out manifests\n  \
 neonctl-aws render --out manifests --bucket acme-neon-data --zones eu-west-1a,eu-west-1b,eu-west-1c \\\n    \

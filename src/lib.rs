@@ -97,7 +97,7 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
         }
         Command::Render(args) => {
             let config = load_config(None)?;
-            phases::render::run(args, &config, &printer)?;
+            phases::render::run(args, &config, &global.state_dir, &printer)?;
             return Ok(Finished::ok());
         }
         Command::IamPolicy(args) => {

@@ -24,8 +24,11 @@ struct RenderedFile<'a> {
     objects: &'a [String],
 }
 
-pub fn run(args: &RenderArgs, config: &Config, printer: &Printer) -> anyhow::Result<()> {
-    let inputs = RenderInputs::from_config(config).with_overrides(overrides(args)?)?;
+/// Renders from the config, then what earlier phases recorded in the state in `state_dir`,
+/// then the command line's flags (each layer wins over the one before).
+pub fn run(args: &RenderArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<()> {
+    let state = crate::state::read(state_dir)?;
+    let inputs = RenderInputs::from_config(config).with_overrides(Overrides::from_state(&state))?.with_overrides(overrides(args)?)?;
     let manifests = render::render(&inputs)?;
     write(&args.out, &manifests)?;
     let assumptions = inputs.assumptions();

@@ -122,6 +122,22 @@ pub struct Overrides {
     pub storage_class: Option<String>,
 }
 
+impl Overrides {
+    /// What earlier phases recorded: the bucket, zones and IRSA roles `infra` created, and the
+    /// digests `push` recorded. Anything not recorded yet stays as the config implies.
+    pub fn from_state(state: &crate::state::State) -> Self {
+        let output = |component: &str, key: &str| state.infra.resources.get(component).and_then(|r| r.outputs.get(key)).cloned();
+        Self {
+            bucket: output("bucket", "name"),
+            pageserver_role_arn: output("role-pageserver", "arn"),
+            safekeeper_role_arn: output("role-safekeeper", "arn"),
+            images: state.push.iter().map(|(image, pushed)| (image.clone(), pushed.digest_ref.clone())).collect(),
+            zones: state.infra.azs.clone(),
+            ..Self::default()
+        }
+    }
+}
+
 impl RenderInputs {
     /// What the config alone implies: images by tag `latest` from the configured registry (or
     /// unqualified `<prefix>/<image>`), zones `<region>a`, `b`, ... and no IRSA roles.

@@ -281,3 +281,55 @@ fn the_in_cluster_database_url_names_the_rendered_service() {
     let external = inputs.with_overrides(Overrides { external_storcon_db: true, ..Overrides::default() }).unwrap();
     assert_eq!(external.in_cluster_database_url(&Secret("pw".into())), None);
 }
+
+#[test]
+fn what_infra_and_push_recorded_replaces_every_guess() {
+    use crate::state::{PushRecord, ResourceRecord, State};
+    let mut state = State::default();
+    let record = |key: &str, value: &str| ResourceRecord { outputs: [(key.to_string(), value.to_string())].into(), ..Default::default() };
+    state.infra.resources.insert("bucket".into(), record("name", "neon-123456789012-us-east-1"));
+    state
+        .infra
+        .resources
+        .insert("role-pageserver".into(), record("arn", "arn:aws:iam::123456789012:role/neonctl-aws/neon/neon-pageserver"));
+    state
+        .infra
+        .resources
+        .insert("role-safekeeper".into(), record("arn", "arn:aws:iam::123456789012:role/neonctl-aws/neon/neon-safekeeper"));
+    state.infra.azs = vec!["us-east-1b".into(), "us-east-1d".into()];
+    let digest = format!("sha256:{}", "a".repeat(64));
+    for image in crate::IMAGES {
+        state.push.insert(
+            image.to_string(),
+            PushRecord {
+                tag: format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/neon/{image}:0123456789ab"),
+                digest_ref: format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/neon/{image}@{digest}"),
+                image_id: "sha256:0".into(),
+                uploaded_bytes: 0,
+            },
+        );
+    }
+    let inputs = default_inputs().with_overrides(Overrides::from_state(&state)).unwrap();
+    let assumptions = inputs.assumptions();
+    assert_eq!(assumptions.len(), 1, "only the third-party Postgres image is still by tag: {assumptions:?}");
+    assert!(assumptions[0].contains("image postgres"), "{assumptions:?}");
+
+    let objects = objects(&render(&inputs).unwrap());
+    let pageserver = find(&objects, "StatefulSet", "neon-pageserver-1");
+    assert_eq!(container(pageserver)["image"], format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/neon/pageserver@{digest}"));
+    let account = find(&objects, "ServiceAccount", "neon-pageserver");
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/neonctl-aws/neon/neon-pageserver"
+    );
+    let zone = &pageserver["spec"]["template"]["spec"]["affinity"]["nodeAffinity"];
+    assert!(zone.to_string().contains("us-east-1b"), "{zone}");
+
+    // A flag still wins over the state.
+    let overridden = default_inputs()
+        .with_overrides(Overrides::from_state(&state))
+        .unwrap()
+        .with_overrides(Overrides { bucket: Some("my-own-bucket".into()), ..Overrides::default() })
+        .unwrap();
+    assert_eq!(overridden.bucket, "my-own-bucket");
+}
