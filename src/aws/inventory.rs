@@ -119,6 +119,13 @@ pub fn role_path(prefix: &str) -> String {
     format!("/neonctl-aws/{prefix}/")
 }
 
+/// Every page of an EC2 Describe call, collected; errors name the operation and `what`.
+macro_rules! all_pages {
+    ($request:expr, $operation:literal, $what:expr) => {
+        $request.into_paginator().items().send().try_collect().await.map_err(call($operation, $what))
+    };
+}
+
 /// The EC2 network of `prefix`: VPC, subnets, gateways, addresses, route tables, endpoints.
 /// NAT gateways that are deleted (or failed) are left out.
 pub async fn network(aws: &Aws, prefix: &str) -> Result<Inventory, CallError> {
@@ -127,60 +134,13 @@ pub async fn network(aws: &Aws, prefix: &str) -> Result<Inventory, CallError> {
     let component = |tags: &[aws_sdk_ec2::types::Tag]| ec2_value(tags, COMPONENT_TAG).map(str::to_string);
     let what = format!("tagged {}={prefix}", super::tags::CLUSTER_TAG);
     let (vpcs, subnets, igws, addresses, nats, tables, endpoints) = futures::try_join!(
-        async {
-            ec2.describe_vpcs().filters(filter()).into_paginator().items().send().try_collect().await.map_err(call("DescribeVpcs", &what))
-        },
-        async {
-            ec2.describe_subnets()
-                .filters(filter())
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(call("DescribeSubnets", &what))
-        },
-        async {
-            ec2.describe_internet_gateways()
-                .filters(filter())
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(call("DescribeInternetGateways", &what))
-        },
+        async { all_pages!(ec2.describe_vpcs().filters(filter()), "DescribeVpcs", &what) },
+        async { all_pages!(ec2.describe_subnets().filters(filter()), "DescribeSubnets", &what) },
+        async { all_pages!(ec2.describe_internet_gateways().filters(filter()), "DescribeInternetGateways", &what) },
         async { ec2.describe_addresses().filters(filter()).send().await.map_err(call("DescribeAddresses", &what)) },
-        async {
-            ec2.describe_nat_gateways()
-                .filter(filter())
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(call("DescribeNatGateways", &what))
-        },
-        async {
-            ec2.describe_route_tables()
-                .filters(filter())
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(call("DescribeRouteTables", &what))
-        },
-        async {
-            ec2.describe_vpc_endpoints()
-                .filters(filter())
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(call("DescribeVpcEndpoints", &what))
-        },
+        async { all_pages!(ec2.describe_nat_gateways().filter(filter()), "DescribeNatGateways", &what) },
+        async { all_pages!(ec2.describe_route_tables().filters(filter()), "DescribeRouteTables", &what) },
+        async { all_pages!(ec2.describe_vpc_endpoints().filters(filter()), "DescribeVpcEndpoints", &what) },
     )?;
     let mut inv = Inventory::default();
     inv.add(Kind::Vpc, vpcs.iter().map(|v| Found::new(component(v.tags()).as_deref(), v.vpc_id())));
