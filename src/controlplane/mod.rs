@@ -15,6 +15,7 @@
 mod api;
 mod http;
 pub mod jwt;
+pub mod resources;
 pub mod scram;
 pub mod store;
 
