@@ -122,9 +122,25 @@ Example:\n  neonctl-aws push")]
     Push(PhaseArgs),
 
     /// Deploy every Neon component and the control plane to Kubernetes, then bootstrap a database
-    #[command(after_help = "Needs: `infra` (or --kubeconfig for your own cluster) and `push`.\n\n\
-Example:\n  neonctl-aws deploy")]
-    Deploy(PhaseArgs),
+    #[command(
+        long_about = "Creates the Secrets the manifests read (JWT key pair and tokens, \
+pageserver configs, the storage controller database password, the proxy certificate, the \
+database owner's password), generating only what the cluster does not have yet; applies the \
+manifests `render` writes up to the control plane; creates the branch `main` (a tenant and \
+timeline, role neondb_owner, database neondb) and the endpoint `main`, and waits until the \
+control plane reports the branch Ready; applies compute and proxy; removes what an earlier \
+deploy applied and this one does not; then runs `select version()` through the proxy and \
+prints the connection string.\n\n\
+The cluster is the EKS cluster from `infra`, or --kubeconfig/--context for your own. Secret \
+values never appear in the output, the state file or `--plan`; --show-password puts the \
+password in the printed connection string.",
+        after_help = "Needs: `infra` (or --kubeconfig for your own cluster) and `push`.\n\n\
+Examples:\n  neonctl-aws deploy --plan\n  neonctl-aws deploy\n  \
+neonctl-aws deploy --kubeconfig ~/.kube/config --context staging --bucket acme-neon \\\n    \
+--zones eu-west-1a,eu-west-1b --image pageserver=registry.example.com/neon/pageserver@sha256:<digest> ...\n  \
+kubectl port-forward -n neon svc/neon-proxy 5432 & neonctl-aws deploy --proxy-address 127.0.0.1:5432"
+    )]
+    Deploy(DeployArgs),
 
     /// Write the Kubernetes manifests `deploy` applies, without touching any cluster
     #[command(
@@ -259,6 +275,14 @@ pub struct RenderArgs {
     /// wrote and this one does not are removed)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub overrides: RenderOverrideArgs,
+}
+
+/// What the manifests would otherwise take from the config and the infra and push state;
+/// shared by `render` and `deploy`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RenderOverrideArgs {
     /// Kubernetes namespace [default: the prefix]
     #[arg(long, value_name = "NAME")]
     pub namespace: Option<String>,
@@ -281,12 +305,67 @@ pub struct RenderArgs {
     /// key database-url) instead of an in-cluster Postgres
     #[arg(long)]
     pub external_storcon_db: bool,
-    /// Clients connect to <endpoint>.<DOMAIN> [default: <prefix>.neon.internal]
+    /// Clients connect to <endpoint>.<DOMAIN> [default: proxy.domain, else <prefix>.neon.internal]
     #[arg(long, value_name = "DOMAIN")]
     pub proxy_domain: Option<String>,
     /// Use this existing StorageClass instead of creating an encrypted gp3 one
     #[arg(long, value_name = "NAME")]
     pub storage_class: Option<String>,
+}
+
+/// `deploy`'s own options; `up` deploys with the defaults (the EKS cluster from `infra`).
+#[derive(Debug, Args, Clone)]
+pub struct DeployOptions {
+    /// Deploy to the cluster of this kubeconfig instead of the EKS cluster from `infra`
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use [default: its current context]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The proxy's TLS certificate (PEM; subject CN *.<proxy domain>) [default: proxy.tls_cert,
+    /// else a generated self-signed one]
+    #[arg(long, value_name = "FILE", requires = "proxy_tls_key")]
+    pub proxy_tls_cert: Option<PathBuf>,
+    /// The key of --proxy-tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "proxy_tls_cert")]
+    pub proxy_tls_key: Option<PathBuf>,
+    /// Check SQL through this address instead of the proxy's load balancer (e.g. the local end
+    /// of `kubectl port-forward svc/<prefix>-proxy 5432`)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy_address: Option<String>,
+    /// Print the database password in the connection string (default: a command that reads it)
+    #[arg(long)]
+    pub show_password: bool,
+    /// How long to wait for each step: workloads, the branch, the load balancer, the SQL check
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DEPLOY_TIMEOUT)]
+    pub timeout: u64,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            proxy_tls_cert: None,
+            proxy_tls_key: None,
+            proxy_address: None,
+            show_password: false,
+            timeout: DEFAULT_DEPLOY_TIMEOUT,
+        }
+    }
+}
+
+/// Seconds `deploy` waits for each step by default.
+pub const DEFAULT_DEPLOY_TIMEOUT: u64 = 900;
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub deploy: DeployOptions,
+    #[command(flatten)]
+    pub overrides: RenderOverrideArgs,
+    #[command(flatten)]
+    pub plan: PlanFlag,
 }
 
 #[derive(Debug, Subcommand)]

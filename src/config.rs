@@ -27,6 +27,7 @@ pub struct Config {
     pub images: ImagesConfig,
     pub bucket: BucketConfig,
     pub ecr: EcrConfig,
+    pub proxy: ProxyConfig,
     pub pricing: PricingConfig,
 }
 
@@ -42,6 +43,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             bucket: BucketConfig::default(),
             ecr: EcrConfig::default(),
+            proxy: ProxyConfig::default(),
             pricing: PricingConfig::default(),
         }
     }
@@ -162,6 +164,18 @@ impl Default for EcrConfig {
     fn default() -> Self {
         Self { keep_images: 10 }
     }
+}
+
+/// How clients reach the proxy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Clients connect to `<endpoint>.<domain>`. Default: `<prefix>.neon.internal`.
+    pub domain: Option<String>,
+    /// The proxy's TLS certificate (PEM) and key; both or neither. Without them deploy
+    /// generates a self-signed certificate for `*.<domain>`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// On-demand list prices (USD) behind the monthly estimate of `infra --plan`.
@@ -327,6 +341,22 @@ impl Config {
         }
         if self.bucket.noncurrent_version_expiration_days == 0 {
             return err("bucket.noncurrent_version_expiration_days", "must be at least 1".into());
+        }
+        if let Some(domain) = &self.proxy.domain {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            };
+            if !domain.split('.').all(label_ok) {
+                return err("proxy.domain", format!("`{domain}` is not a DNS domain: lowercase labels of letters, digits and hyphens"));
+            }
+        }
+        if self.proxy.tls_cert.is_some() != self.proxy.tls_key.is_some() {
+            let (key, other) = if self.proxy.tls_cert.is_some() { ("proxy.tls_key", "tls_cert") } else { ("proxy.tls_cert", "tls_key") };
+            return err(key, format!("missing: proxy.{other} is set, and the certificate and its key go together"));
         }
         if self.ecr.keep_images == 0 {
             return err("ecr.keep_images", "must be at least 1: deploy needs the image it references".into());

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::PhaseName;
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 pub const STATE_FILE: &str = "state.json";
 pub const LOCK_FILE: &str = "lock";
 
@@ -23,7 +23,7 @@ pub const LOCK_FILE: &str = "lock";
 pub type Migration = fn(&mut serde_json::Value) -> Result<(), String>;
 
 /// `MIGRATIONS[i]` upgrades schema `i + 1` to `i + 2`.
-pub const MIGRATIONS: &[Migration] = &[v1_to_v2];
+pub const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3];
 
 /// v1 → v2: the sections of `infra` (AWS resources by component), `build`, `images` and `push`
 /// appear, empty.
@@ -33,6 +33,13 @@ fn v1_to_v2(doc: &mut serde_json::Value) -> Result<(), String> {
     object.entry("build").or_insert(serde_json::Value::Null);
     object.entry("images").or_insert_with(|| serde_json::json!({}));
     object.entry("push").or_insert_with(|| serde_json::json!({}));
+    Ok(())
+}
+
+/// v2 → v3: `deploy` appears, empty.
+fn v2_to_v3(doc: &mut serde_json::Value) -> Result<(), String> {
+    let object = doc.as_object_mut().ok_or("the document is not an object")?;
+    object.entry("deploy").or_insert(serde_json::Value::Null);
     Ok(())
 }
 
@@ -58,6 +65,51 @@ pub struct State {
     /// Images `push` pushed, by image name.
     #[serde(default)]
     pub push: BTreeMap<String, PushRecord>,
+    /// What `deploy` deployed and bootstrapped: see [`DeployRecord`].
+    #[serde(default)]
+    pub deploy: Option<DeployRecord>,
+}
+
+/// Where `deploy` deployed, and the database it bootstrapped. Names and ids only: passwords,
+/// keys and tokens stay in the cluster's Secrets (`role_secret` names the one with the password).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRecord {
+    pub cluster: ClusterAccess,
+    pub namespace: String,
+    /// The `NeonBranch` and `NeonEndpoint` (by name) deploy created, and their project.
+    pub project_id: String,
+    pub branch: String,
+    pub endpoint: String,
+    pub tenant_id: String,
+    pub timeline_id: String,
+    pub role: String,
+    pub database: String,
+    /// The Secret (in `namespace`) holding the role's `password`.
+    pub role_secret: String,
+    /// Clients connect to `<endpoint>.<proxy_domain>`.
+    pub proxy_domain: String,
+    /// `host:port` where the proxy was reached: its load balancer, or `--proxy-address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_address: Option<String>,
+    /// When `select version()` last succeeded through the proxy (RFC 3339); none while a deploy
+    /// has bootstrapped but not yet checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+}
+
+/// How deploy reached the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum ClusterAccess {
+    /// The EKS cluster `infra` created, with a token signed by the AWS credentials.
+    Eks { cluster: String },
+    /// A kubeconfig (`None`: $KUBECONFIG or ~/.kube/config) and context (`None`: its current one).
+    Kubeconfig {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<String>,
+    },
 }
 
 /// The AWS resources of one deployment, by component (the `neonctl-aws/component` tag value).
@@ -161,6 +213,7 @@ impl Default for State {
             build: None,
             images: BTreeMap::new(),
             push: BTreeMap::new(),
+            deploy: None,
         }
     }
 }
@@ -473,14 +526,40 @@ mod tests {
         let doc = br#"{"schema_version": 1, "written_by": "neonctl-aws 0.1.0", "target": {"prefix": "neon", "region": "us-east-1"},
             "phases": {"build": {"status": "succeeded", "started_at": "t0", "finished_at": "t1"}}}"#;
         let state = parse(Path::new("s.json"), doc, MIGRATIONS).unwrap();
-        assert_eq!(state.schema_version, 2);
+        assert_eq!(state.schema_version, SCHEMA_VERSION);
         assert_eq!(state.infra, InfraState::default());
         assert!(state.build.is_none() && state.images.is_empty() && state.push.is_empty());
         assert_eq!(state.phases[&PhaseName::Build].status, PhaseStatus::Succeeded);
         assert_eq!(state.target, Some(target()));
-        // A file already at v2 is read as it is.
+        // A file already at the current version is read as it is.
         let written = serde_json::to_vec(&state).unwrap();
         assert_eq!(parse(Path::new("s.json"), &written, MIGRATIONS).unwrap(), state);
+    }
+
+    #[test]
+    fn a_v2_file_gains_an_empty_deploy_section() {
+        let doc = br#"{"schema_version": 2, "written_by": "neonctl-aws 0.1.0", "infra": {}, "build": null, "images": {}, "push": {}}"#;
+        let state = parse(Path::new("s.json"), doc, MIGRATIONS).unwrap();
+        assert_eq!(state.schema_version, 3);
+        assert!(state.deploy.is_none());
+        let record = DeployRecord {
+            cluster: ClusterAccess::Kubeconfig { path: Some("/k".into()), context: None },
+            namespace: "neon".into(),
+            project_id: "neon".into(),
+            branch: "main".into(),
+            endpoint: "main".into(),
+            tenant_id: "1f359dd625e519a1a4e8d7509690f6fc".into(),
+            timeline_id: "de200bd42b49cc1814412c7e592dd6e9".into(),
+            role: "neondb_owner".into(),
+            database: "neondb".into(),
+            role_secret: "neon-main-owner".into(),
+            proxy_domain: "neon.neon.internal".into(),
+            proxy_address: None,
+            checked_at: None,
+        };
+        let value = serde_json::to_value(&record).unwrap();
+        assert_eq!(value["cluster"], serde_json::json!({"via": "kubeconfig", "path": "/k"}));
+        assert_eq!(serde_json::from_value::<DeployRecord>(value).unwrap(), record);
     }
 
     #[test]

@@ -96,6 +96,14 @@ impl PublicKey {
     /// Checks a `Bearer` header value: EdDSA signature, expiry, and a scope among `allowed`.
     pub fn authorize(&self, header: Option<&str>, allowed: &'static [&'static str]) -> Result<(), TokenError> {
         let token = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).ok_or(TokenError::Missing)?;
+        match self.scope_of(token)? {
+            Some(scope) if allowed.contains(&scope.as_str()) => Ok(()),
+            found => Err(TokenError::Scope { found, allowed }),
+        }
+    }
+
+    /// The `scope` claim of `token`, once its EdDSA signature (by this key) and expiry are checked.
+    pub fn scope_of(&self, token: &str) -> Result<Option<String>, TokenError> {
         let mut parts = token.split('.');
         let (Some(head), Some(body), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
@@ -112,10 +120,7 @@ impl PublicKey {
         if claims.exp.is_some_and(|exp| exp < now()) {
             return Err(TokenError::Expired);
         }
-        match claims.scope {
-            Some(scope) if allowed.contains(&scope.as_str()) => Ok(()),
-            found => Err(TokenError::Scope { found, allowed }),
-        }
+        Ok(claims.scope)
     }
 }
 
@@ -131,6 +136,15 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    /// A fresh key as PKCS#8 PEM (v2, with the public key), which [`SigningKey::from_pem`] and
+    /// openssl read.
+    pub fn generate_pem(rng: &dyn ring::rand::SecureRandom) -> Result<Secret, ring::error::Unspecified> {
+        let der = Ed25519KeyPair::generate_pkcs8(rng)?;
+        let body = STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = body.as_bytes().chunks(64).map(|line| std::str::from_utf8(line).expect("base64 is ASCII")).collect();
+        Ok(Secret(format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"))))
+    }
+
     pub fn from_pem(text: &str) -> Result<Self, KeyError> {
         let what = "the JWT private key";
         let der = pem_der(text, "PRIVATE KEY", what)?;
@@ -193,6 +207,17 @@ mod tests {
         forged.replace_range(forged.len() - 4.., "AAAA");
         assert_eq!(public.authorize(Some(&format!("Bearer {forged}")), &["admin"]), Err(TokenError::Signature));
         assert_eq!(key.jwk().x.len(), 43, "32 bytes, base64url without padding");
+    }
+
+    #[test]
+    fn generated_keys_read_back_and_sign() {
+        let pem = SigningKey::generate_pem(&ring::rand::SystemRandom::new()).unwrap();
+        assert!(pem.0.starts_with("-----BEGIN PRIVATE KEY-----\n") && pem.0.lines().all(|l| l.len() <= 64));
+        let key = SigningKey::from_pem(&pem.0).unwrap();
+        let token = key.sign(&json!({"scope": "pageserverapi"}));
+        assert_eq!(key.public_key().scope_of(&token.0), Ok(Some("pageserverapi".into())));
+        let other = SigningKey::from_pem(PRIVATE).unwrap();
+        assert_eq!(other.public_key().scope_of(&token.0), Err(TokenError::Signature));
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub fn verifier_with(password: &str, salt: &[u8], iterations: NonZeroU32) -> Sec
     ))
 }
 
+/// Whether `verifier` is one for `password` (same salt and iterations give the same keys), so
+/// that a verifier that still matches is kept instead of re-salted.
+pub fn matches(verifier: &Secret, password: &str) -> bool {
+    let parse = || {
+        let rest = verifier.0.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, _) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        Some((NonZeroU32::new(iterations.parse().ok()?)?, STANDARD.decode(salt).ok()?))
+    };
+    parse().is_some_and(|(iterations, salt)| verifier_with(password, &salt, iterations) == *verifier)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +70,15 @@ mod tests {
             secret.0,
             "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
         );
+    }
+
+    #[test]
+    fn verifiers_match_their_password_only() {
+        let verifier = verifier("pencil").unwrap();
+        assert!(matches(&verifier, "pencil"));
+        assert!(!matches(&verifier, "pencil2"));
+        assert!(!matches(&Secret("SCRAM-SHA-256$x".into()), "pencil"));
+        assert!(!matches(&Secret("md5abc".into()), "pencil"));
     }
 
     #[test]

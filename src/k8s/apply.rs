@@ -4,6 +4,9 @@
 //!
 //! Kinds come from a fixed table instead of API discovery: the tool renders only these, and it
 //! saves the discovery round trips on every run.
+//!
+//! `deploy` rolls out in two parts around its bootstrap ([`Applier::apply_components`] twice),
+//! then prunes once over the union of what both applied ([`Applier::prune`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -19,21 +22,29 @@ pub const FIELD_MANAGER: &str = "neonctl-aws";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const PREFIX_LABEL: &str = "neonctl-aws/prefix";
 
-/// A kind the tool renders. The table order is the apply order inside a component.
+/// A kind the tool applies. The table order is the apply order inside a component.
 struct Kind {
     group: &'static str,
     version: &'static str,
     kind: &'static str,
     plural: &'static str,
     namespaced: bool,
+    /// Deleted when labelled as ours and no longer applied. Never for what holds data or what
+    /// users add to: claims, CRDs (deleting one deletes every object of its kind), branches.
+    prune: bool,
 }
 
 const fn kind(group: &'static str, version: &'static str, kind: &'static str, plural: &'static str, namespaced: bool) -> Kind {
-    Kind { group, version, kind, plural, namespaced }
+    Kind { group, version, kind, plural, namespaced, prune: true }
+}
+
+const fn kept(group: &'static str, version: &'static str, kind: &'static str, plural: &'static str, namespaced: bool) -> Kind {
+    Kind { group, version, kind, plural, namespaced, prune: false }
 }
 
 const KINDS: &[Kind] = &[
     kind("", "v1", "Namespace", "namespaces", false),
+    kept("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false),
     kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", false),
     kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
     kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false),
@@ -47,6 +58,8 @@ const KINDS: &[Kind] = &[
     kind("apps", "v1", "Deployment", "deployments", true),
     kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true),
     kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true),
+    kept(crate::controlplane::resources::GROUP, crate::controlplane::resources::VERSION, "NeonBranch", "neonbranches", true),
+    kept(crate::controlplane::resources::GROUP, crate::controlplane::resources::VERSION, "NeonEndpoint", "neonendpoints", true),
 ];
 
 impl Kind {
@@ -95,14 +108,66 @@ pub struct RollOut {
     pub pruned: Vec<String>,
 }
 
+/// An object by kind, namespace and name: what [`Applier::prune`] keeps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of `obj`, for objects of a kind the applier knows.
+    pub fn of(obj: &DynamicObject) -> Result<Self, ApplyError> {
+        let (_, kind) = kind_of(obj)?;
+        Ok(Self::new(kind, obj))
+    }
+
+    fn new(kind: &Kind, obj: &DynamicObject) -> Self {
+        Self { kind: kind.kind, namespace: obj.namespace(), name: obj.name_any() }
+    }
+}
+
+/// What [`Applier::apply_components`] applied.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Every object applied, for [`Applier::prune`].
+    pub keys: BTreeSet<ObjectKey>,
+    /// `Kind namespace/name`, in apply order.
+    pub objects: Vec<String>,
+}
+
+impl Applied {
+    pub fn extend(&mut self, other: Applied) {
+        self.keys.extend(other.keys);
+        self.objects.extend(other.objects);
+    }
+}
+
+/// How an object would change, from [`Applier::diff`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Create,
+    /// The paths whose values would change (at most a few, the first ones in key order).
+    Update(Vec<String>),
+    Unchanged,
+}
+
+/// One object's [`Change`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectChange {
+    pub key: ObjectKey,
+    /// `Kind namespace/name`.
+    pub object: String,
+    pub change: Change,
+}
+
 pub struct Applier {
     client: Client,
     prefix: String,
     pub timeout: Duration,
     pub poll: Duration,
 }
-
-type Key = (&'static str, Option<String>, String);
 
 impl Applier {
     pub fn new(client: Client, prefix: &str) -> Self {
@@ -119,33 +184,80 @@ impl Applier {
 
     /// Applies every component in order, waiting for its workloads, then prunes.
     pub async fn roll_out(&self, components: &[Component], reporter: &PhaseReporter) -> Result<RollOut, ApplyError> {
-        let mut out = RollOut::default();
-        let mut keep: BTreeSet<Key> = BTreeSet::new();
+        let applied = self.apply_components(components, reporter).await?;
+        let pruned = self.prune(&applied.keys).await?;
+        Ok(RollOut { applied: applied.objects, pruned })
+    }
+
+    /// Applies every component in order, each followed by a wait for its workloads (and CRDs).
+    /// Prunes nothing: the caller prunes once, over everything its roll-outs applied.
+    pub async fn apply_components(&self, components: &[Component], reporter: &PhaseReporter) -> Result<Applied, ApplyError> {
+        let mut out = Applied::default();
         for component in components {
             let step = reporter.step(format!("apply {}", component.name));
-            let mut objects: Vec<(usize, &'static Kind, &DynamicObject)> = Vec::new();
-            for obj in &component.objects {
-                let (order, kind) = kind_of(obj)?;
-                objects.push((order, kind, obj));
-            }
-            objects.sort_by_key(|(order, _, obj)| (*order, obj.name_any()));
-            let mut workloads = Vec::new();
-            for (_, kind, obj) in objects {
+            let mut waits = Vec::new();
+            for (kind, obj) in sorted(component)? {
                 let applied = self.apply(kind, obj).await?;
-                keep.insert((kind.kind, obj.namespace(), obj.name_any()));
-                out.applied.push(describe(kind, obj));
-                if matches!(kind.kind, "Deployment" | "StatefulSet") {
-                    workloads.push((kind, applied));
+                out.keys.insert(ObjectKey::new(kind, obj));
+                out.objects.push(describe(kind, obj));
+                if matches!(kind.kind, "Deployment" | "StatefulSet" | "CustomResourceDefinition") {
+                    waits.push((kind, applied));
                 }
             }
             step.finish();
-            for (kind, applied) in workloads {
+            for (kind, applied) in waits {
                 let step = reporter.step(format!("wait for {} {}", kind.kind, applied.name_any()));
                 self.wait_ready(kind, &applied).await?;
                 step.finish();
             }
         }
-        out.pruned = self.prune(&keep).await?;
+        Ok(out)
+    }
+
+    /// Server-side applies one object (of a kind the applier knows) and returns it as stored.
+    pub async fn apply_object(&self, obj: &DynamicObject) -> Result<DynamicObject, ApplyError> {
+        let (_, kind) = kind_of(obj)?;
+        self.apply(kind, obj).await
+    }
+
+    /// The live object with `obj`'s kind, namespace and name, if there is one.
+    pub async fn get(&self, obj: &DynamicObject) -> Result<Option<DynamicObject>, ApplyError> {
+        let (_, kind) = kind_of(obj)?;
+        self.api(kind, obj.namespace().as_deref()).get_opt(&obj.name_any()).await.map_err(|source| ApplyError::Api {
+            verb: "reading",
+            name: describe(kind, obj),
+            source,
+        })
+    }
+
+    /// What applying `components` would change, object by object, without changing anything:
+    /// a missing object is created; for an existing one the result of a server-side apply with
+    /// `dryRun=All` is compared with the live object (both without status and server
+    /// bookkeeping), so defaults and fields other managers own count as they will.
+    pub async fn diff(&self, components: &[Component]) -> Result<Vec<ObjectChange>, ApplyError> {
+        let mut out = Vec::new();
+        for component in components {
+            for (kind, obj) in sorted(component)? {
+                let object = describe(kind, obj);
+                let api = self.api(kind, obj.namespace().as_deref());
+                let name = obj.name_any();
+                let live = api.get_opt(&name).await.map_err(|source| ApplyError::Api { verb: "reading", name: object.clone(), source })?;
+                let change = match live {
+                    None => Change::Create,
+                    Some(live) => {
+                        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+                        let would = api.patch(&name, &params, &Patch::Apply(obj)).await.map_err(|source| ApplyError::Api {
+                            verb: "dry-run applying",
+                            name: object.clone(),
+                            source,
+                        })?;
+                        let paths = differences(&comparable(&live), &comparable(&would));
+                        if paths.is_empty() { Change::Unchanged } else { Change::Update(paths) }
+                    }
+                };
+                out.push(ObjectChange { key: ObjectKey::new(kind, obj), object, change });
+            }
+        }
         Ok(out)
     }
 
@@ -239,29 +351,91 @@ impl Applier {
     }
 
     /// Deletes objects labelled as ours for this prefix that `keep` does not list. Persistent
-    /// volume claims are never pruned: they hold data, and teardown owns them.
-    async fn prune(&self, keep: &BTreeSet<Key>) -> Result<Vec<String>, ApplyError> {
-        let selector = format!("{MANAGED_BY_LABEL}=neonctl-aws,{PREFIX_LABEL}={}", self.prefix);
+    /// volume claims are never pruned: they hold data, and teardown owns them; nor are CRDs and
+    /// the control plane's custom resources.
+    pub async fn prune(&self, keep: &BTreeSet<ObjectKey>) -> Result<Vec<String>, ApplyError> {
         let mut pruned = Vec::new();
-        for kind in KINDS.iter().rev() {
+        for (kind, obj) in self.stale(keep).await? {
+            let name = describe(kind, &obj);
+            self.api(kind, obj.namespace().as_deref())
+                .delete(&obj.name_any(), &DeleteParams::background())
+                .await
+                .map_err(|source| ApplyError::Api { verb: "pruning", name: name.clone(), source })?;
+            pruned.push(name);
+        }
+        Ok(pruned)
+    }
+
+    /// What [`Applier::prune`] would delete, as `Kind namespace/name`.
+    pub async fn prunable(&self, keep: &BTreeSet<ObjectKey>) -> Result<Vec<String>, ApplyError> {
+        Ok(self.stale(keep).await?.iter().map(|(kind, obj)| describe(kind, obj)).collect())
+    }
+
+    async fn stale(&self, keep: &BTreeSet<ObjectKey>) -> Result<Vec<(&'static Kind, DynamicObject)>, ApplyError> {
+        let selector = format!("{MANAGED_BY_LABEL}=neonctl-aws,{PREFIX_LABEL}={}", self.prefix);
+        let mut stale = Vec::new();
+        for kind in KINDS.iter().rev().filter(|k| k.prune) {
             let listed = Api::<DynamicObject>::all_with(self.client.clone(), &kind.api_resource())
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(|source| ApplyError::Api { verb: "listing", name: selector.clone(), source })?;
-            for obj in listed.items {
-                if keep.contains(&(kind.kind, obj.namespace(), obj.name_any())) {
-                    continue;
-                }
-                let name = describe(kind, &obj);
-                self.api(kind, obj.namespace().as_deref())
-                    .delete(&obj.name_any(), &DeleteParams::background())
-                    .await
-                    .map_err(|source| ApplyError::Api { verb: "pruning", name: name.clone(), source })?;
-                pruned.push(name);
-            }
+            stale.extend(listed.items.into_iter().filter(|obj| !keep.contains(&ObjectKey::new(kind, obj))).map(|obj| (kind, obj)));
         }
-        Ok(pruned)
+        Ok(stale)
     }
+}
+
+/// A component's objects with their kinds, in apply order.
+fn sorted(component: &Component) -> Result<Vec<(&'static Kind, &DynamicObject)>, ApplyError> {
+    let mut objects = Vec::new();
+    for obj in &component.objects {
+        let (order, kind) = kind_of(obj)?;
+        objects.push((order, kind, obj));
+    }
+    objects.sort_by_key(|(order, _, obj)| (*order, obj.name_any()));
+    Ok(objects.into_iter().map(|(_, kind, obj)| (kind, obj)).collect())
+}
+
+/// An object without what the server keeps for itself: status and bookkeeping metadata.
+fn comparable(obj: &DynamicObject) -> Value {
+    let mut value = serde_json::to_value(obj).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"] {
+            metadata.remove(field);
+        }
+    }
+    value
+}
+
+/// The paths (`spec.template.spec.containers[0].image`) where `a` and `b` differ, at most 5.
+fn differences(a: &Value, b: &Value) -> Vec<String> {
+    const MAX: usize = 5;
+    fn walk(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
+        if out.len() >= MAX || a == b {
+            return;
+        }
+        let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for key in keys {
+                    walk(x.get(key).unwrap_or(&Value::Null), y.get(key).unwrap_or(&Value::Null), &join(key), out);
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                    walk(x, y, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => out.push(if path.is_empty() { "(whole object)".into() } else { path.to_string() }),
+        }
+    }
+    let mut out = Vec::new();
+    walk(a, b, "", &mut out);
+    out
 }
 
 fn describe(kind: &Kind, obj: &DynamicObject) -> String {
@@ -271,9 +445,15 @@ fn describe(kind: &Kind, obj: &DynamicObject) -> String {
     }
 }
 
-/// (ready, a short progress text) for a workload at `generation`.
+/// (ready, a short progress text) for a workload at `generation`, or a CRD.
 fn readiness(kind: &str, obj: &DynamicObject, generation: i64) -> (bool, String) {
     let status = &obj.data["status"];
+    if kind == "CustomResourceDefinition" {
+        let established = status["conditions"]
+            .as_array()
+            .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+        return (established, if established { "established".into() } else { "not established yet".into() });
+    }
     let int = |v: &Value| v.as_i64().unwrap_or(0);
     let want = obj.data["spec"]["replicas"].as_i64().unwrap_or(1);
     let observed = int(&status["observedGeneration"]);
@@ -406,12 +586,14 @@ mod tests {
         assert_eq!(out.pruned, ["Deployment neon/old-proxy"]);
         let requests = server.requests();
         let lists: Vec<_> = requests.iter().filter(|r| r.0 == "GET" && r.1.contains("labelSelector")).collect();
-        assert_eq!(lists.len(), KINDS.len(), "every kind is listed once");
+        assert_eq!(lists.len(), KINDS.iter().filter(|k| k.prune).count(), "every prunable kind is listed once");
         assert!(
             lists.iter().all(|r| r.1.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dneonctl-aws%2Cneonctl-aws%2Fprefix%3Dp")),
             "{lists:?}"
         );
-        assert!(!lists.iter().any(|r| r.1.contains("persistentvolumeclaims")), "claims are never pruned");
+        for kept in ["persistentvolumeclaims", "customresourcedefinitions", "neonbranches", "neonendpoints"] {
+            assert!(!lists.iter().any(|r| r.1.contains(kept)), "{kept} are never pruned");
+        }
         let deletes: Vec<_> = requests.iter().filter(|r| r.0 == "DELETE").map(|r| r.1.clone()).collect();
         assert_eq!(deletes, ["/apis/apps/v1/namespaces/neon/deployments/old-proxy?"]);
 

@@ -1,6 +1,7 @@
 //! One module per subcommand. Graph phases implement [`crate::engine::Phase`].
 
 pub mod build;
+pub mod deploy;
 pub mod iam_policy;
 pub mod images;
 pub mod infra;
@@ -14,10 +15,8 @@ pub mod teardown;
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-
 use crate::cli::Command;
-use crate::engine::{Context, Phase, PhaseName, PhasePlan};
+use crate::engine::{Phase, PhaseName};
 use crate::output::Printer;
 
 /// The phase behind `name`, configured from the command line that asked for it.
@@ -35,40 +34,16 @@ pub fn phase(name: PhaseName, command: &Command, printer: &Arc<Printer>) -> Arc<
         PhaseName::Images => Arc::new(images::Images),
         PhaseName::Infra => Arc::new(infra::Infra),
         PhaseName::Push => Arc::new(push::Push),
-        PhaseName::Deploy => Arc::new(Unavailable { name, issue: 5 }),
+        PhaseName::Deploy => {
+            let (options, overrides) = match command {
+                Command::Deploy(args) => (args.deploy.clone(), args.overrides.clone()),
+                _ => Default::default(),
+            };
+            Arc::new(deploy::Deploy { options, overrides, printer: printer.clone() })
+        }
         PhaseName::Teardown => {
             let keep_data = matches!(command, Command::Teardown(args) if args.keep_data);
             Arc::new(teardown::Teardown { keep_data, printer: printer.clone() })
         }
-    }
-}
-
-/// A phase this version does not ship yet: it plans a note and refuses to apply, so that
-/// nothing ever pretends to have worked.
-struct Unavailable {
-    name: PhaseName,
-    issue: u32,
-}
-
-impl Phase for Unavailable {
-    fn name(&self) -> PhaseName {
-        self.name
-    }
-    fn plan<'a>(&'a self, _cx: &'a Context) -> BoxFuture<'a, anyhow::Result<PhasePlan>> {
-        Box::pin(async move {
-            Ok(PhasePlan {
-                actions: vec![],
-                notes: vec![format!("`{}` is not available in this version yet (issue #{})", self.name, self.issue)],
-            })
-        })
-    }
-    fn apply<'a>(&'a self, _cx: &'a Context) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            anyhow::bail!(
-                "`{}` is not available in this version of neonctl-aws yet (tracked as issue #{}); nothing was changed",
-                self.name,
-                self.issue
-            )
-        })
     }
 }

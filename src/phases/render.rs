@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::cli::RenderArgs;
+use crate::cli::{RenderArgs, RenderOverrideArgs};
 use crate::config::Config;
 use crate::output::{Event, Level, Printer, Reporter, Table};
 use crate::render::{self, HEADER, Manifest, Overrides, RenderError, RenderInputs, SecretRef};
@@ -28,7 +28,7 @@ struct RenderedFile<'a> {
 /// then the command line's flags (each layer wins over the one before).
 pub fn run(args: &RenderArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<()> {
     let state = crate::state::read(state_dir)?;
-    let inputs = RenderInputs::from_config(config).with_overrides(Overrides::from_state(&state))?.with_overrides(overrides(args)?)?;
+    let inputs = inputs(config, &state, &args.overrides)?;
     let manifests = render::render(&inputs)?;
     write(&args.out, &manifests)?;
     let assumptions = inputs.assumptions();
@@ -58,7 +58,13 @@ pub fn run(args: &RenderArgs, config: &Config, state_dir: &Path, printer: &Print
     Ok(())
 }
 
-fn overrides(args: &RenderArgs) -> Result<Overrides, RenderError> {
+/// What `render` and `deploy` render: the config, then what earlier phases recorded in `state`,
+/// then the command line's flags (each layer wins over the one before).
+pub fn inputs(config: &Config, state: &crate::state::State, args: &RenderOverrideArgs) -> Result<RenderInputs, RenderError> {
+    RenderInputs::from_config(config).with_overrides(Overrides::from_state(state))?.with_overrides(overrides(args)?)
+}
+
+fn overrides(args: &RenderOverrideArgs) -> Result<Overrides, RenderError> {
     let images = args
         .images
         .iter()

@@ -167,7 +167,7 @@ impl RenderInputs {
             pageservers: config.neon.pageservers,
             safekeepers: config.neon.safekeepers,
             storcon_db: StorconDb::InCluster { storage: "10Gi".into() },
-            proxy_domain: format!("{prefix}.neon.internal"),
+            proxy_domain: config.proxy.domain.clone().unwrap_or_else(|| format!("{prefix}.neon.internal")),
             storage_class: StorageClass::Create(format!("{prefix}-gp3")),
             pageserver_storage: "100Gi".into(),
             safekeeper_storage: "50Gi".into(),

@@ -47,7 +47,7 @@ fn build_stages_artifacts_and_a_second_build_is_a_no_op() {
 
     let state = state_json(&wd);
     let record = &state["build"];
-    assert_eq!(state["schema_version"], 2);
+    assert_eq!(state["schema_version"], neonctl_aws::state::SCHEMA_VERSION);
     assert_eq!(record["revision"].as_str().unwrap().len(), 40, "a clean checkout is built at its commit");
     for bin in BINARIES {
         let artifact = &record["artifacts"][bin];

@@ -1,0 +1,521 @@
+//! The Secrets the manifests read ([`RenderInputs::secrets`]) plus the database owner's
+//! password: generated once, then kept. A value the cluster has is reused when it is still
+//! valid; only what is missing or no longer valid is generated, so a second deploy changes
+//! nothing and running pods keep working.
+//!
+//! - `<prefix>-jwt-signing`: the Ed25519 private key (PKCS#8 PEM).
+//! - `<prefix>-auth`: its public key and one token per caller, with the scope the receiver
+//!   checks; a token that does not verify against the current key (or has another scope) is
+//!   minted again, so a new key pair re-mints them all.
+//! - `<prefix>-pageserver-<id>`: `pageserver.toml`, rendered again each time (it follows the
+//!   inputs) around the token it already holds.
+//! - `<prefix>-storcon-db`: the in-cluster database's password and URL; with an external
+//!   database the user's Secret must already have `database-url`, else nothing is changed.
+//! - `<prefix>-proxy-tls`: the user's certificate, else a self-signed one for `*.<domain>`,
+//!   kept until the domain changes.
+//! - `<prefix>-main-owner`: the role's `username`, `password` and `database`.
+//!
+//! Values are [`Secret`]s: they reach the Kubernetes API and nothing else. Plans and errors
+//! carry Secret names and keys only.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use kube::api::DynamicObject;
+use ring::rand::SecureRandom;
+use serde_json::json;
+
+use crate::controlplane::jwt::SigningKey;
+use crate::controlplane::scopes;
+use crate::neon::Secret;
+use crate::render::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, RenderError, RenderInputs, SecretRef, StorconDb, auth_keys};
+
+/// The role and database deploy bootstraps, and the keys of the Secret holding the password.
+pub const OWNER_ROLE: &str = "neondb_owner";
+pub const DATABASE: &str = "neondb";
+pub const USERNAME_KEY: &str = "username";
+pub const PASSWORD_KEY: &str = "password";
+pub const DATABASE_KEY: &str = "database";
+pub const SIGNING_KEY: &str = "auth_private_key.pem";
+pub const DATABASE_URL_KEY: &str = "database-url";
+const PAGESERVER_TOML: &str = "pageserver.toml";
+const TLS_CERT: &str = "tls.crt";
+const TLS_KEY: &str = "tls.key";
+/// On a generated proxy certificate's Secret: the CN it was made for.
+pub const GENERATED_FOR: &str = "neonctl-aws/generated-for";
+/// The scope of the pageserver's `control_plane_api_token`.
+const GENERATIONS_API: &str = "generations_api";
+
+/// The Secret holding the owner role's password.
+pub fn role_secret(prefix: &str) -> String {
+    format!("{prefix}-main-owner")
+}
+
+/// The scope each token of `<prefix>-auth` carries: neon checks its own (`NEON_SCOPES`), our
+/// control plane checks the others.
+fn token_scope(key: &str) -> Option<&'static str> {
+    auth_keys::NEON_SCOPES.iter().find(|(k, _)| *k == key).map(|(_, scope)| *scope).or(match key {
+        auth_keys::STORCON_TO_CONTROL_PLANE => Some(scopes::STORAGE_CONTROLLER),
+        auth_keys::PROXY_TO_CONTROL_PLANE => Some(scopes::PROXY),
+        auth_keys::COMPUTE_TO_CONTROL_PLANE => Some(scopes::COMPUTE),
+        _ => None,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "the storage controller database is external, but Secret {namespace}/{name} {problem}. Nothing was changed. Create it, \
+         then run deploy again:\n  kubectl create namespace {namespace}\n  kubectl create secret generic {name} -n {namespace} \
+         --from-literal={DATABASE_URL_KEY}='postgresql://USER:PASSWORD@HOST:5432/DATABASE'"
+    )]
+    ExternalDatabase { namespace: String, name: String, problem: &'static str },
+    #[error("the system random number generator failed while generating {what}; retry, and check the host's entropy source")]
+    Random { what: &'static str },
+    #[error("generating the proxy's self-signed certificate for *.{domain}: {message}")]
+    Certificate { domain: String, message: String },
+    #[error("no Secret with key `{key}` among the ones the manifests read; this is a bug in neonctl-aws, please report it")]
+    Missing { key: &'static str },
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+/// A Secret as the cluster has it: values decoded (values that are not UTF-8 count as absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveSecret {
+    pub data: BTreeMap<String, Secret>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl LiveSecret {
+    /// From a Secret's `data` (base64 in JSON, bytes in k8s-openapi) and annotations.
+    pub fn new(data: impl IntoIterator<Item = (String, Vec<u8>)>, annotations: BTreeMap<String, String>) -> Self {
+        let data = data.into_iter().filter_map(|(key, bytes)| String::from_utf8(bytes).ok().map(|v| (key, Secret(v)))).collect();
+        Self { data, annotations }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.data.get(key).map(|v| v.0.as_str()).filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// The proxy certificate and key the user gives (PEM).
+#[derive(Debug, Clone)]
+pub struct UserTls {
+    pub cert: Secret,
+    pub key: Secret,
+}
+
+/// What happens to one key of a Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    Keep,
+    Add,
+    Update,
+}
+
+/// One Secret as deploy will apply it.
+#[derive(Debug, Clone)]
+pub struct PlannedSecret {
+    pub name: String,
+    /// The cluster has it already.
+    pub exists: bool,
+    pub data: BTreeMap<String, Secret>,
+    pub annotations: BTreeMap<String, String>,
+    pub changes: BTreeMap<String, KeyChange>,
+}
+
+impl PlannedSecret {
+    pub fn changed(&self) -> bool {
+        !self.exists || self.changes.values().any(|c| *c != KeyChange::Keep)
+    }
+
+    /// What changes, by key: `add key tls.crt; update pageserver.toml; keep …`. Never a value.
+    pub fn summary(&self) -> String {
+        if !self.exists {
+            return format!("keys {}", self.changes.keys().cloned().collect::<Vec<_>>().join(", "));
+        }
+        let of = |wanted: KeyChange| self.changes.iter().filter(|(_, c)| **c == wanted).map(|(k, _)| k.as_str()).collect::<Vec<_>>();
+        [("add key", of(KeyChange::Add)), ("update", of(KeyChange::Update)), ("keep", of(KeyChange::Keep))]
+            .into_iter()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(verb, keys)| format!("{verb} {}", keys.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The Secret to server-side apply (`data` base64, our labels).
+    pub fn object(&self, namespace: &str, prefix: &str) -> DynamicObject {
+        let data: BTreeMap<&str, String> = self.data.iter().map(|(k, v)| (k.as_str(), STANDARD.encode(&v.0))).collect();
+        let mut metadata = json!({
+            "name": self.name,
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PREFIX: prefix},
+        });
+        if !self.annotations.is_empty() {
+            metadata["annotations"] = json!(self.annotations);
+        }
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "data": data}))
+            .expect("a Secret is a valid object")
+    }
+}
+
+/// Every Secret deploy applies, and what the bootstrap needs from them.
+#[derive(Debug)]
+pub struct SecretsPlan {
+    pub secrets: Vec<PlannedSecret>,
+    /// The owner role's password (kept or new).
+    pub role_password: Secret,
+    /// The user's Secret with an external database: checked, never applied, never pruned.
+    pub external: Option<String>,
+}
+
+impl SecretsPlan {
+    /// A digest of the values the workloads read, so that pods restart when one changes
+    /// (stamped on pod templates; it reveals nothing of the values).
+    pub fn fingerprint(&self, owner_secret: &str) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        for secret in self.secrets.iter().filter(|s| s.name != owner_secret) {
+            for (key, value) in &secret.data {
+                for part in [secret.name.as_bytes(), key.as_bytes(), value.0.as_bytes()] {
+                    hash.update((part.len() as u64).to_le_bytes());
+                    hash.update(part);
+                }
+            }
+        }
+        hex::encode(hash.finalize())
+    }
+}
+
+/// One Secret being planned: live values in, kept or new values out.
+struct Builder<'a> {
+    live: Option<&'a LiveSecret>,
+    planned: PlannedSecret,
+}
+
+impl<'a> Builder<'a> {
+    fn new(name: &str, live: &'a BTreeMap<String, LiveSecret>) -> Self {
+        let live = live.get(name);
+        let planned = PlannedSecret {
+            name: name.to_string(),
+            exists: live.is_some(),
+            data: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            changes: BTreeMap::new(),
+        };
+        Self { live, planned }
+    }
+
+    fn live(&self, key: &str) -> Option<&'a str> {
+        self.live.and_then(|s| s.get(key))
+    }
+
+    /// Sets `key` to `value`: kept when the cluster has the same, else updated or added.
+    fn set(&mut self, key: &str, value: Secret) -> &mut Self {
+        let change = match self.live(key) {
+            Some(live) if live == value.0 => KeyChange::Keep,
+            Some(_) => KeyChange::Update,
+            None => KeyChange::Add,
+        };
+        self.planned.changes.insert(key.to_string(), change);
+        self.planned.data.insert(key.to_string(), value);
+        self
+    }
+
+    /// Keeps the live value of `key` when `valid` says so, else generates one.
+    fn keep_or(
+        &mut self,
+        key: &str,
+        valid: impl FnOnce(&str) -> bool,
+        generate: impl FnOnce() -> Result<Secret, SecretError>,
+    ) -> Result<Secret, SecretError> {
+        let value = match self.live(key).filter(|v| valid(v)) {
+            Some(live) => Secret(live.to_string()),
+            None => generate()?,
+        };
+        self.set(key, value.clone());
+        Ok(value)
+    }
+
+    fn done(self) -> PlannedSecret {
+        self.planned
+    }
+}
+
+/// Plans every Secret against what the cluster has (`live`, by name). Generates only what is
+/// missing or invalid; fails before anything is applied when the external database's Secret
+/// is missing.
+pub fn plan(
+    inputs: &RenderInputs,
+    live: &BTreeMap<String, LiveSecret>,
+    tls: Option<&UserTls>,
+    rng: &dyn SecureRandom,
+) -> Result<SecretsPlan, SecretError> {
+    let refs = inputs.secrets();
+    let by_key = |key: &'static str| -> Result<&SecretRef, SecretError> {
+        refs.iter().find(|r| r.keys.iter().any(|k| k == key)).ok_or(SecretError::Missing { key })
+    };
+    let mut secrets = Vec::new();
+
+    // The key pair, then everything signed with it.
+    let mut signing = Builder::new(&by_key(SIGNING_KEY)?.name, live);
+    let pem = signing.keep_or(
+        SIGNING_KEY,
+        |pem| SigningKey::from_pem(pem).is_ok(),
+        || SigningKey::generate_pem(rng).map_err(|_| SecretError::Random { what: "the JWT signing key" }),
+    )?;
+    let key = SigningKey::from_pem(&pem.0).map_err(|_| SecretError::Random { what: "the JWT signing key" })?;
+    let public = key.public_key();
+    secrets.push(signing.done());
+    // A token is kept while it verifies against the current key with the scope it needs.
+    let valid_token = |scope: &str| {
+        let public = public.clone();
+        let scope = scope.to_string();
+        move |token: &str| public.scope_of(token).is_ok_and(|found| found.as_deref() == Some(scope.as_str()))
+    };
+    let mint = |scope: &str| key.sign(&json!({"scope": scope}));
+
+    let mut auth = Builder::new(&by_key(auth_keys::PUBLIC_KEY)?.name, live);
+    auth.set(auth_keys::PUBLIC_KEY, Secret(public.to_pem()));
+    for token_key in auth_keys::ALL.iter().copied().filter(|k| *k != auth_keys::PUBLIC_KEY) {
+        let scope = token_scope(token_key).ok_or(SecretError::Missing { key: "a token scope" })?;
+        auth.keep_or(token_key, valid_token(scope), || Ok(mint(scope)))?;
+    }
+    secrets.push(auth.done());
+
+    // pageserver.toml follows the inputs; its token is kept while valid.
+    for (id, secret) in (1u64..).zip(refs.iter().filter(|r| r.keys.iter().any(|k| k == PAGESERVER_TOML))) {
+        let mut config = Builder::new(&secret.name, live);
+        let token = config
+            .live(PAGESERVER_TOML)
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|table| table.get("control_plane_api_token").and_then(|t| t.as_str()).map(str::to_string))
+            .filter(|token| valid_token(GENERATIONS_API)(token))
+            .map(Secret)
+            .unwrap_or_else(|| mint(GENERATIONS_API));
+        config.set(PAGESERVER_TOML, Secret(inputs.pageserver_toml(id, token)?.to_toml().map_err(RenderError::from)?));
+        secrets.push(config.done());
+    }
+
+    let database = by_key(DATABASE_URL_KEY)?;
+    let external = match inputs.storcon_db {
+        StorconDb::InCluster { .. } => {
+            let mut db = Builder::new(&database.name, live);
+            // Never a new password for a database that exists: it keeps the first one.
+            let password = db.keep_or(PASSWORD_KEY, |_| true, || password(rng))?;
+            let url = inputs.in_cluster_database_url(&password).ok_or(SecretError::Missing { key: DATABASE_URL_KEY })?;
+            db.set(DATABASE_URL_KEY, url);
+            secrets.push(db.done());
+            None
+        }
+        StorconDb::External => {
+            let problem = match live.get(&database.name) {
+                None => "does not exist",
+                Some(secret) if secret.get(DATABASE_URL_KEY).is_none() => "has no key database-url",
+                Some(_) => "",
+            };
+            if !problem.is_empty() {
+                return Err(SecretError::ExternalDatabase { namespace: inputs.namespace.clone(), name: database.name.clone(), problem });
+            }
+            Some(database.name.clone())
+        }
+    };
+
+    let mut proxy = Builder::new(&by_key(TLS_CERT)?.name, live);
+    let wildcard = format!("*.{}", inputs.proxy_domain);
+    match tls {
+        Some(user) => {
+            proxy.set(TLS_CERT, user.cert.clone()).set(TLS_KEY, user.key.clone());
+        }
+        None => {
+            let made_for = proxy.live.and_then(|s| s.annotations.get(GENERATED_FOR));
+            let complete = proxy.live(TLS_CERT).is_some() && proxy.live(TLS_KEY).is_some();
+            // Kept: ours for this domain, or one the user put there (no annotation).
+            if complete && made_for.is_none_or(|cn| *cn == wildcard) {
+                let (cert, key) = (proxy.live(TLS_CERT).unwrap_or_default(), proxy.live(TLS_KEY).unwrap_or_default());
+                proxy.set(TLS_CERT, Secret(cert.to_string())).set(TLS_KEY, Secret(key.to_string()));
+                if let Some(cn) = made_for {
+                    proxy.planned.annotations.insert(GENERATED_FOR.into(), cn.clone());
+                }
+            } else {
+                let (cert, key) = super::tls::self_signed(&inputs.proxy_domain)
+                    .map_err(|e| SecretError::Certificate { domain: inputs.proxy_domain.clone(), message: e.to_string() })?;
+                proxy.set(TLS_CERT, cert).set(TLS_KEY, key);
+                proxy.planned.annotations.insert(GENERATED_FOR.into(), wildcard);
+            }
+        }
+    }
+    secrets.push(proxy.done());
+
+    let mut owner = Builder::new(&role_secret(&inputs.prefix), live);
+    owner.set(USERNAME_KEY, Secret(OWNER_ROLE.into())).set(DATABASE_KEY, Secret(DATABASE.into()));
+    let role_password = owner.keep_or(PASSWORD_KEY, |_| true, || password(rng))?;
+    secrets.push(owner.done());
+
+    Ok(SecretsPlan { secrets, role_password, external })
+}
+
+/// 24 random bytes, base64url: 32 characters that need no escaping in a URL.
+pub fn password(rng: &dyn SecureRandom) -> Result<Secret, SecretError> {
+    let mut bytes = [0u8; 24];
+    rng.fill(&mut bytes).map_err(|_| SecretError::Random { what: "a password" })?;
+    Ok(Secret(URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use ring::rand::SystemRandom;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn inputs() -> RenderInputs {
+        RenderInputs::from_config(&Config::default())
+    }
+
+    /// What the cluster would hold after applying `plan`.
+    fn applied(plan: &SecretsPlan) -> BTreeMap<String, LiveSecret> {
+        plan.secrets.iter().map(|s| (s.name.clone(), LiveSecret { data: s.data.clone(), annotations: s.annotations.clone() })).collect()
+    }
+
+    fn secret<'a>(plan: &'a SecretsPlan, name: &str) -> &'a PlannedSecret {
+        plan.secrets.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no Secret {name}"))
+    }
+
+    #[test]
+    fn a_first_plan_creates_every_secret_the_manifests_read_with_every_key() {
+        let inputs = inputs();
+        let plan = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap();
+        for wanted in inputs.secrets() {
+            let planned = secret(&plan, &wanted.name);
+            assert!(!planned.exists && planned.changed());
+            let keys: Vec<&String> = planned.data.keys().collect();
+            for key in &wanted.keys {
+                assert!(keys.contains(&key), "{} lacks {key}", wanted.name);
+            }
+        }
+        let owner = secret(&plan, "neon-main-owner");
+        assert_eq!(owner.data[USERNAME_KEY].0, OWNER_ROLE);
+        assert_eq!(owner.data[DATABASE_KEY].0, DATABASE);
+        assert_eq!(owner.data[PASSWORD_KEY], plan.role_password);
+        assert_eq!(plan.role_password.0.len(), 32);
+        assert!(plan.external.is_none());
+
+        // Every token verifies against the public key with its receiver's scope.
+        let auth = secret(&plan, "neon-auth");
+        let public = crate::controlplane::jwt::PublicKey::from_pem(&auth.data[auth_keys::PUBLIC_KEY].0).unwrap();
+        assert_eq!(public.scope_of(&auth.data[auth_keys::STORCON_TO_PAGESERVER].0).unwrap().as_deref(), Some("pageserverapi"));
+        assert_eq!(public.scope_of(&auth.data[auth_keys::PAGESERVER_TO_SAFEKEEPER].0).unwrap().as_deref(), Some("safekeeperdata"));
+        assert_eq!(public.scope_of(&auth.data[auth_keys::PROXY_TO_CONTROL_PLANE].0).unwrap().as_deref(), Some(scopes::PROXY));
+        let toml: toml::Table = secret(&plan, "neon-pageserver-1").data[PAGESERVER_TOML].0.parse().unwrap();
+        let token = toml["control_plane_api_token"].as_str().unwrap();
+        assert_eq!(public.scope_of(token).unwrap().as_deref(), Some(GENERATIONS_API));
+        let db = secret(&plan, "neon-storcon-db");
+        assert!(db.data[DATABASE_URL_KEY].0.contains(&db.data[PASSWORD_KEY].0));
+        let tls = secret(&plan, "neon-proxy-tls");
+        assert_eq!(tls.annotations[GENERATED_FOR], "*.neon.neon.internal");
+        assert_eq!(tls.summary(), "keys tls.crt, tls.key");
+    }
+
+    #[test]
+    fn a_second_plan_keeps_every_value() {
+        let inputs = inputs();
+        let first = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap();
+        let second = plan(&inputs, &applied(&first), None, &SystemRandom::new()).unwrap();
+        for (a, b) in first.secrets.iter().zip(&second.secrets) {
+            assert_eq!(a.name, b.name);
+            assert!(!b.changed(), "{} changes: {}", b.name, b.summary());
+            assert_eq!(a.data, b.data, "{}", a.name);
+            assert_eq!(a.annotations, b.annotations);
+        }
+        assert_eq!(first.fingerprint("neon-main-owner"), second.fingerprint("neon-main-owner"));
+    }
+
+    #[test]
+    fn a_new_signing_key_re_mints_every_token_and_missing_keys_are_added() {
+        let inputs = inputs();
+        let first = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap();
+        let mut live = applied(&first);
+        live.remove("neon-jwt-signing");
+        live.get_mut("neon-main-owner").unwrap().data.remove(DATABASE_KEY);
+        let second = plan(&inputs, &live, None, &SystemRandom::new()).unwrap();
+        let auth = secret(&second, "neon-auth");
+        assert!(auth.changes.values().all(|c| *c == KeyChange::Update), "{}", auth.summary());
+        let page = secret(&second, "neon-pageserver-1");
+        assert_eq!(page.changes[PAGESERVER_TOML], KeyChange::Update, "the generations_api token is re-minted");
+        let owner = secret(&second, "neon-main-owner");
+        assert_eq!(owner.summary(), "add key database; keep password, username");
+        assert_eq!(second.role_password, first.role_password);
+        assert_ne!(first.fingerprint("neon-main-owner"), second.fingerprint("neon-main-owner"));
+    }
+
+    #[test]
+    fn pageserver_configs_follow_the_inputs_and_keep_their_token() {
+        let mut inputs = inputs();
+        let first = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap();
+        inputs.bucket = "another-bucket".into();
+        let second = plan(&inputs, &applied(&first), None, &SystemRandom::new()).unwrap();
+        let page = secret(&second, "neon-pageserver-1");
+        assert_eq!(page.summary(), "update pageserver.toml");
+        let token = |plan: &SecretsPlan| {
+            let toml: toml::Table = secret(plan, "neon-pageserver-1").data[PAGESERVER_TOML].0.parse().unwrap();
+            toml["control_plane_api_token"].as_str().unwrap().to_string()
+        };
+        assert_eq!(token(&first), token(&second));
+        assert!(!secret(&second, "neon-auth").changed());
+    }
+
+    #[test]
+    fn an_external_database_needs_the_users_secret() {
+        let mut inputs = inputs();
+        inputs.storcon_db = StorconDb::External;
+        let err = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap_err().to_string();
+        assert!(err.contains("Secret neon/neon-storcon-db does not exist") && err.contains("Nothing was changed"), "{err}");
+        assert!(err.contains("kubectl create secret generic neon-storcon-db -n neon --from-literal=database-url="), "{err}");
+        let mut live = BTreeMap::new();
+        live.insert("neon-storcon-db".to_string(), LiveSecret::default());
+        let err = plan(&inputs, &live, None, &SystemRandom::new()).unwrap_err().to_string();
+        assert!(err.contains("has no key database-url"), "{err}");
+        live.insert(
+            "neon-storcon-db".into(),
+            LiveSecret::new([("database-url".into(), b"postgresql://u:p@h/d".to_vec())], BTreeMap::new()),
+        );
+        let plan = plan(&inputs, &live, None, &SystemRandom::new()).unwrap();
+        assert_eq!(plan.external.as_deref(), Some("neon-storcon-db"));
+        assert!(plan.secrets.iter().all(|s| s.name != "neon-storcon-db"), "the user's Secret is never applied");
+    }
+
+    #[test]
+    fn the_proxy_certificate_is_the_users_or_one_generated_per_domain() {
+        let mut inputs = inputs();
+        let user =
+            UserTls { cert: Secret("-----BEGIN CERTIFICATE-----\nx\n".into()), key: Secret("-----BEGIN PRIVATE KEY-----\ny\n".into()) };
+        let with_user = plan(&inputs, &BTreeMap::new(), Some(&user), &SystemRandom::new()).unwrap();
+        let tls = secret(&with_user, "neon-proxy-tls");
+        assert_eq!(tls.data[TLS_CERT], user.cert);
+        assert!(tls.annotations.is_empty());
+        // Without files later, the user's certificate stays.
+        let kept = plan(&inputs, &applied(&with_user), None, &SystemRandom::new()).unwrap();
+        assert!(!secret(&kept, "neon-proxy-tls").changed());
+
+        let generated = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap();
+        inputs.proxy_domain = "db.example.com".into();
+        let moved = plan(&inputs, &applied(&generated), None, &SystemRandom::new()).unwrap();
+        let tls = secret(&moved, "neon-proxy-tls");
+        assert_eq!(tls.summary(), "update tls.crt, tls.key");
+        assert_eq!(tls.annotations[GENERATED_FOR], "*.db.example.com");
+    }
+
+    #[test]
+    fn secret_objects_carry_base64_data_and_our_labels() {
+        let plan = plan(&inputs(), &BTreeMap::new(), None, &SystemRandom::new()).unwrap();
+        let object = secret(&plan, "neon-main-owner").object("neon", "neon");
+        let value = serde_json::to_value(&object).unwrap();
+        assert_eq!(value["data"][USERNAME_KEY], STANDARD.encode(OWNER_ROLE));
+        assert_eq!(value["metadata"]["labels"][LABEL_MANAGED_BY], MANAGED_BY);
+        assert_eq!(value["metadata"]["namespace"], "neon");
+        assert!(!format!("{:?}", secret(&plan, "neon-main-owner")).contains(&plan.role_password.0), "Debug redacts values");
+    }
+}
