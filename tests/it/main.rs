@@ -4,6 +4,7 @@ mod build;
 mod cli;
 mod controlplane;
 mod ecr;
+mod fake_kube;
 mod images;
 mod infra;
 mod kubeconfig;
