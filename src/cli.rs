@@ -135,10 +135,12 @@ The cluster is the EKS cluster from `infra`, or --kubeconfig/--context for your 
 values never appear in the output, the state file or `--plan`; --show-password puts the \
 password in the printed connection string.",
         after_help = "Needs: `infra` (or --kubeconfig for your own cluster) and `push`.\n\n\
-Examples:\n  neonctl-aws deploy --plan\n  neonctl-aws deploy\n  \
-neonctl-aws deploy --kubeconfig ~/.kube/config --context staging --bucket acme-neon \\\n    \
---zones eu-west-1a,eu-west-1b --image pageserver=registry.example.com/neon/pageserver@sha256:<digest> ...\n  \
-kubectl port-forward -n neon svc/neon-proxy 5432 & neonctl-aws deploy --proxy-address 127.0.0.1:5432"
+Examples:\n  neonctl-aws deploy --plan\n  neonctl-aws deploy\n  neonctl-aws deploy --show-password --output json\n  \
+neonctl-aws deploy --kubeconfig ~/.kube/config --context staging \\\n    \
+--bucket acme-neon --zones eu-west-1a,eu-west-1b \\\n    \
+--image pageserver=registry.example.com/neon/pageserver@sha256:<digest> ...\n  \
+kubectl port-forward -n neon svc/neon-proxy 5432 &\n  \
+neonctl-aws deploy --proxy-address 127.0.0.1:5432      check SQL through the port-forward"
     )]
     Deploy(DeployArgs),
 

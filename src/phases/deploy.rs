@@ -506,7 +506,7 @@ impl Deploy {
         let domain = &connection.domain;
         let rows = [
             ("connection string", connection.url(shown)),
-            ("dns", format!("point *.{domain} (or {}) at {}", connection.host(), connection.address.host)),
+            ("dns", format!("{} *.{domain} -> {}", if connection.address.is_ip() { "A" } else { "CNAME" }, connection.address.host)),
             ("without dns", connection.url_without_dns(shown)),
             ("password", if shown.is_some() { "shown above (--show-password)".into() } else { password_command.clone() }),
         ];

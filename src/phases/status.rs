@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::engine::PhaseName;
 use crate::output::{Printer, Table};
-use crate::state::{self, PhaseRecord};
+use crate::state::{self, ClusterAccess, DeployRecord, PhaseRecord};
 
 #[derive(Serialize)]
 struct Status<'a> {
@@ -15,6 +15,8 @@ struct Status<'a> {
     region: &'a str,
     state_dir: String,
     phases: Vec<PhaseStatusRow<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deploy: Option<&'a DeployRecord>,
 }
 
 #[derive(Serialize)]
@@ -44,7 +46,26 @@ pub fn run(config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Resu
         ]);
     }
     printer.result_line(&format!("{prefix} in {region} (state: {})", state_dir.display()));
-    let status = Status { prefix, region, state_dir: state_dir.display().to_string(), phases };
+    let status = Status { prefix, region, state_dir: state_dir.display().to_string(), phases, deploy: state.deploy.as_ref() };
     printer.table("status", &table, &status);
+    if let Some(deploy) = status.deploy.filter(|_| printer.style() != crate::output::Style::Json) {
+        printer.result_line(&deployed(deploy));
+    }
     Ok(())
+}
+
+/// One paragraph on what `deploy` made: where, which ids, where the proxy answered.
+fn deployed(d: &DeployRecord) -> String {
+    let cluster = match &d.cluster {
+        ClusterAccess::Eks { cluster } => format!("EKS cluster {cluster}"),
+        ClusterAccess::Kubeconfig { context, .. } => format!("kubeconfig context {}", context.as_deref().unwrap_or("(current)")),
+    };
+    let checked = match (&d.proxy_address, &d.checked_at) {
+        (Some(address), Some(at)) => format!("select version() answered through the proxy at {address} at {at}"),
+        _ => "not checked through the proxy yet".into(),
+    };
+    format!(
+        "deployed to {cluster}, namespace {}: branch {} (tenant {}, timeline {}), endpoint {} at {}.{}; role {} (password in Secret {}), database {}; {checked}",
+        d.namespace, d.branch, d.tenant_id, d.timeline_id, d.endpoint, d.endpoint, d.proxy_domain, d.role, d.role_secret, d.database
+    )
 }

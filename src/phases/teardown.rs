@@ -253,6 +253,11 @@ impl Teardown {
             s.infra = InfraState::default();
             // What infra made is gone; its record would say otherwise.
             s.phases.remove(&PhaseName::Infra);
+            // So is a deploy to the EKS cluster (one to your own cluster is not teardown's).
+            if matches!(&s.deploy, Some(d) if matches!(d.cluster, crate::state::ClusterAccess::Eks { .. })) {
+                s.deploy = None;
+                s.phases.remove(&PhaseName::Deploy);
+            }
             if let Some(bucket) = bucket {
                 s.infra.resources.insert("bucket".into(), bucket);
             }

@@ -42,11 +42,11 @@ fn free_port() -> u16 {
 }
 
 /// Postgres refuses to run as root: as root, server commands run as the package's `postgres` user.
-struct PgServer {
+pub(crate) struct PgServer {
     bin: PathBuf,
     data: PathBuf,
     socket_dir: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
     as_postgres: bool,
     _dir: tempfile::TempDir,
 }
@@ -69,7 +69,7 @@ impl PgServer {
         output
     }
 
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bin = postgres_bin();
         let dir = tempfile::tempdir().unwrap();
         let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
@@ -98,8 +98,13 @@ impl PgServer {
         server
     }
 
+    /// The psql of this server's version.
+    pub(crate) fn psql(&self) -> PathBuf {
+        self.bin.join("psql")
+    }
+
     /// SQL as the superuser over the Unix socket.
-    fn admin_sql(&self, sql: &str) {
+    pub(crate) fn admin_sql(&self, sql: &str) {
         let port = self.port.to_string();
         self.run(
             "psql",

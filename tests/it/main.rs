@@ -3,6 +3,7 @@
 mod build;
 mod cli;
 mod controlplane;
+mod deploy;
 mod ecr;
 mod fake_kube;
 mod images;

@@ -38,7 +38,7 @@ impl Address {
         (!host.is_empty()).then(|| Some(Self { host: host.to_string(), port: port.parse().ok()? }))?
     }
 
-    fn is_ip(&self) -> bool {
+    pub fn is_ip(&self) -> bool {
         self.host.parse::<IpAddr>().is_ok()
     }
 

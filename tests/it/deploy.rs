@@ -1,0 +1,394 @@
+//! `deploy` end to end against the Kubernetes stand-in (`--kubeconfig`), with the test as the
+//! control plane (it sets the branch's status) and a real Postgres behind a TLS-terminating
+//! stand-in for the proxy: it reads its certificate from the Secret deploy created, checks the
+//! routing (SNI and `endpoint=main`) and forwards the session to Postgres.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use neonctl_aws::config::Config;
+use neonctl_aws::render::RenderInputs;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::controlplane::PgServer;
+use crate::fake_kube::FakeKube;
+use crate::support::{Workdir, state_json, stderr, stdout};
+
+const CRD_API: &str = "neonctl-aws.dev/v1alpha1";
+const NS: &str = "neon";
+const DOMAIN: &str = "neon.neon.internal";
+const PASSWORD: &str = "a-password-the-user-chose-0123456789";
+
+/// Secret values by Secret name and key, decoded.
+type Secrets = BTreeMap<String, BTreeMap<String, String>>;
+
+fn secrets(fake: &FakeKube) -> Secrets {
+    fake.list("v1", "secrets")
+        .into_iter()
+        .map(|s| {
+            let data = s["data"].as_object().cloned().unwrap_or_default();
+            let decoded =
+                data.into_iter().map(|(k, v)| (k, String::from_utf8(STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap())).collect();
+            (s["metadata"]["name"].as_str().unwrap().to_string(), decoded)
+        })
+        .collect()
+}
+
+/// No secret value (long enough to be one) appears in `text`.
+fn assert_no_secret_in(secrets: &Secrets, text: &str, what: &str) {
+    for (name, data) in secrets {
+        for (key, value) in data {
+            let public = key == "auth_public_key.pem" || key == "tls.crt";
+            if !public && value.len() >= 16 {
+                for line in value.lines().filter(|l| l.len() >= 16 && !l.starts_with("-----")) {
+                    assert!(!text.contains(line), "{what} shows a line of Secret {name} key {key}");
+                }
+            }
+        }
+    }
+}
+
+/// The test's control plane: gives branch `main` the status `outcome` for each new generation.
+fn control_plane(fake: Arc<FakeKube>, outcome: Value) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Some(branch) = fake.get(CRD_API, "neonbranches", Some(NS), "main") {
+                let generation = branch["metadata"]["generation"].as_i64().unwrap_or(1);
+                if branch["status"]["observedGeneration"].as_i64() != Some(generation) {
+                    let mut status = outcome.clone();
+                    status["observedGeneration"] = json!(generation);
+                    fake.set_status(CRD_API, "neonbranches", Some(NS), "main", status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// What the proxy stand-in saw of one connection.
+#[derive(Debug, Clone)]
+struct Seen {
+    sni: Option<String>,
+    options: Option<String>,
+    user: Option<String>,
+}
+
+/// The proxy stand-in: TLS with the certificate from Secret `neon-proxy-tls`, then the startup
+/// message without `options` to Postgres, then bytes both ways.
+struct ProxyStandIn {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl ProxyStandIn {
+    async fn start(fake: Arc<FakeKube>, postgres_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (fake, seen) = (fake.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = relay(stream, &fake, postgres_port, &seen).await {
+                        eprintln!("proxy stand-in: {e}");
+                    }
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+}
+
+async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, postgres_port: u16, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+    const SSL_REQUEST: u32 = 80877103;
+    let mut request = [0u8; 8];
+    client.read_exact(&mut request).await?;
+    if u32::from_be_bytes(request[4..8].try_into().unwrap()) != SSL_REQUEST {
+        return Err(std::io::Error::other("the client did not ask for TLS"));
+    }
+    client.write_all(b"S").await?;
+    let secret = fake.get("v1", "secrets", Some(NS), "neon-proxy-tls").ok_or_else(|| std::io::Error::other("no proxy Secret"))?;
+    let decode = |key: &str| STANDARD.decode(secret["data"][key].as_str().unwrap_or_default()).unwrap_or_default();
+    let certs = CertificateDer::pem_slice_iter(&decode("tls.crt")).collect::<Result<Vec<_>, _>>().map_err(std::io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_slice(&decode("tls.key")).map_err(std::io::Error::other)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+    let mut tls = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(client).await?;
+    let sni = tls.get_ref().1.server_name().map(str::to_string);
+
+    let mut length = [0u8; 4];
+    tls.read_exact(&mut length).await?;
+    let mut body = vec![0u8; u32::from_be_bytes(length) as usize - 4];
+    tls.read_exact(&mut body).await?;
+    let mut fields: Vec<String> = body[4..].split(|b| *b == 0).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+    fields.retain(|f| !f.is_empty());
+    let params: BTreeMap<String, String> = fields.chunks(2).filter(|p| p.len() == 2).map(|p| (p[0].clone(), p[1].clone())).collect();
+    seen.lock().unwrap().push(Seen { sni, options: params.get("options").cloned(), user: params.get("user").cloned() });
+
+    let mut startup = body[..4].to_vec();
+    for (key, value) in params.iter().filter(|(k, _)| *k != "options") {
+        startup.extend_from_slice(key.as_bytes());
+        startup.push(0);
+        startup.extend_from_slice(value.as_bytes());
+        startup.push(0);
+    }
+    startup.push(0);
+    let mut server = tokio::net::TcpStream::connect(("127.0.0.1", postgres_port)).await?;
+    server.write_all(&(startup.len() as u32 + 4).to_be_bytes()).await?;
+    server.write_all(&startup).await?;
+    tokio::io::copy_bidirectional(&mut tls, &mut server).await?;
+    Ok(())
+}
+
+/// A fake cluster, a workdir with its kubeconfig, and the test's control plane.
+struct Setup {
+    fake: Arc<FakeKube>,
+    wd: Workdir,
+    kubeconfig: PathBuf,
+    control_plane: tokio::task::JoinHandle<()>,
+}
+
+impl Setup {
+    async fn new(branch_status: Value) -> Self {
+        let fake = Arc::new(FakeKube::start().await);
+        let wd = Workdir::new();
+        let kubeconfig = fake.kubeconfig(wd.path());
+        let control_plane = control_plane(fake.clone(), branch_status);
+        Self { fake, wd, kubeconfig, control_plane }
+    }
+
+    /// `neonctl-aws deploy --kubeconfig … --context fake <args>`, run off the runtime.
+    async fn deploy(&self, args: &[&str]) -> Output {
+        let mut all = vec!["deploy", "--kubeconfig", self.kubeconfig.to_str().unwrap(), "--context", "fake", "--output", "plain"];
+        all.extend_from_slice(args);
+        let mut cmd: Command = self.wd.cmd(&all);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+    }
+
+    fn writes(&self) -> Vec<String> {
+        self.fake.requests().into_iter().filter(|r| !r.starts_with("GET ") && !r.contains("dryRun=All")).collect()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.control_plane.abort();
+    }
+}
+
+fn psql(pg: &PgServer, url: &str) -> Output {
+    Command::new(pg.psql()).args(["-X", "-w", "-tA", "-c", "select 1", url]).output().unwrap()
+}
+
+fn branch(fake: &FakeKube) -> Value {
+    fake.get(CRD_API, "neonbranches", Some(NS), "main").expect("branch main")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_second_deploy_changes_nothing() {
+    let setup = Setup::new(json!({"phase": "Ready"})).await;
+    let fake = &setup.fake;
+    let pg = PgServer::start();
+    pg.admin_sql(&format!("CREATE ROLE neondb_owner LOGIN PASSWORD '{PASSWORD}'"));
+    pg.admin_sql("CREATE DATABASE neondb OWNER neondb_owner");
+    // The owner's Secret exists already: deploy keeps its password.
+    fake.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-main-owner", "namespace": NS},
+        "data": {"password": STANDARD.encode(PASSWORD)}}));
+    let proxy = ProxyStandIn::start(fake.clone(), pg.port).await;
+    let address = proxy.addr.to_string();
+
+    let out = setup.deploy(&["--proxy-address", &address]).await;
+    let (text, log) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{log}\n{text}");
+
+    // Every Secret the manifests read, with every key, and the owner's.
+    let created = secrets(fake);
+    for wanted in RenderInputs::from_config(&Config::default()).secrets() {
+        let secret = created.get(&wanted.name).unwrap_or_else(|| panic!("no Secret {}", wanted.name));
+        for key in &wanted.keys {
+            assert!(secret.get(key).is_some_and(|v| !v.is_empty()), "Secret {} lacks {key}", wanted.name);
+        }
+    }
+    let owner = &created["neon-main-owner"];
+    assert_eq!((owner["username"].as_str(), owner["password"].as_str(), owner["database"].as_str()), ("neondb_owner", PASSWORD, "neondb"));
+    assert_no_secret_in(&created, &text, "stdout");
+    assert_no_secret_in(&created, &log, "stderr");
+    assert!(!text.contains(PASSWORD) && !log.contains(PASSWORD));
+
+    // The bootstrap: branch main with fresh ids and the verifier of the password; endpoint main.
+    let first_branch = branch(fake);
+    let spec = &first_branch["spec"];
+    assert_eq!((spec["projectId"].as_str(), spec["pgVersion"].as_u64()), (Some("neon"), Some(17)));
+    let (tenant, timeline) = (spec["tenantId"].as_str().unwrap().to_string(), spec["timelineId"].as_str().unwrap().to_string());
+    assert!(tenant.len() == 32 && tenant.chars().all(|c| c.is_ascii_hexdigit()) && tenant != timeline);
+    assert_eq!(spec["roles"][0]["name"], "neondb_owner");
+    assert!(neonctl_aws::controlplane::scram::matches(
+        &neonctl_aws::neon::Secret(spec["roles"][0]["verifier"].as_str().unwrap().into()),
+        PASSWORD
+    ));
+    assert_eq!(spec["databases"], json!([{"name": "neondb", "owner": "neondb_owner"}]));
+    assert_eq!(fake.get(CRD_API, "neonendpoints", Some(NS), "main").unwrap()["spec"], json!({"branch": "main"}));
+    assert!(fake.get("apiextensions.k8s.io/v1", "customresourcedefinitions", None, "neonbranches.neonctl-aws.dev").is_some());
+    let compute = fake.get("apps/v1", "deployments", Some(NS), "neon-compute").expect("the compute");
+    assert!(compute["spec"]["template"]["metadata"]["annotations"]["neonctl-aws/secrets-sha256"].is_string());
+    assert!(fake.get("apps/v1", "deployments", Some(NS), "neon-proxy").is_some());
+
+    // The compute and proxy come after the branch.
+    let requests = fake.requests();
+    let position =
+        |needle: &str| requests.iter().position(|r| r.starts_with("PATCH ") && r.contains(needle)).unwrap_or_else(|| panic!("no {needle}"));
+    assert!(position("/neonbranches/main") < position("/deployments/neon-compute"));
+    assert!(position("/deployments/neon-control-plane") < position("/neonbranches/main"));
+    assert!(position("/secrets/neon-auth") < position("/deployments/neon-storage-controller"));
+
+    // The check went through the proxy, routed to endpoint main.
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert_eq!(seen[0].options.as_deref(), Some("endpoint=main"));
+    assert_eq!(seen[0].sni.as_deref(), Some("main.neon.neon.internal"));
+    assert_eq!(seen[0].user.as_deref(), Some("neondb_owner"));
+
+    // The printed connection strings, without the password.
+    assert!(text.contains("postgresql://neondb_owner:<password>@main.neon.neon.internal:"), "{text}");
+    let without_dns = format!("postgresql://neondb_owner:<password>@{address}/neondb?sslmode=require&options=endpoint%3Dmain");
+    assert!(text.contains(&without_dns), "{text}");
+    assert!(text.contains("get secret neon-main-owner -n neon -o jsonpath='{.data.password}' | base64 -d"), "{text}");
+    assert!(text.contains(&format!("A *.{DOMAIN} -> 127.0.0.1")), "{text}");
+    // It works with psql.
+    let works = psql(&pg, &without_dns.replace("<password>", PASSWORD));
+    assert!(works.status.success(), "psql through the proxy: {}", stderr(&works));
+    assert_eq!(stdout(&works).trim(), "1");
+
+    // The state records the deploy, and no secret.
+    let state = state_json(&setup.wd);
+    let record = &state["deploy"];
+    assert_eq!(record["cluster"]["via"], "kubeconfig");
+    assert_eq!(record["cluster"]["context"], "fake");
+    assert_eq!(
+        (record["namespace"].as_str(), record["branch"].as_str(), record["endpoint"].as_str()),
+        (Some(NS), Some("main"), Some("main"))
+    );
+    assert_eq!((record["tenant_id"].as_str(), record["timeline_id"].as_str()), (Some(tenant.as_str()), Some(timeline.as_str())));
+    assert_eq!(record["proxy_address"], address.as_str());
+    assert_eq!(record["role_secret"], "neon-main-owner");
+    assert!(record["checked_at"].is_string());
+    let state_text = std::fs::read_to_string(setup.wd.state_dir().join("state.json")).unwrap();
+    assert_no_secret_in(&created, &state_text, "the state file");
+    assert!(!state_text.contains(PASSWORD));
+
+    let status = setup.wd.run(&["status"]);
+    assert!(
+        stdout(&status).contains(&format!("deployed to kubeconfig context fake, namespace neon: branch main (tenant {tenant}")),
+        "{}",
+        stdout(&status)
+    );
+
+    // A converged cluster plans nothing.
+    let plan = setup.deploy(&["--plan"]).await;
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    assert!(stdout(&plan).contains("deploy: nothing to do"), "{}", stdout(&plan));
+    assert_no_secret_in(&created, &stdout(&plan), "the plan");
+
+    // A second deploy keeps every Secret value, the ids and the branch's generation.
+    let again = setup.deploy(&["--proxy-address", &address, "--show-password"]).await;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(secrets(fake), created, "no Secret value changed");
+    let second_branch = branch(fake);
+    assert_eq!(second_branch["spec"], first_branch["spec"]);
+    assert_eq!(second_branch["metadata"]["generation"], first_branch["metadata"]["generation"]);
+    let shown = format!("postgresql://neondb_owner:{PASSWORD}@main.{DOMAIN}:");
+    assert!(stdout(&again).contains(&shown), "--show-password prints it: {}", stdout(&again));
+
+    // A config change shows as an update, and only the objects it changes.
+    std::fs::write(setup.wd.path().join("neonctl-aws.yaml"), "images:\n  registry: registry.example.com/neon\n").unwrap();
+    let changed = setup.deploy(&["--plan"]).await;
+    let plan_text = stdout(&changed);
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    assert!(plan_text.contains("~ update  Deployment neon/neon-storage-broker"), "{plan_text}");
+    assert!(plan_text.contains("spec.template.spec.containers[0].image"), "{plan_text}");
+    assert!(!plan_text.contains("Secret neon/"), "no Secret changes: {plan_text}");
+    assert!(!plan_text.contains("+ create"), "{plan_text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_that_fails_fails_the_deploy_with_its_message() {
+    let setup = Setup::new(json!({"phase": "Failed", "message": "creating tenant: storage controller answered 503"})).await;
+    let out = setup.deploy(&["--proxy-address", "127.0.0.1:1"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("NeonBranch neon/main failed: creating tenant: storage controller answered 503"), "{err}");
+    assert!(err.contains("kubectl logs -n neon deployment/neon-control-plane"), "{err}");
+    assert!(setup.fake.get("apps/v1", "deployments", Some(NS), "neon-compute").is_none(), "no compute before a Ready branch");
+    // The ids were recorded as soon as the branch was applied; the check never ran.
+    let state = state_json(&setup.wd);
+    assert_eq!(state["deploy"]["tenant_id"], branch(&setup.fake)["spec"]["tenantId"]);
+    assert!(state["deploy"]["checked_at"].is_null());
+    assert_eq!(state["phases"]["deploy"]["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_database_without_its_secret_stops_before_any_change() {
+    let setup = Setup::new(json!({"phase": "Ready"})).await;
+    let out = setup.deploy(&["--external-storcon-db"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Secret neon/neon-storcon-db does not exist") && err.contains("database-url"), "{err}");
+    assert!(err.contains("kubectl create secret generic neon-storcon-db -n neon"), "{err}");
+    assert_eq!(setup.writes(), Vec::<String>::new(), "nothing was written");
+
+    // The plan says so too.
+    let plan = setup.deploy(&["--external-storcon-db", "--plan"]).await;
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    assert!(stdout(&plan).contains("deploy will stop here"), "{}", stdout(&plan));
+    assert_eq!(setup.writes(), Vec::<String>::new(), "a plan writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_address_deploy_checks_through_the_load_balancer_and_prunes_what_it_no_longer_renders() {
+    let setup = Setup::new(json!({"phase": "Ready"})).await;
+    setup.fake.set_load_balancer(Some(json!([{"hostname": "nlb.invalid"}])));
+    std::fs::write(setup.wd.path().join("neonctl-aws.yaml"), "neon:\n  safekeepers: 4\n").unwrap();
+    let first = setup.deploy(&["--timeout", "2"]).await;
+    assert_eq!(first.status.code(), Some(1));
+    let err = stderr(&first);
+    assert!(err.contains("select version() through the proxy at nlb.invalid:5432 did not succeed within 2s"), "{err}");
+    assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-safekeeper-4").is_some());
+
+    std::fs::remove_file(setup.wd.path().join("neonctl-aws.yaml")).unwrap();
+    let plan = setup.deploy(&["--plan"]).await;
+    assert!(stdout(&plan).contains("- delete  StatefulSet neon/neon-safekeeper-4  (prune: no longer rendered)"), "{}", stdout(&plan));
+    let second = setup.deploy(&["--timeout", "2"]).await;
+    assert!(stderr(&second).contains("pruned StatefulSet neon/neon-safekeeper-4"), "{}", stderr(&second));
+    assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-safekeeper-4").is_none());
+    assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-safekeeper-3").is_some());
+}
+
+#[test]
+fn without_a_cluster_the_plan_lists_what_would_be_applied_and_how_to_give_one() {
+    let wd = Workdir::new();
+    let out = wd.run(&["deploy", "--plan", "--output", "plain"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("note: no cluster to deploy to") && text.contains("--kubeconfig FILE"), "{text}");
+    assert!(text.contains("+ create  Secret neon/neon-auth  (keys auth_public_key.pem,"), "{text}");
+    assert!(text.contains("+ create  apply storage-broker"), "{text}");
+    assert!(text.contains("NeonBranch neon/main Ready"), "{text}");
+    let missing = wd.run(&["deploy"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no cluster to deploy to"), "{}", stderr(&missing));
+}
