@@ -644,6 +644,54 @@ mod tests {
         assert!(!requests.iter().any(|r| r.0 == "DELETE"), "nothing is pruned after a failed roll-out");
     }
 
+    #[tokio::test]
+    async fn diff_compares_a_dry_run_apply_with_the_live_object_and_changes_nothing() {
+        let not_found =
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+        let (client, server) = ApiServer::start(move |method, uri, body| match method {
+            "GET" if uri.contains("/services/broker") => (404, not_found.clone()),
+            "GET" if uri.contains("/deployments/broker") => (
+                200,
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "broker", "namespace": "neon", "resourceVersion": "7",
+                       "generation": 3, "labels": {"app.kubernetes.io/managed-by": "neonctl-aws", "neonctl-aws/prefix": "p"}},
+                       "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "broker"}}}, "status": {"replicas": 2}}),
+            ),
+            "GET" => (200, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "neon", "resourceVersion": "1"}})),
+            // What the server would store: the body plus its own bookkeeping.
+            "PATCH" => {
+                let mut obj = body.clone();
+                obj["metadata"]["resourceVersion"] = json!("8");
+                obj["metadata"]["managedFields"] = json!([{"manager": "neonctl-aws"}]);
+                obj["status"] = json!({"replicas": 1});
+                (200, obj)
+            }
+            _ => (405, json!({})),
+        });
+        let changes = Applier::new(client, "p").diff(&manifests()).await.unwrap();
+        let summary: Vec<(String, Change)> = changes.into_iter().map(|c| (c.object, c.change)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("Namespace neon".to_string(), Change::Unchanged),
+                ("Service neon/broker".to_string(), Change::Create),
+                ("Deployment neon/broker".to_string(), Change::Update(vec!["spec.replicas".into()])),
+            ]
+        );
+        let patches: Vec<_> = server.requests().into_iter().filter(|r| r.0 == "PATCH").collect();
+        assert_eq!(patches.len(), 2, "a dry run for each object that exists");
+        assert!(patches.iter().all(|r| r.1.contains("dryRun=All")), "{patches:?}");
+    }
+
+    #[test]
+    fn differences_name_the_changed_paths() {
+        let a = json!({"spec": {"containers": [{"image": "x:1", "name": "c"}], "replicas": 1}, "kind": "Deployment"});
+        let b = json!({"spec": {"containers": [{"image": "x:2", "name": "c"}], "replicas": 1, "paused": true}, "kind": "Deployment"});
+        assert_eq!(differences(&a, &b), ["spec.containers[0].image", "spec.paused"]);
+        assert!(differences(&a, &a).is_empty());
+        let c = json!({"spec": {"containers": [], "replicas": 1}});
+        assert_eq!(differences(&a, &c), ["kind", "spec.containers"]);
+    }
+
     #[test]
     fn readiness_needs_the_new_generation() {
         let obj: DynamicObject = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"},

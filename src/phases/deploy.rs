@@ -504,18 +504,20 @@ impl Deploy {
             secrets::PASSWORD_KEY
         );
         let domain = &connection.domain;
+        let record = if connection.address.is_ip() { "A" } else { "CNAME" };
+        // (label, json key, value)
         let rows = [
-            ("connection string", connection.url(shown)),
-            ("dns", format!("{} *.{domain} -> {}", if connection.address.is_ip() { "A" } else { "CNAME" }, connection.address.host)),
-            ("without dns", connection.url_without_dns(shown)),
-            ("password", if shown.is_some() { "shown above (--show-password)".into() } else { password_command.clone() }),
+            ("connection string", "connection_string", connection.url(shown)),
+            ("dns", "dns", format!("{record} *.{domain} -> {}", connection.address.host)),
+            ("without dns", "without_dns", connection.url_without_dns(shown)),
+            ("password", "password", if shown.is_some() { "shown above (--show-password)".into() } else { password_command }),
         ];
         if self.printer.style() == Style::Json {
-            let data: BTreeMap<&str, &String> = rows.iter().map(|(k, v)| (*k, v)).collect();
+            let data: BTreeMap<&str, &String> = rows.iter().map(|(_, key, value)| (*key, value)).collect();
             self.printer.table("deploy", &crate::output::Table::default(), &data);
             return;
         }
-        for (label, value) in rows {
+        for (label, _, value) in rows {
             self.printer.result_line(&format!("{:<18} {value}", format!("{label}:")));
         }
         if let ClusterAccess::Eks { .. } = access {

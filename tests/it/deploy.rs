@@ -172,9 +172,13 @@ impl Setup {
         Self { fake, wd, kubeconfig, control_plane }
     }
 
-    /// `neonctl-aws deploy --kubeconfig … --context fake <args>`, run off the runtime.
+    /// `neonctl-aws deploy --kubeconfig … --context fake <args>` (plain output unless `args`
+    /// say otherwise), run off the runtime.
     async fn deploy(&self, args: &[&str]) -> Output {
-        let mut all = vec!["deploy", "--kubeconfig", self.kubeconfig.to_str().unwrap(), "--context", "fake", "--output", "plain"];
+        let mut all = vec!["deploy", "--kubeconfig", self.kubeconfig.to_str().unwrap(), "--context", "fake"];
+        if !args.contains(&"--output") {
+            all.extend(["--output", "plain"]);
+        }
         all.extend_from_slice(args);
         let mut cmd: Command = self.wd.cmd(&all);
         tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
@@ -305,14 +309,17 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     assert_no_secret_in(&created, &stdout(&plan), "the plan");
 
     // A second deploy keeps every Secret value, the ids and the branch's generation.
-    let again = setup.deploy(&["--proxy-address", &address, "--show-password"]).await;
+    let again = setup.deploy(&["--proxy-address", &address, "--show-password", "--output", "json"]).await;
     assert!(again.status.success(), "{}", stderr(&again));
+    let events = crate::support::json_events(&again);
+    let result = events.iter().find(|e| e["event"] == "result" && e["kind"] == "deploy").expect("a deploy result");
+    let shown = format!("postgresql://neondb_owner:{PASSWORD}@main.{DOMAIN}:");
+    assert!(result["data"]["connection_string"].as_str().unwrap().starts_with(&shown), "--show-password prints it: {result}");
+    assert!(result["data"]["without_dns"].as_str().unwrap().ends_with("options=endpoint%3Dmain"), "{result}");
     assert_eq!(secrets(fake), created, "no Secret value changed");
     let second_branch = branch(fake);
     assert_eq!(second_branch["spec"], first_branch["spec"]);
     assert_eq!(second_branch["metadata"]["generation"], first_branch["metadata"]["generation"]);
-    let shown = format!("postgresql://neondb_owner:{PASSWORD}@main.{DOMAIN}:");
-    assert!(stdout(&again).contains(&shown), "--show-password prints it: {}", stdout(&again));
 
     // A config change shows as an update, and only the objects it changes.
     std::fs::write(setup.wd.path().join("neonctl-aws.yaml"), "images:\n  registry: registry.example.com/neon\n").unwrap();
