@@ -14,5 +14,6 @@ mod neon_fixture;
 mod prereqs;
 mod render;
 mod stand_ins;
+mod status;
 mod support;
 mod teardown;
