@@ -43,7 +43,8 @@ const fn kept(group: &'static str, version: &'static str, kind: &'static str, pl
 }
 
 const KINDS: &[Kind] = &[
-    kind("", "v1", "Namespace", "namespaces", false),
+    // Deleting a namespace deletes its claims: only teardown does that.
+    kept("", "v1", "Namespace", "namespaces", false),
     kept("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false),
     kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", false),
     kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
@@ -351,8 +352,8 @@ impl Applier {
     }
 
     /// Deletes objects labelled as ours for this prefix that `keep` does not list. Persistent
-    /// volume claims are never pruned: they hold data, and teardown owns them; nor are CRDs and
-    /// the control plane's custom resources.
+    /// volume claims are never pruned: they hold data, and teardown owns them; nor are
+    /// namespaces (they hold claims), CRDs and the control plane's custom resources.
     pub async fn prune(&self, keep: &BTreeSet<ObjectKey>) -> Result<Vec<String>, ApplyError> {
         let mut pruned = Vec::new();
         for (kind, obj) in self.stale(keep).await? {
@@ -591,7 +592,7 @@ mod tests {
             lists.iter().all(|r| r.1.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dneonctl-aws%2Cneonctl-aws%2Fprefix%3Dp")),
             "{lists:?}"
         );
-        for kept in ["persistentvolumeclaims", "customresourcedefinitions", "neonbranches", "neonendpoints"] {
+        for kept in ["persistentvolumeclaims", "/api/v1/namespaces?", "customresourcedefinitions", "neonbranches", "neonendpoints"] {
             assert!(!lists.iter().any(|r| r.1.contains(kept)), "{kept} are never pruned");
         }
         let deletes: Vec<_> = requests.iter().filter(|r| r.0 == "DELETE").map(|r| r.1.clone()).collect();

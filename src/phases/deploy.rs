@@ -169,8 +169,7 @@ impl Deploy {
     /// usage error: nothing was changed.
     async fn secrets(&self, cx: &Context, client: &Client, inputs: &RenderInputs) -> anyhow::Result<SecretsPlan> {
         let tls = self.user_tls(cx)?;
-        let names: Vec<String> = inputs.secrets().into_iter().map(|s| s.name).chain([secrets::role_secret(&inputs.prefix)]).collect();
-        let live = live_secrets(client, &inputs.namespace, &names).await?;
+        let live = live_secrets(client, &inputs.namespace, &secret_names(inputs)).await?;
         secrets::plan(inputs, &live, tls.as_ref(), &ring::rand::SystemRandom::new()).map_err(|e| match e {
             SecretError::ExternalDatabase { .. } => Coded { code: USAGE, message: e.to_string() }.into(),
             e => anyhow::Error::new(e),
@@ -210,7 +209,8 @@ impl Deploy {
         let (ns, prefix) = (inputs.namespace.as_str(), inputs.prefix.as_str());
         let applier = Applier::new(client.clone(), prefix);
         let mut plan = PhasePlan::default();
-        let mut keep = BTreeSet::new();
+        // Every Secret deploy manages stays, even when planning them stopped early.
+        let mut keep: BTreeSet<ObjectKey> = secret_keys(&inputs).collect();
         let mut kept_secrets = Vec::new();
         let secrets = match self.secrets(cx, client, &inputs).await {
             Ok(secrets) => Some(secrets),
@@ -223,7 +223,6 @@ impl Deploy {
         if let Some(secrets) = &secrets {
             manifests.stamp(&secrets.fingerprint(&secrets::role_secret(prefix)));
             for secret in &secrets.secrets {
-                keep.insert(ObjectKey::of(&secret.object(ns, prefix))?);
                 let target = format!("Secret {ns}/{}", secret.name);
                 match (secret.exists, secret.changed()) {
                     (false, _) => plan.actions.push(PlannedAction::new(Verb::Create, target).detail(secret.summary())),
@@ -231,7 +230,6 @@ impl Deploy {
                     (true, false) => kept_secrets.push(secret.name.clone()),
                 }
             }
-            keep.extend(external_key(secrets, ns));
         }
 
         let mut unchanged = 0;
@@ -308,7 +306,8 @@ impl Deploy {
         applied.extend(bootstrapped);
         applied.extend(applier.apply_components(&manifests.after, &reporter).await?);
         let mut keep = applied.keys;
-        keep.extend(external_key(&secrets, ns));
+        // With them the user's Secret of an external database.
+        keep.extend(secret_keys(&inputs));
         let step = reporter.step("prune what this deploy no longer renders");
         for pruned in applier.prune(&keep).await? {
             reporter.info(format!("pruned {pruned}"));
@@ -578,9 +577,14 @@ fn component_action(component: &Component) -> PlannedAction {
     PlannedAction::new(Verb::Create, format!("apply {}", component.name)).detail(objects.join(", "))
 }
 
-/// The user's external database Secret: never applied, never pruned.
-fn external_key(secrets: &SecretsPlan, ns: &str) -> Option<ObjectKey> {
-    secrets.external.as_ref().map(|name| ObjectKey { kind: "Secret", namespace: Some(ns.to_string()), name: name.clone() })
+/// Every Secret deploy reads or writes: the ones the manifests read, and the owner's.
+fn secret_names(inputs: &RenderInputs) -> Vec<String> {
+    inputs.secrets().into_iter().map(|s| s.name).chain([secrets::role_secret(&inputs.prefix)]).collect()
+}
+
+/// [`secret_names`] as objects to keep.
+fn secret_keys(inputs: &RenderInputs) -> impl Iterator<Item = ObjectKey> + '_ {
+    secret_names(inputs).into_iter().map(|name| ObjectKey { kind: "Secret", namespace: Some(inputs.namespace.clone()), name })
 }
 
 fn proxy_service(prefix: &str) -> String {
