@@ -175,12 +175,17 @@ impl Setup {
     /// `neonctl-aws deploy --kubeconfig … --context fake <args>` (plain output unless `args`
     /// say otherwise), run off the runtime.
     async fn deploy(&self, args: &[&str]) -> Output {
+        self.deploy_with(args, &[]).await
+    }
+
+    async fn deploy_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut all = vec!["deploy", "--kubeconfig", self.kubeconfig.to_str().unwrap(), "--context", "fake"];
         if !args.contains(&"--output") {
             all.extend(["--output", "plain"]);
         }
         all.extend_from_slice(args);
         let mut cmd: Command = self.wd.cmd(&all);
+        cmd.envs(env.iter().copied());
         tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
     }
 
@@ -363,6 +368,32 @@ async fn an_external_database_without_its_secret_stops_before_any_change() {
     assert!(plan.status.success(), "{}", stderr(&plan));
     assert!(stdout(&plan).contains("deploy will stop here"), "{}", stdout(&plan));
     assert_eq!(setup.writes(), Vec::<String>::new(), "a plan writes nothing");
+
+    // With the user's Secret, deploy goes on and leaves it alone: not applied, not pruned.
+    let users = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-storcon-db", "namespace": NS},
+        "data": {"database-url": STANDARD.encode("postgresql://sc:pw@rds.example.com/sc")}});
+    setup.fake.put_object(users.clone());
+    let out = setup.deploy(&["--external-storcon-db", "--proxy-address", "127.0.0.1:1", "--timeout", "3"]).await;
+    assert!(stderr(&out).contains("select version() through the proxy at 127.0.0.1:1 did not succeed"), "{}", stderr(&out));
+    let secret = setup.fake.get("v1", "secrets", Some(NS), "neon-storcon-db").expect("the user's Secret is kept");
+    assert_eq!(secret["data"], users["data"]);
+    assert!(secret["metadata"]["labels"].is_null(), "never applied by deploy");
+    assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-storage-controller-db").is_none(), "no in-cluster database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_after_creating_the_branch_resumes_with_the_same_tenant_and_timeline() {
+    let setup = Setup::new(json!({"phase": "Ready"})).await;
+    let args = ["--proxy-address", "127.0.0.1:1", "--timeout", "3"];
+    let killed = setup.deploy_with(&args, &[(neonctl_aws::crash::ENV, "deploy:branch-applied")]).await;
+    assert!(killed.status.code().is_none(), "killed at the crash point: {}", stderr(&killed));
+    let first = branch(&setup.fake)["spec"].clone();
+    let again = setup.deploy(&args).await;
+    assert!(stderr(&again).contains("did not succeed"), "{}", stderr(&again));
+    assert_eq!(branch(&setup.fake)["spec"], first, "the same ids and verifier");
+    let state = state_json(&setup.wd);
+    assert_eq!(state["deploy"]["tenant_id"], first["tenantId"]);
+    assert_eq!(state["deploy"]["timeline_id"], first["timelineId"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,16 +401,16 @@ async fn without_an_address_deploy_checks_through_the_load_balancer_and_prunes_w
     let setup = Setup::new(json!({"phase": "Ready"})).await;
     setup.fake.set_load_balancer(Some(json!([{"hostname": "nlb.invalid"}])));
     std::fs::write(setup.wd.path().join("neonctl-aws.yaml"), "neon:\n  safekeepers: 4\n").unwrap();
-    let first = setup.deploy(&["--timeout", "2"]).await;
+    let first = setup.deploy(&["--timeout", "3"]).await;
     assert_eq!(first.status.code(), Some(1));
     let err = stderr(&first);
-    assert!(err.contains("select version() through the proxy at nlb.invalid:5432 did not succeed within 2s"), "{err}");
+    assert!(err.contains("select version() through the proxy at nlb.invalid:5432 did not succeed within 3s"), "{err}");
     assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-safekeeper-4").is_some());
 
     std::fs::remove_file(setup.wd.path().join("neonctl-aws.yaml")).unwrap();
     let plan = setup.deploy(&["--plan"]).await;
     assert!(stdout(&plan).contains("- delete  StatefulSet neon/neon-safekeeper-4  (prune: no longer rendered)"), "{}", stdout(&plan));
-    let second = setup.deploy(&["--timeout", "2"]).await;
+    let second = setup.deploy(&["--timeout", "3"]).await;
     assert!(stderr(&second).contains("pruned StatefulSet neon/neon-safekeeper-4"), "{}", stderr(&second));
     assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-safekeeper-4").is_none());
     assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-safekeeper-3").is_some());
