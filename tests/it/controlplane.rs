@@ -241,6 +241,7 @@ fn state() -> State {
             timeline_id: TIMELINE.into(),
             roles: vec![Role { name: "alice".into(), verifier: scram::verifier(PASSWORD).unwrap() }],
             databases: vec![Database { name: "neondb".into(), owner: "alice".into() }],
+            pending: false,
         },
     );
     state.endpoints.insert("main".into(), Endpoint { branch_id: "br-main".into(), allowed_ips: Some(vec!["10.0.0.0/8".into()]) });
@@ -259,8 +260,8 @@ fn key_pem() -> String {
 
 async fn start(compute_http: SocketAddr, keys: Keys) -> Running {
     let retry = Retry { first_delay: Duration::from_millis(20), deadline: Duration::from_millis(500) };
-    let control_plane = ControlPlane::new(topology(compute_http), keys, Box::new(MemoryStore::new(state())), retry).unwrap();
-    control_plane.start("127.0.0.1:0").await.unwrap()
+    let control_plane = ControlPlane::new(topology(compute_http), keys, Box::new(MemoryStore::new(state())), retry).await.unwrap();
+    Arc::new(control_plane).start("127.0.0.1:0", None).await.unwrap()
 }
 
 /// One request with a plain HTTP client; the answer's status and JSON body.
@@ -480,7 +481,7 @@ fn serve_runs_until_sigterm_and_keeps_its_state_file() {
     let store = wd.path().join("store.json");
     std::fs::write(&store, serde_json::to_string(&state()).unwrap()).unwrap();
     let child = wd
-        .cmd(&[&SERVE_ARGS[..], &["--store", store.to_str().unwrap()]].concat())
+        .cmd(&["control-plane", "serve", "--store", store.to_str().unwrap()])
         .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology)
         .stderr(std::process::Stdio::piped())
         .spawn()
