@@ -148,9 +148,16 @@ are listed and the plan assumes nothing exists yet.\n\nExamples:\n  neonctl-aws 
 neonctl-aws up --neon-src ~/src/neon --output plain")]
     Up(UpArgs),
 
-    /// Show what the state file records for each phase
-    #[command(after_help = "Example:\n  neonctl-aws status --output json")]
-    Status,
+    /// Show what the state file records for each phase, and check what is running
+    #[command(
+        long_about = "Shows what the state file records for each phase, then checks what is running when a \
+cluster is reachable: the EKS cluster is ACTIVE, its nodes are Ready, each Neon component's pods are ready, \
+and the storage controller sees its pageservers (as the control plane last reported). Exits 1 when a live \
+check fails, so scripts can wait on it.",
+        after_help = "Examples:\n  neonctl-aws status\n  neonctl-aws status --offline --output json\n  \
+neonctl-aws status --kubeconfig ./kubeconfig --context my-cluster"
+    )]
+    Status(StatusArgs),
 
     /// Write or merge a kubectl context for the EKS cluster; kubectl then needs no aws CLI
     #[command(after_help = "The context's user runs `neonctl-aws token` as its exec plugin.\n\n\
@@ -234,6 +241,19 @@ pub struct UpArgs {
     pub build: BuildOptions,
     #[command(flatten)]
     pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only what the state file records: no AWS or Kubernetes calls
+    #[arg(long)]
+    pub offline: bool,
+    /// Check the cluster of this kubeconfig instead of the EKS cluster in the state
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context to check [default: its current context]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -109,10 +109,10 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             controlplane::serve(args).await?;
             return Ok(Finished::ok());
         }
-        Command::Status => {
+        Command::Status(args) => {
             let config = load_config(None)?;
-            phases::status::run(&config, &global.state_dir, &printer)?;
-            return Ok(Finished::ok());
+            let code = phases::status::run(args, &config, &global.state_dir, &printer).await?;
+            return Ok(Finished { code, calls: Default::default() });
         }
         Command::Build(args) => (vec![PhaseName::Build], args.plan.plan, load_config(args.build.neon_src.as_deref())?),
         Command::Images(args) => (vec![PhaseName::Images], args.plan.plan, load_config(None)?),

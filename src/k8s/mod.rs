@@ -20,9 +20,18 @@ pub enum ClientError {
     Kubeconfig { what: String, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
+/// Selects rustls' ring crypto provider for this process. The AWS SDK's TLS stack brings
+/// aws-lc-rs and kube's brings ring, and with both compiled in rustls cannot pick one itself:
+/// every Kubernetes client would panic on its first TLS connection. Idempotent.
+pub fn use_ring_crypto() {
+    // Err only means a provider is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A client for an EKS cluster, authenticated with `token` (valid 14 minutes: build a new
 /// client for each phase rather than keeping one).
 pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &EksToken) -> Result<Client, ClientError> {
+    use_ring_crypto();
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Eks {
         cluster: cluster.to_string(),
         endpoint: endpoint.to_string(),
@@ -59,6 +68,7 @@ pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &Ek
 /// A client from a kubeconfig (bring your own cluster): `path` or the usual $KUBECONFIG /
 /// ~/.kube/config, and `context` or its current context.
 pub async fn kubeconfig_client(path: Option<&Path>, context: Option<&str>) -> Result<Client, ClientError> {
+    use_ring_crypto();
     let what = path.map(|p| p.display().to_string()).unwrap_or_else(|| "from $KUBECONFIG or ~/.kube/config".into());
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Kubeconfig { what: what.clone(), source };
     let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };

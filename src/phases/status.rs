@@ -1,13 +1,32 @@
-//! `status`: what the state file records for each phase.
+//! `status`: what the state file records for each phase, then live checks of what is running
+//! when a cluster is reachable: the EKS cluster is ACTIVE, nodes are Ready, each component's
+//! pods are ready, the storage controller sees its pageservers (as the control plane last
+//! reported it), and SQL answers through the proxy.
 
+use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::Api;
+use kube::api::ListParams;
 use serde::Serialize;
 
+use crate::aws::Aws;
+use crate::calls::Calls;
+use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::engine::PhaseName;
-use crate::output::{Printer, Table};
-use crate::state::{self, PhaseRecord};
+use crate::exit;
+use crate::output::{Printer, Style, Table};
+use crate::state::{self, PhaseRecord, State};
+
+/// How long one live check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+/// The label every workload `render` writes carries with its component's name.
+const COMPONENT_LABEL: &str = "app.kubernetes.io/name";
 
 #[derive(Serialize)]
 struct Status<'a> {
@@ -15,6 +34,7 @@ struct Status<'a> {
     region: &'a str,
     state_dir: String,
     phases: Vec<PhaseStatusRow<'a>>,
+    live: Vec<Check>,
 }
 
 #[derive(Serialize)]
@@ -24,7 +44,31 @@ struct PhaseStatusRow<'a> {
     record: Option<&'a PhaseRecord>,
 }
 
-pub fn run(config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<()> {
+/// One live check and what it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// Not run: nothing to check yet, or an earlier check failed.
+    Skipped,
+}
+
+impl Check {
+    fn new(check: impl Into<String>, outcome: Outcome, detail: impl Into<String>) -> Self {
+        Self { check: check.into(), outcome, detail: detail.into() }
+    }
+}
+
+/// Prints the phases and the live checks; the exit code is 1 when a live check failed.
+pub async fn run(args: &StatusArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<u8> {
     let state = state::read(state_dir)?;
     let (prefix, region) = match &state.target {
         Some(t) => (t.prefix.as_str(), t.region.as_str()),
@@ -43,8 +87,175 @@ pub fn run(config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Resu
             cell(|r| r.error.as_ref().map(|e| e.lines().next().unwrap_or_default().to_string())),
         ]);
     }
+    let live = if args.offline { Vec::new() } else { live_checks(args, config, &state).await };
+    let mut checks = Table::new(&["check", "result", "detail"]);
+    for check in &live {
+        checks.row(vec![check.check.clone(), format!("{:?}", check.outcome).to_lowercase(), check.detail.clone()]);
+    }
+    let failed = live.iter().any(|c| c.outcome == Outcome::Failed);
+    let has_checks = !live.is_empty();
     printer.result_line(&format!("{prefix} in {region} (state: {})", state_dir.display()));
-    let status = Status { prefix, region, state_dir: state_dir.display().to_string(), phases };
+    let status = Status { prefix, region, state_dir: state_dir.display().to_string(), phases, live };
     printer.table("status", &table, &status);
-    Ok(())
+    // In json mode the one result above carries the checks too.
+    if has_checks && printer.style() != Style::Json {
+        printer.result_line(&format!("\n{}", checks.render()));
+    }
+    Ok(if failed { exit::FAILURE } else { exit::SUCCESS })
+}
+
+/// Runs `check` with a deadline; a timeout is a failure that says so.
+async fn within<T>(what: &str, check: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("{what} did not answer within {}s", CHECK_TIMEOUT.as_secs()),
+    }
+}
+
+async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let cluster = state.infra.resources.get("cluster").and_then(|r| r.id.clone());
+    let client = match (&args.kubeconfig, &args.context, cluster) {
+        (None, None, None) => {
+            checks.push(Check::new(
+                "cluster",
+                Outcome::Skipped,
+                "no cluster yet: run `neonctl-aws infra`, or pass --kubeconfig/--context for your own cluster",
+            ));
+            return checks;
+        }
+        (None, None, Some(cluster)) => {
+            let eks = within("EKS", eks_status(config, &cluster)).await;
+            let reachable = matches!(&eks, Ok(status) if status == "ACTIVE");
+            checks.push(match eks {
+                Ok(status) => {
+                    let outcome = if reachable { Outcome::Ok } else { Outcome::Failed };
+                    Check::new(format!("EKS cluster {cluster}"), outcome, status)
+                }
+                Err(e) => Check::new(format!("EKS cluster {cluster}"), Outcome::Failed, format!("{e:#}")),
+            });
+            if !reachable {
+                return checks;
+            }
+            within("the Kubernetes API", async {
+                let aws = Aws::connect(config, Arc::new(Calls::default())).await?;
+                crate::k8s::eks_cluster_client(&aws, &cluster).await
+            })
+            .await
+        }
+        (kubeconfig, context, _) => {
+            within("the kubeconfig", async { Ok(crate::k8s::kubeconfig_client(kubeconfig.as_deref(), context.as_deref()).await?) }).await
+        }
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(e) => {
+            checks.push(Check::new("Kubernetes API", Outcome::Failed, format!("{e:#}")));
+            return checks;
+        }
+    };
+    let nodes = within("the Kubernetes API", nodes_ready(client.clone())).await;
+    let reachable = nodes.is_ok();
+    checks.push(nodes.unwrap_or_else(|e| Check::new("nodes", Outcome::Failed, format!("{e:#}; check the cluster is reachable"))));
+    if !reachable {
+        return checks;
+    }
+    let namespace = config.prefix.clone();
+    match within("the Kubernetes API", components_ready(client.clone(), &namespace, &config.prefix)).await {
+        Ok(components) => checks.extend(components),
+        Err(e) => checks.push(Check::new("components", Outcome::Failed, format!("{e:#}"))),
+    }
+    checks.push(
+        within("the Kubernetes API", storage_seen(client, &namespace, &config.prefix))
+            .await
+            .unwrap_or_else(|e| Check::new("storage controller", Outcome::Failed, format!("{e:#}"))),
+    );
+    checks
+}
+
+async fn eks_status(config: &Config, cluster: &str) -> anyhow::Result<String> {
+    let aws = Aws::connect(config, Arc::new(Calls::default())).await?;
+    let described = aws.eks.describe_cluster().name(cluster).send().await?;
+    Ok(described.cluster.and_then(|c| c.status).map(|s| s.as_str().to_string()).unwrap_or_else(|| "no status".into()))
+}
+
+async fn nodes_ready(client: kube::Client) -> anyhow::Result<Check> {
+    let nodes = Api::<Node>::all(client).list(&ListParams::default()).await?;
+    let total = nodes.items.len();
+    let ready = nodes
+        .items
+        .iter()
+        .filter(|node| {
+            let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    let outcome = if total > 0 && ready == total { Outcome::Ok } else { Outcome::Failed };
+    Ok(Check::new("nodes", outcome, format!("{ready}/{total} Ready")))
+}
+
+/// Ready replicas per component over the Deployments and StatefulSets `deploy` created.
+async fn components_ready(client: kube::Client, namespace: &str, prefix: &str) -> anyhow::Result<Vec<Check>> {
+    let selector = ListParams::default().labels(&format!("{}={prefix}", crate::render::LABEL_PREFIX));
+    let mut counts: std::collections::BTreeMap<String, (i32, i32)> = Default::default();
+    let mut add = |labels: Option<&std::collections::BTreeMap<String, String>>, want: i32, ready: i32| {
+        let component = labels.and_then(|l| l.get(COMPONENT_LABEL)).cloned().unwrap_or_else(|| "unlabelled".into());
+        let entry = counts.entry(component).or_default();
+        entry.0 += ready;
+        entry.1 += want;
+    };
+    for deployment in Api::<Deployment>::namespaced(client.clone(), namespace).list(&selector).await?.items {
+        let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        add(deployment.metadata.labels.as_ref(), want, ready);
+    }
+    for set in Api::<StatefulSet>::namespaced(client, namespace).list(&selector).await?.items {
+        let want = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let ready = set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        add(set.metadata.labels.as_ref(), want, ready);
+    }
+    if counts.is_empty() {
+        return Ok(vec![Check::new(
+            "components",
+            Outcome::Failed,
+            format!("nothing deployed in namespace {namespace}: run `neonctl-aws deploy`"),
+        )]);
+    }
+    Ok(counts
+        .into_iter()
+        .map(|(component, (ready, want))| {
+            let outcome = if ready == want { Outcome::Ok } else { Outcome::Failed };
+            let mut detail = format!("{ready}/{want} pods ready");
+            if ready < want {
+                detail.push_str(&format!("; see `kubectl -n {namespace} describe pods -l {COMPONENT_LABEL}={component}`"));
+            }
+            Check::new(component, outcome, detail)
+        })
+        .collect())
+}
+
+/// The name of the ConfigMap the control plane writes its view of storage into.
+pub fn storage_status_config_map(prefix: &str) -> String {
+    format!("{prefix}-control-plane-status")
+}
+
+/// What the control plane last saw of the storage controller (it is the only component that
+/// may call it): its pageservers and their availability.
+async fn storage_seen(client: kube::Client, namespace: &str, prefix: &str) -> anyhow::Result<Check> {
+    let name = "storage controller";
+    let map = match Api::<ConfigMap>::namespaced(client, namespace).get_opt(&storage_status_config_map(prefix)).await? {
+        Some(map) => map,
+        None => return Ok(Check::new(name, Outcome::Skipped, "the control plane has not reported yet")),
+    };
+    let report = map.data.as_ref().and_then(|d| d.get("storage.json")).cloned().unwrap_or_default();
+    let report: serde_json::Value =
+        serde_json::from_str(&report).map_err(|e| anyhow::anyhow!("the control plane's storage report is not JSON: {e}"))?;
+    let checked = report["checkedAt"].as_str().unwrap_or("an unknown time");
+    if let Some(error) = report["error"].as_str() {
+        return Ok(Check::new(name, Outcome::Failed, format!("unreachable from the control plane at {checked}: {error}")));
+    }
+    let pageservers = report["pageservers"].as_array().cloned().unwrap_or_default();
+    let active = pageservers.iter().filter(|p| p["availability"].as_str() == Some("Active")).count();
+    let outcome = if !pageservers.is_empty() && active == pageservers.len() { Outcome::Ok } else { Outcome::Failed };
+    Ok(Check::new(name, outcome, format!("{active}/{} pageservers active (as of {checked})", pageservers.len())))
 }

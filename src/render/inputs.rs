@@ -251,6 +251,14 @@ impl RenderInputs {
             }
         }
         for (component, arn) in [("pageserver", &self.pageserver_role_arn), ("safekeeper", &self.safekeeper_role_arn)] {
+            if arn.is_some() && self.namespace != self.prefix {
+                let (trusted, account) = super::service_account(&self.prefix, component);
+                out.push(format!(
+                    "the {component} IRSA role trusts service account {trusted}/{account}, but it runs in namespace {}: \
+                     S3 access will be denied (use --namespace {trusted}, or pass --{component}-role-arn of a role that trusts it)",
+                    self.namespace
+                ));
+            }
             if arn.is_none() {
                 out.push(format!(
                     "no IRSA role for the {component}: its S3 access must come from the node role or EKS Pod Identity (or pass --{component}-role-arn)"

@@ -167,6 +167,12 @@ fn irsa_roles_annotate_only_their_service_accounts() {
     assert_eq!(find(&objects, "ServiceAccount", "neon-safekeeper")["metadata"]["annotations"], serde_json::json!({}));
     assert!(!inputs.assumptions().iter().any(|a| a.contains("IRSA role for the pageserver")));
     assert!(inputs.assumptions().iter().any(|a| a.contains("IRSA role for the safekeeper")));
+    assert!(!inputs.assumptions().iter().any(|a| a.contains("will be denied")));
+
+    // The roles trust the service accounts of namespace <prefix>: another namespace is flagged.
+    let moved = inputs.with_overrides(Overrides { namespace: Some("elsewhere".into()), ..Overrides::default() }).unwrap();
+    let warning = moved.assumptions().into_iter().find(|a| a.contains("will be denied")).expect("a warning");
+    assert!(warning.contains("neon/neon-pageserver") && warning.contains("namespace elsewhere"), "{warning}");
 }
 
 #[test]

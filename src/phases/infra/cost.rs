@@ -70,10 +70,9 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
         })
         .collect();
     let estimate = spec::estimate(config, spec::nat_zones(config, &zones).len());
-    actions.push(
-        PlannedAction::new(Verb::Run, format!("estimated cost ${:.2}/month", estimate.total))
-            .detail(estimate.lines.iter().map(|(what, usd)| format!("{what} ${usd:.2}")).collect::<Vec<_>>().join(", ")),
-    );
+    // The estimate is information, not something the phase does: a note, not an action.
+    let lines = estimate.lines.iter().map(|(what, usd)| format!("{what} ${usd:.2}")).collect::<Vec<_>>().join(", ");
+    notes.push(format!("estimated cost ${:.2}/month ({lines})", estimate.total));
     notes.extend(estimate.notes);
     Ok(PhasePlan { actions, notes })
 }

@@ -1,0 +1,119 @@
+//! `status` live checks: against the Kubernetes stand-in with `--kubeconfig`, and against moto's
+//! EKS, whose API server endpoint does not exist.
+
+use serde_json::{Value, json};
+
+use crate::fake_kube::FakeKube;
+use crate::moto::Moto;
+use crate::support::{Workdir, json_events, stderr, stdout};
+
+fn labels(component: &str) -> Value {
+    json!({"app.kubernetes.io/managed-by": "neonctl-aws", "neonctl-aws/prefix": "neon", "app.kubernetes.io/name": component})
+}
+
+fn workload(kind: &str, name: &str, component: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": kind,
+        "metadata": {"name": name, "namespace": "neon", "labels": labels(component)},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app.kubernetes.io/name": component}}, "template": {}},
+    })
+}
+
+fn checks(out: &std::process::Output) -> Vec<Value> {
+    let events = json_events(out);
+    let result = events.iter().find(|e| e["kind"] == "status").unwrap_or_else(|| panic!("no status result: {events:?}"));
+    result["data"]["live"].as_array().cloned().unwrap_or_default()
+}
+
+fn check<'a>(checks: &'a [Value], name: &str) -> &'a Value {
+    checks.iter().find(|c| c["check"] == name).unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
+    let fake = FakeKube::start().await;
+    let wd = Workdir::new();
+    let kubeconfig = fake.kubeconfig(wd.path());
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    for (name, ready) in [("node-a", "True"), ("node-b", "True")] {
+        fake.put_object(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]}}));
+    }
+    fake.put_object(workload("Deployment", "neon-storage-broker", "storage-broker", 1));
+    fake.put_object(workload("StatefulSet", "neon-pageserver-1", "pageserver", 1));
+    fake.put_object(workload("StatefulSet", "neon-pageserver-2", "pageserver", 1));
+    fake.put_object(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "neon-control-plane-status", "namespace": "neon"},
+        "data": {"storage.json": json!({"checkedAt": "2026-11-21T15:00:00Z",
+            "pageservers": [{"id": 1, "availability": "Active"}, {"id": 2, "availability": "Active"}]}).to_string()}}));
+
+    let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--context", "fake", "--output", "json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let live = checks(&out);
+    assert_eq!(check(&live, "nodes")["detail"], "2/2 Ready");
+    assert_eq!(check(&live, "pageserver")["outcome"], "ok");
+    assert_eq!(check(&live, "pageserver")["detail"], "2/2 pods ready");
+    assert_eq!(check(&live, "storage-broker")["outcome"], "ok");
+    assert!(check(&live, "storage controller")["detail"].as_str().unwrap().starts_with("2/2 pageservers active"));
+
+    // A pageserver that is not ready and a node that is not: exit 1, with what to look at.
+    fake.set_status("apps/v1", "statefulsets", Some("neon"), "neon-pageserver-2", json!({"replicas": 1, "readyReplicas": 0}));
+    fake.set_status("v1", "nodes", None, "node-b", json!({"conditions": [{"type": "Ready", "status": "False"}]}));
+    let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let live = checks(&out);
+    assert_eq!(check(&live, "nodes")["outcome"], "failed");
+    let pageserver = check(&live, "pageserver");
+    assert_eq!(pageserver["outcome"], "failed");
+    assert!(pageserver["detail"].as_str().unwrap().contains("kubectl -n neon describe pods -l app.kubernetes.io/name=pageserver"));
+
+    // The human table shows the checks after the phases.
+    let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--output", "plain"]);
+    let text = stdout(&out);
+    assert!(text.contains("check") && text.contains("1/2 pods ready"), "{text}");
+
+    // --offline makes no call at all.
+    let before = fake.requests().len();
+    let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--offline", "--output", "json"]);
+    assert!(out.status.success());
+    assert!(checks(&out).is_empty());
+    assert_eq!(fake.requests().len(), before);
+}
+
+#[test]
+fn status_without_a_cluster_skips_the_live_checks() {
+    let out = Workdir::new().run(&["status", "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let live = checks(&out);
+    assert_eq!(check(&live, "cluster")["outcome"], "skipped");
+    assert!(check(&live, "cluster")["detail"].as_str().unwrap().contains("neonctl-aws infra"));
+}
+
+#[test]
+fn status_reports_an_active_eks_cluster_whose_api_cannot_be_reached() {
+    let moto = Moto::start();
+    let wd = Workdir::new();
+    let eks = aws_sdk_eks::Client::new(&moto.sdk());
+    moto.block_on(
+        eks.create_cluster()
+            .name("neon")
+            .role_arn("arn:aws:iam::123456789012:role/neon-cluster")
+            .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().subnet_ids("subnet-1").build())
+            .send(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(wd.state_dir()).unwrap();
+    let state = json!({"schema_version": neonctl_aws::state::SCHEMA_VERSION, "written_by": "neonctl-aws test",
+        "target": {"prefix": "neon", "region": "us-east-1"},
+        "infra": {"resources": {"cluster": {"id": "neon"}}}});
+    std::fs::write(wd.state_dir().join("state.json"), state.to_string()).unwrap();
+
+    let out = moto.run(&wd, &["status", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let live = checks(&out);
+    assert_eq!(check(&live, "EKS cluster neon")["outcome"], "ok");
+    assert_eq!(check(&live, "EKS cluster neon")["detail"], "ACTIVE");
+    let api = live.last().unwrap();
+    assert_eq!(api["outcome"], "failed", "{live:#?}");
+    assert!(!stdout(&out).contains(crate::moto::SECRET_KEY) && !stderr(&out).contains(crate::moto::SECRET_KEY));
+}
