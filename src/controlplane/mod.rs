@@ -189,6 +189,7 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             let namespace = args.namespace.clone().ok_or(setting("a namespace", NAMESPACE_ENV, "--namespace"))?;
             let status =
                 args.status_config_map.clone().ok_or(setting("a status ConfigMap", STATUS_CONFIG_MAP_ENV, "--status-config-map"))?;
+            crate::k8s::use_ring_crypto();
             let client = kube::Client::try_default().await.map_err(|source| ServeError::KubeClient { source })?;
             let described = format!("NeonBranch and NeonEndpoint objects in namespace {namespace}");
             (Box::new(KubeStore::new(client, namespace, status)), described)
