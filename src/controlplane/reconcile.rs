@@ -203,10 +203,12 @@ impl ControlPlane {
     }
 
     async fn ensure_branches(&self, kube: &KubeStore, storcon: &StorageController<'_>, memory: &mut Memory) {
-        let branches = match kube.branches().await {
+        let mut branches = match kube.branches().await {
             Ok(branches) => branches,
             Err(e) => return memory.say("branches", format!("could not list the branches: {e}")),
         };
+        // Fresh timelines before branched ones: a child's parent is usually another branch.
+        branches.sort_by_key(|branch| branch.spec.as_ref().is_ok_and(|spec| spec.parent_timeline_id.is_some()));
         // Tenants known to exist this round: branches of one tenant ask once.
         let mut tenants = BTreeSet::new();
         for branch in branches {
