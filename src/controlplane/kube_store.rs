@@ -51,12 +51,6 @@ pub struct KubeStore {
     written: Mutex<BTreeMap<String, Placements>>,
 }
 
-impl std::fmt::Debug for KubeStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KubeStore({}, status in ConfigMap {})", self.namespace, self.status_config_map)
-    }
-}
-
 fn api_resource(kind: &ResourceKind) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(resources::GROUP, resources::VERSION, kind.kind), kind.plural)
 }
@@ -94,10 +88,6 @@ impl KubeStore {
     /// the ConfigMap `status_config_map` there.
     pub fn new(client: Client, namespace: impl Into<String>, status_config_map: impl Into<String>) -> Self {
         Self { client, namespace: namespace.into(), status_config_map: status_config_map.into(), written: Mutex::new(BTreeMap::new()) }
-    }
-
-    pub fn namespace(&self) -> &str {
-        &self.namespace
     }
 
     fn api(&self, kind: &ResourceKind) -> Api<DynamicObject> {

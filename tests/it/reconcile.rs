@@ -375,8 +375,12 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
     // Nothing changed: the next round only asks for the nodes.
     harness.storcon.clear_calls();
     let configured = harness.compute.configures().len();
+    let before = harness.kube.requests().len();
     control_plane.reconcile().await;
     assert_eq!(paths(&harness.storcon.calls()), ["GET /control/v1/node"]);
+    let writes: Vec<String> = harness.kube.requests()[before..].iter().filter(|r| !r.starts_with("GET ")).cloned().collect();
+    assert_eq!(writes.len(), 1, "only the status ConfigMap is written: {writes:?}");
+    assert!(writes[0].starts_with(&format!("PATCH /api/v1/namespaces/{NAMESPACE}/configmaps/{STATUS_CONFIG_MAP}?")), "{writes:?}");
     assert_eq!(harness.compute.configures().len(), configured, "no reconfiguration without a change");
     server.stop().await;
 }
