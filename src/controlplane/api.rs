@@ -221,7 +221,7 @@ impl ControlPlane {
         let mut state = self.state.lock().await;
         let mut next = state.clone();
         change(&mut next);
-        self.store.save(&next).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.store.save(&next).await.map_err(|e| ApiError::Internal(e.to_string()))?;
         *state = next;
         Ok(state
             .endpoints
@@ -247,7 +247,7 @@ impl ControlPlane {
         let tenant = request.tenant_id;
         let endpoints =
             self.update(|state| _ = state.attachments.insert(tenant.clone(), attachment), |branch| branch.tenant_id == tenant).await?;
-        self.reconfigure(&endpoints).await
+        self.reconfigure_for_hook(&endpoints).await
     }
 
     async fn notify_safekeepers(&self, request: NotifySafekeepers) -> Result<Response<Body>, ApiError> {
@@ -275,18 +275,33 @@ impl ControlPlane {
                 |branch| branch.tenant_id == tenant && branch.timeline_id == timeline,
             )
             .await?;
-        self.reconfigure(&endpoints).await
+        self.reconfigure_for_hook(&endpoints).await
     }
 
-    /// Pushes the current spec to each endpoint's compute that is deployed and attached;
-    /// 503 (the storage controller retries) if any stays unreachable.
-    async fn reconfigure(&self, endpoints: &[String]) -> Result<Response<Body>, ApiError> {
+    /// 503 (the storage controller retries) if a compute stays unreachable.
+    async fn reconfigure_for_hook(&self, endpoints: &[String]) -> Result<Response<Body>, ApiError> {
+        self.reconfigure(endpoints)
+            .await
+            .map_err(|failures| ApiError::Unavailable(format!("{failures}; the new placement is saved, retry the notification")))?;
+        Ok(json(StatusCode::OK, &json!({})))
+    }
+
+    /// Pushes the current spec to each endpoint's compute that is deployed and attached; says
+    /// which stayed unreachable (or had no valid spec) if any did.
+    pub(super) async fn reconfigure(&self, endpoints: &[String]) -> Result<(), String> {
         let mut requests = Vec::new();
+        let mut failures = Vec::new();
         {
             let state = self.state.lock().await;
             for id in endpoints {
                 let Some(compute) = self.topology.computes.iter().find(|compute| &compute.id == id) else { continue };
-                let answer = self.config_response(&state, id)?;
+                let answer = match self.config_response(&state, id) {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        failures.push(format!("compute {id}: {e}"));
+                        continue;
+                    }
+                };
                 if let Some(spec) = answer.spec {
                     let body = ConfigurationRequest { spec, compute_ctl_config: answer.compute_ctl_config };
                     requests.push((compute, body));
@@ -295,15 +310,11 @@ impl ControlPlane {
         }
         let results =
             futures::future::join_all(requests.iter().map(|(compute, body)| self.configure(&compute.id, &compute.http, body))).await;
-        let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        failures.extend(results.into_iter().filter_map(Result::err));
         if failures.is_empty() {
-            return Ok(json(StatusCode::OK, &json!({})));
+            return Ok(());
         }
-        Err(ApiError::Unavailable(format!(
-            "could not reconfigure {} compute(s): {}; the new placement is saved, retry the notification",
-            failures.len(),
-            failures.join("; ")
-        )))
+        Err(format!("could not reconfigure {} compute(s): {}", failures.len(), failures.join("; ")))
     }
 
     /// `POST {http}/configure` (it answers once the compute has applied the spec), retried
@@ -353,8 +364,8 @@ impl ControlPlane {
     }
 
     /// What compute_ctl gets for `compute_id`: attached with a spec, or empty while the
-    /// compute has no endpoint or its tenant is not attached yet (it then waits for
-    /// `/configure`, which the hooks send).
+    /// compute has no endpoint, its branch's timeline is not created yet or its tenant is not
+    /// attached yet (it then waits for `/configure`, which the hooks and the reconciler send).
     fn config_response(&self, state: &State, compute_id: &str) -> Result<ControlPlaneConfigResponse, ApiError> {
         let deployed = self.topology.computes.iter().find(|compute| compute.id == compute_id);
         let compute_ctl_config = ComputeCtlConfig { jwks: JwkSet { keys: self.keys.sign.iter().map(|key| key.jwk()).collect() } };
@@ -371,7 +382,7 @@ impl ControlPlane {
                 endpoint.branch_id
             ))
         })?;
-        let Some(attachment) = state.attachments.get(&branch.tenant_id) else {
+        let Some(attachment) = state.attachments.get(&branch.tenant_id).filter(|_| !branch.pending) else {
             return Ok(empty);
         };
         let internal = ApiError::Internal;

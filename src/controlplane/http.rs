@@ -57,11 +57,11 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(self: Arc<Self>, request: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// A server accepting connections until [`Running::stop`].
+/// A server accepting connections, and its background tasks, until [`Running::stop`].
 pub struct Running {
     addr: SocketAddr,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -69,11 +69,19 @@ impl Running {
         self.addr
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to a deadline), and returns.
+    /// Runs `task` beside the server; it must end once its token is cancelled.
+    pub(crate) fn also<F: Future<Output = ()> + Send + 'static>(&mut self, task: impl FnOnce(CancellationToken) -> F) {
+        self.tasks.push(tokio::spawn(task(self.stop.clone())));
+    }
+
+    /// Stops accepting and the background tasks, lets in-flight requests finish (up to a
+    /// deadline), and returns.
     pub async fn stop(self) {
         self.stop.cancel();
-        // The accept loop only ends by cancellation; a panic in it has already been reported.
-        let _ = self.task.await;
+        for task in self.tasks {
+            // They only end by cancellation; a panic in one has already been reported.
+            let _ = task.await;
+        }
     }
 }
 
@@ -81,7 +89,7 @@ pub fn spawn(listener: TcpListener, handler: Arc<impl Handler>) -> std::io::Resu
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(accept_loop(listener, handler, stop.clone()));
-    Ok(Running { addr, stop, task })
+    Ok(Running { addr, stop, tasks: vec![task] })
 }
 
 async fn accept_loop(listener: TcpListener, handler: Arc<impl Handler>, stop: CancellationToken) {

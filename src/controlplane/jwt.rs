@@ -176,6 +176,12 @@ impl SigningKey {
         self.sign(&json!({"scope": "tenant", "tenant_id": tenant_id}))
     }
 
+    /// A token for the storage controller's API (neon's `Claims`: `scope`, no tenant), valid
+    /// for `lifetime`: neon checks `exp` when a token has one.
+    pub fn storage_controller_token(&self, scope: &str, lifetime: std::time::Duration) -> Secret {
+        self.sign(&json!({"scope": scope, "exp": now() + lifetime.as_secs()}))
+    }
+
     /// A short-lived token compute_ctl accepts for `compute_id` (`ComputeClaims`:
     /// `compute_id`, `aud: ["compute"]`, `exp`).
     pub fn compute_ctl_token(&self, compute_id: &str) -> Secret {
@@ -207,6 +213,8 @@ mod tests {
         forged.replace_range(forged.len() - 4.., "AAAA");
         assert_eq!(public.authorize(Some(&format!("Bearer {forged}")), &["admin"]), Err(TokenError::Signature));
         assert_eq!(key.jwk().x.len(), 43, "32 bytes, base64url without padding");
+        let storage = key.storage_controller_token("infra", std::time::Duration::from_secs(60));
+        assert_eq!(public.authorize(bearer(storage).as_deref(), &["infra"]), Ok(()));
     }
 
     #[test]

@@ -9,29 +9,47 @@
 //! - `GET /healthz`.
 //!
 //! Where the storage nodes and computes are comes from the [`Topology`] file the manifests
-//! mount; branches, endpoints, roles and placements live in a [`store::Store`]. Callers
-//! authenticate with EdDSA JWTs when a public key is configured; see [`scopes`].
+//! mount; branches, endpoints, roles and placements live in a [`store::Store`], in the
+//! cluster the `NeonBranch`/`NeonEndpoint` custom resources ([`kube_store`]). A background
+//! [`reconcile`]r creates their tenants and timelines through the storage controller.
+//! Callers authenticate with EdDSA JWTs when a public key is configured; see [`scopes`].
 
 mod api;
 mod http;
 pub mod jwt;
+pub mod kube_store;
+pub mod reconcile;
 pub mod resources;
 pub mod scram;
+mod storcon;
 pub mod store;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 pub use self::http::Running;
 use self::jwt::{KeyError, PublicKey, SigningKey};
+use self::kube_store::KubeStore;
 use self::store::{FileStore, MemoryStore, State, Store, StoreError};
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, StoreArg};
 use crate::neon::control_plane::Topology;
 
-/// The command line that runs the service (after the binary's name): the Deployment's args.
-pub const SERVE_ARGS: [&str; 2] = ["control-plane", "serve"];
+/// The command line that runs the service in the cluster (after the binary's name): the
+/// Deployment's args.
+pub const SERVE_ARGS: [&str; 4] = ["control-plane", "serve", "--store", "kubernetes"];
+/// The namespace of the custom resources with `--store kubernetes` (the downward API's
+/// `metadata.namespace` in the Deployment).
+pub const NAMESPACE_ENV: &str = "POD_NAMESPACE";
+/// The name of the ConfigMap the reconciler writes the storage status to.
+pub const STATUS_CONFIG_MAP_ENV: &str = "NEONCTL_STATUS_CONFIG_MAP";
+
+/// The status ConfigMap of deployment `prefix` (key [`kube_store::STATUS_KEY`]).
+pub fn status_config_map(prefix: &str) -> String {
+    format!("{prefix}-control-plane-status")
+}
 /// PEM of the public key callers' tokens are verified with; unset: no authentication.
 pub const PUBLIC_KEY_ENV: &str = "NEONCTL_JWT_PUBLIC_KEY";
 /// PEM (PKCS#8) of the key the control plane signs compute and storage tokens with.
@@ -94,6 +112,12 @@ pub enum ServeError {
     Key { variable: &'static str, source: KeyError },
     #[error("could not listen on {listen}: {source}; check the address is valid and free")]
     Bind { listen: String, source: std::io::Error },
+    #[error("--store kubernetes needs {what}: set ${variable} (the rendered Deployment does) or pass {flag}")]
+    KubernetesSetting { what: &'static str, variable: &'static str, flag: &'static str },
+    #[error(
+        "could not build a Kubernetes client: {source}; in a pod the service account token must be mounted, elsewhere $KUBECONFIG must name a cluster"
+    )]
+    KubeClient { source: kube::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -108,37 +132,47 @@ pub(crate) fn log(line: impl std::fmt::Display) {
     eprintln!("control-plane: {line}");
 }
 
-/// The service: topology, keys, state and the client it calls computes with.
+/// The service: topology, keys, state and the client it calls computes and the storage
+/// controller with.
 pub struct ControlPlane {
     topology: Topology,
     keys: Keys,
     store: Box<dyn Store>,
     state: tokio::sync::Mutex<State>,
-    /// Held for a whole hook call, so that reconfigurations reach computes in order.
+    /// Held for a whole hook call (and the reconciler's reconfigurations), so that
+    /// reconfigurations reach computes in order.
     hooks: tokio::sync::Mutex<()>,
+    /// Held for a whole reconciler round.
+    reconciler: tokio::sync::Mutex<reconcile::Memory>,
     retry: Retry,
     client: http::HttpClient,
 }
 
 impl ControlPlane {
-    pub fn new(topology: Topology, keys: Keys, store: Box<dyn Store>, retry: Retry) -> Result<Self, StoreError> {
-        let state = store.load()?;
+    pub async fn new(topology: Topology, keys: Keys, store: Box<dyn Store>, retry: Retry) -> Result<Self, StoreError> {
+        let state = store.load().await?;
         Ok(Self {
             topology,
             keys,
             store,
             state: tokio::sync::Mutex::new(state),
             hooks: tokio::sync::Mutex::new(()),
+            reconciler: tokio::sync::Mutex::default(),
             retry,
             client: http::client(),
         })
     }
 
-    /// Binds `listen` and serves until [`Running::stop`].
-    pub async fn start(self, listen: &str) -> Result<Running, ServeError> {
+    /// Binds `listen` and serves until [`Running::stop`], reconciling now and then every
+    /// `reconcile_every`; `None`: only when [`ControlPlane::reconcile`] is called.
+    pub async fn start(self: Arc<Self>, listen: &str, reconcile_every: Option<Duration>) -> Result<Running, ServeError> {
         let bind = |source| ServeError::Bind { listen: listen.into(), source };
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
-        http::spawn(listener, std::sync::Arc::new(self)).map_err(bind)
+        let mut running = http::spawn(listener, self.clone()).map_err(bind)?;
+        if let Some(every) = reconcile_every {
+            running.also(|stop| self.reconcile_until(every, stop));
+        }
+        Ok(running)
     }
 }
 
@@ -149,17 +183,24 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if keys.verify.is_none() {
         log(format_args!("{PUBLIC_KEY_ENV} is not set: every caller is trusted without a token"));
     }
-    let store: Box<dyn Store> = match &args.store {
-        Some(path) => Box::new(FileStore::new(path)),
-        None => Box::new(MemoryStore::default()),
+    let (store, described): (Box<dyn Store>, String) = match &args.store {
+        Some(StoreArg::Kubernetes) => {
+            let setting = |what, variable, flag| ServeError::KubernetesSetting { what, variable, flag };
+            let namespace = args.namespace.clone().ok_or(setting("a namespace", NAMESPACE_ENV, "--namespace"))?;
+            let status =
+                args.status_config_map.clone().ok_or(setting("a status ConfigMap", STATUS_CONFIG_MAP_ENV, "--status-config-map"))?;
+            crate::k8s::use_ring_crypto();
+            let client = kube::Client::try_default().await.map_err(|source| ServeError::KubeClient { source })?;
+            let described = format!("NeonBranch and NeonEndpoint objects in namespace {namespace}");
+            (Box::new(KubeStore::new(client, namespace, status)), described)
+        }
+        Some(StoreArg::File(path)) => (Box::new(FileStore::new(path)), path.display().to_string()),
+        None => (Box::new(MemoryStore::default()), "in memory".into()),
     };
     let listen = args.listen.clone().unwrap_or_else(|| topology.listen.clone());
-    let running = ControlPlane::new(topology, keys, store, Retry::default())?.start(&listen).await?;
-    log(format_args!(
-        "listening on http://{} (state: {})",
-        running.addr(),
-        args.store.as_ref().map_or("in memory".into(), |p| p.display().to_string())
-    ));
+    let control_plane = Arc::new(ControlPlane::new(topology, keys, store, Retry::default()).await?);
+    let running = control_plane.start(&listen, Some(reconcile::EVERY)).await?;
+    log(format_args!("listening on http://{} (state: {described})", running.addr()));
     shutdown_signal().await.context("waiting for SIGTERM")?;
     log("shutting down: finishing in-flight requests");
     running.stop().await;

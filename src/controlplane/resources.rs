@@ -9,7 +9,7 @@
 //!   by and the compute id compute_ctl asks its spec for.
 //!
 //! Both are namespaced, in the deployment's namespace. The CRDs are rendered by `render`
-//! (`crds.yaml`) from [`crd_schema`].
+//! (`03-crds.yaml`) from [`crd`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

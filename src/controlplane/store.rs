@@ -2,8 +2,9 @@
 //! roles and databases), endpoints (a compute serving a branch), and where the storage
 //! controller last said each tenant's shards and each timeline's safekeepers are.
 //!
-//! Persistence sits behind [`Store`]: in memory, or a JSON file written atomically. A later
-//! backend (a Kubernetes custom resource) only has to implement the same two methods.
+//! Persistence sits behind [`Store`]: in memory, a JSON file written atomically, or the
+//! `NeonBranch`/`NeonEndpoint` custom resources ([`super::kube_store::KubeStore`]). Its methods
+//! return futures because the Kubernetes store calls the API server.
 //! Passwords never reach this module: roles carry SCRAM verifiers only.
 
 use std::collections::BTreeMap;
@@ -11,8 +12,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::kube_store::KubeStore;
 use crate::neon::Secret;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +45,11 @@ pub struct Branch {
     pub roles: Vec<Role>,
     #[serde(default)]
     pub databases: Vec<Database>,
+    /// Its timeline is not created in storage yet: its computes get an empty spec and wait.
+    /// Only the Kubernetes store has branches the control plane creates itself; the others
+    /// hold branches created beforehand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,12 +106,24 @@ pub enum StoreError {
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("could not write the control plane state {path}: {source}; check the directory is writable and has space")]
     Write { path: PathBuf, source: std::io::Error },
+    /// `what` reads like `listing neonbranches in namespace neon`.
+    #[error(
+        "{what}: {source}; check that the CustomResourceDefinitions are applied and that the control plane's Role allows this (both are in the rendered manifests)"
+    )]
+    Kubernetes { what: String, source: kube::Error },
 }
 
 /// Where [`State`] lives between restarts.
 pub trait Store: Send + Sync {
-    fn load(&self) -> Result<State, StoreError>;
-    fn save(&self, state: &State) -> Result<(), StoreError>;
+    fn load(&self) -> BoxFuture<'_, Result<State, StoreError>>;
+    /// Persists what the control plane itself learns (placements); a store whose branches and
+    /// endpoints are written by others (Kubernetes) leaves those as they are.
+    fn save<'a>(&'a self, state: &'a State) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The custom resources behind this store, whose tenants and timelines the reconciler
+    /// creates; `None` for stores whose branches were created beforehand.
+    fn kubernetes(&self) -> Option<&KubeStore> {
+        None
+    }
 }
 
 /// Forgets everything on restart: for tests and throwaway clusters.
@@ -117,13 +137,14 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn load(&self) -> Result<State, StoreError> {
-        Ok(self.0.lock().expect("memory store lock").clone())
+    fn load(&self) -> BoxFuture<'_, Result<State, StoreError>> {
+        let state = self.0.lock().expect("memory store lock").clone();
+        Box::pin(std::future::ready(Ok(state)))
     }
 
-    fn save(&self, state: &State) -> Result<(), StoreError> {
+    fn save<'a>(&'a self, state: &'a State) -> BoxFuture<'a, Result<(), StoreError>> {
         *self.0.lock().expect("memory store lock") = state.clone();
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -145,7 +166,17 @@ impl FileStore {
 }
 
 impl Store for FileStore {
-    fn load(&self) -> Result<State, StoreError> {
+    fn load(&self) -> BoxFuture<'_, Result<State, StoreError>> {
+        Box::pin(std::future::ready(self.read()))
+    }
+
+    fn save<'a>(&'a self, state: &'a State) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(self.write(state)))
+    }
+}
+
+impl FileStore {
+    fn read(&self) -> Result<State, StoreError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
@@ -154,7 +185,8 @@ impl Store for FileStore {
         serde_json::from_str(&text).map_err(|source| StoreError::Parse { path: self.path.clone(), source })
     }
 
-    fn save(&self, state: &State) -> Result<(), StoreError> {
+    /// Small and local: written inline rather than on a blocking thread.
+    fn write(&self, state: &State) -> Result<(), StoreError> {
         let write = |source| StoreError::Write { path: self.path.clone(), source };
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
@@ -180,6 +212,7 @@ mod tests {
                 timeline_id: "de200bd42b49cc1814412c7e592dd6e9".into(),
                 roles: vec![Role { name: "alice".into(), verifier: Secret("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()) }],
                 databases: vec![Database { name: "neondb".into(), owner: "alice".into() }],
+                pending: false,
             },
         );
         state.endpoints.insert("main".into(), Endpoint { branch_id: "main".into(), allowed_ips: None });
@@ -187,13 +220,15 @@ mod tests {
         state
     }
 
-    #[test]
-    fn file_store_round_trips_and_starts_empty() {
+    #[tokio::test]
+    async fn file_store_round_trips_and_starts_empty() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path().join("state.json"));
-        assert_eq!(store.load().unwrap(), State::default());
-        store.save(&sample()).unwrap();
-        assert_eq!(store.load().unwrap(), sample());
+        assert_eq!(store.load().await.unwrap(), State::default());
+        store.save(&sample()).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), sample());
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        assert!(!text.contains("pending"), "files written before branches could be pending read the same: {text}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
         #[cfg(unix)]
         {
@@ -203,19 +238,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_broken_file_names_itself() {
+    #[tokio::test]
+    async fn a_broken_file_names_itself() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         std::fs::write(&path, "{\"endpoint\": {}}").unwrap();
-        let error = FileStore::new(&path).load().unwrap_err().to_string();
+        let error = FileStore::new(&path).load().await.unwrap_err().to_string();
         assert!(error.contains("state.json") && error.contains("endpoint"), "{error}");
     }
 
-    #[test]
-    fn memory_store_keeps_what_was_saved() {
+    #[tokio::test]
+    async fn memory_store_keeps_what_was_saved() {
         let store = MemoryStore::default();
-        store.save(&sample()).unwrap();
-        assert_eq!(store.load().unwrap(), sample());
+        store.save(&sample()).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), sample());
     }
 }

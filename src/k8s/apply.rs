@@ -1,6 +1,7 @@
 //! Rolls rendered manifests out: server-side apply (field manager `neonctl-aws`), component by
-//! component in dependency order, waiting for each workload to be ready; then prunes what an
-//! earlier run applied and this one no longer renders.
+//! component in dependency order, waiting for each CustomResourceDefinition to be established
+//! (right after applying it: objects of its kind may follow) and each workload to be ready;
+//! then prunes what an earlier run applied and this one no longer renders.
 //!
 //! Kinds come from a fixed table instead of API discovery: the tool renders only these, and it
 //! saves the discovery round trips on every run.
@@ -43,9 +44,9 @@ const fn kept(group: &'static str, version: &'static str, kind: &'static str, pl
 }
 
 const KINDS: &[Kind] = &[
+    kept("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false),
     // Deleting a namespace deletes its claims: only teardown does that.
     kept("", "v1", "Namespace", "namespaces", false),
-    kept("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false),
     kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", false),
     kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
     kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false),
@@ -190,7 +191,8 @@ impl Applier {
         Ok(RollOut { applied: applied.objects, pruned })
     }
 
-    /// Applies every component in order, each followed by a wait for its workloads (and CRDs).
+    /// Applies every component in order, each followed by a wait for its workloads; a CRD is
+    /// waited for right after it is applied.
     /// Prunes nothing: the caller prunes once, over everything its roll-outs applied.
     pub async fn apply_components(&self, components: &[Component], reporter: &PhaseReporter) -> Result<Applied, ApplyError> {
         let mut out = Applied::default();
@@ -201,8 +203,10 @@ impl Applier {
                 let applied = self.apply(kind, obj).await?;
                 out.keys.insert(ObjectKey::new(kind, obj));
                 out.objects.push(describe(kind, obj));
-                if matches!(kind.kind, "Deployment" | "StatefulSet" | "CustomResourceDefinition") {
-                    waits.push((kind, applied));
+                match kind.kind {
+                    "CustomResourceDefinition" => self.wait_ready(kind, &applied).await?,
+                    "Deployment" | "StatefulSet" => waits.push((kind, applied)),
+                    _ => {}
                 }
             }
             step.finish();
@@ -271,9 +275,10 @@ impl Applier {
             .map_err(|source| ApplyError::Api { verb: "applying", name: describe(kind, obj), source })
     }
 
-    /// Polls until the workload's current generation is fully rolled out and ready, like
-    /// `kubectl rollout status` (observedGeneration first: right after an apply the old
-    /// generation's status still says ready).
+    /// Polls until a CustomResourceDefinition is established, or until the workload's current
+    /// generation is fully rolled out and ready, like `kubectl rollout status`
+    /// (observedGeneration first: right after an apply the old generation's status still says
+    /// ready).
     async fn wait_ready(&self, kind: &Kind, applied: &DynamicObject) -> Result<(), ApplyError> {
         let api = self.api(kind, applied.namespace().as_deref());
         let name = applied.name_any();
@@ -291,7 +296,10 @@ impl Applier {
                     name: describe(kind, applied),
                     seconds: self.timeout.as_secs(),
                     progress,
-                    diagnostics: self.diagnose(&current).await,
+                    diagnostics: match kind.kind {
+                        "CustomResourceDefinition" => conditions(&current),
+                        _ => self.diagnose(&current).await,
+                    },
                 });
             }
             tokio::time::sleep(self.poll).await;
@@ -446,7 +454,22 @@ fn describe(kind: &Kind, obj: &DynamicObject) -> String {
     }
 }
 
-/// (ready, a short progress text) for a workload at `generation`, or a CRD.
+/// The conditions of an object that is not ready, one per line, as the API server states them.
+fn conditions(obj: &DynamicObject) -> String {
+    let listed = obj.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    if listed.is_empty() {
+        return "  no conditions reported yet".into();
+    }
+    let text = |c: &Value, key: &str| c[key].as_str().unwrap_or_default().to_string();
+    listed
+        .iter()
+        .map(|c| format!("  condition {}={}: {} {}", text(c, "type"), text(c, "status"), text(c, "reason"), text(c, "message")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// (ready, a short progress text) for a CustomResourceDefinition, or a workload at
+/// `generation`.
 fn readiness(kind: &str, obj: &DynamicObject, generation: i64) -> (bool, String) {
     let status = &obj.data["status"];
     if kind == "CustomResourceDefinition" {
@@ -643,6 +666,59 @@ mod tests {
         assert!(requests.iter().any(|r| r.1.contains("labelSelector=app%3Dbroker")), "pods are found by the workload's selector");
         assert!(requests.iter().any(|r| r.1.contains("tailLines=20")));
         assert!(!requests.iter().any(|r| r.0 == "DELETE"), "nothing is pruned after a failed roll-out");
+    }
+
+    fn crd_server(established_after: usize) -> impl Fn(&str, &str, &Value) -> (u16, Value) {
+        let gets = std::sync::atomic::AtomicUsize::new(0);
+        let otherwise = ready_server(None);
+        move |method, uri, body| match method {
+            "GET" if uri.starts_with("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/neonbranches.neonctl-aws.dev") => {
+                let established = gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= established_after;
+                let conditions = json!([
+                    {"type": "NamesAccepted", "status": "False", "reason": "ListKindConflict", "message": "NeonBranchList is already in use"},
+                    {"type": "Established", "status": if established { "True" } else { "False" }, "reason": "NotAccepted", "message": "not all names are accepted"},
+                ]);
+                (
+                    200,
+                    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                           "metadata": {"name": "neonbranches.neonctl-aws.dev"}, "status": {"conditions": conditions}}),
+                )
+            }
+            _ => otherwise(method, uri, body),
+        }
+    }
+
+    fn crds() -> Vec<Component> {
+        let yaml = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: neonbranches.neonctl-aws.dev}\n";
+        vec![Component { name: "crds".into(), objects: parse_manifests(yaml).unwrap() }]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crd_is_established_before_anything_else_is_applied() {
+        let (client, server) = ApiServer::start(crd_server(2));
+        let mut components = crds();
+        components.extend(manifests());
+        let out = Applier::new(client, "p").roll_out(&components, &reporter()).await.unwrap();
+        assert_eq!(out.applied[0], "CustomResourceDefinition neonbranches.neonctl-aws.dev");
+        let requests = server.requests();
+        let polls = requests.iter().filter(|r| r.0 == "GET" && r.1.contains("/customresourcedefinitions/")).count();
+        assert_eq!(polls, 3, "polled until Established");
+        let first_namespace_patch = requests.iter().position(|r| r.0 == "PATCH" && r.1.starts_with("/api/v1/namespaces/neon")).unwrap();
+        let last_poll = requests.iter().rposition(|r| r.1.contains("/customresourcedefinitions/")).unwrap();
+        assert!(last_poll < first_namespace_patch, "nothing else is applied before the CRD is established");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crd_that_is_never_established_times_out_with_its_conditions() {
+        let (client, _server) = ApiServer::start(crd_server(usize::MAX));
+        let mut applier = Applier::new(client, "p");
+        applier.timeout = Duration::from_secs(30);
+        let err = applier.roll_out(&crds(), &reporter()).await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("CustomResourceDefinition neonbranches.neonctl-aws.dev was not ready after 30s: not established yet"),
+            "{err}"
+        );
+        assert!(err.contains("condition NamesAccepted=False: ListKindConflict NeonBranchList is already in use"), "{err}");
     }
 
     #[tokio::test]

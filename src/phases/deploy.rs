@@ -132,10 +132,6 @@ impl Deploy {
                 _ => out.before.push(component),
             }
         }
-        let has_crds = out.all().flat_map(|c| &c.objects).any(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
-        if !has_crds {
-            out.before.insert(0, Component { name: "custom resource definitions".into(), objects: bootstrap::crds() });
-        }
         Ok(out)
     }
 

@@ -256,20 +256,15 @@ async fn components_ready(client: kube::Client, namespace: &str, prefix: &str) -
         .collect())
 }
 
-/// The name of the ConfigMap the control plane writes its view of storage into.
-pub fn storage_status_config_map(prefix: &str) -> String {
-    format!("{prefix}-control-plane-status")
-}
-
 /// What the control plane last saw of the storage controller (it is the only component that
 /// may call it): its pageservers and their availability.
 async fn storage_seen(client: kube::Client, namespace: &str, prefix: &str) -> anyhow::Result<Check> {
     let name = "storage controller";
-    let map = match Api::<ConfigMap>::namespaced(client, namespace).get_opt(&storage_status_config_map(prefix)).await? {
+    let map = match Api::<ConfigMap>::namespaced(client, namespace).get_opt(&crate::controlplane::status_config_map(prefix)).await? {
         Some(map) => map,
         None => return Ok(Check::new(name, Outcome::Skipped, "the control plane has not reported yet")),
     };
-    let report = map.data.as_ref().and_then(|d| d.get("storage.json")).cloned().unwrap_or_default();
+    let report = map.data.as_ref().and_then(|d| d.get(crate::controlplane::kube_store::STATUS_KEY)).cloned().unwrap_or_default();
     let report: serde_json::Value =
         serde_json::from_str(&report).map_err(|e| anyhow::anyhow!("the control plane's storage report is not JSON: {e}"))?;
     let checked = report["checkedAt"].as_str().unwrap_or("an unknown time");

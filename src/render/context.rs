@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::inputs::{POSTGRES_IMAGE, RenderInputs, StorageClass, StorconDb};
 use super::{RenderError, SecretRef};
+use crate::controlplane::resources;
 use crate::neon::compute::ComputeCtlArgs;
 use crate::neon::control_plane::{self, Topology};
 use crate::neon::pageserver::{AuthType, Identity, NodeMetadata, PageserverToml};
@@ -158,6 +159,10 @@ impl Names<'_> {
     fn proxy_tls_secret(&self) -> String {
         self.secret("proxy-tls")
     }
+    /// Written by the control plane, not rendered: see [`crate::controlplane::status_config_map`].
+    fn control_plane_status(&self) -> String {
+        crate::controlplane::status_config_map(&self.inputs.prefix)
+    }
     fn common_labels(&self) -> Labels {
         let prefix = &self.inputs.prefix;
         [
@@ -266,6 +271,10 @@ pub struct Context {
     control_plane_config: BTreeMap<String, String>,
     control_plane_config_dir: &'static str,
     control_plane_health: &'static str,
+    /// What the control plane's Role grants on its custom resources and status ConfigMap.
+    control_plane_access: ControlPlaneAccess,
+    /// The CustomResourceDefinitions, as JSON objects.
+    crds: Vec<Value>,
     compute: Workload,
     proxy: Workload,
     proxy_tls_secret: String,
@@ -274,6 +283,14 @@ pub struct Context {
     pageserver_workdir: &'static str,
     network_policies: Vec<NetworkPolicy>,
     pdbs: Vec<Pdb>,
+}
+
+#[derive(Debug, Serialize)]
+struct ControlPlaneAccess {
+    group: &'static str,
+    /// The kinds' plurals and their `/status` subresources.
+    resources: Vec<String>,
+    status_config_map: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -574,6 +591,8 @@ impl Context {
                 env_value("NEONCTL_CONTROL_PLANE_CONFIG", &format!("{CONTROL_PLANE_CONFIG_DIR}/topology.json")),
                 env_secret(crate::controlplane::PRIVATE_KEY_ENV, &names.signing_secret(), "auth_private_key.pem"),
                 env_secret(crate::controlplane::PUBLIC_KEY_ENV, &auth, auth_keys::PUBLIC_KEY),
+                env_field(crate::controlplane::NAMESPACE_ENV, "metadata.namespace"),
+                env_value(crate::controlplane::STATUS_CONFIG_MAP_ENV, &names.control_plane_status()),
             ],
         );
 
@@ -685,6 +704,15 @@ impl Context {
             control_plane_config: BTreeMap::from([("topology.json".to_string(), topology.to_json()?)]),
             control_plane_config_dir: CONTROL_PLANE_CONFIG_DIR,
             control_plane_health: control_plane::paths::HEALTH,
+            control_plane_access: ControlPlaneAccess {
+                group: resources::GROUP,
+                resources: [resources::BRANCH, resources::ENDPOINT]
+                    .iter()
+                    .flat_map(|kind| [kind.plural.to_string(), format!("{}/status", kind.plural)])
+                    .collect(),
+                status_config_map: names.control_plane_status(),
+            },
+            crds: [resources::BRANCH, resources::ENDPOINT].iter().map(|kind| resources::crd(kind, &json!(names.common_labels()))).collect(),
             compute,
             proxy,
             proxy_tls_secret: names.proxy_tls_secret(),

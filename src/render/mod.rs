@@ -40,10 +40,11 @@ pub fn service_account(prefix: &str, component: &str) -> (String, String) {
 pub const HEADER: &str = "# Rendered by neonctl-aws; edit the config or the render flags, not this file.\n";
 
 /// Output file name and template, in apply order.
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("00-namespace.yaml", include_str!("../../templates/namespace.yaml.j2")),
     ("01-storage-class.yaml", include_str!("../../templates/storage-class.yaml.j2")),
     ("02-policies.yaml", include_str!("../../templates/policies.yaml.j2")),
+    ("03-crds.yaml", include_str!("../../templates/crds.yaml.j2")),
     ("10-storage-broker.yaml", include_str!("../../templates/storage-broker.yaml.j2")),
     ("20-storage-controller-db.yaml", include_str!("../../templates/storage-controller-db.yaml.j2")),
     ("21-storage-controller.yaml", include_str!("../../templates/storage-controller.yaml.j2")),
@@ -170,7 +171,7 @@ fn check_objects(file: &str, objects: &[Value], inputs: &RenderInputs) -> Result
         if labels[LABEL_MANAGED_BY] != MANAGED_BY || labels[LABEL_PREFIX] != inputs.prefix.as_str() {
             return Err(invalid(format!("{kind}/{name} lacks the {LABEL_MANAGED_BY} and {LABEL_PREFIX} labels")));
         }
-        let cluster_scoped = matches!(kind, "Namespace" | "StorageClass");
+        let cluster_scoped = matches!(kind, "Namespace" | "StorageClass" | "CustomResourceDefinition");
         if !cluster_scoped && object["metadata"]["namespace"] != inputs.namespace.as_str() {
             return Err(invalid(format!("{kind}/{name} is not in namespace {}", inputs.namespace)));
         }

@@ -35,6 +35,7 @@ fn default_config_renders_every_component_deterministically() {
             "00-namespace.yaml",
             "01-storage-class.yaml",
             "02-policies.yaml",
+            "03-crds.yaml",
             "10-storage-broker.yaml",
             "20-storage-controller-db.yaml",
             "21-storage-controller.yaml",
@@ -338,4 +339,31 @@ fn what_infra_and_push_recorded_replaces_every_guess() {
         .with_overrides(Overrides { bucket: Some("my-own-bucket".into()), ..Overrides::default() })
         .unwrap();
     assert_eq!(overridden.bucket, "my-own-bucket");
+}
+
+#[test]
+fn the_control_plane_reads_its_custom_resources_and_writes_only_their_status() {
+    let objects = objects(&render(&default_inputs()).unwrap());
+    for plural in ["neonbranches", "neonendpoints"] {
+        let crd = find(&objects, "CustomResourceDefinition", &format!("{plural}.neonctl-aws.dev"));
+        assert!(crd["metadata"].get("namespace").is_none(), "CRDs are cluster-scoped");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+    }
+    let role = find(&objects, "Role", "neon-control-plane");
+    let rules = role["rules"].as_array().unwrap();
+    let custom = rules.iter().find(|r| r["apiGroups"][0] == "neonctl-aws.dev").unwrap();
+    assert_eq!(custom["resources"], serde_json::json!(["neonbranches", "neonbranches/status", "neonendpoints", "neonendpoints/status"]));
+    assert!(!custom["verbs"].as_array().unwrap().iter().any(|v| v == "create" || v == "delete"), "branches are created by others");
+    let named = rules.iter().find(|r| r["resources"][0] == "configmaps" && r.get("resourceNames").is_some()).unwrap();
+    assert_eq!(named["resourceNames"], serde_json::json!([crate::controlplane::status_config_map("neon")]));
+
+    let deployment = find(&objects, "Deployment", "neon-control-plane");
+    assert_eq!(args(deployment), crate::controlplane::SERVE_ARGS);
+    let env = container(deployment)["env"].as_array().unwrap();
+    let namespace = env.iter().find(|e| e["name"] == crate::controlplane::NAMESPACE_ENV).unwrap();
+    assert_eq!(namespace["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+    let status = env.iter().find(|e| e["name"] == crate::controlplane::STATUS_CONFIG_MAP_ENV).unwrap();
+    assert_eq!(status["value"], "neon-control-plane-status");
+    let account = find(&objects, "ServiceAccount", "neon-control-plane");
+    assert_eq!(account["automountServiceAccountToken"], true, "it calls the API server");
 }

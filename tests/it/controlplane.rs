@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 
 use crate::support::{Workdir, stderr, stdout};
 
-const TENANT: &str = "1f359dd625e519a1a4e8d7509690f6fc";
-const TIMELINE: &str = "de200bd42b49cc1814412c7e592dd6e9";
+pub(crate) const TENANT: &str = "1f359dd625e519a1a4e8d7509690f6fc";
+pub(crate) const TIMELINE: &str = "de200bd42b49cc1814412c7e592dd6e9";
 const PASSWORD: &str = "correct horse battery staple";
 
 // ---- SCRAM against Postgres -------------------------------------------------------------
@@ -160,23 +160,23 @@ fn scram_verifier_authenticates_with_a_real_postgres() {
 // ---- The API, in process --------------------------------------------------------------
 
 /// A compute_ctl stand-in: records every request and answers with `status` after `delay_ms`.
-struct StandIn {
-    addr: SocketAddr,
+pub(crate) struct StandIn {
+    pub(crate) addr: SocketAddr,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
     requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
 #[derive(Debug, Clone)]
-struct Recorded {
-    method: Method,
-    path: String,
-    authorization: Option<String>,
-    body: Value,
+pub(crate) struct Recorded {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) authorization: Option<String>,
+    pub(crate) body: Value,
 }
 
 impl StandIn {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let status = Arc::new(AtomicU16::new(200));
@@ -213,12 +213,12 @@ impl StandIn {
         Self { addr, status, delay_ms, requests }
     }
 
-    fn configures(&self) -> Vec<Recorded> {
+    pub(crate) fn configures(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().iter().filter(|r| r.method == Method::POST && r.path == "/configure").cloned().collect()
     }
 }
 
-fn node(kind: &str, id: u64, port: u16) -> Node {
+pub(crate) fn node(kind: &str, id: u64, port: u16) -> Node {
     Node { id, pg: format!("{kind}-{id}:{port}"), http: format!("http://{kind}-{id}:1"), availability_zone: "az-a".into() }
 }
 
@@ -246,6 +246,7 @@ fn state() -> State {
             timeline_id: TIMELINE.into(),
             roles: vec![Role { name: "alice".into(), verifier: scram::verifier(PASSWORD).unwrap() }],
             databases: vec![Database { name: "neondb".into(), owner: "alice".into() }],
+            pending: false,
         },
     );
     state.endpoints.insert("main".into(), Endpoint { branch_id: "br-main".into(), allowed_ips: Some(vec!["10.0.0.0/8".into()]) });
@@ -254,7 +255,7 @@ fn state() -> State {
 }
 
 /// A fresh Ed25519 private key, as PEM.
-fn key_pem() -> String {
+pub(crate) fn key_pem() -> String {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
     format!(
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
@@ -264,12 +265,12 @@ fn key_pem() -> String {
 
 async fn start(compute_http: SocketAddr, keys: Keys) -> Running {
     let retry = Retry { first_delay: Duration::from_millis(20), deadline: Duration::from_millis(500) };
-    let control_plane = ControlPlane::new(topology(compute_http), keys, Box::new(MemoryStore::new(state())), retry).unwrap();
-    control_plane.start("127.0.0.1:0").await.unwrap()
+    let control_plane = ControlPlane::new(topology(compute_http), keys, Box::new(MemoryStore::new(state())), retry).await.unwrap();
+    Arc::new(control_plane).start("127.0.0.1:0", None).await.unwrap()
 }
 
 /// One request with a plain HTTP client; the answer's status and JSON body.
-async fn call(server: &Running, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+pub(crate) async fn call(server: &Running, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut request = Request::builder().method(method).uri(format!("http://{}{path}", server.addr()));
     if let Some(token) = token {
@@ -462,7 +463,7 @@ async fn tokens_are_checked_when_a_public_key_is_configured() {
     server.stop().await;
 }
 
-fn jwt_claims(token: &str) -> Value {
+pub(crate) fn jwt_claims(token: &str) -> Value {
     let claims = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
 }
@@ -485,7 +486,7 @@ fn serve_runs_until_sigterm_and_keeps_its_state_file() {
     let store = wd.path().join("store.json");
     std::fs::write(&store, serde_json::to_string(&state()).unwrap()).unwrap();
     let child = wd
-        .cmd(&[&SERVE_ARGS[..], &["--store", store.to_str().unwrap()]].concat())
+        .cmd(&["control-plane", "serve", "--store", store.to_str().unwrap()])
         .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology)
         .stderr(std::process::Stdio::piped())
         .spawn()

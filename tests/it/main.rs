@@ -12,6 +12,7 @@ mod kubeconfig;
 mod moto;
 mod neon_fixture;
 mod prereqs;
+mod reconcile;
 mod render;
 mod stand_ins;
 mod status;

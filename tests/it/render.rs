@@ -57,14 +57,14 @@ fn default_config_renders_valid_manifests() {
     let out = wd.run(&["render", "--out", "manifests", "--output", "plain"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = wd.path().join("manifests");
-    assert_eq!(rendered_files(&dir).len(), 11);
+    assert_eq!(rendered_files(&dir).len(), 12);
     // What is guessed is said, with what settles it.
     let err = stderr(&out);
     assert!(err.contains("zones us-east-1a, us-east-1b, us-east-1c are guessed"), "{err}");
     assert!(err.contains("image pageserver is referenced by tag (neon/pageserver:latest)"), "{err}");
     assert!(err.contains("no IRSA role for the pageserver"), "{err}");
     assert!(stdout(&out).contains("neon-storcon-db"), "the Secrets to create are listed");
-    assert!(stdout(&out).contains("wrote 11 files to manifests"));
+    assert!(stdout(&out).contains("wrote 12 files to manifests"));
     snapshot("default", &dir);
     validate(&dir, "1.33");
     assert!(!wd.state_dir().exists(), "render needs no state");

@@ -89,15 +89,6 @@ pub fn endpoint_object(namespace: &str, prefix: &str) -> DynamicObject {
     object(resources::ENDPOINT.kind, ENDPOINT, namespace, prefix, serde_json::to_value(spec).expect("an endpoint spec serializes"))
 }
 
-/// The CRDs of both resources, for a cluster that does not have them yet.
-pub fn crds() -> Vec<DynamicObject> {
-    let labels = json!({LABEL_MANAGED_BY: MANAGED_BY});
-    [resources::BRANCH, resources::ENDPOINT]
-        .iter()
-        .map(|kind| serde_json::from_value(resources::crd(kind, &labels)).expect("a CRD is a valid object"))
-        .collect()
-}
-
 /// Where a branch is, as the control plane reports it for the object's current generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -159,7 +150,6 @@ mod tests {
         assert_eq!(branch["spec"]["projectId"], "acme");
         let endpoint = serde_json::to_value(endpoint_object("ns", "acme")).unwrap();
         assert_eq!(endpoint["spec"], json!({"branch": "main"}));
-        assert_eq!(crds().len(), 2);
     }
 
     #[test]

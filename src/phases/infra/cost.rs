@@ -52,7 +52,7 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
     let account = observed.as_ref().map(|o| o.account.clone()).or(recorded.account).unwrap_or_else(|| "<account id>".into());
     let empty = Inventory::default();
     let inventory = observed.as_ref().map(|o| &o.inventory).unwrap_or(&empty);
-    let mut actions: Vec<PlannedAction> = desired(config, &zones, &account)
+    let actions: Vec<PlannedAction> = desired(config, &zones, &account)
         .into_iter()
         .map(|(kind, component, name)| {
             let skipped = config.aws.emulator && matches!(kind, Kind::Addon | Kind::AccessEntry);

@@ -1,0 +1,240 @@
+//! `control-plane serve --store kubernetes`: branches and endpoints are the `NeonBranch` and
+//! `NeonEndpoint` objects of the control plane's namespace (branch id and endpoint id are the
+//! object names), and the placements the storage controller reports are written to each
+//! NeonBranch's status, so that they survive restarts. Whoever creates the objects (`deploy`,
+//! kubectl) owns their specs; the control plane only ever writes their status.
+//!
+//! Also what the reconciler needs beyond [`Store`]: each branch's generation and phase, status
+//! patches, and the status ConfigMap the `status` command reads.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::resources::{self, AttachmentStatus, BranchSpec, BranchStatus, EndpointSpec, ResourceKind, SafekeepersStatus};
+use super::store::{Attachment, Branch, Database, Endpoint, Role, SafekeeperSet, State, Store, StoreError, timeline_key};
+
+/// The field manager of every write: the status subresource and the status ConfigMap.
+pub const FIELD_MANAGER: &str = "neonctl-aws-control-plane";
+/// The key of the status ConfigMap that holds [`super::reconcile::StorageStatus`] as JSON.
+pub const STATUS_KEY: &str = "storage.json";
+
+/// A `NeonBranch` as the reconciler sees it.
+#[derive(Debug, Clone)]
+pub struct BranchObject {
+    pub name: String,
+    pub generation: i64,
+    /// Or why it does not parse (the CRD's schema makes that rare: a hand-edited CRD).
+    pub spec: Result<BranchSpec, String>,
+    pub status: BranchStatus,
+}
+
+/// The placements a NeonBranch's status holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Placements {
+    attachment: Option<AttachmentStatus>,
+    safekeepers: Option<SafekeepersStatus>,
+}
+
+pub struct KubeStore {
+    client: Client,
+    namespace: String,
+    status_config_map: String,
+    /// The placements each NeonBranch's status held when last read or written, by name: `save`
+    /// patches only the branches whose placements changed.
+    written: Mutex<BTreeMap<String, Placements>>,
+}
+
+fn api_resource(kind: &ResourceKind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(resources::GROUP, resources::VERSION, kind.kind), kind.plural)
+}
+
+fn parse<T: DeserializeOwned>(object: &DynamicObject, field: &str) -> Result<T, String> {
+    serde_json::from_value(object.data[field].clone()).map_err(|e| format!("its {field} is not valid: {e}"))
+}
+
+impl From<&Attachment> for AttachmentStatus {
+    fn from(attachment: &Attachment) -> Self {
+        Self { pageservers: attachment.pageservers.clone(), stripe_size: attachment.stripe_size }
+    }
+}
+
+impl From<&AttachmentStatus> for Attachment {
+    fn from(status: &AttachmentStatus) -> Self {
+        Self { pageservers: status.pageservers.clone(), stripe_size: status.stripe_size }
+    }
+}
+
+impl From<&SafekeeperSet> for SafekeepersStatus {
+    fn from(set: &SafekeeperSet) -> Self {
+        Self { generation: set.generation, ids: set.safekeepers.clone() }
+    }
+}
+
+impl From<&SafekeepersStatus> for SafekeeperSet {
+    fn from(status: &SafekeepersStatus) -> Self {
+        Self { generation: status.generation, safekeepers: status.ids.clone() }
+    }
+}
+
+impl KubeStore {
+    /// The objects of `namespace`; the reconciler writes its view of the storage controller to
+    /// the ConfigMap `status_config_map` there.
+    pub fn new(client: Client, namespace: impl Into<String>, status_config_map: impl Into<String>) -> Self {
+        Self { client, namespace: namespace.into(), status_config_map: status_config_map.into(), written: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn api(&self, kind: &ResourceKind) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.namespace, &api_resource(kind))
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> impl FnOnce(kube::Error) -> StoreError {
+        let what = format!("{what} in namespace {}", self.namespace);
+        move |source| StoreError::Kubernetes { what, source }
+    }
+
+    async fn list(&self, kind: &ResourceKind) -> Result<Vec<DynamicObject>, StoreError> {
+        let listed = self.api(kind).list(&ListParams::default()).await.map_err(self.error(format_args!("listing {}", kind.plural)))?;
+        Ok(listed.items)
+    }
+
+    /// Every NeonBranch, by name.
+    pub async fn branches(&self) -> Result<Vec<BranchObject>, StoreError> {
+        let mut branches: Vec<BranchObject> = self
+            .list(&resources::BRANCH)
+            .await?
+            .into_iter()
+            .map(|object| BranchObject {
+                name: object.name_any(),
+                generation: object.metadata.generation.unwrap_or_default(),
+                spec: parse(&object, "spec"),
+                // Only the control plane writes it, through a schema; a status it cannot read
+                // is one to rewrite, as if empty.
+                status: parse(&object, "status").unwrap_or_default(),
+            })
+            .collect();
+        branches.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(branches)
+    }
+
+    /// A merge patch of the NeonBranch's status subresource; a branch deleted meanwhile has no
+    /// status left to write.
+    pub async fn patch_branch_status(&self, name: &str, status: Value) -> Result<(), StoreError> {
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        match self.api(&resources::BRANCH).patch_status(name, &params, &Patch::Merge(json!({"status": status}))).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+            Err(source) => Err(self.error(format_args!("writing the status of NeonBranch {name}"))(source)),
+        }
+    }
+
+    /// Server-side applies the status ConfigMap with `text` under [`STATUS_KEY`]. It carries no
+    /// `app.kubernetes.io/managed-by: neonctl-aws` label: `deploy` prunes what has that label
+    /// and does not render.
+    pub async fn write_status(&self, text: &str) -> Result<(), StoreError> {
+        let name = &self.status_config_map;
+        let config_map = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/part-of": "neon", "app.kubernetes.io/component": "control-plane-status"},
+            },
+            "data": {STATUS_KEY: text},
+        });
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
+            .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(config_map))
+            .await
+            .map_err(self.error(format_args!("writing ConfigMap {name}")))?;
+        Ok(())
+    }
+
+    async fn read_state(&self) -> Result<State, StoreError> {
+        let branches = self.branches().await?;
+        let endpoints = self.list(&resources::ENDPOINT).await?;
+        let mut state = State::default();
+        let mut written = BTreeMap::new();
+        for branch in branches {
+            // The reconciler reports a spec it cannot read in the branch's status.
+            let Ok(spec) = branch.spec else { continue };
+            let placements = Placements { attachment: branch.status.attachment.clone(), safekeepers: branch.status.safekeepers.clone() };
+            // Branches of one tenant carry the same attachment; the first one read wins.
+            if let Some(attachment) = &placements.attachment {
+                state.attachments.entry(spec.tenant_id.clone()).or_insert_with(|| attachment.into());
+            }
+            if let Some(safekeepers) = &placements.safekeepers {
+                state.safekeeper_sets.insert(timeline_key(&spec.tenant_id, &spec.timeline_id), safekeepers.into());
+            }
+            written.insert(branch.name.clone(), placements);
+            state.branches.insert(
+                branch.name,
+                Branch {
+                    project_id: spec.project_id,
+                    tenant_id: spec.tenant_id,
+                    timeline_id: spec.timeline_id,
+                    roles: spec.roles.into_iter().map(|role| Role { name: role.name, verifier: role.verifier }).collect(),
+                    databases: spec.databases.into_iter().map(|db| Database { name: db.name, owner: db.owner }).collect(),
+                    pending: branch.status.phase.as_deref() != Some(resources::phase::READY),
+                },
+            );
+        }
+        for object in endpoints {
+            // The CRD's schema rejects such an object; only a hand-edited CRD lets one through.
+            let Ok(spec) = parse::<EndpointSpec>(&object, "spec") else { continue };
+            state.endpoints.insert(object.name_any(), Endpoint { branch_id: spec.branch, allowed_ips: spec.allowed_ips });
+        }
+        *self.written.lock().expect("written placements lock") = written;
+        Ok(state)
+    }
+
+    async fn write_placements(&self, state: &State) -> Result<(), StoreError> {
+        let changes: Vec<(String, Value, Placements)> = {
+            let written = self.written.lock().expect("written placements lock");
+            state
+                .branches
+                .iter()
+                .filter_map(|(name, branch)| {
+                    let want = Placements {
+                        attachment: state.attachments.get(&branch.tenant_id).map(Into::into),
+                        safekeepers: state.safekeeper_sets.get(&timeline_key(&branch.tenant_id, &branch.timeline_id)).map(Into::into),
+                    };
+                    let have = written.get(name).cloned().unwrap_or_default();
+                    let mut patch = serde_json::Map::new();
+                    if want.attachment.is_some() && want.attachment != have.attachment {
+                        patch.insert("attachment".into(), json!(want.attachment));
+                    }
+                    if want.safekeepers.is_some() && want.safekeepers != have.safekeepers {
+                        patch.insert("safekeepers".into(), json!(want.safekeepers));
+                    }
+                    (!patch.is_empty()).then(|| (name.clone(), Value::Object(patch), want))
+                })
+                .collect()
+        };
+        for (name, patch, placements) in changes {
+            self.patch_branch_status(&name, patch).await?;
+            self.written.lock().expect("written placements lock").insert(name, placements);
+        }
+        Ok(())
+    }
+}
+
+impl Store for KubeStore {
+    fn load(&self) -> BoxFuture<'_, Result<State, StoreError>> {
+        Box::pin(self.read_state())
+    }
+
+    fn save<'a>(&'a self, state: &'a State) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.write_placements(state))
+    }
+
+    fn kubernetes(&self) -> Option<&KubeStore> {
+        Some(self)
+    }
+}

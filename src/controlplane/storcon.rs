@@ -1,0 +1,262 @@
+//! The storage controller's API, as far as the reconciler uses it: safekeeper registration,
+//! tenant and timeline creation, and the node list. Shapes and permission checks are neon
+//! release-9129's (`storage_controller/src/http.rs`, `persistence.rs` `SafekeeperUpsert`,
+//! `libs/pageserver_api/src/{controller_api,models}.rs`).
+//!
+//! Every route accepts a token of its own scope or `admin` (`check_permissions`); each call
+//! gets a short-lived token of exactly its route's scope, so no token we mint is worth more
+//! than the call it was minted for. No signing key: no token (a storage controller without
+//! `--public-key`).
+
+use std::time::Duration;
+
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{Body, HttpClient, read_body};
+use super::jwt::SigningKey;
+use crate::neon::control_plane::Node;
+
+/// The scope each route checks (`check_permissions(&req, Scope::…)` in `http.rs`).
+pub mod scope {
+    /// `POST /control/v1/safekeeper/{id}` (`handle_upsert_safekeeper`), `GET /control/v1/node`
+    /// (`handle_node_list`).
+    pub const INFRA: &str = "infra";
+    /// `POST /control/v1/safekeeper/{id}/scheduling_policy`: admin only.
+    pub const ADMIN: &str = "admin";
+    /// `GET /control/v1/tenant/{id}` (`handle_tenant_describe`, a scrubber route).
+    pub const SCRUBBER: &str = "scrubber";
+    /// `POST /v1/tenant`, `POST /v1/tenant/{id}/timeline`.
+    pub const PAGESERVER_API: &str = "pageserverapi";
+}
+
+/// How long a minted token is valid: one call (neon validates `exp` when present).
+const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// For one call. Tenant creation waits for the first attach (the controller's
+/// `RECONCILE_TIMEOUT`, 30 s), which includes its `notify-attach` to us.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// `SafekeeperUpsert.version`: the neon release whose shapes this speaks (1 would mean "just
+/// created, not yet posted").
+const SAFEKEEPER_VERSION: i64 = 9129;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorconError {
+    #[error("{method} {url} failed: {reason}; is the storage controller running and reachable from the control plane?")]
+    Unreachable { method: Method, url: String, reason: String },
+    #[error("{method} {url} answered {status}: {message}")]
+    Status { method: Method, url: String, status: StatusCode, message: String },
+    #[error("{method} {url} answered with a body that is not valid: {reason}")]
+    Body { method: Method, url: String, reason: String },
+    #[error("safekeeper {id}'s address {address} in the topology is not host:port; render and apply the manifests again")]
+    Address { id: u64, address: String },
+}
+
+impl StorconError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Worth retrying as is: the controller is starting, busy, or not reachable yet.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Status { status, .. } => matches!(*status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE),
+            Self::Body { .. } | Self::Address { .. } => false,
+        }
+    }
+}
+
+/// A pageserver as `GET /control/v1/node` describes it (`NodeDescribeResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NodeDescription {
+    pub id: u64,
+    /// `Active`, `WarmingUp` or `Offline`.
+    pub availability: String,
+    /// `Active`, `Filling`, `Pause`, `PauseForRestart`, `Draining` or `Deleting`.
+    pub scheduling: String,
+    pub availability_zone_id: String,
+}
+
+/// The storage controller at `url`, called with `client`, with tokens signed by `key`.
+pub struct StorageController<'a> {
+    pub url: &'a str,
+    pub key: Option<&'a SigningKey>,
+    pub client: &'a HttpClient,
+}
+
+impl StorageController<'_> {
+    /// `(status, body)` of one call; an error for statuses other than 2xx and `accept`.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        scope: &'static str,
+        body: Option<&Value>,
+        accept: &[StatusCode],
+    ) -> Result<(StatusCode, Vec<u8>), StorconError> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let unreachable = |reason: String| StorconError::Unreachable { method: method.clone(), url: url.clone(), reason };
+        let mut request = Request::builder().method(method.clone()).uri(&url).header(CONTENT_TYPE, "application/json");
+        if let Some(key) = self.key {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", key.storage_controller_token(scope, TOKEN_LIFETIME).0));
+        }
+        let payload = body.map(|value| value.to_string()).unwrap_or_default();
+        let request = request.body(Body::from(payload)).map_err(|e| unreachable(format!("not a valid URL: {e}")))?;
+        let response = tokio::time::timeout(CALL_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| unreachable(format!("no answer in {}s", CALL_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let bytes = read_body(response.into_body()).await.map_err(unreachable)?.to_vec();
+        if status.is_success() || accept.contains(&status) {
+            return Ok((status, bytes));
+        }
+        Err(StorconError::Status { method, url, status, message: error_message(&bytes) })
+    }
+
+    /// Registers (or updates) a safekeeper and makes it schedulable: timelines are placed only
+    /// on `Active` safekeepers.
+    pub async fn register_safekeeper(&self, node: &Node, region: &str) -> Result<(), StorconError> {
+        let upsert = safekeeper_upsert(node, region)?;
+        let path = format!("/control/v1/safekeeper/{}", node.id);
+        self.call(Method::POST, &path, scope::INFRA, Some(&upsert), &[]).await?;
+        let policy = json!({"scheduling_policy": "Active"});
+        self.call(Method::POST, &format!("{path}/scheduling_policy"), scope::ADMIN, Some(&policy), &[]).await?;
+        Ok(())
+    }
+
+    pub async fn tenant_exists(&self, tenant_id: &str) -> Result<bool, StorconError> {
+        let path = format!("/control/v1/tenant/{tenant_id}");
+        let (status, _) = self.call(Method::GET, &path, scope::SCRUBBER, None, &[StatusCode::NOT_FOUND]).await?;
+        Ok(status != StatusCode::NOT_FOUND)
+    }
+
+    /// One unsharded shard, no secondary (the controller's defaults).
+    pub async fn create_tenant(&self, tenant_id: &str) -> Result<(), StorconError> {
+        self.call(Method::POST, "/v1/tenant", scope::PAGESERVER_API, Some(&json!({"new_tenant_id": tenant_id})), &[]).await?;
+        Ok(())
+    }
+
+    /// Bootstraps a timeline (initdb), or branches it from `ancestor`. Idempotent when the
+    /// parameters match; 409 when the timeline exists with others.
+    pub async fn create_timeline(
+        &self,
+        tenant_id: &str,
+        timeline_id: &str,
+        pg_version: u32,
+        ancestor: Option<&str>,
+    ) -> Result<(), StorconError> {
+        let path = format!("/v1/tenant/{tenant_id}/timeline");
+        self.call(Method::POST, &path, scope::PAGESERVER_API, Some(&timeline_create(timeline_id, pg_version, ancestor)), &[]).await?;
+        Ok(())
+    }
+
+    /// The pageservers the controller knows.
+    pub async fn nodes(&self) -> Result<Vec<NodeDescription>, StorconError> {
+        let url = format!("{}/control/v1/node", self.url.trim_end_matches('/'));
+        let (_, bytes) = self.call(Method::GET, "/control/v1/node", scope::INFRA, None, &[]).await?;
+        serde_json::from_slice(&bytes).map_err(|e| StorconError::Body { method: Method::GET, url, reason: e.to_string() })
+    }
+}
+
+/// `SafekeeperUpsert`: where the controller (and, through it, computes) reach the safekeeper.
+fn safekeeper_upsert(node: &Node, region: &str) -> Result<Value, StorconError> {
+    let invalid = |address: &str| StorconError::Address { id: node.id, address: address.into() };
+    let (host, port) = host_port(&node.pg).ok_or_else(|| invalid(&node.pg))?;
+    let http = node.http.split_once("://").map_or(node.http.as_str(), |(_, rest)| rest).trim_end_matches('/');
+    let (_, http_port) = host_port(http).ok_or_else(|| invalid(&node.http))?;
+    Ok(json!({
+        "id": node.id,
+        "region_id": region,
+        "version": SAFEKEEPER_VERSION,
+        "host": host,
+        "port": port,
+        "http_port": http_port,
+        "https_port": null,
+        "availability_zone_id": node.availability_zone,
+    }))
+}
+
+fn host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host, port.parse().ok()?)).filter(|(host, _)| !host.is_empty())
+}
+
+/// `TimelineCreateRequest`: untagged modes; `ancestor_timeline_id` makes it a branch.
+fn timeline_create(timeline_id: &str, pg_version: u32, ancestor: Option<&str>) -> Value {
+    let mut body = json!({"new_timeline_id": timeline_id, "pg_version": pg_version});
+    if let Some(ancestor) = ancestor {
+        body["ancestor_timeline_id"] = json!(ancestor);
+    }
+    body
+}
+
+/// neon's error body is `{"msg": …}`; anything else is shown as text, shortened.
+fn error_message(bytes: &[u8]) -> String {
+    let text = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|body| body["msg"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned());
+    let text = text.trim();
+    if text.is_empty() { "(no message)".into() } else { text.chars().take(300).collect() }
+}
+
+/// hyper's client errors say "client error (Connect)" and keep the cause in `source()`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn safekeeper() -> Node {
+        Node {
+            id: 2,
+            pg: "neon-safekeeper-2-0.neon-safekeeper.neon.svc.cluster.local:5454".into(),
+            http: "http://neon-safekeeper-2-0.neon-safekeeper.neon.svc.cluster.local:7676".into(),
+            availability_zone: "us-east-1b".into(),
+        }
+    }
+
+    #[test]
+    fn safekeeper_upserts_name_the_advertised_address() {
+        let body = safekeeper_upsert(&safekeeper(), "us-east-1").unwrap();
+        assert_eq!(
+            body,
+            json!({"id": 2, "region_id": "us-east-1", "version": 9129, "host": "neon-safekeeper-2-0.neon-safekeeper.neon.svc.cluster.local",
+                   "port": 5454, "http_port": 7676, "https_port": null, "availability_zone_id": "us-east-1b"})
+        );
+        let broken = Node { pg: "no-port".into(), ..safekeeper() };
+        assert!(matches!(safekeeper_upsert(&broken, "r"), Err(StorconError::Address { id: 2, .. })));
+    }
+
+    #[test]
+    fn timeline_creation_bootstraps_or_branches() {
+        assert_eq!(timeline_create("t", 17, None), json!({"new_timeline_id": "t", "pg_version": 17}));
+        assert_eq!(timeline_create("t", 17, Some("p")), json!({"new_timeline_id": "t", "pg_version": 17, "ancestor_timeline_id": "p"}));
+    }
+
+    #[test]
+    fn errors_keep_neons_message_and_say_whether_to_retry() {
+        assert_eq!(error_message(br#"{"msg": "Tenant 1 not found"}"#), "Tenant 1 not found");
+        assert_eq!(error_message(b"  "), "(no message)");
+        let status = |status| StorconError::Status { method: Method::POST, url: "u".into(), status, message: "m".into() };
+        assert!(status(StatusCode::SERVICE_UNAVAILABLE).is_transient());
+        assert!(status(StatusCode::TOO_MANY_REQUESTS).is_transient());
+        assert!(!status(StatusCode::CONFLICT).is_transient());
+        assert!(StorconError::Unreachable { method: Method::GET, url: "u".into(), reason: "r".into() }.is_transient());
+    }
+}
