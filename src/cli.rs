@@ -170,8 +170,9 @@ neonctl-aws up --neon-src ~/src/neon --output plain")]
     #[command(
         long_about = "Shows what the state file records for each phase, then checks what is running when a \
 cluster is reachable: the EKS cluster is ACTIVE, its nodes are Ready, each Neon component's pods are ready, \
-and the storage controller sees its pageservers (as the control plane last reported). Exits 1 when a live \
-check fails, so scripts can wait on it.",
+the storage controller sees its pageservers (as the control plane last reported), and `select version()` \
+answers through the proxy as the role deploy created. The cluster is the one the last deploy used (or the EKS \
+cluster of `infra`, or --kubeconfig/--context). Exits 1 when a live check fails, so scripts can wait on it.",
         after_help = "Examples:\n  neonctl-aws status\n  neonctl-aws status --offline --output json\n  \
 neonctl-aws status --kubeconfig ./kubeconfig --context my-cluster"
     )]
@@ -272,6 +273,10 @@ pub struct StatusArgs {
     /// kubeconfig context to check [default: its current context]
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Check SQL through this address instead of the one deploy reached the proxy at (e.g. the
+    /// local end of `kubectl port-forward svc/<prefix>-proxy 5432`)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy_address: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ use kube::Client;
 use kube::config::{AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 
 use crate::aws::eks_token::EksToken;
+use crate::state::ClusterAccess;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -98,4 +99,34 @@ pub async fn eks_cluster_client(aws: &crate::aws::Aws, cluster: &str) -> anyhow:
     let credentials = provider.provide_credentials().await.context("resolving AWS credentials for the EKS token")?;
     let token = crate::aws::eks_token::token(cluster, &aws.region, &credentials, std::time::SystemTime::now())?;
     Ok(eks_client(cluster, &endpoint, &ca, &token).await?)
+}
+
+/// The cluster a command talks to: the flags first; then the cluster the last deploy used;
+/// then the EKS cluster of `infra`. `None`: there is none yet.
+pub fn cluster_access(kubeconfig: Option<&Path>, context: Option<&str>, state: &crate::state::State) -> Option<ClusterAccess> {
+    if kubeconfig.is_some() || context.is_some() {
+        // Absolute, so that the state still names the file when run from another directory.
+        let path = kubeconfig.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+        return Some(ClusterAccess::Kubeconfig { path, context: context.map(str::to_string) });
+    }
+    state
+        .deploy
+        .as_ref()
+        .map(|d| d.cluster.clone())
+        .or_else(|| state.infra.resources.get("cluster").and_then(|r| r.id.clone()).map(|cluster| ClusterAccess::Eks { cluster }))
+}
+
+/// A client for `access`.
+pub async fn client_for(
+    access: &ClusterAccess,
+    config: &crate::config::Config,
+    calls: std::sync::Arc<crate::calls::Calls>,
+) -> anyhow::Result<Client> {
+    match access {
+        ClusterAccess::Eks { cluster } => {
+            let aws = crate::aws::Aws::connect(config, calls).await?;
+            eks_cluster_client(&aws, cluster).await
+        }
+        ClusterAccess::Kubeconfig { path, context } => Ok(kubeconfig_client(path.as_deref(), context.as_deref()).await?),
+    }
 }

@@ -14,7 +14,7 @@
 //! ([`bootstrap`]). The state records names, ids and addresses, never a value.
 
 mod bootstrap;
-mod connect;
+pub mod connect;
 pub mod secrets;
 mod tls;
 
@@ -96,27 +96,12 @@ impl Deploy {
         Duration::from_secs(self.options.timeout.max(1))
     }
 
-    /// Flags first; then the cluster an earlier deploy used; then the EKS cluster of `infra`.
     fn access(&self, state: &State) -> Option<ClusterAccess> {
-        if self.options.kubeconfig.is_some() || self.options.context.is_some() {
-            let path = self.options.kubeconfig.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
-            return Some(ClusterAccess::Kubeconfig { path, context: self.options.context.clone() });
-        }
-        state
-            .deploy
-            .as_ref()
-            .map(|d| d.cluster.clone())
-            .or_else(|| state.infra.resources.get("cluster").and_then(|r| r.id.clone()).map(|cluster| ClusterAccess::Eks { cluster }))
+        crate::k8s::cluster_access(self.options.kubeconfig.as_deref(), self.options.context.as_deref(), state)
     }
 
     async fn client(&self, cx: &Context, access: &ClusterAccess) -> anyhow::Result<Client> {
-        match access {
-            ClusterAccess::Eks { cluster } => {
-                let aws = crate::aws::Aws::connect(&cx.config, cx.calls.clone()).await?;
-                crate::k8s::eks_cluster_client(&aws, cluster).await
-            }
-            ClusterAccess::Kubeconfig { path, context } => Ok(crate::k8s::kubeconfig_client(path.as_deref(), context.as_deref()).await?),
-        }
+        crate::k8s::client_for(access, &cx.config, cx.calls.clone()).await
     }
 
     fn manifests(&self, cx: &Context) -> anyhow::Result<Manifests> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::engine::PhaseName;
 use crate::exit;
 use crate::output::{Printer, Style, Table};
+use crate::phases::deploy::connect;
 use crate::state::{self, ClusterAccess, DeployRecord, PhaseRecord, State};
 
 /// How long one live check may take before it counts as failed.
@@ -136,40 +137,27 @@ async fn within<T>(what: &str, check: impl Future<Output = anyhow::Result<T>>) -
 
 async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<Check> {
     let mut checks = Vec::new();
-    let cluster = state.infra.resources.get("cluster").and_then(|r| r.id.clone());
-    let client = match (&args.kubeconfig, &args.context, cluster) {
-        (None, None, None) => {
-            checks.push(Check::new(
-                "cluster",
-                Outcome::Skipped,
-                "no cluster yet: run `neonctl-aws infra`, or pass --kubeconfig/--context for your own cluster",
-            ));
+    let Some(access) = crate::k8s::cluster_access(args.kubeconfig.as_deref(), args.context.as_deref(), state) else {
+        checks.push(Check::new(
+            "cluster",
+            Outcome::Skipped,
+            "no cluster yet: run `neonctl-aws infra`, or pass --kubeconfig/--context for your own cluster",
+        ));
+        return checks;
+    };
+    if let ClusterAccess::Eks { cluster } = &access {
+        let eks = within("EKS", eks_status(config, cluster)).await;
+        let active = matches!(&eks, Ok(status) if status == "ACTIVE");
+        let (outcome, detail) = match eks {
+            Ok(status) => (if active { Outcome::Ok } else { Outcome::Failed }, status),
+            Err(e) => (Outcome::Failed, format!("{e:#}")),
+        };
+        checks.push(Check::new(format!("EKS cluster {cluster}"), outcome, detail));
+        if !active {
             return checks;
         }
-        (None, None, Some(cluster)) => {
-            let eks = within("EKS", eks_status(config, &cluster)).await;
-            let reachable = matches!(&eks, Ok(status) if status == "ACTIVE");
-            checks.push(match eks {
-                Ok(status) => {
-                    let outcome = if reachable { Outcome::Ok } else { Outcome::Failed };
-                    Check::new(format!("EKS cluster {cluster}"), outcome, status)
-                }
-                Err(e) => Check::new(format!("EKS cluster {cluster}"), Outcome::Failed, format!("{e:#}")),
-            });
-            if !reachable {
-                return checks;
-            }
-            within("the Kubernetes API", async {
-                let aws = Aws::connect(config, Arc::new(Calls::default())).await?;
-                crate::k8s::eks_cluster_client(&aws, &cluster).await
-            })
-            .await
-        }
-        (kubeconfig, context, _) => {
-            within("the kubeconfig", async { Ok(crate::k8s::kubeconfig_client(kubeconfig.as_deref(), context.as_deref()).await?) }).await
-        }
-    };
-    let client = match client {
+    }
+    let client = match within("the Kubernetes API", crate::k8s::client_for(&access, config, Arc::new(Calls::default()))).await {
         Ok(client) => client,
         Err(e) => {
             checks.push(Check::new("Kubernetes API", Outcome::Failed, format!("{e:#}")));
@@ -182,17 +170,60 @@ async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<C
     if !reachable {
         return checks;
     }
-    let namespace = config.prefix.clone();
+    let namespace = state.deploy.as_ref().map_or_else(|| config.prefix.clone(), |d| d.namespace.clone());
     match within("the Kubernetes API", components_ready(client.clone(), &namespace, &config.prefix)).await {
         Ok(components) => checks.extend(components),
         Err(e) => checks.push(Check::new("components", Outcome::Failed, format!("{e:#}"))),
     }
     checks.push(
-        within("the Kubernetes API", storage_seen(client, &namespace, &config.prefix))
+        within("the Kubernetes API", storage_seen(client.clone(), &namespace, &config.prefix))
             .await
             .unwrap_or_else(|e| Check::new("storage controller", Outcome::Failed, format!("{e:#}"))),
     );
+    checks.push(match (&state.deploy, args.proxy_address.as_deref()) {
+        (Some(deploy), address) => sql_through_proxy(client, deploy, address).await,
+        (None, _) => Check::new(SQL_CHECK, Outcome::Skipped, "nothing deployed yet: run `neonctl-aws deploy`"),
+    });
     checks
+}
+
+const SQL_CHECK: &str = "SQL through the proxy";
+
+/// `select version()` as the deployed role, with the password from its Secret, through the
+/// address deploy reached the proxy at (or `--proxy-address`).
+async fn sql_through_proxy(client: kube::Client, deploy: &DeployRecord, address: Option<&str>) -> Check {
+    let Some(address) = address.or(deploy.proxy_address.as_deref()) else {
+        return Check::new(SQL_CHECK, Outcome::Skipped, "deploy never reached the proxy: pass --proxy-address HOST:PORT");
+    };
+    let Some(address) = connect::Address::parse(address) else {
+        return Check::new(SQL_CHECK, Outcome::Failed, format!("`{address}` is not HOST:PORT"));
+    };
+    let connection = connect::Connection {
+        role: deploy.role.clone(),
+        database: deploy.database.clone(),
+        endpoint: deploy.endpoint.clone(),
+        domain: deploy.proxy_domain.clone(),
+        address,
+    };
+    let answer = within("the proxy", async {
+        let secret = Api::<Secret>::namespaced(client, &deploy.namespace)
+            .get(&deploy.role_secret)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the password from Secret {}/{}: {e}", deploy.namespace, deploy.role_secret))?;
+        let password = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get("password"))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+            .ok_or_else(|| anyhow::anyhow!("Secret {}/{} has no password key", deploy.namespace, deploy.role_secret))?;
+        connection.select_version(&crate::neon::Secret(password), CHECK_TIMEOUT).await
+    })
+    .await;
+    let at = connection.address.to_string();
+    match answer {
+        Ok(version) => Check::new(SQL_CHECK, Outcome::Ok, format!("{} at {at}: {version}", connection.host())),
+        Err(e) => Check::new(SQL_CHECK, Outcome::Failed, format!("{} at {at}: {e:#}", connection.host())),
+    }
 }
 
 async fn eks_status(config: &Config, cluster: &str) -> anyhow::Result<String> {

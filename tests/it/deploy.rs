@@ -300,12 +300,25 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     assert_no_secret_in(&created, &state_text, "the state file");
     assert!(!state_text.contains(PASSWORD));
 
-    let status = setup.wd.run(&["status"]);
+    let status_cmd = |args: &[&str]| {
+        let mut cmd = setup.wd.cmd(args);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let status = status_cmd(&["status", "--output", "plain"]).await.unwrap();
     assert!(
         stdout(&status).contains(&format!("deployed to kubeconfig context fake, namespace neon: branch main (tenant {tenant}")),
         "{}",
         stdout(&status)
     );
+    // Its live checks reach the same cluster and log in through the proxy with the Secret's password.
+    let status = status_cmd(&["status", "--output", "json"]).await.unwrap();
+    let events = crate::support::json_events(&status);
+    let live = events.iter().find(|e| e["kind"] == "status").unwrap()["data"]["live"].as_array().unwrap().clone();
+    let sql = live.iter().find(|c| c["check"] == "SQL through the proxy").unwrap_or_else(|| panic!("{live:#?}"));
+    assert_eq!(sql["outcome"], "ok", "{sql}");
+    assert!(sql["detail"].as_str().unwrap().contains("PostgreSQL"), "{sql}");
+    assert!(live.iter().any(|c| c["check"] == "compute" && c["outcome"] == "ok"), "{live:#?}");
+    assert!(!stdout(&status).contains(PASSWORD) && !stderr(&status).contains(PASSWORD));
 
     // A converged cluster plans nothing.
     let plan = setup.deploy(&["--plan"]).await;
