@@ -160,16 +160,22 @@ struct Setup {
     fake: Arc<FakeKube>,
     wd: Workdir,
     kubeconfig: PathBuf,
-    control_plane: tokio::task::JoinHandle<()>,
+    /// The test playing the control plane; `None` when the real one runs.
+    control_plane: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Setup {
     async fn new(branch_status: Value) -> Self {
+        let mut setup = Self::without_control_plane().await;
+        setup.control_plane = Some(control_plane(setup.fake.clone(), branch_status));
+        setup
+    }
+
+    async fn without_control_plane() -> Self {
         let fake = Arc::new(FakeKube::start().await);
         let wd = Workdir::new();
         let kubeconfig = fake.kubeconfig(wd.path());
-        let control_plane = control_plane(fake.clone(), branch_status);
-        Self { fake, wd, kubeconfig, control_plane }
+        Self { fake, wd, kubeconfig, control_plane: None }
     }
 
     /// `neonctl-aws deploy --kubeconfig … --context fake <args>` (plain output unless `args`
@@ -196,7 +202,9 @@ impl Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        self.control_plane.abort();
+        if let Some(control_plane) = &self.control_plane {
+            control_plane.abort();
+        }
     }
 }
 
@@ -348,6 +356,74 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     assert!(plan_text.contains("spec.template.spec.containers[0].image"), "{plan_text}");
     assert!(!plan_text.contains("Secret neon/"), "no Secret changes: {plan_text}");
     assert!(!plan_text.contains("+ create"), "{plan_text}");
+}
+
+/// The two halves together: deploy writes branch `main`, the real `control-plane serve
+/// --store kubernetes` (this binary, on the same stand-in cluster) creates in a storage
+/// controller stand-in exactly the tenant and timeline deploy chose and marks the branch Ready,
+/// and serves the waiting compute a spec whose role verifier matches the password deploy stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
+    use neonctl_aws::controlplane::{NAMESPACE_ENV, SERVE_ARGS, STATUS_CONFIG_MAP_ENV};
+    use neonctl_aws::neon::control_plane::{Compute, Topology};
+
+    let setup = Setup::without_control_plane().await;
+    let storcon = crate::reconcile::StorageController::start(None, None).await;
+    let compute = crate::controlplane::StandIn::start().await;
+    let listen = format!("127.0.0.1:{}", crate::stand_ins::free_port());
+    storcon.set_hooks(format!("http://{listen}/storage"));
+    let topology = Topology {
+        listen: listen.clone(),
+        region: "us-east-1".into(),
+        storage_controller_url: storcon.url(),
+        pageservers: (1..=2).map(|id| crate::controlplane::node("ps", id, 6400)).collect(),
+        safekeepers: (1..=3).map(|id| crate::controlplane::node("sk", id, 5454)).collect(),
+        computes: vec![Compute { id: "main".into(), pg: "compute-main:55432".into(), http: format!("http://{}", compute.addr) }],
+    };
+    let topology_path = setup.wd.path().join("topology.json");
+    std::fs::write(&topology_path, topology.to_json().unwrap()).unwrap();
+    let mut serve = setup.wd.cmd(&SERVE_ARGS);
+    serve
+        .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology_path)
+        .env("KUBECONFIG", &setup.kubeconfig)
+        .env(NAMESPACE_ENV, NS)
+        .env(STATUS_CONFIG_MAP_ENV, "neon-control-plane-status")
+        .stderr(std::process::Stdio::piped());
+    let control_plane = serve.spawn().unwrap();
+
+    let pg = PgServer::start();
+    pg.admin_sql(&format!("CREATE ROLE neondb_owner LOGIN PASSWORD '{PASSWORD}'"));
+    pg.admin_sql("CREATE DATABASE neondb OWNER neondb_owner");
+    setup.fake.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-main-owner", "namespace": NS},
+        "data": {"password": STANDARD.encode(PASSWORD)}}));
+    let proxy = ProxyStandIn::start(setup.fake.clone(), pg.port).await;
+    let out = setup.deploy(&["--proxy-address", &proxy.addr.to_string(), "--timeout", "60"]).await;
+
+    let kill = Command::new("kill").args(["-TERM", &control_plane.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let log = stderr(&control_plane.wait_with_output().unwrap());
+    assert!(out.status.success(), "deploy: {}\n{}\ncontrol plane: {log}", stderr(&out), stdout(&out));
+
+    let state = state_json(&setup.wd);
+    let (tenant, timeline) = (state["deploy"]["tenant_id"].as_str().unwrap(), state["deploy"]["timeline_id"].as_str().unwrap());
+    let calls = storcon.calls();
+    let create_tenant = calls.iter().find(|c| c.method == hyper::Method::POST && c.path == "/v1/tenant").expect("a tenant create");
+    assert_eq!(create_tenant.body["new_tenant_id"], tenant);
+    let timelines = format!("/v1/tenant/{tenant}/timeline");
+    let create_timeline = calls.iter().find(|c| c.method == hyper::Method::POST && c.path == timelines).expect("a timeline create");
+    assert_eq!((create_timeline.body["new_timeline_id"].as_str(), create_timeline.body["pg_version"].as_u64()), (Some(timeline), Some(17)));
+    assert_eq!(branch(&setup.fake)["status"]["phase"], "Ready");
+
+    // The waiting compute was sent deploy's branch, with a verifier of deploy's password.
+    let configure = compute.configures().pop().unwrap_or_else(|| panic!("the compute was never configured: {log}"));
+    let spec = &configure.body["spec"];
+    assert_eq!((spec["tenant_id"].as_str(), spec["timeline_id"].as_str()), (Some(tenant), Some(timeline)));
+    let role = &spec["cluster"]["roles"][0];
+    assert_eq!(role["name"], "neondb_owner");
+    let verifier = neonctl_aws::neon::Secret(role["encrypted_password"].as_str().unwrap().into());
+    assert!(neonctl_aws::controlplane::scram::matches(&verifier, PASSWORD));
+    assert_eq!(spec["cluster"]["databases"][0]["name"], "neondb");
+    assert!(!log.contains(PASSWORD) && !log.contains("SCRAM-SHA-256$"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

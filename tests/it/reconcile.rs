@@ -34,10 +34,10 @@ const CHILD_TIMELINE: &str = "0c5e4ff6a1b2c3d4e5f60718293a4b5c";
 
 /// One call the stand-in received.
 #[derive(Debug, Clone, PartialEq)]
-struct Call {
-    method: Method,
-    path: String,
-    body: Value,
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) body: Value,
     /// The `scope` claim of the bearer token; `None` without one.
     scope: Option<String>,
 }
@@ -71,14 +71,14 @@ fn allowed_scopes(method: &Method, path: &str) -> &'static [&'static str] {
     }
 }
 
-struct StorageController {
+pub(crate) struct StorageController {
     addr: SocketAddr,
     storage: Arc<Mutex<Storage>>,
 }
 
 impl StorageController {
     /// With `verify`, tokens are checked like neon does (signature, expiry, scope or admin).
-    async fn start(verify: Option<PublicKey>, hook_key: Option<Arc<SigningKey>>) -> Self {
+    pub(crate) async fn start(verify: Option<PublicKey>, hook_key: Option<Arc<SigningKey>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let storage = Arc::new(Mutex::new(Storage::default()));
@@ -99,12 +99,17 @@ impl StorageController {
         Self { addr, storage }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.storage.lock().unwrap().calls.clone()
+    }
+
+    /// Where the control plane's storage hooks (`…/storage`) are.
+    pub(crate) fn set_hooks(&self, url: String) {
+        self.storage.lock().unwrap().hooks = Some(url);
     }
 
     fn clear_calls(&self) {
@@ -303,7 +308,7 @@ impl Harness {
         let retry = Retry { first_delay: Duration::from_millis(20), deadline: Duration::from_millis(500) };
         let control_plane = Arc::new(ControlPlane::new(self.topology(), keys, Box::new(store), retry).await.unwrap());
         let running = control_plane.clone().start("127.0.0.1:0", None).await.unwrap();
-        self.storcon.storage.lock().unwrap().hooks = Some(format!("http://{}/storage", running.addr()));
+        self.storcon.set_hooks(format!("http://{}/storage", running.addr()));
         (control_plane, running)
     }
 
