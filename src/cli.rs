@@ -316,6 +316,10 @@ pub struct RenderOverrideArgs {
     /// S3 bucket of pageserver and safekeeper data [default: bucket.name, else guessed]
     #[arg(long, value_name = "NAME")]
     pub bucket: Option<String>,
+    /// S3-compatible endpoint of the bucket (MinIO, Ceph, R2, ...) instead of AWS S3; its
+    /// credentials come from Secret <prefix>-s3-credentials [default: bucket.endpoint]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
     /// Availability zones to place pageservers and safekeepers in, round-robin
     #[arg(long, value_delimiter = ',', value_name = "ZONES")]
     pub zones: Vec<String>,

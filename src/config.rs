@@ -143,13 +143,15 @@ impl Default for ImagesConfig {
 pub struct BucketConfig {
     /// Default: `<prefix>-<account id>-<region>`, unique worldwide.
     pub name: Option<String>,
+    /// An S3-compatible endpoint (MinIO, Ceph, R2, ...) instead of AWS S3, for your own cluster.
+    pub endpoint: Option<String>,
     pub intelligent_tiering_after_days: u32,
     pub noncurrent_version_expiration_days: u32,
 }
 
 impl Default for BucketConfig {
     fn default() -> Self {
-        Self { name: None, intelligent_tiering_after_days: 30, noncurrent_version_expiration_days: 7 }
+        Self { name: None, endpoint: None, intelligent_tiering_after_days: 30, noncurrent_version_expiration_days: 7 }
     }
 }
 

@@ -62,6 +62,9 @@ pub struct S3Storage {
     /// Neon strips leading and trailing `/`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix_in_bucket: Option<String>,
+    /// An S3-compatible endpoint URL; none: AWS S3 of `bucket_region`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 impl S3Storage {
@@ -105,11 +108,20 @@ mod tests {
 
     #[test]
     fn remote_storage_is_an_inline_table() {
-        let s3 = S3Storage { bucket_name: "b".into(), bucket_region: "us-east-1".into(), prefix_in_bucket: Some("safekeeper/".into()) };
+        let mut s3 = S3Storage {
+            bucket_name: "b".into(),
+            bucket_region: "us-east-1".into(),
+            prefix_in_bucket: Some("safekeeper/".into()),
+            endpoint: None,
+        };
         let text = s3.to_inline_toml("safekeeper").unwrap();
         assert_eq!(text, r#"{ bucket_name = "b", bucket_region = "us-east-1", prefix_in_bucket = "safekeeper/" }"#);
         // neon parses it as a TOML value (`toml_edit::Item`): it must be one inline table.
         let parsed: toml::Table = toml::from_str(&format!("remote_storage = {text}")).unwrap();
         assert_eq!(parsed["remote_storage"]["bucket_region"].as_str(), Some("us-east-1"));
+        // An S3-compatible store: neon's `S3Config.endpoint` (docker-compose uses MinIO so).
+        s3.endpoint = Some("http://minio:9000".into());
+        let parsed: toml::Table = toml::from_str(&format!("remote_storage = {}", s3.to_inline_toml("safekeeper").unwrap())).unwrap();
+        assert_eq!(parsed["remote_storage"]["endpoint"].as_str(), Some("http://minio:9000"));
     }
 }

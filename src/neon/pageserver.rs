@@ -99,6 +99,7 @@ pub(crate) mod tests {
                 bucket_name: "neon-123456789012-us-east-1".into(),
                 bucket_region: "us-east-1".into(),
                 prefix_in_bucket: Some("pageserver/".into()),
+                endpoint: None,
             },
         }
     }

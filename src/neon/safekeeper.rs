@@ -59,6 +59,7 @@ mod tests {
                 bucket_name: "b".into(),
                 bucket_region: "us-east-1".into(),
                 prefix_in_bucket: Some("safekeeper/".into()),
+                endpoint: None,
             },
             auth_public_key_path: "/etc/neon/auth/auth_public_key.pem".into(),
         }

@@ -527,6 +527,14 @@ fn unreachable_plan(manifests: &Manifests, plan: &mut PhasePlan) {
             plan.notes.push(format!("Secret {ns}/{} with key database-url must exist before deploy (external database)", secret.name));
             continue;
         }
+        if inputs.s3_credentials_secret().as_ref() == Some(&secret.name) {
+            plan.notes.push(format!(
+                "Secret {ns}/{} with keys {} must exist before deploy (S3-compatible endpoint)",
+                secret.name,
+                secret.keys.join(", ")
+            ));
+            continue;
+        }
         plan.actions.push(
             PlannedAction::new(Verb::Create, format!("Secret {ns}/{}", secret.name)).detail(format!("keys {}", secret.keys.join(", "))),
         );

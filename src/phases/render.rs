@@ -78,6 +78,7 @@ fn overrides(args: &RenderOverrideArgs) -> Result<Overrides, RenderError> {
     Ok(Overrides {
         namespace: args.namespace.clone(),
         bucket: args.bucket.clone(),
+        s3_endpoint: args.s3_endpoint.clone(),
         pageserver_role_arn: args.pageserver_role_arn.clone(),
         safekeeper_role_arn: args.safekeeper_role_arn.clone(),
         images,

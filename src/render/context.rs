@@ -35,6 +35,9 @@ const PG_DISTRIB_DIR: &str = "/usr/local/";
 const PAGESERVER_WORKDIR: &str = "/data";
 /// The endpoint (and compute id) `deploy` bootstraps.
 const COMPUTE_ID: &str = "main";
+/// The keys of the S3 credentials Secret: the environment variables the AWS SDK inside
+/// pageservers and safekeepers reads.
+pub const S3_CREDENTIAL_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
 /// Role and database of the in-cluster storage controller Postgres.
 const STORCON_DB_USER: &str = "storage_controller";
 
@@ -346,12 +349,25 @@ impl RenderInputs {
                 purpose: format!("proxy certificate with subject CN *.{}", self.proxy_domain),
             },
         ];
+        if let Some(name) = self.s3_credentials_secret() {
+            out.push(SecretRef {
+                name,
+                keys: S3_CREDENTIAL_KEYS.map(String::from).to_vec(),
+                purpose: "credentials for the S3-compatible endpoint (create it before deploy)".into(),
+            });
+        }
         out.extend(self.pageserver_ids().map(|id| SecretRef {
             name: names.pageserver_config_secret(id),
             keys: vec!["pageserver.toml".into()],
             purpose: format!("pageserver {id} config (holds its storage controller token)"),
         }));
         out
+    }
+
+    /// The Secret with the S3 credentials pageservers and safekeepers read, when the bucket is
+    /// behind an S3-compatible endpoint (AWS S3 is reached with IRSA or the node role instead).
+    pub fn s3_credentials_secret(&self) -> Option<String> {
+        self.s3_endpoint.as_ref().map(|_| Names { inputs: self }.secret("s3-credentials"))
     }
 
     /// `pageserver.toml` for pageserver `id`; it goes into the Secret [`RenderInputs::secrets`]
@@ -403,7 +419,12 @@ impl RenderInputs {
     }
 
     fn s3(&self, prefix: &str) -> S3Storage {
-        S3Storage { bucket_name: self.bucket.clone(), bucket_region: self.region.clone(), prefix_in_bucket: Some(prefix.into()) }
+        S3Storage {
+            bucket_name: self.bucket.clone(),
+            bucket_region: self.region.clone(),
+            prefix_in_bucket: Some(prefix.into()),
+            endpoint: self.s3_endpoint.clone(),
+        }
     }
 
     fn image(&self, name: &str) -> String {
@@ -439,6 +460,10 @@ impl Context {
         let broker_url = names.url(Component::StorageBroker, ports::STORAGE_BROKER);
         let control_plane_url = names.url(Component::ControlPlane, ports::CONTROL_PLANE);
         let rust_log = env_value("RUST_LOG", "info");
+        let s3_credentials: Vec<Value> = inputs
+            .s3_credentials_secret()
+            .map(|secret| S3_CREDENTIAL_KEYS.iter().map(|key| env_secret(key, &secret, key)).collect())
+            .unwrap_or_default();
 
         let broker = workload(
             Component::StorageBroker,
@@ -487,7 +512,8 @@ impl Context {
             Component::Pageserver,
             "pageserver",
             vec![format!("--workdir={PAGESERVER_WORKDIR}")],
-            vec![rust_log.clone(), env_secret("NEON_AUTH_TOKEN", &auth, auth_keys::PAGESERVER_TO_SAFEKEEPER)],
+            [vec![rust_log.clone(), env_secret("NEON_AUTH_TOKEN", &auth, auth_keys::PAGESERVER_TO_SAFEKEEPER)], s3_credentials.clone()]
+                .concat(),
         );
         pageserver.service_account.annotations = irsa(&inputs.pageserver_role_arn);
         let pageservers = inputs
@@ -520,8 +546,12 @@ impl Context {
             })
             .collect::<Result<Vec<_>, RenderError>>()?;
 
-        let mut safekeeper =
-            workload(Component::Safekeeper, "safekeeper", vec![], vec![env_field("POD_IP", "status.podIP"), rust_log.clone()]);
+        let mut safekeeper = workload(
+            Component::Safekeeper,
+            "safekeeper",
+            vec![],
+            [vec![env_field("POD_IP", "status.podIP"), rust_log.clone()], s3_credentials].concat(),
+        );
         safekeeper.service_account.annotations = irsa(&inputs.safekeeper_role_arn);
         let safekeepers = inputs
             .safekeeper_ids()

@@ -68,6 +68,9 @@ pub struct RenderInputs {
     pub namespace: String,
     pub region: String,
     pub bucket: String,
+    /// An S3-compatible endpoint instead of AWS S3; its credentials come from
+    /// [`RenderInputs::s3_credentials_secret`].
+    pub s3_endpoint: Option<String>,
     /// IRSA roles; `None` on a cluster this tool did not create (S3 access must then come from
     /// the node role or EKS Pod Identity).
     pub pageserver_role_arn: Option<String>,
@@ -112,6 +115,7 @@ impl StorageClass {
 pub struct Overrides {
     pub namespace: Option<String>,
     pub bucket: Option<String>,
+    pub s3_endpoint: Option<String>,
     pub pageserver_role_arn: Option<String>,
     pub safekeeper_role_arn: Option<String>,
     /// `(image name, reference)`.
@@ -160,6 +164,7 @@ impl RenderInputs {
             namespace: prefix.clone(),
             region: config.region.clone(),
             bucket: config.bucket.name.clone().unwrap_or_else(|| format!("{prefix}-000000000000-{}", config.region)),
+            s3_endpoint: config.bucket.endpoint.clone(),
             pageserver_role_arn: None,
             safekeeper_role_arn: None,
             images,
@@ -188,6 +193,14 @@ impl RenderInputs {
                 .map_err(|message| RenderError::BadName { flag: "--bucket".into(), value: format!("{bucket} ({message})") })?;
             self.bucket = bucket;
             self.bucket_assumed = false;
+        }
+        if let Some(endpoint) = overrides.s3_endpoint {
+            let valid = (endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                && endpoint.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.chars().any(char::is_whitespace));
+            if !valid {
+                return Err(RenderError::BadEndpoint { value: endpoint });
+            }
+            self.s3_endpoint = Some(endpoint);
         }
         for (flag, arn) in
             [("--pageserver-role-arn", &overrides.pageserver_role_arn), ("--safekeeper-role-arn", &overrides.safekeeper_role_arn)]

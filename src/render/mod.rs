@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
-pub use context::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, auth_keys};
+pub use context::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, S3_CREDENTIAL_KEYS, auth_keys};
 pub use inputs::{ImageRef, Overrides, RenderInputs, StorageClass, StorconDb};
 
 use crate::neon::NeonConfigError;
@@ -67,6 +67,8 @@ pub enum RenderError {
     BadRoleArn { flag: String, value: String },
     #[error("`--image {value}`: expected IMAGE=REFERENCE, e.g. pageserver=registry/neon/pageserver@sha256:…")]
     BadImageOverride { value: String },
+    #[error("`{value}` is not an S3 endpoint URL: use http(s)://host[:port], e.g. http://minio.minio.svc:9000")]
+    BadEndpoint { value: String },
     #[error("no availability zones to place pageservers and safekeepers in: pass --zones")]
     NoZones,
     #[error(transparent)]

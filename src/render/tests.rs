@@ -176,6 +176,34 @@ fn irsa_roles_annotate_only_their_service_accounts() {
 }
 
 #[test]
+fn an_s3_compatible_endpoint_reaches_both_storage_configs_with_the_users_credentials() {
+    let inputs = default_inputs()
+        .with_overrides(Overrides { s3_endpoint: Some("http://minio.minio.svc:9000".into()), ..Overrides::default() })
+        .unwrap();
+    let objects = objects(&render(&inputs).unwrap());
+    let safekeeper = find(&objects, "StatefulSet", "neon-safekeeper-1");
+    let container = &safekeeper["spec"]["template"]["spec"]["containers"][0];
+    let args = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>().join(" ");
+    assert!(args.contains(r#"endpoint = "http://minio.minio.svc:9000""#), "{args}");
+    for (kind, name) in [("StatefulSet", "neon-safekeeper-1"), ("StatefulSet", "neon-pageserver-1")] {
+        let env = find(&objects, kind, name)["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+        for key in S3_CREDENTIAL_KEYS {
+            let from = env.as_array().unwrap().iter().find(|e| e["name"] == key).unwrap_or_else(|| panic!("{name} lacks {key}"));
+            assert_eq!(from["valueFrom"]["secretKeyRef"], serde_json::json!({"name": "neon-s3-credentials", "key": key}));
+        }
+    }
+    let secret = inputs.secrets().into_iter().find(|s| s.name == "neon-s3-credentials").expect("the credentials Secret is listed");
+    assert_eq!(secret.keys, S3_CREDENTIAL_KEYS.map(String::from).to_vec());
+    let pageserver_toml = inputs.pageserver_toml(1, Secret("t".into())).unwrap().to_toml().unwrap();
+    assert!(pageserver_toml.contains("endpoint = \"http://minio.minio.svc:9000\""), "{pageserver_toml}");
+
+    // AWS S3 needs neither.
+    assert!(default_inputs().secrets().iter().all(|s| s.name != "neon-s3-credentials"));
+    let bad = default_inputs().with_overrides(Overrides { s3_endpoint: Some("minio:9000".into()), ..Overrides::default() });
+    assert!(matches!(bad, Err(RenderError::BadEndpoint { .. })));
+}
+
+#[test]
 fn an_external_database_drops_the_in_cluster_one() {
     let inputs = default_inputs()
         .with_overrides(Overrides { external_storcon_db: true, storage_class: Some("gp2".into()), ..Overrides::default() })

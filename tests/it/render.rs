@@ -76,7 +76,7 @@ fn bring_your_own_cluster_renders_valid_manifests() {
     std::fs::write(
         wd.path().join("neonctl-aws.yaml"),
         "prefix: acme\nregion: eu-west-1\ncluster:\n  kubernetes_version: \"1.31\"\nneon:\n  pageservers: 2\n\
-         images:\n  registry: registry.example.com:5000/platform\nbucket:\n  name: acme-neon-data\n",
+         images:\n  registry: registry.example.com:5000/platform\nbucket:\n  name: acme-neon-data\n  endpoint: http://minio.storage.svc:9000\n",
     )
     .unwrap();
     let digest = format!("sha256:{}", "0f".repeat(32));
@@ -105,6 +105,8 @@ fn bring_your_own_cluster_renders_valid_manifests() {
     assert_eq!(data["out"], "byo");
     let db = data["secrets"].as_array().unwrap().iter().find(|s| s["name"] == "acme-storcon-db").unwrap();
     assert_eq!(db["keys"], serde_json::json!(["database-url"]), "an external database needs only its URL");
+    let s3 = data["secrets"].as_array().unwrap().iter().find(|s| s["name"] == "acme-s3-credentials").expect("the S3 credentials Secret");
+    assert_eq!(s3["keys"], serde_json::json!(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]));
     let assumptions: Vec<&str> = data["assumptions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(!assumptions.iter().any(|a| a.contains("zones") || a.contains("bucket") || a.contains("image pageserver")), "{assumptions:?}");
     assert!(assumptions.iter().any(|a| a.contains("registry.example.com:5000/platform/acme/proxy:latest")), "{assumptions:?}");

@@ -29,7 +29,9 @@ use serde_json::json;
 use crate::controlplane::jwt::SigningKey;
 use crate::controlplane::scopes;
 use crate::neon::Secret;
-use crate::render::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, RenderError, RenderInputs, SecretRef, StorconDb, auth_keys};
+use crate::render::{
+    LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, RenderError, RenderInputs, S3_CREDENTIAL_KEYS, SecretRef, StorconDb, auth_keys,
+};
 
 /// The role and database deploy bootstraps, and the keys of the Secret holding the password.
 pub const OWNER_ROLE: &str = "neondb_owner";
@@ -71,6 +73,12 @@ pub enum SecretError {
          --from-literal={DATABASE_URL_KEY}='postgresql://USER:PASSWORD@HOST:5432/DATABASE'"
     )]
     ExternalDatabase { namespace: String, name: String, problem: &'static str },
+    #[error(
+        "the bucket is behind the S3-compatible endpoint {endpoint}, but Secret {namespace}/{name} {problem}. Nothing was \
+         changed. Create it with the store's access key, then run deploy again:\n  kubectl create namespace {namespace}\n  \
+         kubectl create secret generic {name} -n {namespace} --from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=..."
+    )]
+    S3Credentials { endpoint: String, namespace: String, name: String, problem: String },
     #[error("the system random number generator failed while generating {what}; retry, and check the host's entropy source")]
     Random { what: &'static str },
     #[error("generating the proxy's self-signed certificate for *.{domain}: {message}")]
@@ -323,6 +331,19 @@ pub fn plan(
         }
     };
 
+    // The S3-compatible store's credentials are the user's: checked, never generated.
+    if let (Some(name), Some(endpoint)) = (inputs.s3_credentials_secret(), &inputs.s3_endpoint) {
+        let problem = match live.get(&name) {
+            None => "does not exist".to_string(),
+            Some(secret) => {
+                S3_CREDENTIAL_KEYS.iter().find(|key| secret.get(key).is_none()).map(|key| format!("has no key {key}")).unwrap_or_default()
+            }
+        };
+        if !problem.is_empty() {
+            return Err(SecretError::S3Credentials { endpoint: endpoint.clone(), namespace: inputs.namespace.clone(), name, problem });
+        }
+    }
+
     let mut proxy = Builder::new(&by_key(TLS_CERT)?.name, live);
     let wildcard = format!("*.{}", inputs.proxy_domain);
     match tls {
@@ -485,6 +506,24 @@ mod tests {
         let plan = plan(&inputs, &live, None, &SystemRandom::new()).unwrap();
         assert_eq!(plan.external.as_deref(), Some("neon-storcon-db"));
         assert!(plan.secrets.iter().all(|s| s.name != "neon-storcon-db"), "the user's Secret is never applied");
+    }
+
+    #[test]
+    fn an_s3_compatible_endpoint_needs_the_users_credentials() {
+        let mut inputs = inputs();
+        inputs.s3_endpoint = Some("http://minio.minio.svc:9000".into());
+        let err = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap_err().to_string();
+        assert!(err.contains("http://minio.minio.svc:9000") && err.contains("Secret neon/neon-s3-credentials does not exist"), "{err}");
+        assert!(err.contains("--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=..."), "{err}");
+        let mut live = BTreeMap::new();
+        live.insert("neon-s3-credentials".to_string(), LiveSecret::new([("AWS_ACCESS_KEY_ID".into(), b"minio".to_vec())], BTreeMap::new()));
+        let err = plan(&inputs, &live, None, &SystemRandom::new()).unwrap_err().to_string();
+        assert!(err.contains("has no key AWS_SECRET_ACCESS_KEY"), "{err}");
+        live.get_mut("neon-s3-credentials").unwrap().data.insert("AWS_SECRET_ACCESS_KEY".into(), Secret("minio123".into()));
+        let plan = plan(&inputs, &live, None, &SystemRandom::new()).unwrap();
+        assert!(plan.secrets.iter().all(|s| s.name != "neon-s3-credentials"), "the user's Secret is never applied");
+        let toml: toml::Table = secret(&plan, "neon-pageserver-1").data[PAGESERVER_TOML].0.parse().unwrap();
+        assert_eq!(toml["remote_storage"]["endpoint"].as_str(), Some("http://minio.minio.svc:9000"));
     }
 
     #[test]
