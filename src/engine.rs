@@ -85,6 +85,28 @@ pub trait Phase: Send + Sync {
     fn apply<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
+/// Implements [`Phase`] for a type whose inherent `async fn plan_inner(&self, &Context)` and
+/// `async fn apply_inner(&self, &Context)` do the work: the trait's boxed futures are glue.
+macro_rules! phase_from_async_fns {
+    ($type:ty, $name:expr) => {
+        impl $crate::engine::Phase for $type {
+            fn name(&self) -> $crate::engine::PhaseName {
+                $name
+            }
+            fn plan<'a>(
+                &'a self,
+                cx: &'a $crate::engine::Context,
+            ) -> futures::future::BoxFuture<'a, anyhow::Result<$crate::engine::PhasePlan>> {
+                Box::pin(self.plan_inner(cx))
+            }
+            fn apply<'a>(&'a self, cx: &'a $crate::engine::Context) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+                Box::pin(self.apply_inner(cx))
+            }
+        }
+    };
+}
+pub(crate) use phase_from_async_fns;
+
 /// What every phase gets: config, the shared state, the reporter, the call counter.
 pub struct Context {
     pub config: Config,

@@ -15,13 +15,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use futures::future::BoxFuture;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli::BuildOptions;
-use crate::engine::{Context, Phase, PhaseName, PhasePlan};
+use crate::engine::{Context, PhaseName, PhasePlan};
 use crate::output::{PhaseReporter, PlannedAction, Step, Unit, Verb};
 use crate::state::{Artifact, BuildRecord};
 
@@ -439,17 +438,7 @@ impl Build {
     }
 }
 
-impl Phase for Build {
-    fn name(&self) -> PhaseName {
-        PhaseName::Build
-    }
-    fn plan<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<PhasePlan>> {
-        Box::pin(self.plan_inner(cx))
-    }
-    fn apply<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(self.apply_inner(cx))
-    }
-}
+crate::engine::phase_from_async_fns!(Build, PhaseName::Build);
 
 /// `path` relative to the working directory when it is inside it.
 fn shown(path: &Path) -> String {

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Secret as SecretObject, Service};
 use kube::api::{Api, DynamicObject};
 use kube::{Client, ResourceExt};
@@ -33,7 +32,7 @@ use self::bootstrap::Progress;
 use self::connect::{Address, Connection};
 use self::secrets::{SecretError, SecretsPlan};
 use crate::cli::{DeployOptions, RenderOverrideArgs};
-use crate::engine::{Context, Phase, PhaseName, PhasePlan};
+use crate::engine::{Context, PhaseName, PhasePlan};
 use crate::exit::{Coded, USAGE};
 use crate::k8s::apply::{Applied, Applier, ApplyError, Change, Component, ObjectKey, parse_manifests};
 use crate::neon::Secret;
@@ -506,17 +505,7 @@ impl Deploy {
     }
 }
 
-impl Phase for Deploy {
-    fn name(&self) -> PhaseName {
-        PhaseName::Deploy
-    }
-    fn plan<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<PhasePlan>> {
-        Box::pin(self.plan_inner(cx))
-    }
-    fn apply<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(self.apply_inner(cx))
-    }
-}
+crate::engine::phase_from_async_fns!(Deploy, PhaseName::Deploy);
 
 /// Without a cluster: everything would be created.
 fn unreachable_plan(manifests: &Manifests, plan: &mut PhasePlan) {

@@ -15,11 +15,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use crate::docker::Docker;
-use crate::engine::{Context, Phase, PhaseName, PhasePlan};
+use crate::engine::{Context, PhaseName, PhasePlan};
 use crate::output::{PlannedAction, Verb};
 use crate::phases::build::file_sha256;
 use crate::state::{BuildRecord, ImageRecord};
@@ -491,17 +490,7 @@ impl Images {
     }
 }
 
-impl Phase for Images {
-    fn name(&self) -> PhaseName {
-        PhaseName::Images
-    }
-    fn plan<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<PhasePlan>> {
-        Box::pin(self.plan_inner(cx))
-    }
-    fn apply<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(self.apply_inner(cx))
-    }
-}
+crate::engine::phase_from_async_fns!(Images, PhaseName::Images);
 
 #[cfg(test)]
 mod tests {

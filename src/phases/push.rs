@@ -8,12 +8,11 @@
 use std::time::SystemTime;
 
 use bollard::auth::DockerCredentials;
-use futures::future::BoxFuture;
 
 use crate::aws::Aws;
 use crate::aws::ecr_auth::{self, EcrAuth};
 use crate::docker::Docker;
-use crate::engine::{Context, Phase, PhaseName, PhasePlan};
+use crate::engine::{Context, PhaseName, PhasePlan};
 use crate::output::{PlannedAction, Unit, Verb};
 use crate::state::{ImageRecord, PushRecord};
 
@@ -203,17 +202,7 @@ impl Push {
     }
 }
 
-impl Phase for Push {
-    fn name(&self) -> PhaseName {
-        PhaseName::Push
-    }
-    fn plan<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<PhasePlan>> {
-        Box::pin(self.plan_inner(cx))
-    }
-    fn apply<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(self.apply_inner(cx))
-    }
-}
+crate::engine::phase_from_async_fns!(Push, PhaseName::Push);
 
 #[cfg(test)]
 mod tests {
