@@ -145,13 +145,16 @@ impl Deploy {
             .transpose()
     }
 
-    /// The Secrets against what the cluster has. An external database without its Secret is a
-    /// usage error: nothing was changed.
+    /// The Secrets against what the cluster has. A user's Secret that is missing (external
+    /// database, S3-compatible store) or a certificate for another domain is a usage error:
+    /// nothing was changed.
     async fn secrets(&self, cx: &Context, client: &Client, inputs: &RenderInputs) -> anyhow::Result<SecretsPlan> {
         let tls = self.user_tls(cx)?;
         let live = live_secrets(client, &inputs.namespace, &secret_names(inputs)).await?;
         secrets::plan(inputs, &live, tls.as_ref(), &ring::rand::SystemRandom::new()).map_err(|e| match e {
-            SecretError::ExternalDatabase { .. } => Coded { code: USAGE, message: e.to_string() }.into(),
+            SecretError::ExternalDatabase { .. } | SecretError::S3Credentials { .. } | SecretError::CertificateName { .. } => {
+                Coded { code: USAGE, message: e.to_string() }.into()
+            }
             e => anyhow::Error::new(e),
         })
     }

@@ -81,6 +81,11 @@ pub enum SecretError {
     S3Credentials { endpoint: String, namespace: String, name: String, problem: String },
     #[error("the system random number generator failed while generating {what}; retry, and check the host's entropy source")]
     Random { what: &'static str },
+    #[error(
+        "the proxy certificate's subject CN is {found}, but the proxy takes the domain it routes by from the CN, so it must \
+         be *.{domain} (a SAN is not enough). Issue one with commonName *.{domain} (cert-manager: spec.commonName){hint}"
+    )]
+    CertificateName { found: String, domain: String, hint: String },
     #[error("generating the proxy's self-signed certificate for *.{domain}: {message}")]
     Certificate { domain: String, message: String },
     #[error("no Secret with key `{key}` among the ones the manifests read; this is a bug in neonctl-aws, please report it")]
@@ -348,6 +353,15 @@ pub fn plan(
     let wildcard = format!("*.{}", inputs.proxy_domain);
     match tls {
         Some(user) => {
+            let found = super::tls::subject_common_name(&user.cert.0);
+            if found.as_deref() != Some(wildcard.as_str()) {
+                let hint = match found.as_deref().and_then(|cn| cn.strip_prefix("*.")) {
+                    Some(domain) => format!(", or pass --proxy-domain {domain} if that is the domain you meant"),
+                    None => String::new(),
+                };
+                let found = found.map_or_else(|| "missing".to_string(), |cn| format!("`{cn}`"));
+                return Err(SecretError::CertificateName { found, domain: inputs.proxy_domain.clone(), hint });
+            }
             proxy.set(TLS_CERT, user.cert.clone()).set(TLS_KEY, user.key.clone());
         }
         None => {
@@ -529,8 +543,8 @@ mod tests {
     #[test]
     fn the_proxy_certificate_is_the_users_or_one_generated_per_domain() {
         let mut inputs = inputs();
-        let user =
-            UserTls { cert: Secret("-----BEGIN CERTIFICATE-----\nx\n".into()), key: Secret("-----BEGIN PRIVATE KEY-----\ny\n".into()) };
+        let (cert, key) = super::super::tls::self_signed(&inputs.proxy_domain).unwrap();
+        let user = UserTls { cert, key };
         let with_user = plan(&inputs, &BTreeMap::new(), Some(&user), &SystemRandom::new()).unwrap();
         let tls = secret(&with_user, "neon-proxy-tls");
         assert_eq!(tls.data[TLS_CERT], user.cert);
@@ -538,6 +552,11 @@ mod tests {
         // Without files later, the user's certificate stays.
         let kept = plan(&inputs, &applied(&with_user), None, &SystemRandom::new()).unwrap();
         assert!(!secret(&kept, "neon-proxy-tls").changed());
+
+        // A certificate for another domain is refused: the proxy would route nothing.
+        let (cert, key) = super::super::tls::self_signed("other.example.com").unwrap();
+        let err = plan(&inputs, &BTreeMap::new(), Some(&UserTls { cert, key }), &SystemRandom::new()).unwrap_err().to_string();
+        assert!(err.contains("subject CN is `*.other.example.com`") && err.contains("--proxy-domain other.example.com"), "{err}");
 
         let generated = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap();
         inputs.proxy_domain = "db.example.com".into();

@@ -27,6 +27,57 @@ pub fn self_signed(domain: &str) -> Result<(Secret, Secret), rcgen::Error> {
     Ok((Secret(cert.pem()), Secret(key.serialize_pem())))
 }
 
+/// The subject CN of the first certificate in `pem`, read from its DER (neon reads the same
+/// field); `None` when it is not a certificate or has no CN.
+pub fn subject_common_name(pem: &str) -> Option<String> {
+    use base64::Engine as _;
+    let begin = pem.find("-----BEGIN CERTIFICATE-----")?;
+    let body = &pem[begin..].lines().skip(1).take_while(|l| !l.starts_with("-----END")).collect::<String>();
+    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()?;
+    let (_, certificate, _) = der_element(&der)?;
+    let (_, mut tbs, _) = der_element(certificate)?;
+    // TBSCertificate: [0] version (optional), serial, signature algorithm, issuer, validity, subject.
+    if tbs.first() == Some(&0xA0) {
+        tbs = der_element(tbs)?.2;
+    }
+    for _ in 0..4 {
+        tbs = der_element(tbs)?.2;
+    }
+    let (_, mut subject, _) = der_element(tbs)?;
+    // Name: SEQUENCE OF SET OF SEQUENCE { type OID, value string }.
+    while !subject.is_empty() {
+        let (_, mut set, rest) = der_element(subject)?;
+        subject = rest;
+        while !set.is_empty() {
+            let (_, attribute, rest) = der_element(set)?;
+            set = rest;
+            let (tag, oid, value) = der_element(attribute)?;
+            const COMMON_NAME: [u8; 3] = [0x55, 0x04, 0x03];
+            if tag == 0x06 && oid == COMMON_NAME {
+                let (_, text, _) = der_element(value)?;
+                return String::from_utf8(text.to_vec()).ok();
+            }
+        }
+    }
+    None
+}
+
+/// One DER element: (tag, contents, what follows). Single-byte tags, definite lengths.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7F);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        (rest[..count].iter().fold(0usize, |n, b| (n << 8) | usize::from(*b)), &rest[count..])
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFileError {
     #[error("reading the proxy TLS {what} {path}: {source}")]
@@ -69,6 +120,23 @@ mod tests {
         let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
         let needle = b"*.neon.example.com";
         assert!(der.windows(needle.len()).filter(|w| w == needle).count() >= 2, "CN and SAN");
+    }
+
+    #[test]
+    fn the_subject_common_name_is_read_from_the_certificate() {
+        let (cert, _) = self_signed("neon.example.com").unwrap();
+        assert_eq!(subject_common_name(&cert.0).as_deref(), Some("*.neon.example.com"));
+        // Another CN, with a SAN of the wildcard: the CN is what counts.
+        let mut params = rcgen::CertificateParams::new(vec!["*.neon.example.com".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CountryName, "DE");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "proxy.neon.example.com");
+        let other = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
+        assert_eq!(subject_common_name(&other).as_deref(), Some("proxy.neon.example.com"));
+        let mut no_cn = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        no_cn.distinguished_name = rcgen::DistinguishedName::new();
+        assert_eq!(subject_common_name(&no_cn.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()), None);
+        assert_eq!(subject_common_name("-----BEGIN CERTIFICATE-----\nbm90IGRlcg==\n-----END CERTIFICATE-----\n"), None);
+        assert_eq!(subject_common_name("no pem"), None);
     }
 
     #[test]
