@@ -46,6 +46,8 @@ pub struct Aws {
     pub s3: aws_sdk_s3::Client,
     pub ecr: aws_sdk_ecr::Client,
     pub sts: aws_sdk_sts::Client,
+    /// Where every call is counted; clients built from this one (Kubernetes) count there too.
+    pub calls: Arc<Calls>,
 }
 
 impl Aws {
@@ -61,7 +63,7 @@ impl Aws {
         if config.aws.emulator && endpoint.is_none() {
             return Err(AwsSetupError::EmulatorWithoutEndpoint);
         }
-        let counter = CountCalls(calls);
+        let counter = CountCalls(calls.clone());
         let s3 = aws_sdk_s3::config::Builder::from(&sdk)
             // Emulators and private endpoints are addressed by IP or a bare host name, where
             // virtual-hosted bucket names do not resolve.
@@ -78,6 +80,7 @@ impl Aws {
             ecr: aws_sdk_ecr::Client::from_conf(aws_sdk_ecr::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
             sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&sdk).interceptor(counter).build()),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            calls,
             sdk,
         })
     }

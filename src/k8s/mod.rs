@@ -6,11 +6,13 @@ pub mod apply;
 pub mod cleanup;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kube::Client;
 use kube::config::{AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 
 use crate::aws::eks_token::EksToken;
+use crate::calls::Calls;
 use crate::state::ClusterAccess;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +33,7 @@ pub fn use_ring_crypto() {
 
 /// A client for an EKS cluster, authenticated with `token` (valid 14 minutes: build a new
 /// client for each phase rather than keeping one).
-pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &EksToken) -> Result<Client, ClientError> {
+pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &EksToken, calls: Arc<Calls>) -> Result<Client, ClientError> {
     use_ring_crypto();
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Eks {
         cluster: cluster.to_string(),
@@ -63,12 +65,12 @@ pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &Ek
         ..Default::default()
     };
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.map_err(|e| fail(Box::new(e)))?;
-    Client::try_from(config).map_err(|e| fail(Box::new(e)))
+    counted(config, calls).map_err(|e| fail(Box::new(e)))
 }
 
 /// A client from a kubeconfig (bring your own cluster): `path` or the usual $KUBECONFIG /
 /// ~/.kube/config, and `context` or its current context.
-pub async fn kubeconfig_client(path: Option<&Path>, context: Option<&str>) -> Result<Client, ClientError> {
+pub async fn kubeconfig_client(path: Option<&Path>, context: Option<&str>, calls: Arc<Calls>) -> Result<Client, ClientError> {
     use_ring_crypto();
     let what = path.map(|p| p.display().to_string()).unwrap_or_else(|| "from $KUBECONFIG or ~/.kube/config".into());
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Kubeconfig { what: what.clone(), source };
@@ -81,7 +83,20 @@ pub async fn kubeconfig_client(path: Option<&Path>, context: Option<&str>) -> Re
         None => kube::Config::from_kubeconfig(&options).await,
     }
     .map_err(|e| fail(Box::new(e)))?;
-    Client::try_from(config).map_err(|e| fail(Box::new(e)))
+    counted(config, calls).map_err(|e| fail(Box::new(e)))
+}
+
+/// The service name Kubernetes calls are counted under in the json summary.
+pub const KUBERNETES: &str = "kubernetes";
+
+/// A client that counts every call in `calls`: reads (GET, and dry runs) and writes.
+fn counted(config: kube::Config, calls: Arc<Calls>) -> Result<Client, kube::Error> {
+    let count = tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+        let dry_run = request.uri().query().is_some_and(|query| query.split('&').any(|pair| pair == "dryRun=All"));
+        calls.record(KUBERNETES, request.method() != http::Method::GET && !dry_run);
+        request
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&count).build())
 }
 
 /// A client for the EKS cluster `cluster`: endpoint and CA from DescribeCluster, a fresh token
@@ -98,7 +113,7 @@ pub async fn eks_cluster_client(aws: &crate::aws::Aws, cluster: &str) -> anyhow:
     let provider = aws.sdk.credentials_provider().ok_or_else(|| anyhow!("no AWS credentials provider is configured"))?;
     let credentials = provider.provide_credentials().await.context("resolving AWS credentials for the EKS token")?;
     let token = crate::aws::eks_token::token(cluster, &aws.region, &credentials, std::time::SystemTime::now())?;
-    Ok(eks_client(cluster, &endpoint, &ca, &token).await?)
+    Ok(eks_client(cluster, &endpoint, &ca, &token, aws.calls.clone()).await?)
 }
 
 /// The cluster a command talks to: the flags first; then the cluster the last deploy used;
@@ -117,16 +132,12 @@ pub fn cluster_access(kubeconfig: Option<&Path>, context: Option<&str>, state: &
 }
 
 /// A client for `access`.
-pub async fn client_for(
-    access: &ClusterAccess,
-    config: &crate::config::Config,
-    calls: std::sync::Arc<crate::calls::Calls>,
-) -> anyhow::Result<Client> {
+pub async fn client_for(access: &ClusterAccess, config: &crate::config::Config, calls: Arc<Calls>) -> anyhow::Result<Client> {
     match access {
         ClusterAccess::Eks { cluster } => {
             let aws = crate::aws::Aws::connect(config, calls).await?;
             eks_cluster_client(&aws, cluster).await
         }
-        ClusterAccess::Kubeconfig { path, context } => Ok(kubeconfig_client(path.as_deref(), context.as_deref()).await?),
+        ClusterAccess::Kubeconfig { path, context } => Ok(kubeconfig_client(path.as_deref(), context.as_deref(), calls).await?),
     }
 }

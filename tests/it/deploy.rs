@@ -333,6 +333,11 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     assert!(plan.status.success(), "{}", stderr(&plan));
     assert!(stdout(&plan).contains("deploy: nothing to do"), "{}", stdout(&plan));
     assert_no_secret_in(&created, &stdout(&plan), "the plan");
+    // It only reads (dry-run applies are reads), and the summary counts those calls.
+    let plan = setup.deploy(&["--plan", "--output", "json"]).await;
+    let kubernetes = crate::moto::call_counts(&plan)["kubernetes"].clone();
+    assert_eq!(kubernetes["mutating"], 0, "{kubernetes}");
+    assert!(kubernetes["read"].as_u64().unwrap() > 10, "{kubernetes}");
 
     // A second deploy keeps every Secret value, the ids and the branch's generation.
     let again = setup.deploy(&["--proxy-address", &address, "--show-password", "--output", "json"]).await;
@@ -343,6 +348,8 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     assert!(result["data"]["connection_string"].as_str().unwrap().starts_with(&shown), "--show-password prints it: {result}");
     assert!(result["data"]["without_dns"].as_str().unwrap().ends_with("options=endpoint%3Dmain"), "{result}");
     assert_eq!(secrets(fake), created, "no Secret value changed");
+    let kubernetes = crate::moto::call_counts(&again)["kubernetes"].clone();
+    assert!(kubernetes["read"].as_u64().unwrap() > 0 && kubernetes["mutating"].as_u64().unwrap() > 0, "{kubernetes}");
     let second_branch = branch(fake);
     assert_eq!(second_branch["spec"], first_branch["spec"]);
     assert_eq!(second_branch["metadata"]["generation"], first_branch["metadata"]["generation"]);

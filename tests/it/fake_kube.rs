@@ -573,7 +573,8 @@ async fn fake_kube_serves_apply_get_list_status_and_delete() {
 
     // The kubeconfig it writes is what `--kubeconfig` users give.
     let dir = tempfile::tempdir().unwrap();
-    let from_file = neonctl_aws::k8s::kubeconfig_client(Some(&fake.kubeconfig(dir.path())), Some("fake")).await.unwrap();
+    let from_file =
+        neonctl_aws::k8s::kubeconfig_client(Some(&fake.kubeconfig(dir.path())), Some("fake"), Default::default()).await.unwrap();
     assert_eq!(Api::<ConfigMap>::namespaced(from_file, "neon").get("c").await.unwrap().data.unwrap()["b"], "2");
 
     deployments.delete("broker", &DeleteParams::background()).await.unwrap();
