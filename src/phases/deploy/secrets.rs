@@ -180,19 +180,21 @@ pub struct SecretsPlan {
     pub secrets: Vec<PlannedSecret>,
     /// The owner role's password (kept or new).
     pub role_password: Secret,
-    /// The user's Secret with an external database: checked, never applied, never pruned.
-    pub external: Option<String>,
+    /// The user's Secrets the workloads read (an external database's, an S3-compatible
+    /// store's), as read: checked, never applied, never pruned.
+    pub user_owned: BTreeMap<String, BTreeMap<String, Secret>>,
 }
 
 impl SecretsPlan {
-    /// A digest of the values the workloads read, so that pods restart when one changes
-    /// (stamped on pod templates; it reveals nothing of the values).
+    /// A digest of the values the workloads read, the user's Secrets included, so that pods
+    /// restart when one changes (stamped on pod templates; it reveals nothing of the values).
     pub fn fingerprint(&self, owner_secret: &str) -> String {
         use sha2::Digest as _;
         let mut hash = sha2::Sha256::new();
-        for secret in self.secrets.iter().filter(|s| s.name != owner_secret) {
-            for (key, value) in &secret.data {
-                for part in [secret.name.as_bytes(), key.as_bytes(), value.0.as_bytes()] {
+        let ours = self.secrets.iter().filter(|s| s.name != owner_secret).map(|s| (&s.name, &s.data));
+        for (name, data) in ours.chain(&self.user_owned) {
+            for (key, value) in data {
+                for part in [name.as_bytes(), key.as_bytes(), value.0.as_bytes()] {
                     hash.update((part.len() as u64).to_le_bytes());
                     hash.update(part);
                 }
@@ -312,8 +314,9 @@ pub fn plan(
         secrets.push(config.done());
     }
 
+    let mut user_owned = BTreeMap::new();
     let database = by_key(DATABASE_URL_KEY)?;
-    let external = match inputs.storcon_db {
+    match inputs.storcon_db {
         StorconDb::InCluster { .. } => {
             let mut db = Builder::new(&database.name, live);
             // Never a new password for a database that exists: it keeps the first one.
@@ -321,7 +324,6 @@ pub fn plan(
             let url = inputs.in_cluster_database_url(&password).ok_or(SecretError::Missing { key: DATABASE_URL_KEY })?;
             db.set(DATABASE_URL_KEY, url);
             secrets.push(db.done());
-            None
         }
         StorconDb::External => {
             let problem = match live.get(&database.name) {
@@ -332,9 +334,9 @@ pub fn plan(
             if !problem.is_empty() {
                 return Err(SecretError::ExternalDatabase { namespace: inputs.namespace.clone(), name: database.name.clone(), problem });
             }
-            Some(database.name.clone())
+            user_owned.insert(database.name.clone(), live[&database.name].data.clone());
         }
-    };
+    }
 
     // The S3-compatible store's credentials are the user's: checked, never generated.
     if let (Some(name), Some(endpoint)) = (inputs.s3_credentials_secret(), &inputs.s3_endpoint) {
@@ -347,6 +349,7 @@ pub fn plan(
         if !problem.is_empty() {
             return Err(SecretError::S3Credentials { endpoint: endpoint.clone(), namespace: inputs.namespace.clone(), name, problem });
         }
+        user_owned.insert(name.clone(), live[&name].data.clone());
     }
 
     let mut proxy = Builder::new(&by_key(TLS_CERT)?.name, live);
@@ -389,7 +392,7 @@ pub fn plan(
     let role_password = owner.keep_or(PASSWORD_KEY, |_| true, || password(rng))?;
     secrets.push(owner.done());
 
-    Ok(SecretsPlan { secrets, role_password, external })
+    Ok(SecretsPlan { secrets, role_password, user_owned })
 }
 
 /// 24 random bytes, base64url: 32 characters that need no escaping in a URL.
@@ -436,7 +439,7 @@ mod tests {
         assert_eq!(owner.data[DATABASE_KEY].0, DATABASE);
         assert_eq!(owner.data[PASSWORD_KEY], plan.role_password);
         assert_eq!(plan.role_password.0.len(), 32);
-        assert!(plan.external.is_none());
+        assert!(plan.user_owned.is_empty());
 
         // Every token verifies against the public key with its receiver's scope.
         let auth = secret(&plan, "neon-auth");
@@ -518,7 +521,7 @@ mod tests {
             LiveSecret::new([("database-url".into(), b"postgresql://u:p@h/d".to_vec())], BTreeMap::new()),
         );
         let plan = plan(&inputs, &live, None, &SystemRandom::new()).unwrap();
-        assert_eq!(plan.external.as_deref(), Some("neon-storcon-db"));
+        assert!(plan.user_owned.contains_key("neon-storcon-db"));
         assert!(plan.secrets.iter().all(|s| s.name != "neon-storcon-db"), "the user's Secret is never applied");
     }
 
@@ -534,8 +537,15 @@ mod tests {
         let err = plan(&inputs, &live, None, &SystemRandom::new()).unwrap_err().to_string();
         assert!(err.contains("has no key AWS_SECRET_ACCESS_KEY"), "{err}");
         live.get_mut("neon-s3-credentials").unwrap().data.insert("AWS_SECRET_ACCESS_KEY".into(), Secret("minio123".into()));
-        let plan = plan(&inputs, &live, None, &SystemRandom::new()).unwrap();
-        assert!(plan.secrets.iter().all(|s| s.name != "neon-s3-credentials"), "the user's Secret is never applied");
+        let first = plan(&inputs, &live, None, &SystemRandom::new()).unwrap();
+        assert!(first.secrets.iter().all(|s| s.name != "neon-s3-credentials"), "the user's Secret is never applied");
+        // Rotated credentials restart the pods that read them: the fingerprint follows them.
+        let mut rotated = applied(&first);
+        rotated.insert("neon-s3-credentials".into(), live["neon-s3-credentials"].clone());
+        rotated.get_mut("neon-s3-credentials").unwrap().data.insert("AWS_SECRET_ACCESS_KEY".into(), Secret("rotated".into()));
+        let second = plan(&inputs, &rotated, None, &SystemRandom::new()).unwrap();
+        assert_ne!(first.fingerprint("neon-main-owner"), second.fingerprint("neon-main-owner"));
+        let plan = second;
         let toml: toml::Table = secret(&plan, "neon-pageserver-1").data[PAGESERVER_TOML].0.parse().unwrap();
         assert_eq!(toml["remote_storage"]["endpoint"].as_str(), Some("http://minio.minio.svc:9000"));
     }
