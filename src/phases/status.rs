@@ -18,6 +18,7 @@ use crate::aws::Aws;
 use crate::calls::Calls;
 use crate::cli::StatusArgs;
 use crate::config::Config;
+use crate::controlplane::reconcile::StorageStatus;
 use crate::engine::PhaseName;
 use crate::exit;
 use crate::output::{Printer, Style, Table};
@@ -296,14 +297,14 @@ async fn storage_seen(client: kube::Client, namespace: &str, prefix: &str) -> an
         None => return Ok(Check::new(name, Outcome::Skipped, "the control plane has not reported yet")),
     };
     let report = map.data.as_ref().and_then(|d| d.get(crate::controlplane::kube_store::STATUS_KEY)).cloned().unwrap_or_default();
-    let report: serde_json::Value =
-        serde_json::from_str(&report).map_err(|e| anyhow::anyhow!("the control plane's storage report is not JSON: {e}"))?;
-    let checked = report["checkedAt"].as_str().unwrap_or("an unknown time");
-    if let Some(error) = report["error"].as_str() {
+    let report: StorageStatus = serde_json::from_str(&report)
+        .map_err(|e| anyhow::anyhow!("the control plane's storage report is not what this version writes: {e}"))?;
+    let checked = &report.checked_at;
+    if let Some(error) = &report.error {
         return Ok(Check::new(name, Outcome::Failed, format!("unreachable from the control plane at {checked}: {error}")));
     }
-    let pageservers = report["pageservers"].as_array().cloned().unwrap_or_default();
-    let active = pageservers.iter().filter(|p| p["availability"].as_str() == Some("Active")).count();
-    let outcome = if !pageservers.is_empty() && active == pageservers.len() { Outcome::Ok } else { Outcome::Failed };
-    Ok(Check::new(name, outcome, format!("{active}/{} pageservers active (as of {checked})", pageservers.len())))
+    let total = report.pageservers.len();
+    let active = report.pageservers.iter().filter(|p| p.availability == "Active").count();
+    let outcome = if total > 0 && active == total { Outcome::Ok } else { Outcome::Failed };
+    Ok(Check::new(name, outcome, format!("{active}/{total} pageservers active (as of {checked})")))
 }

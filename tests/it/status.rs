@@ -1,6 +1,7 @@
 //! `status` live checks: against the Kubernetes stand-in with `--kubeconfig`, and against moto's
 //! EKS, whose API server endpoint does not exist.
 
+use neonctl_aws::controlplane::reconcile::{PageserverStatus, StorageStatus};
 use serde_json::{Value, json};
 
 use crate::fake_kube::FakeKube;
@@ -44,8 +45,14 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     fake.put_object(workload("StatefulSet", "neon-pageserver-2", "pageserver", 1));
     fake.put_object(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "neon-control-plane-status", "namespace": "neon"},
-        "data": {"storage.json": json!({"checkedAt": "2026-11-21T15:00:00Z",
-            "pageservers": [{"id": 1, "availability": "Active"}, {"id": 2, "availability": "Active"}]}).to_string()}}));
+        "data": {"storage.json": serde_json::to_string(&StorageStatus {
+            checked_at: "2026-11-21T15:00:00Z".into(),
+            pageservers: (1..=2)
+                .map(|id| PageserverStatus { id, availability: "Active".into(), scheduling: "Active".into(), availability_zone: "us-east-1a".into() })
+                .collect(),
+            safekeepers: vec![1, 2, 3],
+            error: None,
+        }).unwrap()}}));
 
     let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--context", "fake", "--output", "json"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

@@ -72,7 +72,7 @@ pub enum SecretError {
          then run deploy again:\n  kubectl create namespace {namespace}\n  kubectl create secret generic {name} -n {namespace} \
          --from-literal={DATABASE_URL_KEY}='postgresql://USER:PASSWORD@HOST:5432/DATABASE'"
     )]
-    ExternalDatabase { namespace: String, name: String, problem: &'static str },
+    ExternalDatabase { namespace: String, name: String, problem: String },
     #[error(
         "the bucket is behind the S3-compatible endpoint {endpoint}, but Secret {namespace}/{name} {problem}. Nothing was \
          changed. Create it with the store's access key, then run deploy again:\n  kubectl create namespace {namespace}\n  \
@@ -326,30 +326,24 @@ pub fn plan(
             secrets.push(db.done());
         }
         StorconDb::External => {
-            let problem = match live.get(&database.name) {
-                None => "does not exist",
-                Some(secret) if secret.get(DATABASE_URL_KEY).is_none() => "has no key database-url",
-                Some(_) => "",
-            };
-            if !problem.is_empty() {
-                return Err(SecretError::ExternalDatabase { namespace: inputs.namespace.clone(), name: database.name.clone(), problem });
-            }
-            user_owned.insert(database.name.clone(), live[&database.name].data.clone());
+            let data = users_secret(live, &database.name, &[DATABASE_URL_KEY]).map_err(|problem| SecretError::ExternalDatabase {
+                namespace: inputs.namespace.clone(),
+                name: database.name.clone(),
+                problem,
+            })?;
+            user_owned.insert(database.name.clone(), data);
         }
     }
 
     // The S3-compatible store's credentials are the user's: checked, never generated.
     if let (Some(name), Some(endpoint)) = (inputs.s3_credentials_secret(), &inputs.s3_endpoint) {
-        let problem = match live.get(&name) {
-            None => "does not exist".to_string(),
-            Some(secret) => {
-                S3_CREDENTIAL_KEYS.iter().find(|key| secret.get(key).is_none()).map(|key| format!("has no key {key}")).unwrap_or_default()
-            }
-        };
-        if !problem.is_empty() {
-            return Err(SecretError::S3Credentials { endpoint: endpoint.clone(), namespace: inputs.namespace.clone(), name, problem });
-        }
-        user_owned.insert(name.clone(), live[&name].data.clone());
+        let data = users_secret(live, &name, &S3_CREDENTIAL_KEYS).map_err(|problem| SecretError::S3Credentials {
+            endpoint: endpoint.clone(),
+            namespace: inputs.namespace.clone(),
+            name: name.clone(),
+            problem,
+        })?;
+        user_owned.insert(name, data);
     }
 
     let mut proxy = Builder::new(&by_key(TLS_CERT)?.name, live);
@@ -393,6 +387,16 @@ pub fn plan(
     secrets.push(owner.done());
 
     Ok(SecretsPlan { secrets, role_password, user_owned })
+}
+
+/// The data of a Secret the user creates, or what is wrong with it ("does not exist", "has no
+/// key K").
+fn users_secret(live: &BTreeMap<String, LiveSecret>, name: &str, keys: &[&str]) -> Result<BTreeMap<String, Secret>, String> {
+    let secret = live.get(name).ok_or_else(|| "does not exist".to_string())?;
+    match keys.iter().find(|key| secret.get(key).is_none()) {
+        Some(key) => Err(format!("has no key {key}")),
+        None => Ok(secret.data.clone()),
+    }
 }
 
 /// 24 random bytes, base64url: 32 characters that need no escaping in a URL.
