@@ -444,6 +444,10 @@ pub struct ServeArgs {
     /// With --store kubernetes: the ConfigMap the storage status is written to
     #[arg(long, env = "NEONCTL_STATUS_CONFIG_MAP", value_name = "NAME")]
     pub status_config_map: Option<String>,
+    /// Run without $NEONCTL_JWT_PUBLIC_KEY and $NEONCTL_JWT_PRIVATE_KEY: every caller is trusted
+    /// and no token is minted. Only for a network nobody else reaches; `status` warns about it
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 /// Where `control-plane serve` keeps its state.

@@ -28,6 +28,7 @@ pub struct Config {
     pub bucket: BucketConfig,
     pub ecr: EcrConfig,
     pub proxy: ProxyConfig,
+    pub compute: ComputeConfig,
     pub pricing: PricingConfig,
 }
 
@@ -44,6 +45,7 @@ impl Default for Config {
             bucket: BucketConfig::default(),
             ecr: EcrConfig::default(),
             proxy: ProxyConfig::default(),
+            compute: ComputeConfig::default(),
             pricing: PricingConfig::default(),
         }
     }
@@ -180,6 +182,15 @@ pub struct ProxyConfig {
     pub tls_key: Option<PathBuf>,
 }
 
+/// What computes run with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComputeConfig {
+    /// Where compute_ctl exports its OpenTelemetry traces (OTLP over HTTP). Default: nowhere,
+    /// with the export switched off (neon's default, `localhost:4318`, has no collector).
+    pub otlp_endpoint: Option<String>,
+}
+
 /// On-demand list prices (USD) behind the monthly estimate of `infra --plan`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -288,6 +299,14 @@ impl Config {
             if let Err(message) = resource.check(&name) {
                 return err("prefix", format!("becomes {resource} name `{name}`, which is invalid: {message}"));
             }
+        }
+        if let Some(endpoint) = &self.compute.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return err(
+                "compute.otlp_endpoint",
+                format!("`{endpoint}` is not an http:// or https:// URL, e.g. http://otel-collector.monitoring:4318"),
+            );
         }
         if let Some(Err(message)) = self.bucket.name.as_deref().map(|b| aws_names::Resource::S3Bucket.check(b)) {
             return err("bucket.name", message);

@@ -53,7 +53,7 @@ struct SafekeeperInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ApiError {
+pub(super) enum ApiError {
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error("{0}")]
@@ -254,28 +254,34 @@ impl ControlPlane {
         let _hook = self.hooks.lock().await;
         check_id("tenant_id", &request.tenant_id)?;
         check_id("timeline_id", &request.timeline_id)?;
-        for safekeeper in &request.safekeepers {
-            node(&self.topology.safekeepers, safekeeper.id, "safekeeper").map_err(ApiError::BadRequest)?;
-        }
-        let key = timeline_key(&request.tenant_id, &request.timeline_id);
-        let known = self.state.lock().await.safekeeper_sets.get(&key).map(|set| set.generation);
-        if known.is_some_and(|generation| generation > request.generation) {
-            log(format_args!("timeline {key}: ignoring safekeeper generation {} older than {known:?}", request.generation));
-            return Ok(json(StatusCode::OK, &json!({})));
-        }
         let set = SafekeeperSet {
             generation: request.generation,
             safekeepers: request.safekeepers.iter().map(|safekeeper| safekeeper.id).collect(),
         };
-        log(format_args!("timeline {key}: safekeepers {:?} at generation {}", set.safekeepers, set.generation));
-        let (tenant, timeline) = (request.tenant_id, request.timeline_id);
-        let endpoints = self
-            .update(
-                |state| _ = state.safekeeper_sets.insert(key.clone(), set),
-                |branch| branch.tenant_id == tenant && branch.timeline_id == timeline,
-            )
-            .await?;
+        let endpoints = self.set_safekeepers(&request.tenant_id, &request.timeline_id, set).await?;
         self.reconfigure_for_hook(&endpoints).await
+    }
+
+    /// Records a timeline's safekeepers (from `notify-safekeepers` or the timeline creation's
+    /// answer) unless a newer generation is known; returns the endpoints whose spec changed.
+    pub(super) async fn set_safekeepers(&self, tenant: &str, timeline: &str, set: SafekeeperSet) -> Result<Vec<String>, ApiError> {
+        for &id in &set.safekeepers {
+            node(&self.topology.safekeepers, id, "safekeeper").map_err(ApiError::BadRequest)?;
+        }
+        let key = timeline_key(tenant, timeline);
+        let known = self.state.lock().await.safekeeper_sets.get(&key).cloned();
+        if let Some(known) = known.as_ref().filter(|known| known.generation >= set.generation) {
+            if known.generation > set.generation {
+                log(format_args!("timeline {key}: ignoring safekeeper generation {} older than {}", set.generation, known.generation));
+            }
+            return Ok(Vec::new());
+        }
+        log(format_args!("timeline {key}: safekeepers {:?} at generation {}", set.safekeepers, set.generation));
+        self.update(
+            |state| _ = state.safekeeper_sets.insert(key.clone(), set),
+            |branch| branch.tenant_id == tenant && branch.timeline_id == timeline,
+        )
+        .await
     }
 
     /// 503 (the storage controller retries) if a compute stays unreachable.

@@ -110,6 +110,12 @@ pub enum ServeError {
     TopologyParse { path: PathBuf, source: serde_json::Error },
     #[error("{variable}: {source}")]
     Key { variable: &'static str, source: KeyError },
+    #[error(
+        "{missing} is not set: the control plane checks its callers' tokens with ${PUBLIC_KEY_ENV} and signs compute and \
+         storage tokens with ${PRIVATE_KEY_ENV} (the rendered Deployment sets both from the deployment's Secrets). Set them, \
+         or pass --insecure-no-auth to trust every caller on a network nobody else reaches"
+    )]
+    NoKeys { missing: String },
     #[error("could not listen on {listen}: {source}; check the address is valid and free")]
     Bind { listen: String, source: std::io::Error },
     #[error("--store kubernetes needs {what}: set ${variable} (the rendered Deployment does) or pass {flag}")]
@@ -180,8 +186,20 @@ impl ControlPlane {
 pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let topology = load_topology(&args.topology)?;
     let keys = Keys::from_env()?;
-    if keys.verify.is_none() {
-        log(format_args!("{PUBLIC_KEY_ENV} is not set: every caller is trusted without a token"));
+    let missing: Vec<String> = [(PUBLIC_KEY_ENV, keys.verify.is_none()), (PRIVATE_KEY_ENV, keys.sign.is_none())]
+        .iter()
+        .filter(|(_, absent)| *absent)
+        .map(|(name, _)| format!("${name}"))
+        .collect();
+    match (missing.is_empty(), args.insecure_no_auth) {
+        (true, _) => {}
+        (false, false) => {
+            let message = ServeError::NoKeys { missing: missing.join(" and ") }.to_string();
+            return Err(crate::exit::Coded { code: crate::exit::USAGE, message }.into());
+        }
+        (false, true) => {
+            log(format_args!("--insecure-no-auth: {} not set, every caller is trusted without a token", missing.join(" and ")))
+        }
     }
     let (store, described): (Box<dyn Store>, String) = match &args.store {
         Some(StoreArg::Kubernetes) => {

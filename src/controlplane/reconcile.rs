@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::kube_store::{BranchObject, KubeStore};
 use super::resources::{BranchSpec, phase};
 use super::storcon::{StorageController, StorconError};
-use super::store::StoreError;
+use super::store::{SafekeeperSet, StoreError};
 use super::{ControlPlane, log};
 
 /// The pause between two rounds.
@@ -64,6 +63,9 @@ pub struct StorageStatus {
     /// Why the storage controller could not be asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The control plane runs with `--insecure-no-auth` and no public key: it checks no token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unauthenticated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +109,7 @@ impl Outcome {
     fn of_error(doing: String, error: StorconError) -> Self {
         if error.is_transient() {
             Self::Retry(format!("{doing}: {error}; retrying"))
-        } else if error.status() == Some(StatusCode::CONFLICT) {
+        } else if error.is_conflicting_timeline() {
             Self::Failed(format!(
                 "{doing}: {error}; the timeline exists with other parameters (pg version or parent): give the branch a new timeline id"
             ))
@@ -262,10 +264,19 @@ impl ControlPlane {
             }
             tenants.insert(tenant.clone());
         }
-        match storcon.create_timeline(tenant, timeline, spec.pg_version, spec.parent_timeline_id.as_deref()).await {
-            Ok(()) => Outcome::Ready,
-            Err(e) => Outcome::of_error(format!("creating timeline {timeline} of tenant {tenant}"), e),
+        let safekeepers = match storcon.create_timeline(tenant, timeline, spec.pg_version, spec.parent_timeline_id.as_deref()).await {
+            Ok(safekeepers) => safekeepers,
+            Err(e) => return Outcome::of_error(format!("creating timeline {timeline} of tenant {tenant}"), e),
+        };
+        // With `--timelines-onto-safekeepers` the controller names the timeline's safekeepers
+        // and their generation: computes must write to exactly those.
+        if let Some(info) = safekeepers {
+            let set = SafekeeperSet { generation: info.generation, safekeepers: info.safekeepers.iter().map(|sk| sk.id).collect() };
+            if let Err(e) = self.set_safekeepers(tenant, timeline, set).await {
+                return Outcome::Failed(format!("timeline {timeline} of tenant {tenant}: the storage controller's safekeepers: {e}"));
+            }
         }
+        Outcome::Ready
     }
 
     /// Marks the branch created and pushes the spec to the computes serving it: they waited
@@ -312,8 +323,13 @@ impl ControlPlane {
             }
         };
         memory.say("nodes", summary);
-        let status =
-            StorageStatus { checked_at: now_rfc3339(), pageservers, safekeepers: memory.registered.iter().copied().collect(), error };
+        let status = StorageStatus {
+            checked_at: now_rfc3339(),
+            pageservers,
+            safekeepers: memory.registered.iter().copied().collect(),
+            error,
+            unauthenticated: self.keys.verify.is_none(),
+        };
         let text = serde_json::to_string_pretty(&status).expect("the status serializes to JSON");
         match kube.write_status(&text).await {
             Ok(()) => memory.say("status", "writing the storage status ConfigMap every round".into()),
@@ -324,6 +340,8 @@ impl ControlPlane {
 
 #[cfg(test)]
 mod tests {
+    use hyper::StatusCode;
+
     use super::*;
     use crate::controlplane::resources::BranchStatus;
 
@@ -359,8 +377,32 @@ mod tests {
             matches!(&busy, Outcome::Retry(m) if m.starts_with("creating tenant t: POST http://sc/v1/tenant answered 503")),
             "{busy:?}"
         );
-        let conflict = Outcome::of_error("creating timeline x".into(), status(StatusCode::CONFLICT));
+        let passed_on = |message: &str| StorconError::Pageserver {
+            method: hyper::Method::POST,
+            url: "http://sc/v1/tenant/t/timeline".into(),
+            pageserver: crate::controlplane::storcon::PageserverError::parse(message).unwrap(),
+        };
+        let conflict = Outcome::of_error(
+            "creating timeline x".into(),
+            passed_on("Conflict: 1 (ps) 409 Conflict: 409 Conflict timeline already exists with different parameters"),
+        );
         assert!(matches!(&conflict, Outcome::Failed(m) if m.contains("new timeline id")), "{conflict:?}");
+        // Any other pageserver error comes as 409 too: it says what really failed.
+        let initdb = Outcome::of_error(
+            "creating timeline x".into(),
+            passed_on("Conflict: 1 (ps) 500 Internal Server Error: 500 Internal Server Error initdb failed"),
+        );
+        assert!(
+            matches!(&initdb, Outcome::Failed(m) if m.contains("pageserver 1 (ps) answered 500 Internal Server Error: initdb failed") && !m.contains("new timeline id")),
+            "{initdb:?}"
+        );
+        let busy = Outcome::of_error(
+            "creating timeline x".into(),
+            passed_on("Conflict: 1 (ps) 429 Too Many Requests: 429 Too Many Requests in progress"),
+        );
+        assert_eq!(busy.phase(), phase::PENDING);
+        let own = Outcome::of_error("creating timeline x".into(), status(StatusCode::CONFLICT));
+        assert!(matches!(&own, Outcome::Failed(m) if !m.contains("new timeline id")), "{own:?}");
         let broken = Outcome::of_error("creating timeline x".into(), status(StatusCode::INTERNAL_SERVER_ERROR));
         assert_eq!(broken.phase(), phase::FAILED);
     }

@@ -1,36 +1,36 @@
 //! SCRAM-SHA-256 verifiers (RFC 5802, RFC 7677) in the form Postgres stores in `pg_authid`
 //! and neon's proxy parses (`proxy/src/scram/secret.rs`):
 //! `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, all base64.
+//! Fresh verifiers come from postgres-protocol, which prepares the password with SASLprep as
+//! Postgres does (`pg_be_scram_build_secret`), so non-ASCII passwords match what clients send.
 //! Passwords go in and are forgotten; only the verifier is kept.
 
 use std::num::NonZeroU32;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ring::rand::SecureRandom as _;
 use ring::{digest, hmac, pbkdf2};
 
 use crate::neon::Secret;
 
-/// Postgres' default `scram_iterations`.
+/// Postgres' default `scram_iterations` (postgres-protocol's too).
 pub const ITERATIONS: NonZeroU32 = NonZeroU32::new(4096).expect("non-zero");
-const SALT_LEN: usize = 16;
 
-#[derive(Debug, thiserror::Error)]
-#[error("the system random number generator failed while salting a SCRAM verifier; retry, and check the host's entropy source")]
-pub struct RandomError;
+/// A fresh verifier for `password`, with a random salt.
+pub fn verifier(password: &str) -> Secret {
+    Secret(postgres_protocol::password::scram_sha_256(password.as_bytes()))
+}
 
-/// A fresh verifier for `password`, with a random 16-byte salt.
-pub fn verifier(password: &str) -> Result<Secret, RandomError> {
-    let mut salt = [0u8; SALT_LEN];
-    ring::rand::SystemRandom::new().fill(&mut salt).map_err(|_| RandomError)?;
-    Ok(verifier_with(password, &salt, ITERATIONS))
+/// SASLprep (RFC 4013) where the password allows it, else the bytes as they are: what Postgres
+/// and postgres-protocol hash.
+fn prepare(password: &str) -> std::borrow::Cow<'_, str> {
+    stringprep::saslprep(password).unwrap_or(std::borrow::Cow::Borrowed(password))
 }
 
 /// The verifier for `password` with a given salt and iteration count.
 pub fn verifier_with(password: &str, salt: &[u8], iterations: NonZeroU32) -> Secret {
     let mut salted = [0u8; digest::SHA256_OUTPUT_LEN];
-    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, password.as_bytes(), &mut salted);
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, prepare(password).as_bytes(), &mut salted);
     let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
     let client_key = hmac::sign(&key, b"Client Key");
     let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
@@ -74,22 +74,32 @@ mod tests {
 
     #[test]
     fn verifiers_match_their_password_only() {
-        let verifier = verifier("pencil").unwrap();
+        let verifier = verifier("pencil");
         assert!(matches(&verifier, "pencil"));
         assert!(!matches(&verifier, "pencil2"));
         assert!(!matches(&Secret("SCRAM-SHA-256$x".into()), "pencil"));
         assert!(!matches(&Secret("md5abc".into()), "pencil"));
     }
 
+    /// SASLprep maps non-ASCII spaces to a space and removes soft hyphens, as Postgres does
+    /// before hashing: both spellings have one verifier.
+    #[test]
+    fn passwords_are_prepared_with_saslprep() {
+        let verifier = verifier("p\u{00A0}ass\u{00AD}wörd");
+        assert!(matches(&verifier, "p ass\u{00AD}wörd"));
+        assert!(matches(&verifier, "p\u{00A0}asswörd"));
+        assert!(!matches(&verifier, "p asswörd2"));
+    }
+
     #[test]
     fn fresh_verifiers_are_salted() {
-        let a = verifier("pencil").unwrap();
-        let b = verifier("pencil").unwrap();
+        let a = verifier("pencil");
+        let b = verifier("pencil");
         assert_ne!(a, b);
         let parts: Vec<&str> = a.0.split(['$', ':']).collect();
         assert_eq!(parts[0], "SCRAM-SHA-256");
         assert_eq!(parts[1], "4096");
-        assert_eq!(STANDARD.decode(parts[2]).unwrap().len(), SALT_LEN);
+        assert_eq!(STANDARD.decode(parts[2]).unwrap().len(), 16);
         assert_eq!(STANDARD.decode(parts[3]).unwrap().len(), 32);
         assert_eq!(STANDARD.decode(parts[4]).unwrap().len(), 32);
         assert!(!a.0.contains("pencil"));

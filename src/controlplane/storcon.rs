@@ -47,6 +47,9 @@ pub enum StorconError {
     Unreachable { method: Method, url: String, reason: String },
     #[error("{method} {url} answered {status}: {message}")]
     Status { method: Method, url: String, status: StatusCode, message: String },
+    /// A pageserver's error, which neon's controller passes on as 409 whatever it was.
+    #[error("{method} {url}: pageserver {} answered {}: {} (passed on by the storage controller as 409)", .pageserver.node, .pageserver.status, .pageserver.message)]
+    Pageserver { method: Method, url: String, pageserver: PageserverError },
     #[error("{method} {url} answered with a body that is not valid: {reason}")]
     Body { method: Method, url: String, reason: String },
     #[error("safekeeper {id}'s address {address} in the topology is not host:port; render and apply the manifests again")]
@@ -54,21 +57,75 @@ pub enum StorconError {
 }
 
 impl StorconError {
+    /// The status of the pageserver behind a passed-on error, else the controller's own.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            Self::Pageserver { pageserver, .. } => Some(pageserver.status),
             _ => None,
         }
     }
 
-    /// Worth retrying as is: the controller is starting, busy, or not reachable yet.
+    /// Worth retrying as is: the controller or the pageserver is starting, busy (a creation
+    /// already in progress answers 429), or not reachable yet.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } => true,
-            Self::Status { status, .. } => matches!(*status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE),
+            Self::Status { .. } | Self::Pageserver { .. } => {
+                matches!(self.status(), Some(StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE))
+            }
             Self::Body { .. } | Self::Address { .. } => false,
         }
     }
+
+    /// The pageserver refused because the timeline exists with other parameters (its 409).
+    pub fn is_conflicting_timeline(&self) -> bool {
+        matches!(self, Self::Pageserver { pageserver, .. } if pageserver.status == StatusCode::CONFLICT)
+    }
+}
+
+/// A pageserver error as the storage controller passes it on: always 409 Conflict, with the
+/// message `Conflict: {node id} ({node host}) {status}: {status} {pageserver's message}`
+/// (`passthrough_api_error` in neon's `storage_controller/src/service.rs`; the `Conflict: `
+/// comes from `ApiError::Conflict`'s display in `libs/http-utils/src/error.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageserverError {
+    /// `{id} ({host})`.
+    pub node: String,
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl PageserverError {
+    pub fn parse(message: &str) -> Option<Self> {
+        let rest = message.strip_prefix("Conflict: ")?;
+        let close = rest.find(") ")?;
+        let (node, rest) = (&rest[..=close], &rest[close + 2..]);
+        let status = StatusCode::from_u16(rest.get(..3)?.parse().ok()?).ok()?;
+        let rest = rest.strip_prefix(&format!("{status}: {status}"))?;
+        Some(Self { node: node.to_string(), status, message: rest.trim().to_string() })
+    }
+}
+
+/// The safekeepers the controller chose for a timeline, with their membership generation
+/// (`SafekeepersInfo` in `libs/pageserver_api/src/models.rs`); only with
+/// `--timelines-onto-safekeepers`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SafekeepersInfo {
+    pub generation: u32,
+    pub safekeepers: Vec<SafekeeperId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SafekeeperId {
+    pub id: u64,
+}
+
+/// `TimelineCreateResponseStorcon`: the pageserver's `TimelineInfo` and the safekeepers.
+#[derive(Debug, Deserialize)]
+struct TimelineCreated {
+    #[serde(default)]
+    safekeepers: Option<SafekeepersInfo>,
 }
 
 /// A pageserver as `GET /control/v1/node` describes it (`NodeDescribeResponse`).
@@ -116,7 +173,11 @@ impl StorageController<'_> {
         if status.is_success() || accept.contains(&status) {
             return Ok((status, bytes));
         }
-        Err(StorconError::Status { method, url, status, message: error_message(&bytes) })
+        let message = error_message(&bytes);
+        match PageserverError::parse(&message).filter(|_| status == StatusCode::CONFLICT) {
+            Some(pageserver) => Err(StorconError::Pageserver { method, url, pageserver }),
+            None => Err(StorconError::Status { method, url, status, message }),
+        }
     }
 
     /// Registers (or updates) a safekeeper and makes it schedulable: timelines are placed only
@@ -143,17 +204,22 @@ impl StorageController<'_> {
     }
 
     /// Bootstraps a timeline (initdb), or branches it from `ancestor`. Idempotent when the
-    /// parameters match; 409 when the timeline exists with others.
+    /// parameters match (the answer then repeats the safekeepers chosen the first time); the
+    /// pageserver's 409 when the timeline exists with others.
     pub async fn create_timeline(
         &self,
         tenant_id: &str,
         timeline_id: &str,
         pg_version: u32,
         ancestor: Option<&str>,
-    ) -> Result<(), StorconError> {
+    ) -> Result<Option<SafekeepersInfo>, StorconError> {
         let path = format!("/v1/tenant/{tenant_id}/timeline");
-        self.call(Method::POST, &path, scope::PAGESERVER_API, Some(&timeline_create(timeline_id, pg_version, ancestor)), &[]).await?;
-        Ok(())
+        let body = timeline_create(timeline_id, pg_version, ancestor);
+        let (_, bytes) = self.call(Method::POST, &path, scope::PAGESERVER_API, Some(&body), &[]).await?;
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let created: TimelineCreated =
+            serde_json::from_slice(&bytes).map_err(|e| StorconError::Body { method: Method::POST, url, reason: e.to_string() })?;
+        Ok(created.safekeepers)
     }
 
     /// The pageservers the controller knows.
@@ -258,5 +324,35 @@ mod tests {
         assert!(status(StatusCode::TOO_MANY_REQUESTS).is_transient());
         assert!(!status(StatusCode::CONFLICT).is_transient());
         assert!(StorconError::Unreachable { method: Method::GET, url: "u".into(), reason: "r".into() }.is_transient());
+    }
+
+    /// The 409 bodies neon's controller makes of pageserver errors (`passthrough_api_error`).
+    #[test]
+    fn pageserver_errors_passed_on_as_conflicts_are_read_back() {
+        let initdb = "Conflict: 1 (neon-pageserver-1-0.neon-pageserver.neon.svc.cluster.local) 500 Internal Server Error: \
+                      500 Internal Server Error initdb failed: could not create directory: Permission denied";
+        let parsed = PageserverError::parse(initdb).unwrap();
+        assert_eq!(parsed.node, "1 (neon-pageserver-1-0.neon-pageserver.neon.svc.cluster.local)");
+        assert_eq!(parsed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(parsed.message, "initdb failed: could not create directory: Permission denied");
+        let busy = PageserverError::parse(
+            "Conflict: 2 (ps) 429 Too Many Requests: 429 Too Many Requests creation of timeline with the given ID is in progress",
+        )
+        .unwrap();
+        assert_eq!(busy.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(PageserverError::parse("Conflict: Tenant is being split"), None, "the controller's own conflicts are its own");
+        assert_eq!(PageserverError::parse("Tenant 1 not found"), None);
+
+        let error = |message: &str| StorconError::Pageserver {
+            method: Method::POST,
+            url: "u".into(),
+            pageserver: PageserverError::parse(message).unwrap(),
+        };
+        assert!(!error(initdb).is_transient() && !error(initdb).is_conflicting_timeline());
+        assert_eq!(error(initdb).status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(error(initdb).to_string().contains("pageserver 1 (neon-pageserver-1-0"));
+        assert!(error("Conflict: 2 (ps) 429 Too Many Requests: 429 Too Many Requests in progress").is_transient());
+        let conflict = error("Conflict: 1 (ps) 409 Conflict: 409 Conflict timeline already exists with different parameters");
+        assert!(conflict.is_conflicting_timeline() && !conflict.is_transient());
     }
 }

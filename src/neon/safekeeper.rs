@@ -22,6 +22,9 @@ pub struct SafekeeperArgs {
     pub remote_storage: S3Storage,
     /// PEM public key validating JWTs on the pg and http endpoints.
     pub auth_public_key_path: String,
+    /// The JWT (scope `safekeeperdata`) it sends other safekeepers: without one, `pull_timeline`
+    /// between safekeepers fails with "missing authorization header" (`safekeeper.rs`).
+    pub auth_token_path: String,
 }
 
 impl SafekeeperArgs {
@@ -37,6 +40,7 @@ impl SafekeeperArgs {
             flag("remote-storage", self.remote_storage.to_inline_toml("safekeeper")?),
             flag("pg-auth-public-key-path", &self.auth_public_key_path),
             flag("http-auth-public-key-path", &self.auth_public_key_path),
+            flag("auth-token-path", &self.auth_token_path),
         ])
     }
 }
@@ -62,6 +66,7 @@ mod tests {
                 endpoint: None,
             },
             auth_public_key_path: "/etc/neon/auth/auth_public_key.pem".into(),
+            auth_token_path: "/etc/neon/auth/safekeeper-peer.jwt".into(),
         }
         .to_args()
         .unwrap();
@@ -76,6 +81,7 @@ mod tests {
             "remote-storage",
             "pg-auth-public-key-path",
             "http-auth-public-key-path",
+            "auth-token-path",
         ] {
             assert_eq!(args.iter().filter(|a| a.starts_with(&format!("--{name}="))).count(), 1, "--{name} once in {args:?}");
         }

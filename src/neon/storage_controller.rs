@@ -30,15 +30,24 @@ pub struct StorageControllerArgs {
     pub control_plane_url: String,
     /// How peers reach this instance, e.g. `http://$(POD_IP):1234/`.
     pub address_for_peers: String,
+    /// The controller chooses each new timeline's safekeepers (3, in different zones) with a
+    /// membership generation, creates the timeline on them, answers the set in the create
+    /// response, and can migrate it later (announced through `notify-safekeepers`).
+    pub timelines_onto_safekeepers: bool,
 }
 
 impl StorageControllerArgs {
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             flag("listen", &self.listen),
             flag("control-plane-url", &self.control_plane_url),
             flag("address-for-peers", &self.address_for_peers),
-        ]
+        ];
+        // A clap `bool` switch (`ArgAction::SetTrue`): no value.
+        if self.timelines_onto_safekeepers {
+            args.push("--timelines-onto-safekeepers".into());
+        }
+        args
     }
 }
 
@@ -52,8 +61,10 @@ mod tests {
             listen: "0.0.0.0:1234".into(),
             control_plane_url: "http://neon-control-plane.neon.svc.cluster.local:8080/storage".into(),
             address_for_peers: "http://$(POD_IP):1234/".into(),
+            timelines_onto_safekeepers: true,
         }
         .to_args();
+        assert!(args.contains(&"--timelines-onto-safekeepers".to_string()), "a switch without a value");
         assert!(args.iter().any(|a| a.starts_with("--control-plane-url=http")), "strict mode needs the hook");
         assert!(!args.iter().any(|a| a == "--dev"));
         for secret in ["--database-url", "--public-key", "--jwt-token", "--safekeeper-jwt-token", "--control-plane-jwt-token"] {

@@ -62,6 +62,8 @@ pub struct Check {
 pub enum Outcome {
     Ok,
     Failed,
+    /// Works, but not as it should run: said, without failing `status`.
+    Warning,
     /// Not run: nothing to check yet, or an earlier check failed.
     Skipped,
 }
@@ -176,11 +178,10 @@ async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<C
         Ok(components) => checks.extend(components),
         Err(e) => checks.push(Check::new("components", Outcome::Failed, format!("{e:#}"))),
     }
-    checks.push(
-        within("the Kubernetes API", storage_seen(client.clone(), &namespace, &config.prefix))
-            .await
-            .unwrap_or_else(|e| Check::new("storage controller", Outcome::Failed, format!("{e:#}"))),
-    );
+    match within("the Kubernetes API", control_plane_report(client.clone(), &namespace, &config.prefix)).await {
+        Ok(reported) => checks.extend(reported),
+        Err(e) => checks.push(Check::new("storage controller", Outcome::Failed, format!("{e:#}"))),
+    }
     checks.push(match (&state.deploy, args.proxy_address.as_deref()) {
         (Some(deploy), address) => sql_through_proxy(client, deploy, address).await,
         (None, _) => Check::new(SQL_CHECK, Outcome::Skipped, "nothing deployed yet: run `neonctl-aws deploy`"),
@@ -288,23 +289,33 @@ async fn components_ready(client: kube::Client, namespace: &str, prefix: &str) -
         .collect())
 }
 
-/// What the control plane last saw of the storage controller (it is the only component that
-/// may call it): its pageservers and their availability.
-async fn storage_seen(client: kube::Client, namespace: &str, prefix: &str) -> anyhow::Result<Check> {
+/// What the control plane last reported: the storage controller's pageservers and their
+/// availability (it is the only component that may call the controller), and whether it checks
+/// its callers' tokens.
+async fn control_plane_report(client: kube::Client, namespace: &str, prefix: &str) -> anyhow::Result<Vec<Check>> {
     let name = "storage controller";
     let map = match Api::<ConfigMap>::namespaced(client, namespace).get_opt(&crate::controlplane::status_config_map(prefix)).await? {
         Some(map) => map,
-        None => return Ok(Check::new(name, Outcome::Skipped, "the control plane has not reported yet")),
+        None => return Ok(vec![Check::new(name, Outcome::Skipped, "the control plane has not reported yet")]),
     };
     let report = map.data.as_ref().and_then(|d| d.get(crate::controlplane::kube_store::STATUS_KEY)).cloned().unwrap_or_default();
     let report: StorageStatus = serde_json::from_str(&report)
         .map_err(|e| anyhow::anyhow!("the control plane's storage report is not what this version writes: {e}"))?;
     let checked = &report.checked_at;
+    let auth = if report.unauthenticated {
+        Check::new(
+            "control plane authentication",
+            Outcome::Warning,
+            "off (--insecure-no-auth): any pod that reaches it can read role verifiers, reconfigure computes and wake endpoints",
+        )
+    } else {
+        Check::new("control plane authentication", Outcome::Ok, "every caller needs a token signed with the deployment's key")
+    };
     if let Some(error) = &report.error {
-        return Ok(Check::new(name, Outcome::Failed, format!("unreachable from the control plane at {checked}: {error}")));
+        return Ok(vec![Check::new(name, Outcome::Failed, format!("unreachable from the control plane at {checked}: {error}")), auth]);
     }
     let total = report.pageservers.len();
     let active = report.pageservers.iter().filter(|p| p.availability == "Active").count();
     let outcome = if total > 0 && active == total { Outcome::Ok } else { Outcome::Failed };
-    Ok(Check::new(name, outcome, format!("{active}/{total} pageservers active (as of {checked})")))
+    Ok(vec![Check::new(name, outcome, format!("{active}/{total} pageservers active (as of {checked})")), auth])
 }

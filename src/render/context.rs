@@ -48,19 +48,28 @@ pub mod auth_keys {
     pub const STORCON_TO_SAFEKEEPER: &str = "storcon-safekeeper.jwt";
     pub const STORCON_TO_CONTROL_PLANE: &str = "storcon-control-plane.jwt";
     pub const PAGESERVER_TO_SAFEKEEPER: &str = "pageserver-safekeeper.jwt";
+    /// A safekeeper's `--auth-token-path`: what it sends its peers (`pull_timeline`, when the
+    /// storage controller moves a timeline), checked like any safekeeper call
+    /// (`safekeeper/src/auth.rs`: scope `safekeeperdata`).
+    pub const SAFEKEEPER_TO_SAFEKEEPER: &str = "safekeeper-peer.jwt";
     pub const PROXY_TO_CONTROL_PLANE: &str = "proxy-control-plane.jwt";
     pub const COMPUTE_TO_CONTROL_PLANE: &str = "compute-control-plane.jwt";
     /// The JWT scope neon checks for each token it receives (`libs/utils/src/auth.rs`, as
     /// neon_local mints them); the other tokens are checked by our control plane. The
     /// pageserver's `control_plane_api_token` (in pageserver.toml) has scope `generations_api`.
-    pub const NEON_SCOPES: [(&str, &str); 3] =
-        [(STORCON_TO_PAGESERVER, "pageserverapi"), (STORCON_TO_SAFEKEEPER, "safekeeperdata"), (PAGESERVER_TO_SAFEKEEPER, "safekeeperdata")];
-    pub const ALL: [&str; 7] = [
+    pub const NEON_SCOPES: [(&str, &str); 4] = [
+        (STORCON_TO_PAGESERVER, "pageserverapi"),
+        (STORCON_TO_SAFEKEEPER, "safekeeperdata"),
+        (PAGESERVER_TO_SAFEKEEPER, "safekeeperdata"),
+        (SAFEKEEPER_TO_SAFEKEEPER, "safekeeperdata"),
+    ];
+    pub const ALL: [&str; 8] = [
         PUBLIC_KEY,
         STORCON_TO_PAGESERVER,
         STORCON_TO_SAFEKEEPER,
         STORCON_TO_CONTROL_PLANE,
         PAGESERVER_TO_SAFEKEEPER,
+        SAFEKEEPER_TO_SAFEKEEPER,
         PROXY_TO_CONTROL_PLANE,
         COMPUTE_TO_CONTROL_PLANE,
     ];
@@ -259,6 +268,7 @@ pub struct Context {
     pod_security: Value,
     auth_secret: String,
     public_key_key: &'static str,
+    safekeeper_peer_token_key: &'static str,
     auth_dir: &'static str,
     ports: BTreeMap<&'static str, u16>,
     broker: Workload,
@@ -476,6 +486,7 @@ impl Context {
             listen: format!("0.0.0.0:{}", ports::STORAGE_CONTROLLER),
             control_plane_url: format!("{control_plane_url}{}", control_plane::paths::STORAGE_HOOKS),
             address_for_peers: format!("http://$(POD_IP):{}/", ports::STORAGE_CONTROLLER),
+            timelines_onto_safekeepers: inputs.timelines_onto_safekeepers(),
         };
         use storage_controller::env as sc_env;
         let storcon_env = vec![
@@ -567,6 +578,7 @@ impl Context {
                     broker_endpoint: broker_url.clone(),
                     remote_storage: inputs.s3("safekeeper/"),
                     auth_public_key_path: format!("{AUTH_DIR}/{PUBLIC_KEY_FILE}"),
+                    auth_token_path: format!("{AUTH_DIR}/{}", auth_keys::SAFEKEEPER_TO_SAFEKEEPER),
                 }
                 .to_args()?;
                 Ok(StorageNode {
@@ -637,7 +649,16 @@ impl Context {
                 control_plane_uri: control_plane_url.clone(),
             }
             .to_args(),
-            vec![rust_log.clone(), env_secret(compute::CONTROL_PLANE_TOKEN_ENV, &auth, auth_keys::COMPUTE_TO_CONTROL_PLANE)],
+            vec![
+                rust_log.clone(),
+                env_secret(compute::CONTROL_PLANE_TOKEN_ENV, &auth, auth_keys::COMPUTE_TO_CONTROL_PLANE),
+                // neon's tracing-utils exports to localhost:4318 unless told otherwise, and logs
+                // every failed export.
+                match &inputs.otlp_endpoint {
+                    Some(endpoint) => env_value("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+                    None => env_value("OTEL_SDK_DISABLED", "true"),
+                },
+            ],
         );
 
         let proxy = workload(
@@ -706,6 +727,7 @@ impl Context {
             }),
             auth_secret: auth,
             public_key_key: auth_keys::PUBLIC_KEY,
+            safekeeper_peer_token_key: auth_keys::SAFEKEEPER_TO_SAFEKEEPER,
             auth_dir: AUTH_DIR,
             ports: BTreeMap::from([
                 ("pageserver_pg", ports::PAGESERVER_PG),
@@ -786,7 +808,11 @@ fn ingress(component: Component) -> Vec<(u16, Vec<Peer>)> {
         StorageController => vec![(ports::STORAGE_CONTROLLER, vec![Pod(Pageserver), Pod(ControlPlane)])],
         Pageserver => vec![(ports::PAGESERVER_PG, vec![Pod(Compute)]), (ports::PAGESERVER_HTTP, vec![Pod(StorageController)])],
         Safekeeper => {
-            vec![(ports::SAFEKEEPER_PG, vec![Pod(Compute), Pod(Pageserver)]), (ports::SAFEKEEPER_HTTP, vec![Pod(StorageController)])]
+            // Peers call each other's HTTP API to pull a timeline the storage controller moves.
+            vec![
+                (ports::SAFEKEEPER_PG, vec![Pod(Compute), Pod(Pageserver)]),
+                (ports::SAFEKEEPER_HTTP, vec![Pod(StorageController), Pod(Safekeeper)]),
+            ]
         }
         ControlPlane => vec![(ports::CONTROL_PLANE, vec![Pod(StorageController), Pod(Proxy), Pod(Compute)])],
         Compute => vec![(ports::COMPUTE_PG, vec![Pod(Proxy)]), (ports::COMPUTE_HTTP, vec![Pod(ControlPlane)])],

@@ -87,6 +87,8 @@ pub struct RenderInputs {
     pub storage_class: StorageClass,
     pub pageserver_storage: String,
     pub safekeeper_storage: String,
+    /// Where compute_ctl exports traces; `None`: it exports none.
+    pub otlp_endpoint: Option<String>,
     /// The zones were guessed from the region rather than given.
     pub zones_assumed: bool,
     /// The bucket name holds a placeholder account id.
@@ -176,6 +178,7 @@ impl RenderInputs {
             storage_class: StorageClass::Create(format!("{prefix}-gp3")),
             pageserver_storage: "100Gi".into(),
             safekeeper_storage: "50Gi".into(),
+            otlp_endpoint: config.compute.otlp_endpoint.clone(),
             zones_assumed: true,
             bucket_assumed: config.bucket.name.is_none(),
         }
@@ -241,9 +244,24 @@ impl RenderInputs {
         Ok(self)
     }
 
+    /// Whether the storage controller places each timeline on safekeepers itself
+    /// (`--timelines-onto-safekeepers`): it wants `--timeline-safekeeper-count` (3; strict mode
+    /// refuses fewer) safekeepers in different zones (`safekeepers_for_new_timeline` in
+    /// `safekeeper_service.rs`), else every timeline creation fails.
+    pub fn timelines_onto_safekeepers(&self) -> bool {
+        self.zones.len().min(usize::try_from(self.safekeepers).unwrap_or(usize::MAX)) >= 3
+    }
+
     /// What is assumed rather than known: each line says what to pass or run to settle it.
     pub fn assumptions(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if !self.timelines_onto_safekeepers() {
+            out.push(format!(
+                "the safekeepers span {} zone(s): the storage controller needs 3 in different zones to place timelines, so it runs \
+                 without --timelines-onto-safekeepers (computes write to every safekeeper; no safekeeper migration); give 3 zones",
+                self.zones.len().min(usize::try_from(self.safekeepers).unwrap_or(usize::MAX))
+            ));
+        }
         if self.zones_assumed {
             out.push(format!(
                 "zones {} are guessed from the region: the infra phase records the real ones (or pass --zones)",

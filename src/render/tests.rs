@@ -93,7 +93,10 @@ fn secrets_are_referenced_never_rendered() {
             }
             for arg in container["args"].as_array().unwrap() {
                 let arg = arg.as_str().unwrap();
-                assert!(!arg.contains("token") && !arg.contains("password") && !arg.starts_with("--database-url"), "{arg}");
+                // A `--…-path=` flag names a mounted file, not the secret itself.
+                let value = if arg.starts_with("--auth-token-path=") { "" } else { arg };
+                assert!(!value.contains("token") && !arg.contains("password") && !arg.starts_with("--database-url"), "{arg}");
+                assert!(!arg.contains("eyJ"), "no JWT in args: {arg}");
             }
         }
     }
@@ -303,6 +306,24 @@ fn bad_names_are_refused_before_rendering() {
     assert!(matches!(render(&inputs), Err(RenderError::NoZones)));
 }
 
+/// The storage controller places timelines on 3 safekeepers in different zones, or, with fewer
+/// zones, runs without placement (it would fail every timeline creation) and says why.
+#[test]
+fn timelines_go_onto_safekeepers_only_across_three_zones() {
+    let storcon_args = |inputs: &RenderInputs| -> Vec<String> {
+        let objects = objects(&render(inputs).unwrap());
+        serde_json::from_value(container(find(&objects, "Deployment", "neon-storage-controller"))["args"].clone()).unwrap()
+    };
+    let inputs = default_inputs();
+    assert_eq!(inputs.zones.len(), 3);
+    assert!(storcon_args(&inputs).contains(&"--timelines-onto-safekeepers".to_string()));
+    assert!(!inputs.assumptions().iter().any(|a| a.contains("timelines-onto-safekeepers")));
+    let two = inputs.with_overrides(Overrides { zones: vec!["a-1a".into(), "a-1b".into()], ..Overrides::default() }).unwrap();
+    assert!(!storcon_args(&two).contains(&"--timelines-onto-safekeepers".to_string()));
+    let said = two.assumptions().into_iter().find(|a| a.contains("--timelines-onto-safekeepers")).expect("it says why");
+    assert!(said.contains("span 2 zone(s)") && said.contains("give 3 zones"), "{said}");
+}
+
 #[test]
 fn the_in_cluster_database_url_names_the_rendered_service() {
     let inputs = default_inputs();
@@ -331,7 +352,7 @@ fn what_infra_and_push_recorded_replaces_every_guess() {
         .infra
         .resources
         .insert("role-safekeeper".into(), record("arn", "arn:aws:iam::123456789012:role/neonctl-aws/neon/neon-safekeeper"));
-    state.infra.azs = vec!["us-east-1b".into(), "us-east-1d".into()];
+    state.infra.azs = vec!["us-east-1b".into(), "us-east-1d".into(), "us-east-1f".into()];
     let digest = format!("sha256:{}", "a".repeat(64));
     for image in crate::IMAGES {
         state.push.insert(

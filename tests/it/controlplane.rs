@@ -145,7 +145,7 @@ impl Drop for PgServer {
 
 #[test]
 fn scram_verifier_authenticates_with_a_real_postgres() {
-    let verifier = scram::verifier(PASSWORD).unwrap();
+    let verifier = scram::verifier(PASSWORD);
     let server = PgServer::start();
     // Postgres stores a SCRAM-SHA-256$… password as given instead of hashing it again.
     server.admin_sql(&format!("CREATE ROLE alice LOGIN PASSWORD '{}'", verifier.0));
@@ -244,7 +244,7 @@ fn state() -> State {
             project_id: "proj".into(),
             tenant_id: TENANT.into(),
             timeline_id: TIMELINE.into(),
-            roles: vec![Role { name: "alice".into(), verifier: scram::verifier(PASSWORD).unwrap() }],
+            roles: vec![Role { name: "alice".into(), verifier: scram::verifier(PASSWORD) }],
             databases: vec![Database { name: "neondb".into(), owner: "alice".into() }],
             pending: false,
         },
@@ -485,8 +485,21 @@ fn serve_runs_until_sigterm_and_keeps_its_state_file() {
     let topology = write_topology(wd.path(), &listen);
     let store = wd.path().join("store.json");
     std::fs::write(&store, serde_json::to_string(&state()).unwrap()).unwrap();
-    let child = wd
+    // Without keys it refuses to start, unless told to trust every caller.
+    let refused = wd
         .cmd(&["control-plane", "serve", "--store", store.to_str().unwrap()])
+        .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "a usage error: {}", stderr(&refused));
+    let said = stderr(&refused);
+    assert!(
+        said.contains("$NEONCTL_JWT_PUBLIC_KEY and $NEONCTL_JWT_PRIVATE_KEY is not set") && said.contains("--insecure-no-auth"),
+        "{said}"
+    );
+    assert!(std::net::TcpStream::connect(&listen).is_err(), "it never listened");
+    let child = wd
+        .cmd(&["control-plane", "serve", "--store", store.to_str().unwrap(), "--insecure-no-auth"])
         .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -511,6 +524,7 @@ fn serve_runs_until_sigterm_and_keeps_its_state_file() {
     assert!(output.status.success(), "a graceful stop exits 0: {}", stderr(&output));
     let log = stderr(&output);
     assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("--insecure-no-auth: $NEONCTL_JWT_PUBLIC_KEY and $NEONCTL_JWT_PRIVATE_KEY not set"), "{log}");
     assert!(!log.contains("SCRAM-SHA-256$"), "verifiers never reach the log: {log}");
 
     let help = wd.run(&["control-plane", "serve", "--help"]);

@@ -80,6 +80,40 @@ struct Seen {
     sni: Option<String>,
     options: Option<String>,
     user: Option<String>,
+    /// The endpoint neon's proxy would route to, or why it would refuse.
+    endpoint: Result<String, String>,
+}
+
+/// The domain neon's proxy routes by, read from its certificate as `process_key_cert` does
+/// (`proxy/src/tls/server_config.rs`): the subject's RFC 4514 string (x509-cert), less `CN=*.`,
+/// `CN=apiauth.` or `CN=`; anything else stops the proxy at start.
+fn neons_common_name(cert: &[u8]) -> Result<String, String> {
+    use x509_cert::der::Decode as _;
+    let certificate = x509_cert::Certificate::from_der(cert).map_err(|e| format!("Failed to parse cerficiate: {e}"))?;
+    let subject = certificate.tbs_certificate.subject.to_string();
+    [CN_WILDCARD, "CN=apiauth.", "CN="]
+        .iter()
+        .find_map(|prefix| subject.strip_prefix(prefix))
+        .map(str::to_string)
+        .ok_or_else(|| "Failed to parse common name from certificate".to_string())
+}
+const CN_WILDCARD: &str = "CN=*.";
+
+/// The endpoint a connection names, as neon's proxy reads it (`ComputeUserInfoMaybeEndpoint::parse`
+/// and `endpoint_sni`, `proxy/src/auth/credentials.rs`): the SNI's first label when the rest is
+/// the certificate's domain, or `endpoint=`/`project=` in the options; both must agree.
+fn neons_endpoint(sni: Option<&str>, options: Option<&str>, common_name: &str) -> Result<String, String> {
+    let from_sni = sni.and_then(|sni| sni.split_once('.')).filter(|(_, domain)| *domain == common_name).map(|(label, _)| label.to_string());
+    let from_options = options
+        .into_iter()
+        .flat_map(str::split_whitespace)
+        .find_map(|option| option.strip_prefix("endpoint=").or_else(|| option.strip_prefix("project=")).map(str::to_string));
+    match (from_options, from_sni) {
+        (Some(option), Some(domain)) if option != domain => {
+            Err(format!("Inconsistent project name inferred from SNI ('{domain}') and project option ('{option}')"))
+        }
+        (option, domain) => option.or(domain).ok_or_else(|| "Endpoint ID is not specified".to_string()),
+    }
 }
 
 /// The proxy stand-in: TLS with the certificate from Secret `neon-proxy-tls`, then the startup
@@ -121,6 +155,9 @@ async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, postgres_port
     let secret = fake.get("v1", "secrets", Some(NS), "neon-proxy-tls").ok_or_else(|| std::io::Error::other("no proxy Secret"))?;
     let decode = |key: &str| STANDARD.decode(secret["data"][key].as_str().unwrap_or_default()).unwrap_or_default();
     let certs = CertificateDer::pem_slice_iter(&decode("tls.crt")).collect::<Result<Vec<_>, _>>().map_err(std::io::Error::other)?;
+    // Neon's proxy does not start with a certificate whose subject it cannot read.
+    let common_name =
+        neons_common_name(certs.first().ok_or_else(|| std::io::Error::other("no certificate"))?).map_err(std::io::Error::other)?;
     let key = PrivateKeyDer::from_pem_slice(&decode("tls.key")).map_err(std::io::Error::other)?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -138,7 +175,14 @@ async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, postgres_port
     let mut fields: Vec<String> = body[4..].split(|b| *b == 0).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
     fields.retain(|f| !f.is_empty());
     let params: BTreeMap<String, String> = fields.chunks(2).filter(|p| p.len() == 2).map(|p| (p[0].clone(), p[1].clone())).collect();
-    seen.lock().unwrap().push(Seen { sni, options: params.get("options").cloned(), user: params.get("user").cloned() });
+    let endpoint = neons_endpoint(sni.as_deref(), params.get("options").map(String::as_str), &common_name);
+    seen.lock().unwrap().push(Seen {
+        sni,
+        options: params.get("options").cloned(),
+        user: params.get("user").cloned(),
+        endpoint: endpoint.clone(),
+    });
+    endpoint.map_err(std::io::Error::other)?;
 
     let mut startup = body[..4].to_vec();
     for (key, value) in params.iter().filter(|(k, _)| *k != "options") {
@@ -153,6 +197,36 @@ async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, postgres_port
     server.write_all(&startup).await?;
     tokio::io::copy_bidirectional(&mut tls, &mut server).await?;
     Ok(())
+}
+
+/// Whether a safekeeper lets `token` through to an HTTP route (`safekeeper/src/auth.rs`,
+/// `check_permission`): a valid EdDSA token of scope `safekeeperdata`, or of scope `tenant` for
+/// that very tenant on per-tenant routes; every other scope is "ineligible for Safekeeper auth".
+fn safekeeper_permission(public: &neonctl_aws::controlplane::jwt::PublicKey, token: &str, tenant: Option<&str>) -> Result<(), String> {
+    let scope = public.scope_of(token).map_err(|e| e.to_string())?.ok_or("no scope")?;
+    let claims = crate::controlplane::jwt_claims(token);
+    match (scope.as_str(), tenant) {
+        ("safekeeperdata", _) => Ok(()),
+        ("tenant", Some(tenant)) if claims["tenant_id"] == tenant => Ok(()),
+        ("tenant", _) => Err("Attempt to access management api with tenant scope. Permission denied".into()),
+        (other, _) => Err(format!("JWT scope '{other}' is ineligible for Safekeeper auth")),
+    }
+}
+
+/// A token of scope `tenant` for `tenant`, signed with the deployment's key (what computes get).
+fn tenant_token_of(created: &Secrets, tenant: &Value) -> String {
+    let key = neonctl_aws::controlplane::jwt::SigningKey::from_pem(&created["neon-jwt-signing"]["auth_private_key.pem"]).unwrap();
+    key.tenant_token(tenant.as_str().unwrap()).0
+}
+
+/// The value of the Secret key mounted at `path` in `pod` (a secret volume with items).
+fn mounted_secret(fake: &FakeKube, pod: &Value, path: &str) -> Option<String> {
+    let (dir, file) = path.rsplit_once('/')?;
+    let mount = pod["containers"][0]["volumeMounts"].as_array()?.iter().find(|m| m["mountPath"] == dir)?;
+    let volume = pod["volumes"].as_array()?.iter().find(|v| v["name"] == mount["name"])?;
+    let item = volume["secret"]["items"].as_array()?.iter().find(|i| i["path"] == file)?;
+    let secret = fake.get("v1", "secrets", Some(NS), volume["secret"]["secretName"].as_str()?)?;
+    String::from_utf8(STANDARD.decode(secret["data"][item["key"].as_str()?].as_str()?).ok()?).ok()
 }
 
 /// A fake cluster, a workdir with its kubeconfig, and the test's control plane.
@@ -279,6 +353,24 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     assert_eq!(seen[0].options.as_deref(), Some("endpoint=main"));
     assert_eq!(seen[0].sni.as_deref(), Some("main.neon.neon.internal"));
     assert_eq!(seen[0].user.as_deref(), Some("neondb_owner"));
+    assert_eq!(seen[0].endpoint.as_deref(), Ok("main"), "neon's proxy reads the domain from the generated certificate");
+
+    // Each safekeeper calls its peers with the token in its --auth-token-path, which passes
+    // the safekeeper's own check; so does the storage controller's.
+    let public = neonctl_aws::controlplane::jwt::PublicKey::from_pem(&created["neon-auth"]["auth_public_key.pem"]).unwrap();
+    for id in 1..=3 {
+        let set = fake.get("apps/v1", "statefulsets", Some(NS), &format!("neon-safekeeper-{id}")).expect("a safekeeper");
+        let pod = &set["spec"]["template"]["spec"];
+        let args: Vec<String> = serde_json::from_value(pod["containers"][0]["args"].clone()).unwrap();
+        let path =
+            args.iter().find_map(|a| a.strip_prefix("--auth-token-path=")).unwrap_or_else(|| panic!("--auth-token-path in {args:?}"));
+        let token = mounted_secret(fake, pod, path).unwrap_or_else(|| panic!("{path} is mounted from a Secret"));
+        assert_eq!(safekeeper_permission(&public, &token, None), Ok(()), "safekeeper {id}'s peer token");
+    }
+    let storcon_token = &created["neon-auth"]["storcon-safekeeper.jwt"];
+    assert_eq!(safekeeper_permission(&public, storcon_token, None), Ok(()), "the storage controller's safekeeper token");
+    let tenant_token = tenant_token_of(&created, &spec["tenantId"]);
+    assert!(safekeeper_permission(&public, &tenant_token, None).is_err(), "a tenant token cannot manage timelines");
 
     // The printed connection strings, without the password.
     assert!(text.contains("postgresql://neondb_owner:<password>@main.neon.neon.internal:"), "{text}");
@@ -384,12 +476,12 @@ async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
         region: "us-east-1".into(),
         storage_controller_url: storcon.url(),
         pageservers: (1..=2).map(|id| crate::controlplane::node("ps", id, 6400)).collect(),
-        safekeepers: (1..=3).map(|id| crate::controlplane::node("sk", id, 5454)).collect(),
+        safekeepers: crate::reconcile::safekeepers(3),
         computes: vec![Compute { id: "main".into(), pg: "compute-main:55432".into(), http: format!("http://{}", compute.addr) }],
     };
     let topology_path = setup.wd.path().join("topology.json");
     std::fs::write(&topology_path, topology.to_json().unwrap()).unwrap();
-    let mut serve = setup.wd.cmd(&SERVE_ARGS);
+    let mut serve = setup.wd.cmd(&[&SERVE_ARGS[..], &["--insecure-no-auth"]].concat());
     serve
         .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology_path)
         .env("KUBECONFIG", &setup.kubeconfig)

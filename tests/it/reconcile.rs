@@ -17,7 +17,7 @@ use neonctl_aws::controlplane::jwt::{PublicKey, SigningKey};
 use neonctl_aws::controlplane::kube_store::{KubeStore, STATUS_KEY};
 use neonctl_aws::controlplane::reconcile::StorageStatus;
 use neonctl_aws::controlplane::{ControlPlane, Keys, NAMESPACE_ENV, Retry, Running, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, scopes, scram};
-use neonctl_aws::neon::control_plane::{Compute, Topology};
+use neonctl_aws::neon::control_plane::{Compute, Node, Topology};
 use serde_json::{Value, json};
 
 use crate::controlplane::{StandIn, TENANT, TIMELINE, call, jwt_claims, key_pem, node};
@@ -42,15 +42,29 @@ pub(crate) struct Call {
     scope: Option<String>,
 }
 
+/// A timeline as the stand-in keeps it.
+#[derive(Debug, Clone, PartialEq)]
+struct Timeline {
+    pg_version: u64,
+    ancestor: Option<String>,
+    /// Its safekeepers and membership generation (`--timelines-onto-safekeepers`).
+    safekeepers: Vec<u64>,
+    generation: u32,
+}
+
 #[derive(Default)]
 struct Storage {
     calls: Vec<Call>,
-    /// By tenant id: its timelines with their `(pg_version, ancestor)`.
-    tenants: BTreeMap<String, BTreeMap<String, (u64, Option<String>)>>,
-    safekeepers: BTreeSet<u64>,
+    /// By tenant id: its timelines.
+    tenants: BTreeMap<String, BTreeMap<String, Timeline>>,
+    /// Registered safekeepers and their zones.
+    safekeepers: BTreeMap<u64, String>,
     active: BTreeSet<u64>,
     /// Answer every call with this status (a broken or busy controller).
     fail: Option<StatusCode>,
+    /// The pageserver answers timeline creations with this status and message (passed on as
+    /// neon's controller does).
+    pageserver_fails: Option<(StatusCode, String)>,
     /// The control plane's hooks (`…/storage`): a new tenant is attached to pageserver 1 there
     /// before the creation is answered, as neon's controller does.
     hooks: Option<String>,
@@ -67,6 +81,8 @@ fn allowed_scopes(method: &Method, path: &str) -> &'static [&'static str] {
         ("POST", ["control", "v1", "safekeeper", _, "scheduling_policy"]) => &["admin"],
         ("GET", ["control", "v1", "tenant", _]) => &["scrubber", "admin"],
         ("POST", ["v1", "tenant"]) | ("POST", ["v1", "tenant", _, "timeline"]) => &["pageserverapi", "admin"],
+        // `handle_tenant_timeline_safekeeper_migrate`.
+        ("POST", ["v1", "tenant", _, "timeline", _, "safekeeper_migrate"]) => &["pageserverapi", "admin"],
         _ => panic!("the stand-in does not serve {method} {path}"),
     }
 }
@@ -119,6 +135,48 @@ impl StorageController {
     fn fail_with(&self, status: Option<StatusCode>) {
         self.storage.lock().unwrap().fail = status;
     }
+
+    fn pageserver_fails_with(&self, failure: Option<(StatusCode, &str)>) {
+        self.storage.lock().unwrap().pageserver_fails = failure.map(|(status, message)| (status, message.to_string()));
+    }
+}
+
+/// How neon's controller passes a pageserver's error on: always 409 Conflict, the pageserver's
+/// status and message inside (`passthrough_api_error`, `storage_controller/src/service.rs`;
+/// `Conflict: ` is `ApiError::Conflict`'s display, `libs/http-utils/src/error.rs`; the node is
+/// `{id} ({listen_http_addr})`, `storage_controller/src/node.rs`).
+fn passed_on(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    error(StatusCode::CONFLICT, &format!("Conflict: 1 (ps-1) {status}: {status} {message}"))
+}
+
+/// The safekeepers neon's controller picks for a new timeline (`safekeepers_for_new_timeline`,
+/// `storage_controller/src/service/safekeeper_service.rs`): active ones, fewest timelines
+/// first, then by id, one per zone, exactly `--timeline-safekeeper-count` (3) or a 500.
+fn place(storage: &Storage) -> Result<Vec<u64>, String> {
+    const WANTED: usize = 3;
+    let load = |id: u64| storage.tenants.values().flat_map(|t| t.values()).filter(|t| t.safekeepers.contains(&id)).count();
+    let mut active: Vec<u64> = storage.active.iter().copied().collect();
+    active.sort_by_key(|&id| (load(id), id));
+    let (mut chosen, mut zones) = (Vec::new(), BTreeSet::new());
+    for id in &active {
+        if zones.insert(storage.safekeepers[id].clone()) {
+            chosen.push(*id);
+        }
+        if chosen.len() == WANTED {
+            return Ok(chosen);
+        }
+    }
+    Err(format!(
+        "couldn't find {WANTED} safekeepers in different AZs for new timeline (found: {}, total active: {})",
+        chosen.len(),
+        active.len()
+    ))
+}
+
+/// `SafekeepersInfo` (`libs/pageserver_api/src/models.rs`).
+fn safekeepers_info(tenant: &str, timeline: &str, generation: u32, ids: &[u64]) -> Value {
+    json!({"tenant_id": tenant, "timeline_id": timeline, "generation": generation,
+           "safekeepers": ids.iter().map(|id| json!({"id": id, "hostname": format!("sk-{id}")})).collect::<Vec<_>>()})
 }
 
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
@@ -143,7 +201,8 @@ async fn answer(
     let scope =
         header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(|token| jwt_claims(token)["scope"].as_str().unwrap().to_string());
     let method = parts.method;
-    let new_tenant = {
+    // What is left to do once the lock is released: the control plane's hooks are called.
+    let pending = {
         let mut storage = storage.lock().unwrap();
         storage.calls.push(Call { method: method.clone(), path: path.clone(), body: body.clone(), scope });
         if let Some(status) = storage.fail {
@@ -158,12 +217,13 @@ async fn answer(
         match (method.as_str(), parts.as_slice()) {
             ("POST", ["control", "v1", "safekeeper", id]) => {
                 assert_eq!(body["id"].as_u64().unwrap().to_string(), *id, "SafekeeperUpsert repeats the id");
-                storage.safekeepers.insert(id.parse().unwrap());
+                let zone = body["availability_zone_id"].as_str().expect("SafekeeperUpsert names the zone").to_string();
+                storage.safekeepers.insert(id.parse().unwrap(), zone);
                 return reply(StatusCode::NO_CONTENT, Value::Null);
             }
             ("POST", ["control", "v1", "safekeeper", id, "scheduling_policy"]) => {
                 let id: u64 = id.parse().unwrap();
-                if !storage.safekeepers.contains(&id) {
+                if !storage.safekeepers.contains_key(&id) {
                     return error(StatusCode::NOT_FOUND, "unknown safekeeper");
                 }
                 assert_eq!(body, json!({"scheduling_policy": "Active"}));
@@ -187,49 +247,120 @@ async fn answer(
             ("POST", ["v1", "tenant"]) => {
                 let tenant = body["new_tenant_id"].as_str().unwrap().to_string();
                 storage.tenants.entry(tenant.clone()).or_default();
-                storage.hooks.clone().map(|hooks| (hooks, tenant))
+                match storage.hooks.clone() {
+                    Some(hooks) => Pending::Attach { hooks, tenant },
+                    None => Pending::Nothing,
+                }
             }
             ("POST", ["v1", "tenant", tenant, "timeline"]) => {
-                let Some(timelines) = storage.tenants.get_mut(*tenant) else {
+                let Some(timelines) = storage.tenants.get(*tenant) else {
                     return error(StatusCode::NOT_FOUND, &format!("Tenant {tenant} not found"));
                 };
                 let timeline = body["new_timeline_id"].as_str().unwrap().to_string();
-                let params = (body["pg_version"].as_u64().unwrap(), body["ancestor_timeline_id"].as_str().map(str::to_string));
-                if let Some(ancestor) = &params.1
+                let (pg_version, ancestor) =
+                    (body["pg_version"].as_u64().unwrap(), body["ancestor_timeline_id"].as_str().map(str::to_string));
+                if let Some(ancestor) = &ancestor
                     && !timelines.contains_key(ancestor)
                 {
                     return error(StatusCode::NOT_FOUND, &format!("ancestor timeline {ancestor} not found"));
                 }
-                return match timelines.get(&timeline) {
-                    Some(existing) if *existing != params => {
-                        error(StatusCode::CONFLICT, "timeline already exists with different parameters")
-                    }
-                    _ => {
-                        timelines.insert(timeline.clone(), params);
-                        reply(StatusCode::CREATED, json!({"tenant_id": tenant, "timeline_id": timeline, "safekeepers": null}))
+                if let Some((status, message)) = &storage.pageserver_fails {
+                    return passed_on(*status, message);
+                }
+                // The pageserver: "Recreating the same timeline will succeed if the parameters
+                // match" (`timeline_create_handler`, `pageserver/src/http/routes.rs`).
+                let existing = timelines.get(&timeline).cloned();
+                if let Some(existing) = &existing
+                    && (existing.pg_version, &existing.ancestor) != (pg_version, &ancestor)
+                {
+                    return passed_on(StatusCode::CONFLICT, "timeline already exists with different parameters");
+                }
+                // The controller keeps the first placement (`tenant_timeline_create_safekeepers`).
+                let created = match existing {
+                    Some(existing) => existing,
+                    None => {
+                        let safekeepers = match place(&storage) {
+                            Ok(ids) => ids,
+                            Err(message) => return error(StatusCode::INTERNAL_SERVER_ERROR, &message),
+                        };
+                        Timeline { pg_version, ancestor, safekeepers, generation: 1 }
                     }
                 };
+                storage.tenants.get_mut(*tenant).unwrap().insert(timeline.clone(), created.clone());
+                let info = safekeepers_info(tenant, &timeline, created.generation, &created.safekeepers);
+                return reply(
+                    StatusCode::CREATED,
+                    json!({"tenant_id": tenant, "timeline_id": timeline, "pg_version": pg_version, "safekeepers": info}),
+                );
+            }
+            ("POST", ["v1", "tenant", tenant, "timeline", timeline, "safekeeper_migrate"]) => {
+                let Some(current) = storage.tenants.get(*tenant).and_then(|t| t.get(*timeline)).cloned() else {
+                    return error(StatusCode::NOT_FOUND, "timeline not found");
+                };
+                let new: Vec<u64> = serde_json::from_value(body["new_sk_set"].clone()).expect("TimelineSafekeeperMigrateRequest");
+                if let Some(unknown) = new.iter().find(|id| !storage.safekeepers.contains_key(id)) {
+                    return error(StatusCode::BAD_REQUEST, &format!("safekeeper {unknown} not found"));
+                }
+                // The joint configuration first (both sets), then the new one, each announced
+                // to the control plane (`tenant_timeline_safekeeper_migrate`,
+                // `cplane_notify_safekeepers`).
+                let mut joint = current.safekeepers.clone();
+                joint.extend(new.iter().filter(|id| !current.safekeepers.contains(id)));
+                let steps = vec![(current.generation + 1, joint), (current.generation + 2, new.clone())];
+                let entry = storage.tenants.get_mut(*tenant).unwrap().get_mut(*timeline).unwrap();
+                entry.safekeepers = new;
+                entry.generation = current.generation + 2;
+                let Some(hooks) = storage.hooks.clone() else { return reply(StatusCode::OK, Value::Null) };
+                Pending::Migrate { hooks, tenant: tenant.to_string(), timeline: timeline.to_string(), steps }
             }
             _ => return error(StatusCode::NOT_FOUND, "no such route"),
         }
     };
-    // A new tenant: attach it through the control plane's hook before answering.
-    if let Some((hooks, tenant)) = new_tenant {
+    let hook = |hooks: &str, name: &str, body: Value| {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let mut request = Request::put(format!("{hooks}/notify-attach")).header("content-type", "application/json");
+        let mut request = Request::put(format!("{hooks}/{name}")).header("content-type", "application/json");
         if let Some(key) = &hook_key {
             request = request.header("authorization", format!("Bearer {}", key.sign(&json!({"scope": scopes::STORAGE_CONTROLLER})).0));
         }
-        let notify =
-            json!({"tenant_id": tenant, "preferred_az": "az-a", "stripe_size": null, "shards": [{"node_id": 1, "shard_number": 0}]});
-        let request = request.body(Full::new(Bytes::from(notify.to_string()))).unwrap();
-        let status = match tokio::time::timeout(Duration::from_secs(5), client.request(request)).await {
-            Ok(Ok(response)) => response.status(),
-            _ => StatusCode::GATEWAY_TIMEOUT,
-        };
-        storage.lock().unwrap().hook_answers.push(status);
+        let request = request.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+        async move {
+            match tokio::time::timeout(Duration::from_secs(5), client.request(request)).await {
+                Ok(Ok(response)) => response.status(),
+                _ => StatusCode::GATEWAY_TIMEOUT,
+            }
+        }
+    };
+    match pending {
+        Pending::Nothing => reply(StatusCode::CREATED, json!({"shards": [{"shard_id": "x", "node_id": 1, "generation": 1}]})),
+        // A new tenant: attach it through the control plane's hook before answering.
+        Pending::Attach { hooks, tenant } => {
+            let notify =
+                json!({"tenant_id": tenant, "preferred_az": "az-a", "stripe_size": null, "shards": [{"node_id": 1, "shard_number": 0}]});
+            let status = hook(&hooks, "notify-attach", notify).await;
+            storage.lock().unwrap().hook_answers.push(status);
+            reply(StatusCode::CREATED, json!({"shards": [{"shard_id": "x", "node_id": 1, "generation": 1}]}))
+        }
+        // A migration succeeds only once the control plane took each configuration.
+        Pending::Migrate { hooks, tenant, timeline, steps } => {
+            for (generation, ids) in steps {
+                let status = hook(&hooks, "notify-safekeepers", safekeepers_info(&tenant, &timeline, generation, &ids)).await;
+                storage.lock().unwrap().hook_answers.push(status);
+                if !status.is_success() {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("failed to notify cplane about safekeeper membership change: {status}"),
+                    );
+                }
+            }
+            reply(StatusCode::OK, Value::Null)
+        }
     }
-    reply(StatusCode::CREATED, json!({"shards": [{"shard_id": "x", "node_id": 1, "generation": 1}]}))
+}
+
+enum Pending {
+    Nothing,
+    Attach { hooks: String, tenant: String },
+    Migrate { hooks: String, tenant: String, timeline: String, steps: Vec<(u32, Vec<u64>)> },
 }
 
 // ---- The custom resources -------------------------------------------------------------------
@@ -240,7 +371,7 @@ fn branch(name: &str, timeline: &str, parent: Option<&str>) -> Value {
         "tenantId": TENANT,
         "timelineId": timeline,
         "pgVersion": 17,
-        "roles": [{"name": "alice", "verifier": scram::verifier("correct horse battery staple").unwrap().0}],
+        "roles": [{"name": "alice", "verifier": scram::verifier("correct horse battery staple").0}],
         "databases": [{"name": "neondb", "owner": "alice"}],
     });
     if let Some(parent) = parent {
@@ -265,12 +396,19 @@ fn storage_status(kube: &FakeKube) -> StorageStatus {
 
 // ---- The control plane ----------------------------------------------------------------------
 
+/// `count` safekeepers, each in a zone of its own (the storage controller places a timeline on
+/// three in different zones).
+pub(crate) fn safekeepers(count: u64) -> Vec<Node> {
+    (1..=count).map(|id| Node { availability_zone: format!("az-{id}"), ..node("sk", id, 5454) }).collect()
+}
+
 struct Harness {
     kube: FakeKube,
     storcon: StorageController,
     compute: StandIn,
     signing: Option<Arc<SigningKey>>,
     pem: Option<String>,
+    safekeepers: u64,
 }
 
 impl Harness {
@@ -282,7 +420,7 @@ impl Harness {
         let kube = FakeKube::start().await;
         kube.put_object(branch("main", TIMELINE, None));
         kube.put_object(endpoint("main", "main"));
-        Self { kube, storcon, compute: StandIn::start().await, signing, pem }
+        Self { kube, storcon, compute: StandIn::start().await, signing, pem, safekeepers: 3 }
     }
 
     fn topology(&self) -> Topology {
@@ -291,7 +429,7 @@ impl Harness {
             region: "us-east-1".into(),
             storage_controller_url: self.storcon.url(),
             pageservers: (1..=2).map(|id| node("ps", id, 6400)).collect(),
-            safekeepers: (1..=3).map(|id| node("sk", id, 5454)).collect(),
+            safekeepers: safekeepers(self.safekeepers),
             computes: vec![Compute { id: "main".into(), pg: "compute-main:55432".into(), http: format!("http://{}", self.compute.addr) }],
         }
     }
@@ -370,6 +508,11 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
     assert_eq!(configure.body["spec"]["tenant_id"], TENANT);
     assert_eq!(configure.body["spec"]["timeline_id"], TIMELINE);
     assert_eq!(configure.body["spec"]["pageserver_connstring"], "postgresql://no_user@ps-1:6400");
+    // The safekeepers the controller chose for the timeline, with their generation: what
+    // compute_ctl writes as `neon.safekeepers='g#1:…'`.
+    assert_eq!(configure.body["spec"]["safekeeper_connstrings"], json!(["sk-1:5454", "sk-2:5454", "sk-3:5454"]));
+    assert_eq!(configure.body["spec"]["safekeepers_generation"], 1);
+    assert_eq!(status["safekeepers"], json!({"generation": 1, "ids": [1, 2, 3]}), "kept in the branch");
     assert_eq!(harness.spec(&server).await["status"], "attached");
 
     let report = storage_status(&harness.kube);
@@ -413,7 +556,7 @@ async fn a_new_generation_or_a_child_branch_is_created_and_pushed_again() {
     // compute gets the new roles.
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("neonctl-aws.dev", "v1alpha1", "NeonBranch"), "neonbranches");
     let api: Api<DynamicObject> = Api::namespaced_with(harness.kube.client(), NAMESPACE, &resource);
-    let verifier = scram::verifier("another password").unwrap().0;
+    let verifier = scram::verifier("another password").0;
     let roles = json!({"spec": {"roles": [{"name": "alice", "verifier": verifier}, {"name": "bob", "verifier": verifier}]}});
     api.patch("main", &PatchParams::default(), &Patch::Merge(roles)).await.unwrap();
     harness.storcon.clear_calls();
@@ -463,7 +606,8 @@ async fn a_storage_controller_failure_is_reported_and_the_next_round_recovers() 
 #[tokio::test]
 async fn a_timeline_that_exists_with_other_parameters_fails_with_a_conflict() {
     let harness = Harness::start(false).await;
-    harness.storcon.storage.lock().unwrap().tenants.insert(TENANT.into(), BTreeMap::from([(TIMELINE.to_string(), (16, None))]));
+    let existing = Timeline { pg_version: 16, ancestor: None, safekeepers: vec![1, 2, 3], generation: 1 };
+    harness.storcon.storage.lock().unwrap().tenants.insert(TENANT.into(), BTreeMap::from([(TIMELINE.to_string(), existing)]));
     let (control_plane, server) = harness.control_plane().await;
     control_plane.reconcile().await;
     assert!(!paths(&harness.storcon.calls()).contains(&"POST /v1/tenant".to_string()), "an existing tenant is not created again");
@@ -514,6 +658,72 @@ async fn placements_are_kept_in_the_branch_status_and_served_after_a_restart() {
     restarted.stop().await;
 }
 
+/// A pageserver's failure reaches the branch as what it was (here initdb's), although neon's
+/// controller passes it on as 409; only a real parameter conflict says to pick a new id.
+#[tokio::test]
+async fn a_pageserver_failure_shows_the_pageservers_message() {
+    let harness = Harness::start(true).await;
+    let (control_plane, server) = harness.control_plane().await;
+    let initdb = "initdb failed: running initdb: initdb: error: cannot be run as root";
+    harness.storcon.pageserver_fails_with(Some((StatusCode::INTERNAL_SERVER_ERROR, initdb)));
+    control_plane.reconcile().await;
+    let status = status_of(&harness.kube, "main");
+    assert_eq!(status["phase"], "Failed");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains(&format!("pageserver 1 (ps-1) answered 500 Internal Server Error: {initdb}")), "{message}");
+    assert!(!message.contains("new timeline id"), "not a conflict: {message}");
+
+    // A creation already in progress (the pageserver's 429) is waited for.
+    harness.storcon.pageserver_fails_with(Some((StatusCode::TOO_MANY_REQUESTS, "creation of timeline with the given ID is in progress")));
+    control_plane.reconcile().await;
+    assert_eq!(status_of(&harness.kube, "main")["phase"], "Pending");
+
+    harness.storcon.pageserver_fails_with(None);
+    control_plane.reconcile().await;
+    assert_eq!(status_of(&harness.kube, "main")["phase"], "Ready");
+    server.stop().await;
+}
+
+/// The storage controller moves a timeline to other safekeepers: the running compute is
+/// reconfigured with the joint set, then the new one, each with its generation.
+#[tokio::test]
+async fn a_safekeeper_migration_reaches_the_running_compute() {
+    let mut harness = Harness::start(true).await;
+    harness.safekeepers = 4;
+    let (control_plane, server) = harness.control_plane().await;
+    control_plane.reconcile().await;
+    assert_eq!(status_of(&harness.kube, "main")["safekeepers"], json!({"generation": 1, "ids": [1, 2, 3]}));
+    let configured = harness.compute.configures().len();
+
+    // What `storcon_cli` (or an operator) asks the controller.
+    let key = harness.signing.clone().unwrap();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("{}/v1/tenant/{TENANT}/timeline/{TIMELINE}/safekeeper_migrate", harness.storcon.url()))
+        .header("authorization", format!("Bearer {}", key.sign(&json!({"scope": "pageserverapi"})).0))
+        .body(Full::new(Bytes::from(json!({"new_sk_set": [2, 3, 4]}).to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the control plane took both configurations");
+
+    let pushed: Vec<(Value, Value)> = harness.compute.configures()[configured..]
+        .iter()
+        .map(|c| (c.body["spec"]["safekeepers_generation"].clone(), c.body["spec"]["safekeeper_connstrings"].clone()))
+        .collect();
+    assert_eq!(
+        pushed,
+        [
+            (json!(2), json!(["sk-1:5454", "sk-2:5454", "sk-3:5454", "sk-4:5454"])),
+            (json!(3), json!(["sk-2:5454", "sk-3:5454", "sk-4:5454"])),
+        ]
+    );
+    assert_eq!(status_of(&harness.kube, "main")["safekeepers"], json!({"generation": 3, "ids": [2, 3, 4]}));
+    // An idempotent re-creation (a new generation of the branch) repeats generation 3; the
+    // older answer never rolls the compute back.
+    let spec = harness.spec(&server).await;
+    assert_eq!(spec["spec"]["safekeepers_generation"], 3);
+    server.stop().await;
+}
+
 // ---- The binary -----------------------------------------------------------------------------
 
 /// `control-plane serve --store kubernetes` as the Deployment runs it: the namespace and the
@@ -528,7 +738,7 @@ async fn serve_with_the_kubernetes_store_reconciles_at_start() {
     let topology_path = wd.path().join("topology.json");
     std::fs::write(&topology_path, topology.to_json().unwrap()).unwrap();
     let serve = |namespace: Option<&str>| {
-        let mut cmd = wd.cmd(&SERVE_ARGS);
+        let mut cmd = wd.cmd(&[&SERVE_ARGS[..], &["--insecure-no-auth"]].concat());
         cmd.env("NEONCTL_CONTROL_PLANE_CONFIG", &topology_path)
             .env("KUBECONFIG", harness.kube.kubeconfig(wd.path()))
             .env(STATUS_CONFIG_MAP_ENV, STATUS_CONFIG_MAP)

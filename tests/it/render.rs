@@ -108,7 +108,11 @@ fn bring_your_own_cluster_renders_valid_manifests() {
     let s3 = data["secrets"].as_array().unwrap().iter().find(|s| s["name"] == "acme-s3-credentials").expect("the S3 credentials Secret");
     assert_eq!(s3["keys"], serde_json::json!(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]));
     let assumptions: Vec<&str> = data["assumptions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(!assumptions.iter().any(|a| a.contains("zones") || a.contains("bucket") || a.contains("image pageserver")), "{assumptions:?}");
+    assert!(
+        !assumptions.iter().any(|a| a.contains("guessed") || a.contains("bucket") || a.contains("image pageserver")),
+        "{assumptions:?}"
+    );
+    assert!(assumptions.iter().any(|a| a.contains("span 2 zone(s)") && a.contains("--timelines-onto-safekeepers")), "{assumptions:?}");
     assert!(assumptions.iter().any(|a| a.contains("registry.example.com:5000/platform/acme/proxy:latest")), "{assumptions:?}");
     let dir = wd.path().join("byo");
     let names: Vec<String> = rendered_files(&dir).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();

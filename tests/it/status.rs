@@ -43,7 +43,8 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     fake.put_object(workload("Deployment", "neon-storage-broker", "storage-broker", 1));
     fake.put_object(workload("StatefulSet", "neon-pageserver-1", "pageserver", 1));
     fake.put_object(workload("StatefulSet", "neon-pageserver-2", "pageserver", 1));
-    fake.put_object(json!({"apiVersion": "v1", "kind": "ConfigMap",
+    let report = |unauthenticated: bool| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "neon-control-plane-status", "namespace": "neon"},
         "data": {"storage.json": serde_json::to_string(&StorageStatus {
             checked_at: "2026-11-21T15:00:00Z".into(),
@@ -52,7 +53,10 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
                 .collect(),
             safekeepers: vec![1, 2, 3],
             error: None,
-        }).unwrap()}}));
+            unauthenticated,
+        }).unwrap()}})
+    };
+    fake.put_object(report(false));
 
     let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--context", "fake", "--output", "json"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -62,6 +66,15 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     assert_eq!(check(&live, "pageserver")["detail"], "2/2 pods ready");
     assert_eq!(check(&live, "storage-broker")["outcome"], "ok");
     assert!(check(&live, "storage controller")["detail"].as_str().unwrap().starts_with("2/2 pageservers active"));
+    assert_eq!(check(&live, "control plane authentication")["outcome"], "ok");
+
+    // A control plane started with --insecure-no-auth: said, without failing status.
+    fake.put_object(report(true));
+    let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--context", "fake", "--output", "json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let auth = check(&checks(&out), "control plane authentication").clone();
+    assert_eq!(auth["outcome"], "warning");
+    assert!(auth["detail"].as_str().unwrap().contains("--insecure-no-auth"), "{auth}");
 
     // A pageserver that is not ready and a node that is not: exit 1, with what to look at.
     fake.set_status("apps/v1", "statefulsets", Some("neon"), "neon-pageserver-2", json!({"replicas": 1, "readyReplicas": 0}));

@@ -50,10 +50,7 @@ pub fn branch_spec(
         .and_then(|role| role["verifier"].as_str())
         .map(|v| Secret(v.to_string()))
         .filter(|verifier| scram::matches(verifier, &password.0));
-    let verifier = match live_verifier {
-        Some(verifier) => verifier,
-        None => scram::verifier(&password.0).map_err(|_| SecretError::Random { what: "a SCRAM salt" })?,
-    };
+    let verifier = live_verifier.unwrap_or_else(|| scram::verifier(&password.0));
     Ok(BranchSpec {
         project_id: project_id.to_string(),
         tenant_id: id("tenantId")?,

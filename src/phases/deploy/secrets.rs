@@ -82,10 +82,13 @@ pub enum SecretError {
     #[error("the system random number generator failed while generating {what}; retry, and check the host's entropy source")]
     Random { what: &'static str },
     #[error(
-        "the proxy certificate's subject CN is {found}, but the proxy takes the domain it routes by from the CN, so it must \
-         be *.{domain} (a SAN is not enough). Issue one with commonName *.{domain} (cert-manager: spec.commonName){hint}"
+        "the proxy certificate's subject is `{found}`, but neon's proxy takes the domain it routes by from the whole \
+         subject, so it must be exactly `{needed}`: no other attribute (O, C, OU, ...), and a SAN is not enough. Issue one \
+         with only that subject, e.g. `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj '/CN=*.{domain}' \
+         -addext 'subjectAltName=DNS:*.{domain}' -days 365 -keyout tls.key -out tls.crt`, or a cert-manager Certificate with \
+         spec.commonName *.{domain} and no spec.subject{hint}"
     )]
-    CertificateName { found: String, domain: String, hint: String },
+    CertificateName { found: String, needed: String, domain: String, hint: String },
     #[error("generating the proxy's self-signed certificate for *.{domain}: {message}")]
     Certificate { domain: String, message: String },
     #[error("no Secret with key `{key}` among the ones the manifests read; this is a bug in neonctl-aws, please report it")]
@@ -350,22 +353,20 @@ pub fn plan(
     let wildcard = format!("*.{}", inputs.proxy_domain);
     match tls {
         Some(user) => {
-            let found = super::tls::subject_common_name(&user.cert.0);
-            if found.as_deref() != Some(wildcard.as_str()) {
-                let hint = match found.as_deref().and_then(|cn| cn.strip_prefix("*.")) {
-                    Some(domain) => format!(", or pass --proxy-domain {domain} if that is the domain you meant"),
-                    None => String::new(),
-                };
-                let found = found.map_or_else(|| "missing".to_string(), |cn| format!("`{cn}`"));
-                return Err(SecretError::CertificateName { found, domain: inputs.proxy_domain.clone(), hint });
-            }
+            check_users_certificate(&user.cert, &inputs.proxy_domain)?;
             proxy.set(TLS_CERT, user.cert.clone()).set(TLS_KEY, user.key.clone());
         }
         None => {
             let made_for = proxy.live.and_then(|s| s.annotations.get(GENERATED_FOR));
             let complete = proxy.live(TLS_CERT).is_some() && proxy.live(TLS_KEY).is_some();
-            // Kept: ours for this domain, or one the user put there (no annotation).
-            if complete && made_for.is_none_or(|cn| *cn == wildcard) {
+            // Kept: ours for this domain (unless made before its subject was exactly what the
+            // proxy needs), or one the user put there (no annotation), which must pass the rule.
+            let live_cert = proxy.live(TLS_CERT).unwrap_or_default();
+            let valid = super::tls::check_proxy_subject(live_cert, &inputs.proxy_domain).is_ok();
+            if complete && made_for.is_none() && !valid {
+                check_users_certificate(&Secret(live_cert.to_string()), &inputs.proxy_domain)?;
+            }
+            if complete && valid && made_for.is_none_or(|cn| *cn == wildcard) {
                 let (cert, key) = (proxy.live(TLS_CERT).unwrap_or_default(), proxy.live(TLS_KEY).unwrap_or_default());
                 proxy.set(TLS_CERT, Secret(cert.to_string())).set(TLS_KEY, Secret(key.to_string()));
                 if let Some(cn) = made_for {
@@ -387,6 +388,21 @@ pub fn plan(
     secrets.push(owner.done());
 
     Ok(SecretsPlan { secrets, role_password, user_owned })
+}
+
+/// A user's certificate must have exactly the subject neon's proxy routes by.
+fn check_users_certificate(cert: &Secret, domain: &str) -> Result<(), SecretError> {
+    use super::tls::{SubjectError, check_proxy_subject, required_subject};
+    let found = match check_proxy_subject(&cert.0, domain) {
+        Ok(()) => return Ok(()),
+        Err(SubjectError::Subject { found }) => found,
+        Err(e @ SubjectError::NotACertificate(_)) => e.to_string(),
+    };
+    let hint = match found.strip_prefix("CN=*.").filter(|rest| !rest.contains([',', '+'])) {
+        Some(other) => format!("; or, if {other} is the domain you meant, pass --proxy-domain {other}"),
+        None => String::new(),
+    };
+    Err(SecretError::CertificateName { found, needed: required_subject(domain), domain: domain.to_string(), hint })
 }
 
 /// The data of a Secret the user creates, or what is wrong with it ("does not exist", "has no
@@ -570,7 +586,41 @@ mod tests {
         // A certificate for another domain is refused: the proxy would route nothing.
         let (cert, key) = super::super::tls::self_signed("other.example.com").unwrap();
         let err = plan(&inputs, &BTreeMap::new(), Some(&UserTls { cert, key }), &SystemRandom::new()).unwrap_err().to_string();
-        assert!(err.contains("subject CN is `*.other.example.com`") && err.contains("--proxy-domain other.example.com"), "{err}");
+        assert!(err.contains("subject is `CN=*.other.example.com`") && err.contains("--proxy-domain other.example.com"), "{err}");
+        assert!(err.contains("must be exactly `CN=*.neon.neon.internal`"), "{err}");
+
+        // One with an extra attribute is refused too, showing what was found.
+        let mut params = rcgen::CertificateParams::new(vec![format!("*.{}", inputs.proxy_domain)]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("*.{}", inputs.proxy_domain));
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Acme");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = Secret(params.self_signed(&key).unwrap().pem());
+        let user = UserTls { cert: cert.clone(), key: Secret(key.serialize_pem()) };
+        let cert = cert.clone();
+        let err = plan(&inputs, &BTreeMap::new(), Some(&user), &SystemRandom::new()).unwrap_err().to_string();
+        assert!(err.contains("subject is `O=Acme,CN=*.neon.neon.internal`") && err.contains("-subj '/CN=*.neon.neon.internal'"), "{err}");
+        assert!(!err.contains("--proxy-domain"), "{err}");
+        // Already in the cluster without our annotation (the user's): refused the same way.
+        let mut live = BTreeMap::new();
+        live.insert(
+            "neon-proxy-tls".to_string(),
+            LiveSecret::new([(TLS_CERT.into(), cert.0.clone().into_bytes()), (TLS_KEY.into(), b"k".to_vec())], BTreeMap::new()),
+        );
+        let err = plan(&inputs, &live, None, &SystemRandom::new()).unwrap_err().to_string();
+        assert!(err.contains("subject is `O=Acme,CN=*.neon.neon.internal`"), "{err}");
+        // Ours from before the subject was exactly the proxy's rule: made again.
+        let annotations = BTreeMap::from([(GENERATED_FOR.to_string(), format!("*.{}", inputs.proxy_domain))]);
+        live.insert(
+            "neon-proxy-tls".into(),
+            LiveSecret::new([(TLS_CERT.into(), cert.0.clone().into_bytes()), (TLS_KEY.into(), b"k".to_vec())], annotations),
+        );
+        let remade = plan(&inputs, &live, None, &SystemRandom::new()).unwrap();
+        assert_eq!(secret(&remade, "neon-proxy-tls").summary(), "update tls.crt, tls.key");
+        assert_eq!(
+            super::super::tls::check_proxy_subject(&secret(&remade, "neon-proxy-tls").data[TLS_CERT].0, &inputs.proxy_domain),
+            Ok(())
+        );
 
         let generated = plan(&inputs, &BTreeMap::new(), None, &SystemRandom::new()).unwrap();
         inputs.proxy_domain = "db.example.com".into();

@@ -1,8 +1,13 @@
-//! The proxy's certificate: the user's files, or a self-signed one. The proxy derives the
-//! domain it routes by (`<endpoint>.<domain>`) from the certificate's subject CN, so the CN
-//! itself must be the wildcard `*.<domain>` (neon-components.md §2.7); it is a SAN too.
+//! The proxy's certificate: the user's files, or a self-signed one. Neon's proxy derives the
+//! domain it routes by (`<endpoint>.<domain>`) from the certificate's subject, and only from it:
+//! `proxy/src/tls/server_config.rs` takes the subject's RFC 4514 string and strips `CN=*.`, so
+//! the subject must be exactly `CN=*.<domain>`, nothing else (an `O=…` beside it makes the proxy
+//! refuse to start, or route by `<domain>,O=…`). The wildcard is a SAN too, for clients that
+//! verify.
 
 use std::path::Path;
+
+use x509_parser::prelude::{FromDer as _, X509Certificate, X509Name};
 
 use crate::neon::Secret;
 
@@ -11,13 +16,13 @@ use super::secrets::UserTls;
 /// Years a generated certificate is valid; clients with sslmode=require do not check it.
 const VALID_YEARS: i64 = 10;
 
-/// A self-signed certificate (ECDSA P-256) for `*.<domain>` and `<domain>`: (cert, key) PEM.
+/// A self-signed certificate (ECDSA P-256) for `*.<domain>` and `<domain>`, subject exactly
+/// `CN=*.<domain>`: (cert, key) PEM.
 pub fn self_signed(domain: &str) -> Result<(Secret, Secret), rcgen::Error> {
     let wildcard = format!("*.{domain}");
     let mut params = rcgen::CertificateParams::new(vec![wildcard.clone(), domain.to_string()])?;
     let mut name = rcgen::DistinguishedName::new();
     name.push(rcgen::DnType::CommonName, wildcard);
-    name.push(rcgen::DnType::OrganizationName, "neonctl-aws");
     params.distinguished_name = name;
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
@@ -27,55 +32,74 @@ pub fn self_signed(domain: &str) -> Result<(Secret, Secret), rcgen::Error> {
     Ok((Secret(cert.pem()), Secret(key.serialize_pem())))
 }
 
-/// The subject CN of the first certificate in `pem`, read from its DER (neon reads the same
-/// field); `None` when it is not a certificate or has no CN.
-pub fn subject_common_name(pem: &str) -> Option<String> {
-    use base64::Engine as _;
-    let begin = pem.find("-----BEGIN CERTIFICATE-----")?;
-    let body = &pem[begin..].lines().skip(1).take_while(|l| !l.starts_with("-----END")).collect::<String>();
-    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()?;
-    let (_, certificate, _) = der_element(&der)?;
-    let (_, mut tbs, _) = der_element(certificate)?;
-    // TBSCertificate: [0] version (optional), serial, signature algorithm, issuer, validity, subject.
-    if tbs.first() == Some(&0xA0) {
-        tbs = der_element(tbs)?.2;
-    }
-    for _ in 0..4 {
-        tbs = der_element(tbs)?.2;
-    }
-    let (_, mut subject, _) = der_element(tbs)?;
-    // Name: SEQUENCE OF SET OF SEQUENCE { type OID, value string }.
-    while !subject.is_empty() {
-        let (_, mut set, rest) = der_element(subject)?;
-        subject = rest;
-        while !set.is_empty() {
-            let (_, attribute, rest) = der_element(set)?;
-            set = rest;
-            let (tag, oid, value) = der_element(attribute)?;
-            const COMMON_NAME: [u8; 3] = [0x55, 0x04, 0x03];
-            if tag == 0x06 && oid == COMMON_NAME {
-                let (_, text, _) = der_element(value)?;
-                return String::from_utf8(text.to_vec()).ok();
-            }
-        }
-    }
-    None
+/// Why a certificate cannot serve the proxy for a domain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    #[error("it is not a PEM X.509 certificate ({0})")]
+    NotACertificate(String),
+    #[error("its subject is `{found}`")]
+    Subject { found: String },
 }
 
-/// One DER element: (tag, contents, what follows). Single-byte tags, definite lengths.
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (length, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7F);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
+/// The subject the proxy needs for `domain`.
+pub fn required_subject(domain: &str) -> String {
+    format!("CN=*.{domain}")
+}
+
+/// Checks the first certificate in `pem` the way neon's proxy reads it: its subject, as an
+/// RFC 4514 string, must be exactly [`required_subject`].
+pub fn check_proxy_subject(pem: &str, domain: &str) -> Result<(), SubjectError> {
+    let found = subject(pem)?;
+    if found == required_subject(domain) { Ok(()) } else { Err(SubjectError::Subject { found }) }
+}
+
+/// The subject of the first certificate in `pem` as an RFC 4514 string, as neon's proxy
+/// renders it (x509-cert's `Name` display): the last RDN first, RDNs joined by `,`, the
+/// attributes of one RDN by `+`, known attribute types by their short name.
+pub fn subject(pem: &str) -> Result<String, SubjectError> {
+    let not = |e: &dyn std::fmt::Display| SubjectError::NotACertificate(e.to_string());
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| not(&e))?;
+    if pem.label != "CERTIFICATE" {
+        return Err(SubjectError::NotACertificate(format!("a {} block", pem.label)));
+    }
+    let (_, certificate) = X509Certificate::from_der(&pem.contents).map_err(|e| not(&e))?;
+    Ok(rfc4514(certificate.subject()))
+}
+
+fn rfc4514(name: &X509Name) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attribute| {
+                    let oid = attribute.attr_type();
+                    let kind = x509_parser::objects::oid2abbrev(oid, registry).map_or_else(|_| oid.to_id_string(), str::to_string);
+                    let value = match attribute.as_str() {
+                        Ok(text) => escape(text),
+                        Err(_) => format!("#{}", hex::encode(attribute.attr_value().data)),
+                    };
+                    format!("{kind}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// RFC 4514 §2.4 escaping of an attribute value.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let edge = (i == 0 && (c == ' ' || c == '#')) || (i == last && c == ' ');
+        if edge || matches!(c, '"' | '+' | ',' | ';' | '<' | '>' | '\\') {
+            out.push('\\');
         }
-        (rest[..count].iter().fold(0usize, |n, b| (n << 8) | usize::from(*b)), &rest[count..])
-    };
-    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+        out.push(c);
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,34 +133,59 @@ pub fn read_user_files(cert: &Path, key: &Path) -> Result<UserTls, TlsFileError>
 mod tests {
     use super::*;
 
-    #[test]
-    fn generated_certificates_name_the_wildcard_and_read_back_with_rustls() {
-        let (cert, key) = self_signed("neon.example.com").unwrap();
-        assert!(cert.0.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(key.0.contains("PRIVATE KEY-----"));
-        // The DER holds the CN and SAN as UTF8/IA5 strings.
-        use base64::Engine as _;
-        let body: String = cert.0.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
-        let needle = b"*.neon.example.com";
-        assert!(der.windows(needle.len()).filter(|w| w == needle).count() >= 2, "CN and SAN");
+    fn certificate(dn: &[(rcgen::DnType, &str)]) -> String {
+        let mut params = rcgen::CertificateParams::new(vec!["*.neon.example.com".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in dn {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+    }
+
+    /// The subject string as neon's proxy computes it: x509-cert's `Name` display
+    /// (`proxy/src/tls/server_config.rs`, `certificate.tbs_certificate.subject.to_string()`).
+    fn neons_subject(pem: &str) -> String {
+        use x509_cert::der::DecodePem as _;
+        x509_cert::Certificate::from_pem(pem.as_bytes()).unwrap().tbs_certificate.subject.to_string()
     }
 
     #[test]
-    fn the_subject_common_name_is_read_from_the_certificate() {
-        let (cert, _) = self_signed("neon.example.com").unwrap();
-        assert_eq!(subject_common_name(&cert.0).as_deref(), Some("*.neon.example.com"));
-        // Another CN, with a SAN of the wildcard: the CN is what counts.
-        let mut params = rcgen::CertificateParams::new(vec!["*.neon.example.com".to_string()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CountryName, "DE");
-        params.distinguished_name.push(rcgen::DnType::CommonName, "proxy.neon.example.com");
-        let other = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
-        assert_eq!(subject_common_name(&other).as_deref(), Some("proxy.neon.example.com"));
-        let mut no_cn = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
-        no_cn.distinguished_name = rcgen::DistinguishedName::new();
-        assert_eq!(subject_common_name(&no_cn.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()), None);
-        assert_eq!(subject_common_name("-----BEGIN CERTIFICATE-----\nbm90IGRlcg==\n-----END CERTIFICATE-----\n"), None);
-        assert_eq!(subject_common_name("no pem"), None);
+    fn generated_certificates_have_exactly_the_subject_the_proxy_needs() {
+        let (cert, key) = self_signed("neon.example.com").unwrap();
+        assert!(key.0.contains("PRIVATE KEY-----"));
+        assert_eq!(subject(&cert.0).unwrap(), "CN=*.neon.example.com");
+        assert_eq!(neons_subject(&cert.0), "CN=*.neon.example.com");
+        assert_eq!(check_proxy_subject(&cert.0, "neon.example.com"), Ok(()));
+        // The wildcard is a SAN too.
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert.0.as_bytes()).unwrap();
+        let parsed = pem.parse_x509().unwrap();
+        let san = parsed.subject_alternative_name().unwrap().unwrap();
+        assert!(format!("{:?}", san.value).contains("*.neon.example.com"));
+    }
+
+    #[test]
+    fn subjects_read_as_neons_proxy_reads_them() {
+        use rcgen::DnType::{CommonName, CountryName, OrganizationName};
+        let cases = [
+            (vec![(CommonName, "*.neon.example.com"), (OrganizationName, "neonctl-aws")], "O=neonctl-aws,CN=*.neon.example.com"),
+            (vec![(OrganizationName, "acme"), (CommonName, "*.neon.example.com")], "CN=*.neon.example.com,O=acme"),
+            (vec![(CountryName, "DE"), (CommonName, "proxy.neon.example.com")], "CN=proxy.neon.example.com,C=DE"),
+            (vec![(CommonName, "a,b+c")], "CN=a\\,b\\+c"),
+            (vec![], ""),
+        ];
+        for (dn, expected) in cases {
+            let pem = certificate(&dn);
+            assert_eq!(subject(&pem).unwrap(), expected, "{dn:?}");
+            assert_eq!(neons_subject(&pem), expected, "x509-cert agrees for {dn:?}");
+        }
+        let extra = certificate(&[(CommonName, "*.neon.example.com"), (OrganizationName, "neonctl-aws")]);
+        assert_eq!(
+            check_proxy_subject(&extra, "neon.example.com"),
+            Err(SubjectError::Subject { found: "O=neonctl-aws,CN=*.neon.example.com".into() })
+        );
+        assert!(matches!(subject("no pem"), Err(SubjectError::NotACertificate(_))));
+        let (_, key) = self_signed("d.example").unwrap();
+        assert!(matches!(subject(&key.0), Err(SubjectError::NotACertificate(m)) if m.contains("PRIVATE KEY")));
     }
 
     #[test]
