@@ -27,6 +27,8 @@ use crate::state::{self, ClusterAccess, DeployRecord, PhaseRecord, State};
 
 /// How long one live check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+/// A control plane report older than this (six reconcile rounds) fails its check.
+const REPORT_STALE_AFTER: Duration = Duration::from_secs(30);
 /// The label every workload `render` writes carries with its component's name.
 const COMPONENT_LABEL: &str = "app.kubernetes.io/name";
 
@@ -302,6 +304,22 @@ async fn control_plane_report(client: kube::Client, namespace: &str, prefix: &st
     let report: StorageStatus = serde_json::from_str(&report)
         .map_err(|e| anyhow::anyhow!("the control plane's storage report is not what this version writes: {e}"))?;
     let checked = &report.checked_at;
+    // The control plane reports every round: an old report is from one that stopped.
+    let age = time::OffsetDateTime::parse(checked, &time::format_description::well_known::Rfc3339)
+        .map(|at| (time::OffsetDateTime::now_utc() - at).whole_seconds().max(0))
+        .map_err(|e| anyhow::anyhow!("the control plane's report time `{checked}` is not RFC 3339: {e}"))?;
+    if age > REPORT_STALE_AFTER.as_secs() as i64 {
+        let rounds = crate::controlplane::reconcile::EVERY.as_secs();
+        return Ok(vec![Check::new(
+            name,
+            Outcome::Failed,
+            format!(
+                "the control plane's last report is {age}s old (at {checked}); it reports every {rounds}s, so it is not running or \
+                 cannot write: see `kubectl -n {namespace} logs deploy/{prefix}-control-plane`"
+            ),
+        )]);
+    }
+    let checked = format!("reported {age}s ago");
     let auth = if report.unauthenticated {
         Check::new(
             "control plane authentication",
@@ -312,10 +330,10 @@ async fn control_plane_report(client: kube::Client, namespace: &str, prefix: &st
         Check::new("control plane authentication", Outcome::Ok, "every caller needs a token signed with the deployment's key")
     };
     if let Some(error) = &report.error {
-        return Ok(vec![Check::new(name, Outcome::Failed, format!("unreachable from the control plane at {checked}: {error}")), auth]);
+        return Ok(vec![Check::new(name, Outcome::Failed, format!("unreachable from the control plane ({checked}): {error}")), auth]);
     }
     let total = report.pageservers.len();
     let active = report.pageservers.iter().filter(|p| p.availability == "Active").count();
     let outcome = if total > 0 && active == total { Outcome::Ok } else { Outcome::Failed };
-    Ok(vec![Check::new(name, outcome, format!("{active}/{total} pageservers active (as of {checked})")), auth])
+    Ok(vec![Check::new(name, outcome, format!("{active}/{total} pageservers active ({checked})")), auth])
 }

@@ -324,6 +324,28 @@ fn timelines_go_onto_safekeepers_only_across_three_zones() {
     assert!(said.contains("span 2 zone(s)") && said.contains("give 3 zones"), "{said}");
 }
 
+/// compute_ctl exports traces to localhost:4318 unless told otherwise (neon's
+/// `libs/tracing-utils`): off by default, or to the configured collector.
+#[test]
+fn compute_traces_go_nowhere_or_to_the_configured_collector() {
+    let compute_env = |inputs: &RenderInputs| -> Vec<Value> {
+        let objects = objects(&render(inputs).unwrap());
+        container(find(&objects, "Deployment", "neon-compute"))["env"].as_array().unwrap().clone()
+    };
+    let env = compute_env(&default_inputs());
+    assert!(env.iter().any(|e| e["name"] == "OTEL_SDK_DISABLED" && e["value"] == "true"), "{env:?}");
+    assert!(!env.iter().any(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let mut config = Config::default();
+    config.compute.otlp_endpoint = Some("http://otel-collector.monitoring:4318".into());
+    let env = compute_env(&RenderInputs::from_config(&config));
+    assert!(env.iter().any(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT" && e["value"] == "http://otel-collector.monitoring:4318"));
+    assert!(!env.iter().any(|e| e["name"] == "OTEL_SDK_DISABLED"));
+    config.compute.otlp_endpoint = Some("otel:4318".into());
+    let (key, message) = config.validate().unwrap_err();
+    assert_eq!(key, "compute.otlp_endpoint");
+    assert!(message.contains("not an http:// or https:// URL"), "{message}");
+}
+
 #[test]
 fn the_in_cluster_database_url_names_the_rendered_service() {
     let inputs = default_inputs();

@@ -155,6 +155,17 @@ fn scram_verifier_authenticates_with_a_real_postgres() {
     let wrong = server.login("alice", "Tr0ub4dor&3");
     assert!(!wrong.status.success());
     assert!(stderr(&wrong).contains("password authentication failed"), "{}", stderr(&wrong));
+
+    // libpq prepares a non-ASCII password with SASLprep (a no-break space becomes a space, a
+    // soft hyphen goes): the verifier must be of the prepared password too.
+    let non_ascii = "Grüße\u{00A0}aus\u{00AD}Köln ✓";
+    let verifier = scram::verifier(non_ascii);
+    server.admin_sql(&format!("CREATE ROLE bob LOGIN PASSWORD '{}'", verifier.0));
+    let ok = server.login("bob", non_ascii);
+    assert!(ok.status.success(), "a non-ASCII password logs in: {}", stderr(&ok));
+    let prepared = server.login("bob", "Grüße ausKöln ✓");
+    assert!(prepared.status.success(), "so does its SASLprep form: {}", stderr(&prepared));
+    assert!(scram::matches(&verifier, non_ascii));
 }
 
 // ---- The API, in process --------------------------------------------------------------

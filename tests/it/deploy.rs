@@ -569,6 +569,31 @@ async fn an_external_database_without_its_secret_stops_before_any_change() {
     assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-storage-controller-db").is_none(), "no in-cluster database");
 }
 
+/// Neon's proxy would not route by a certificate whose subject holds more than the wildcard CN
+/// (`proxy/src/tls/server_config.rs`): the user's one is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_certificate_with_another_subject_stops_before_any_change() {
+    let setup = Setup::new(json!({"phase": "Ready"})).await;
+    let mut params = rcgen::CertificateParams::new(vec![format!("*.{DOMAIN}")]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("*.{DOMAIN}"));
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Acme Corp");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let (cert_path, key_path) = (setup.wd.path().join("tls.crt"), setup.wd.path().join("tls.key"));
+    std::fs::write(&cert_path, params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let out = setup.deploy(&["--proxy-tls-cert", cert_path.to_str().unwrap(), "--proxy-tls-key", key_path.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("subject is `O=Acme Corp,CN=*.{DOMAIN}`")), "{err}");
+    assert!(err.contains(&format!("must be exactly `CN=*.{DOMAIN}`")) && err.contains("-subj '/CN=*."), "{err}");
+    assert!(
+        neons_common_name(&rustls::pki_types::CertificateDer::from_pem_file(&cert_path).unwrap()).is_err(),
+        "neon's proxy would not start"
+    );
+    assert_eq!(setup.writes(), Vec::<String>::new(), "nothing was written");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_killed_after_creating_the_branch_resumes_with_the_same_tenant_and_timeline() {
     let setup = Setup::new(json!({"phase": "Ready"})).await;

@@ -43,11 +43,12 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     fake.put_object(workload("Deployment", "neon-storage-broker", "storage-broker", 1));
     fake.put_object(workload("StatefulSet", "neon-pageserver-1", "pageserver", 1));
     fake.put_object(workload("StatefulSet", "neon-pageserver-2", "pageserver", 1));
-    let report = |unauthenticated: bool| {
+    let now = || time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let report_at = |checked_at: String, unauthenticated: bool| {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "neon-control-plane-status", "namespace": "neon"},
         "data": {"storage.json": serde_json::to_string(&StorageStatus {
-            checked_at: "2026-11-21T15:00:00Z".into(),
+            checked_at,
             pageservers: (1..=2)
                 .map(|id| PageserverStatus { id, availability: "Active".into(), scheduling: "Active".into(), availability_zone: "us-east-1a".into() })
                 .collect(),
@@ -56,6 +57,7 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
             unauthenticated,
         }).unwrap()}})
     };
+    let report = |unauthenticated: bool| report_at(now(), unauthenticated);
     fake.put_object(report(false));
 
     let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--context", "fake", "--output", "json"]);
@@ -65,7 +67,8 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     assert_eq!(check(&live, "pageserver")["outcome"], "ok");
     assert_eq!(check(&live, "pageserver")["detail"], "2/2 pods ready");
     assert_eq!(check(&live, "storage-broker")["outcome"], "ok");
-    assert!(check(&live, "storage controller")["detail"].as_str().unwrap().starts_with("2/2 pageservers active"));
+    let storage = check(&live, "storage controller")["detail"].as_str().unwrap().to_string();
+    assert!(storage.starts_with("2/2 pageservers active (reported ") && storage.ends_with("s ago)"), "{storage}");
     assert_eq!(check(&live, "control plane authentication")["outcome"], "ok");
 
     // A control plane started with --insecure-no-auth: said, without failing status.
@@ -75,6 +78,16 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     let auth = check(&checks(&out), "control plane authentication").clone();
     assert_eq!(auth["outcome"], "warning");
     assert!(auth["detail"].as_str().unwrap().contains("--insecure-no-auth"), "{auth}");
+
+    // A report from a control plane that stopped reporting fails, with its age and where to look.
+    fake.put_object(report_at("2026-11-21T15:00:00Z".into(), false));
+    let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--context", "fake", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let stale = check(&checks(&out), "storage controller").clone();
+    assert_eq!(stale["outcome"], "failed");
+    let detail = stale["detail"].as_str().unwrap();
+    assert!(detail.contains("s old (at 2026-11-21T15:00:00Z)") && detail.contains("logs deploy/neon-control-plane"), "{detail}");
+    fake.put_object(report(false));
 
     // A pageserver that is not ready and a node that is not: exit 1, with what to look at.
     fake.set_status("apps/v1", "statefulsets", Some("neon"), "neon-pageserver-2", json!({"replicas": 1, "readyReplicas": 0}));
