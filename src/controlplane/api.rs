@@ -263,17 +263,16 @@ impl ControlPlane {
     }
 
     /// Records a timeline's safekeepers (from `notify-safekeepers` or the timeline creation's
-    /// answer) unless a newer generation is known; returns the endpoints whose spec changed.
+    /// answer) unless a newer generation is known; returns the endpoints serving the timeline.
     pub(super) async fn set_safekeepers(&self, tenant: &str, timeline: &str, set: SafekeeperSet) -> Result<Vec<String>, ApiError> {
         for &id in &set.safekeepers {
             node(&self.topology.safekeepers, id, "safekeeper").map_err(ApiError::BadRequest)?;
         }
         let key = timeline_key(tenant, timeline);
-        let known = self.state.lock().await.safekeeper_sets.get(&key).cloned();
-        if let Some(known) = known.as_ref().filter(|known| known.generation >= set.generation) {
-            if known.generation > set.generation {
-                log(format_args!("timeline {key}: ignoring safekeeper generation {} older than {}", set.generation, known.generation));
-            }
+        // The same generation again (a retried hook) reconfigures the computes again.
+        let known = self.state.lock().await.safekeeper_sets.get(&key).map(|known| known.generation);
+        if let Some(known) = known.filter(|&known| known > set.generation) {
+            log(format_args!("timeline {key}: ignoring safekeeper generation {} older than {known}", set.generation));
             return Ok(Vec::new());
         }
         log(format_args!("timeline {key}: safekeepers {:?} at generation {}", set.safekeepers, set.generation));

@@ -1,6 +1,7 @@
 //! Development automation in plain Rust (`cargo xtask <task>`).
 //!
-//! - `test`: check the stand-ins the integration tests need, then run every test.
+//! - `test`: set up the stand-ins the integration tests need where they are missing
+//!   ([`stand_ins`]), then run every test.
 //! - `bench [--release] [--neon-src PATH]`: every benchmark, printing its figures:
 //!   a no-op `infra` on a converged deployment against moto (wall time and calls); build,
 //!   images and push against the stand-in Neon checkout (or a real one): the image size ratio,
@@ -13,6 +14,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod stand_ins;
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -25,7 +27,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  test    check the stand-ins (moto, docker-registry, postgresql, Docker Engine, kubernetes-validate), run every test\n  \
+                "usage: cargo xtask <task>\n\ntasks:\n  test    set up the missing stand-ins (moto and kubernetes-validate in target/stand-ins/venv; docker-registry, postgresql with apt-get as root), run every test\n  \
                  bench   [--release] [--neon-src PATH]  no-op infra against moto (goal: 0 mutating calls, <= 1 read per resource, < 3 s);\n          \
                  image size ratio (goal <= 1.15), re-push bytes (goal 0), no-op build time (goal <= cargo + 2 s)"
             );
@@ -44,48 +46,13 @@ fn cargo() -> Command {
     cmd
 }
 
-/// Finds a program on PATH (or at a fixed fallback path).
-fn find(program: &str, fallback: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .chain([PathBuf::from(fallback)])
-        .find(|p| p.is_file())
-}
-
 fn test() -> Result<()> {
-    let mut missing = Vec::new();
-    let moto = find("moto_server", "/usr/local/bin/moto_server");
-    if moto.is_none() {
-        missing.push("moto_server (pip install 'moto[server]')");
-    }
-    let registry = find("docker-registry", "/usr/bin/docker-registry");
-    if registry.is_none() {
-        missing.push("docker-registry (apt-get install docker-registry)");
-    }
-    let postgres = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|versions| versions.filter_map(Result::ok).any(|v| v.path().join("bin/initdb").is_file()))
-        .unwrap_or(false);
-    if !postgres {
-        missing.push("Postgres server binaries in /usr/lib/postgresql (apt-get install postgresql)");
-    }
-    let validator = find("kubernetes-validate", "/usr/local/bin/kubernetes-validate");
-    if validator.is_none() {
-        missing.push("kubernetes-validate (pip install kubernetes-validate)");
-    }
-    let docker_ok = Command::new("docker").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    if !docker_ok {
-        missing.push("a running Docker Engine (docker version fails)");
-    }
-    if !missing.is_empty() {
-        bail!("the integration tests need: {}. `bash .ci/run` installs them on Debian", missing.join(", "));
-    }
+    let stand_ins = stand_ins::ensure(&project_root())?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--locked"]);
-    cmd.env("NEONCTL_TEST_MOTO_SERVER", moto.expect("checked"));
-    cmd.env("NEONCTL_TEST_DOCKER_REGISTRY", registry.expect("checked"));
-    cmd.env("NEONCTL_TEST_KUBERNETES_VALIDATE", validator.expect("checked"));
+    cmd.env("NEONCTL_TEST_MOTO_SERVER", stand_ins.moto);
+    cmd.env("NEONCTL_TEST_DOCKER_REGISTRY", stand_ins.registry);
+    cmd.env("NEONCTL_TEST_KUBERNETES_VALIDATE", stand_ins.validator);
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().context("running cargo test")?;
     // Pass the output through while adding up every binary's `test result:` line.
@@ -123,10 +90,10 @@ impl Drop for Moto {
 }
 
 fn start_moto() -> Result<Moto> {
-    let program = std::env::var_os("NEONCTL_TEST_MOTO_SERVER")
-        .map(PathBuf::from)
-        .or_else(|| find("moto_server", "/usr/local/bin/moto_server"))
-        .context("moto_server not found (pip install 'moto[server]')")?;
+    let program = match std::env::var_os("NEONCTL_TEST_MOTO_SERVER") {
+        Some(program) => PathBuf::from(program),
+        None => stand_ins::ensure(&project_root())?.moto,
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new(&program)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
