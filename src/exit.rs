@@ -28,6 +28,9 @@ pub struct Coded {
 }
 
 pub fn code_for(error: &anyhow::Error) -> u8 {
+    if neonctl_control_plane::is_usage_error(error) {
+        return USAGE;
+    }
     for cause in error.chain() {
         if let Some(coded) = cause.downcast_ref::<Coded>() {
             return coded.code;
@@ -39,7 +42,7 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
                 StateError::ReadOnly { .. } | StateError::Io { .. } => FAILURE,
             };
         }
-        if cause.is::<ConfigError>() || cause.is::<ConfirmError>() {
+        if cause.is::<ConfigError>() || cause.is::<ConfirmError>() || cause.is::<crate::platform::PlatformError>() {
             return USAGE;
         }
         if let Some(render) = cause.downcast_ref::<RenderError>() {

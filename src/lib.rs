@@ -8,17 +8,19 @@ pub mod aws_names;
 pub mod calls;
 pub mod cli;
 pub mod config;
-pub mod controlplane;
 pub mod crash;
 pub mod docker;
 pub mod engine;
 pub mod exit;
 pub mod k8s;
-pub mod neon;
 pub mod output;
 pub mod phases;
+pub mod platform;
 pub mod render;
 pub mod state;
+
+/// Neon's configuration shapes, shared with the control plane.
+pub use neonctl_contract::neon;
 
 use std::sync::Arc;
 
@@ -105,8 +107,8 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             phases::iam_policy::run(args, &config, &printer)?;
             return Ok(Finished::ok());
         }
-        Command::ControlPlane(cli::ControlPlaneCommand::Serve(args)) => {
-            controlplane::serve(args).await?;
+        Command::ControlPlane(neonctl_control_plane::Command::Serve(args)) => {
+            neonctl_control_plane::serve(args).await?;
             return Ok(Finished::ok());
         }
         Command::Status(args) => {

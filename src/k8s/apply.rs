@@ -60,8 +60,8 @@ const KINDS: &[Kind] = &[
     kind("apps", "v1", "Deployment", "deployments", true),
     kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true),
     kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true),
-    kept(crate::controlplane::resources::GROUP, crate::controlplane::resources::VERSION, "NeonBranch", "neonbranches", true),
-    kept(crate::controlplane::resources::GROUP, crate::controlplane::resources::VERSION, "NeonEndpoint", "neonendpoints", true),
+    kept(neonctl_contract::resources::GROUP, neonctl_contract::resources::VERSION, "NeonBranch", "neonbranches", true),
+    kept(neonctl_contract::resources::GROUP, neonctl_contract::resources::VERSION, "NeonEndpoint", "neonendpoints", true),
 ];
 
 impl Kind {

@@ -23,13 +23,7 @@ pub enum ClientError {
     Kubeconfig { what: String, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
-/// Selects rustls' ring crypto provider for this process. The AWS SDK's TLS stack brings
-/// aws-lc-rs and kube's brings ring, and with both compiled in rustls cannot pick one itself:
-/// every Kubernetes client would panic on its first TLS connection. Idempotent.
-pub fn use_ring_crypto() {
-    // Err only means a provider is installed already, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use neonctl_control_plane::use_ring_crypto;
 
 /// A client for an EKS cluster, authenticated with `token` (valid 14 minutes: build a new
 /// client for each phase rather than keeping one).

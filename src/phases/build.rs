@@ -338,6 +338,7 @@ impl Build {
     }
 
     async fn plan_inner(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        crate::platform::check_this_host(&cx.config.cluster.node_instance_type)?;
         let source = Source::resolve(cx)?;
         let mut plan = PhasePlan::default();
         let (toolchain, commands) = self.recipe(&source);
@@ -367,6 +368,7 @@ impl Build {
     }
 
     async fn apply_inner(&self, cx: &Context) -> anyhow::Result<()> {
+        crate::platform::check_this_host(&cx.config.cluster.node_instance_type)?;
         let reporter = cx.reporter(PhaseName::Build);
         let source = Source::resolve(cx)?;
         let logs = cx.state_dir().join("logs");

@@ -42,6 +42,11 @@ pub enum ImagesError {
     Ldd { file: PathBuf, detail: String },
     #[error("{action} {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(
+        "the control plane's executable {expected} is missing: it is installed beside neonctl-aws; run `cargo install --path .` \
+         (or `cargo build --release`, which builds both)"
+    )]
+    NoControlPlane { expected: PathBuf },
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImagesError + 'a {
@@ -53,8 +58,8 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 enum Binary {
     /// One that `build` staged, by cargo binary name.
     Built(&'static str),
-    /// neonctl-aws itself (the control plane).
-    Own,
+    /// The control plane, installed beside the CLI ([`CONTROL_PLANE_BINARY`]).
+    ControlPlane,
 }
 
 /// What goes into one image.
@@ -72,7 +77,7 @@ impl ImageSpec {
     fn binary_name(&self) -> &'static str {
         match self.binary {
             Binary::Built(name) => name,
-            Binary::Own => "neonctl-aws",
+            Binary::ControlPlane => CONTROL_PLANE_BINARY,
         }
     }
 }
@@ -88,7 +93,7 @@ const SPECS: [ImageSpec; 7] = [
     // As Neon's compute image: Postgres in /usr/local, compute_ctl the entrypoint, the data
     // under /var/db/postgres.
     ImageSpec { name: "compute", binary: Binary::Built("compute_ctl"), postgres: Some("usr/local"), writable: &["var/db/postgres"] },
-    ImageSpec { name: "control-plane", binary: Binary::Own, postgres: None, writable: &[] },
+    ImageSpec { name: "control-plane", binary: Binary::ControlPlane, postgres: None, writable: &[] },
 ];
 
 /// The labels every image carries.
@@ -305,7 +310,7 @@ fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str) -> 
     let scratch = base == "scratch";
     let binary = match spec.binary {
         Binary::Built(name) => build.artifacts.get(name).map(|a| a.path.clone()).unwrap_or_else(|| PathBuf::from(name)),
-        Binary::Own => own_exe.to_path_buf(),
+        Binary::ControlPlane => own_exe.to_path_buf(),
     };
     if !binary.is_file() {
         return Err(ImagesError::MissingArtifact { path: binary });
@@ -390,7 +395,7 @@ struct Prepared {
 fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, prefix: &str, base: &str) -> Result<Prepared, ImagesError> {
     let labels = match spec.binary {
         Binary::Built(_) => Labels { source: build.origin.clone(), revision: build.revision.clone(), version: build.version.clone() },
-        Binary::Own => Labels {
+        Binary::ControlPlane => Labels {
             source: "neonctl-aws".into(),
             revision: file_sha256(own_exe).map(|(sha, _)| sha).unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -405,12 +410,25 @@ fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, prefix: &str, 
 
 pub struct Images;
 
-fn own_exe() -> Result<PathBuf, ImagesError> {
-    std::env::current_exe().map_err(io("locating", Path::new("the neonctl-aws executable")))
+/// The control plane's executable: it links none of the CLI (no AWS SDK, no Docker client), so
+/// its image changes only when its own code does.
+pub const CONTROL_PLANE_BINARY: &str = "neonctl-aws-control-plane";
+
+/// The control plane's executable beside this one (cargo builds and installs both), checked to
+/// run on the nodes.
+fn control_plane_exe(instance_type: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(io("locating", Path::new("the neonctl-aws executable")))?;
+    let beside = exe.with_file_name(CONTROL_PLANE_BINARY);
+    if !beside.is_file() {
+        return Err(ImagesError::NoControlPlane { expected: beside }.into());
+    }
+    crate::platform::check_binary(&beside, instance_type)?;
+    Ok(beside)
 }
 
 impl Images {
     async fn plan_inner(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        crate::platform::check_this_host(&cx.config.cluster.node_instance_type)?;
         let mut plan = PhasePlan::default();
         let state = cx.state();
         let Some(build) = state.build else {
@@ -425,7 +443,7 @@ impl Images {
                 None
             }
         };
-        let exe = own_exe()?;
+        let exe = control_plane_exe(&cx.config.cluster.node_instance_type)?;
         for spec in &SPECS {
             let prepared = prepare(spec, &build, &exe, &cx.config.prefix, &cx.config.images.base)?;
             let exists = match &docker {
@@ -445,10 +463,11 @@ impl Images {
     }
 
     async fn apply_inner(&self, cx: &Context) -> anyhow::Result<()> {
+        crate::platform::check_this_host(&cx.config.cluster.node_instance_type)?;
         let reporter = cx.reporter(PhaseName::Images);
         let build = cx.state().build.ok_or(ImagesError::NotBuilt)?;
         let docker = Docker::connect(cx.calls.clone()).await?;
-        let exe = own_exe()?;
+        let exe = control_plane_exe(&cx.config.cluster.node_instance_type)?;
         let base = cx.config.images.base.as_str();
         if base == "scratch" && !Path::new(CA_CERTIFICATES).is_file() {
             reporter.warn(format!(

@@ -18,12 +18,12 @@ use crate::aws::Aws;
 use crate::calls::Calls;
 use crate::cli::StatusArgs;
 use crate::config::Config;
-use crate::controlplane::reconcile::StorageStatus;
 use crate::engine::PhaseName;
 use crate::exit;
 use crate::output::{Printer, Style, Table};
 use crate::phases::deploy::connect;
 use crate::state::{self, ClusterAccess, DeployRecord, PhaseRecord, State};
+use neonctl_contract::service::StorageStatus;
 
 /// How long one live check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
@@ -296,11 +296,11 @@ async fn components_ready(client: kube::Client, namespace: &str, prefix: &str) -
 /// its callers' tokens.
 async fn control_plane_report(client: kube::Client, namespace: &str, prefix: &str) -> anyhow::Result<Vec<Check>> {
     let name = "storage controller";
-    let map = match Api::<ConfigMap>::namespaced(client, namespace).get_opt(&crate::controlplane::status_config_map(prefix)).await? {
+    let map = match Api::<ConfigMap>::namespaced(client, namespace).get_opt(&neonctl_contract::service::status_config_map(prefix)).await? {
         Some(map) => map,
         None => return Ok(vec![Check::new(name, Outcome::Skipped, "the control plane has not reported yet")]),
     };
-    let report = map.data.as_ref().and_then(|d| d.get(crate::controlplane::kube_store::STATUS_KEY)).cloned().unwrap_or_default();
+    let report = map.data.as_ref().and_then(|d| d.get(neonctl_contract::service::STATUS_KEY)).cloned().unwrap_or_default();
     let report: StorageStatus = serde_json::from_str(&report)
         .map_err(|e| anyhow::anyhow!("the control plane's storage report is not what this version writes: {e}"))?;
     let checked = &report.checked_at;
@@ -309,7 +309,7 @@ async fn control_plane_report(client: kube::Client, namespace: &str, prefix: &st
         .map(|at| (time::OffsetDateTime::now_utc() - at).whole_seconds().max(0))
         .map_err(|e| anyhow::anyhow!("the control plane's report time `{checked}` is not RFC 3339: {e}"))?;
     if age > REPORT_STALE_AFTER.as_secs() as i64 {
-        let rounds = crate::controlplane::reconcile::EVERY.as_secs();
+        let rounds = neonctl_control_plane::reconcile::EVERY.as_secs();
         return Ok(vec![Check::new(
             name,
             Outcome::Failed,

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use super::inputs::{POSTGRES_IMAGE, RenderInputs, StorageClass, StorconDb};
 use super::{RenderError, SecretRef};
-use crate::controlplane::resources;
 use crate::neon::compute::ComputeCtlArgs;
 use crate::neon::control_plane::{self, Topology};
 use crate::neon::pageserver::{AuthType, Identity, NodeMetadata, PageserverToml};
@@ -17,6 +16,7 @@ use crate::neon::safekeeper::SafekeeperArgs;
 use crate::neon::storage_broker::StorageBrokerArgs;
 use crate::neon::storage_controller::{self, StorageControllerArgs};
 use crate::neon::{S3Storage, Secret, compute, ports, proxy};
+use neonctl_contract::resources;
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "neonctl-aws";
@@ -171,9 +171,9 @@ impl Names<'_> {
     fn proxy_tls_secret(&self) -> String {
         self.secret("proxy-tls")
     }
-    /// Written by the control plane, not rendered: see [`crate::controlplane::status_config_map`].
+    /// Written by the control plane, not rendered: see [`neonctl_contract::service::status_config_map`].
     fn control_plane_status(&self) -> String {
-        crate::controlplane::status_config_map(&self.inputs.prefix)
+        neonctl_contract::service::status_config_map(&self.inputs.prefix)
     }
     fn common_labels(&self) -> Labels {
         let prefix = &self.inputs.prefix;
@@ -627,14 +627,14 @@ impl Context {
             Component::ControlPlane,
             "control-plane",
             // The image's entrypoint is neonctl-aws itself.
-            crate::controlplane::SERVE_ARGS.map(String::from).to_vec(),
+            neonctl_contract::service::SERVE_ARGS.map(String::from).to_vec(),
             vec![
                 rust_log.clone(),
                 env_value("NEONCTL_CONTROL_PLANE_CONFIG", &format!("{CONTROL_PLANE_CONFIG_DIR}/topology.json")),
-                env_secret(crate::controlplane::PRIVATE_KEY_ENV, &names.signing_secret(), "auth_private_key.pem"),
-                env_secret(crate::controlplane::PUBLIC_KEY_ENV, &auth, auth_keys::PUBLIC_KEY),
-                env_field(crate::controlplane::NAMESPACE_ENV, "metadata.namespace"),
-                env_value(crate::controlplane::STATUS_CONFIG_MAP_ENV, &names.control_plane_status()),
+                env_secret(neonctl_contract::service::PRIVATE_KEY_ENV, &names.signing_secret(), "auth_private_key.pem"),
+                env_secret(neonctl_contract::service::PUBLIC_KEY_ENV, &auth, auth_keys::PUBLIC_KEY),
+                env_field(neonctl_contract::service::NAMESPACE_ENV, "metadata.namespace"),
+                env_value(neonctl_contract::service::STATUS_CONFIG_MAP_ENV, &names.control_plane_status()),
             ],
         );
 

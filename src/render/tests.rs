@@ -426,14 +426,14 @@ fn the_control_plane_reads_its_custom_resources_and_writes_only_their_status() {
     assert_eq!(custom["resources"], serde_json::json!(["neonbranches", "neonbranches/status", "neonendpoints", "neonendpoints/status"]));
     assert!(!custom["verbs"].as_array().unwrap().iter().any(|v| v == "create" || v == "delete"), "branches are created by others");
     let named = rules.iter().find(|r| r["resources"][0] == "configmaps" && r.get("resourceNames").is_some()).unwrap();
-    assert_eq!(named["resourceNames"], serde_json::json!([crate::controlplane::status_config_map("neon")]));
+    assert_eq!(named["resourceNames"], serde_json::json!([neonctl_contract::service::status_config_map("neon")]));
 
     let deployment = find(&objects, "Deployment", "neon-control-plane");
-    assert_eq!(args(deployment), crate::controlplane::SERVE_ARGS);
+    assert_eq!(args(deployment), neonctl_contract::service::SERVE_ARGS);
     let env = container(deployment)["env"].as_array().unwrap();
-    let namespace = env.iter().find(|e| e["name"] == crate::controlplane::NAMESPACE_ENV).unwrap();
+    let namespace = env.iter().find(|e| e["name"] == neonctl_contract::service::NAMESPACE_ENV).unwrap();
     assert_eq!(namespace["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
-    let status = env.iter().find(|e| e["name"] == crate::controlplane::STATUS_CONFIG_MAP_ENV).unwrap();
+    let status = env.iter().find(|e| e["name"] == neonctl_contract::service::STATUS_CONFIG_MAP_ENV).unwrap();
     assert_eq!(status["value"], "neon-control-plane-status");
     let account = find(&objects, "ServiceAccount", "neon-control-plane");
     assert_eq!(account["automountServiceAccountToken"], true, "it calls the API server");

@@ -14,10 +14,12 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use neonctl_aws::controlplane::jwt::SigningKey;
-use neonctl_aws::controlplane::store::{Attachment, Branch, Database, Endpoint, MemoryStore, Role, State};
-use neonctl_aws::controlplane::{ControlPlane, Keys, Retry, Running, SERVE_ARGS, scopes, scram};
 use neonctl_aws::neon::control_plane::{Compute, Node, Topology};
+use neonctl_contract::jwt::SigningKey;
+use neonctl_contract::scram;
+use neonctl_contract::service::SERVE_ARGS;
+use neonctl_control_plane::store::{Attachment, Branch, Database, Endpoint, MemoryStore, Role, State};
+use neonctl_control_plane::{ControlPlane, Keys, Retry, Running, scopes};
 use serde_json::{Value, json};
 
 use crate::support::{Workdir, stderr, stdout};
@@ -560,7 +562,7 @@ fn rendered_manifests_run_the_serve_command_against_their_topology() {
     let config_map = control_plane.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
     let path = wd.path().join("topology.json");
     std::fs::write(&path, config_map["data"]["topology.json"].as_str().unwrap()).unwrap();
-    let topology = neonctl_aws::controlplane::load_topology(&path).unwrap();
+    let topology = neonctl_control_plane::load_topology(&path).unwrap();
     assert!(!topology.computes.is_empty() && !topology.pageservers.is_empty() && !topology.safekeepers.is_empty());
 
     let deployment = control_plane.iter().find(|o| o["kind"] == "Deployment").unwrap();
@@ -568,8 +570,9 @@ fn rendered_manifests_run_the_serve_command_against_their_topology() {
     assert_eq!(container["args"], json!(SERVE_ARGS));
     let env = container["env"].as_array().unwrap();
     assert!(env.iter().any(|e| e["name"] == "NEONCTL_CONTROL_PLANE_CONFIG"), "the topology path comes from the environment");
-    let help = wd.run(&[&SERVE_ARGS[..], &["--help"]].concat());
-    assert!(help.status.success(), "the args name a real subcommand");
+    let help = wd.control_plane(&[&SERVE_ARGS[..], &["--help"]].concat()).output().unwrap();
+    assert!(help.status.success(), "the args name a real subcommand of the image's executable");
+    assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["command"], serde_json::Value::Null, "the image's entrypoint runs");
 
     let container_args = |file: &str, kind: &str| -> Vec<String> {
         let object = objects(file).into_iter().find(|o| o["kind"] == kind).unwrap();

@@ -202,7 +202,7 @@ async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, postgres_port
 /// Whether a safekeeper lets `token` through to an HTTP route (`safekeeper/src/auth.rs`,
 /// `check_permission`): a valid EdDSA token of scope `safekeeperdata`, or of scope `tenant` for
 /// that very tenant on per-tenant routes; every other scope is "ineligible for Safekeeper auth".
-fn safekeeper_permission(public: &neonctl_aws::controlplane::jwt::PublicKey, token: &str, tenant: Option<&str>) -> Result<(), String> {
+fn safekeeper_permission(public: &neonctl_contract::jwt::PublicKey, token: &str, tenant: Option<&str>) -> Result<(), String> {
     let scope = public.scope_of(token).map_err(|e| e.to_string())?.ok_or("no scope")?;
     let claims = crate::controlplane::jwt_claims(token);
     match (scope.as_str(), tenant) {
@@ -215,7 +215,7 @@ fn safekeeper_permission(public: &neonctl_aws::controlplane::jwt::PublicKey, tok
 
 /// A token of scope `tenant` for `tenant`, signed with the deployment's key (what computes get).
 fn tenant_token_of(created: &Secrets, tenant: &Value) -> String {
-    let key = neonctl_aws::controlplane::jwt::SigningKey::from_pem(&created["neon-jwt-signing"]["auth_private_key.pem"]).unwrap();
+    let key = neonctl_contract::jwt::SigningKey::from_pem(&created["neon-jwt-signing"]["auth_private_key.pem"]).unwrap();
     key.tenant_token(tenant.as_str().unwrap()).0
 }
 
@@ -328,10 +328,7 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     let (tenant, timeline) = (spec["tenantId"].as_str().unwrap().to_string(), spec["timelineId"].as_str().unwrap().to_string());
     assert!(tenant.len() == 32 && tenant.chars().all(|c| c.is_ascii_hexdigit()) && tenant != timeline);
     assert_eq!(spec["roles"][0]["name"], "neondb_owner");
-    assert!(neonctl_aws::controlplane::scram::matches(
-        &neonctl_aws::neon::Secret(spec["roles"][0]["verifier"].as_str().unwrap().into()),
-        PASSWORD
-    ));
+    assert!(neonctl_contract::scram::matches(&neonctl_aws::neon::Secret(spec["roles"][0]["verifier"].as_str().unwrap().into()), PASSWORD));
     assert_eq!(spec["databases"], json!([{"name": "neondb", "owner": "neondb_owner"}]));
     assert_eq!(fake.get(CRD_API, "neonendpoints", Some(NS), "main").unwrap()["spec"], json!({"branch": "main"}));
     assert!(fake.get("apiextensions.k8s.io/v1", "customresourcedefinitions", None, "neonbranches.neonctl-aws.dev").is_some());
@@ -357,7 +354,7 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
 
     // Each safekeeper calls its peers with the token in its --auth-token-path, which passes
     // the safekeeper's own check; so does the storage controller's.
-    let public = neonctl_aws::controlplane::jwt::PublicKey::from_pem(&created["neon-auth"]["auth_public_key.pem"]).unwrap();
+    let public = neonctl_contract::jwt::PublicKey::from_pem(&created["neon-auth"]["auth_public_key.pem"]).unwrap();
     for id in 1..=3 {
         let set = fake.get("apps/v1", "statefulsets", Some(NS), &format!("neon-safekeeper-{id}")).expect("a safekeeper");
         let pod = &set["spec"]["template"]["spec"];
@@ -463,8 +460,8 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
 /// and serves the waiting compute a spec whose role verifier matches the password deploy stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
-    use neonctl_aws::controlplane::{NAMESPACE_ENV, SERVE_ARGS, STATUS_CONFIG_MAP_ENV};
     use neonctl_aws::neon::control_plane::{Compute, Topology};
+    use neonctl_control_plane::{NAMESPACE_ENV, SERVE_ARGS, STATUS_CONFIG_MAP_ENV};
 
     let setup = Setup::without_control_plane().await;
     let storcon = crate::reconcile::StorageController::start(None, None).await;
@@ -481,7 +478,7 @@ async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
     };
     let topology_path = setup.wd.path().join("topology.json");
     std::fs::write(&topology_path, topology.to_json().unwrap()).unwrap();
-    let mut serve = setup.wd.cmd(&[&SERVE_ARGS[..], &["--insecure-no-auth"]].concat());
+    let mut serve = setup.wd.control_plane(&[&SERVE_ARGS[..], &["--insecure-no-auth"]].concat());
     serve
         .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology_path)
         .env("KUBECONFIG", &setup.kubeconfig)
@@ -520,7 +517,7 @@ async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
     let role = &spec["cluster"]["roles"][0];
     assert_eq!(role["name"], "neondb_owner");
     let verifier = neonctl_aws::neon::Secret(role["encrypted_password"].as_str().unwrap().into());
-    assert!(neonctl_aws::controlplane::scram::matches(&verifier, PASSWORD));
+    assert!(neonctl_contract::scram::matches(&verifier, PASSWORD));
     assert_eq!(spec["cluster"]["databases"][0]["name"], "neondb");
     assert!(!log.contains(PASSWORD) && !log.contains("SCRAM-SHA-256$"), "{log}");
 }

@@ -69,7 +69,7 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
         ("storage-controller", "storage_controller stand-in 0.1.0"),
         ("proxy", "proxy stand-in 0.1.0"),
         ("compute", "compute_ctl stand-in 0.1.0"),
-        ("control-plane", &format!("neonctl-aws {}", env!("CARGO_PKG_VERSION"))),
+        ("control-plane", &format!("neonctl-aws-control-plane {}", env!("CARGO_PKG_VERSION"))),
     ];
     for (image, says) in expected {
         let tag = images[image]["tag"].as_str().unwrap();
@@ -90,6 +90,29 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
             assert_eq!(fields[2], state["build"]["version"], "{image}");
         }
     }
+    // The control plane's executable is a Linux ELF for these nodes without the CLI's AWS SDK
+    // or Docker client in it.
+    let control_plane = std::fs::read(crate::support::CONTROL_PLANE_BIN).unwrap();
+    let host = neonctl_aws::platform::Arch::from_rust(std::env::consts::ARCH).unwrap();
+    assert_eq!(neonctl_aws::platform::executable_arch(&control_plane), Ok(host));
+    for needle in ["aws_sdk_", "aws_smithy_", "bollard"] {
+        assert!(!control_plane.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in the control plane");
+    }
+    let cli = std::fs::read(crate::support::BIN).unwrap();
+    assert!(cli.windows(8).any(|w| w == b"aws_sdk_"), "the check would see them");
+    // A CLI that changed (its own code only) builds the same control-plane image: nothing to do.
+    let other = tempfile::tempdir().unwrap();
+    let changed_cli = other.path().join("neonctl-aws");
+    std::fs::write(&changed_cli, [cli, b"changed".to_vec()].concat()).unwrap();
+    std::fs::copy(crate::support::CONTROL_PLANE_BIN, other.path().join("neonctl-aws-control-plane")).unwrap();
+    let chmod = Command::new("chmod").arg("+x").arg(&changed_cli).status().unwrap();
+    assert!(chmod.success());
+    let plan = host_tools(&mut wd.cmd_of(&changed_cli, &["images", "--plan", "--output", "json"])).output().unwrap();
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let planned: Vec<serde_json::Value> =
+        json_events(&plan).into_iter().filter_map(|e| e["actions"].as_array().cloned()).flatten().collect();
+    assert!(planned.is_empty(), "no image is rebuilt for a CLI change: {planned:?}");
+
     // Postgres in the compute image (and the pageserver's WAL redo copy) runs too.
     let compute = images["compute"]["tag"].as_str().unwrap();
     let run = docker(&["run", "--rm", "--network", "none", "--entrypoint", "/usr/local/bin/postgres", compute, "--version"]);

@@ -13,11 +13,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use neonctl_aws::controlplane::jwt::{PublicKey, SigningKey};
-use neonctl_aws::controlplane::kube_store::{KubeStore, STATUS_KEY};
-use neonctl_aws::controlplane::reconcile::StorageStatus;
-use neonctl_aws::controlplane::{ControlPlane, Keys, NAMESPACE_ENV, Retry, Running, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, scopes, scram};
 use neonctl_aws::neon::control_plane::{Compute, Node, Topology};
+use neonctl_contract::jwt::{PublicKey, SigningKey};
+use neonctl_contract::scram;
+use neonctl_contract::service::StorageStatus;
+use neonctl_control_plane::kube_store::{KubeStore, STATUS_KEY};
+use neonctl_control_plane::{ControlPlane, Keys, NAMESPACE_ENV, Retry, Running, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, scopes};
 use serde_json::{Value, json};
 
 use crate::controlplane::{StandIn, TENANT, TIMELINE, call, jwt_claims, key_pem, node};
@@ -738,7 +739,7 @@ async fn serve_with_the_kubernetes_store_reconciles_at_start() {
     let topology_path = wd.path().join("topology.json");
     std::fs::write(&topology_path, topology.to_json().unwrap()).unwrap();
     let serve = |namespace: Option<&str>| {
-        let mut cmd = wd.cmd(&[&SERVE_ARGS[..], &["--insecure-no-auth"]].concat());
+        let mut cmd = wd.control_plane(&[&SERVE_ARGS[..], &["--insecure-no-auth"]].concat());
         cmd.env("NEONCTL_CONTROL_PLANE_CONFIG", &topology_path)
             .env("KUBECONFIG", harness.kube.kubeconfig(wd.path()))
             .env(STATUS_CONFIG_MAP_ENV, STATUS_CONFIG_MAP)

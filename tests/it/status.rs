@@ -1,7 +1,7 @@
 //! `status` live checks: against the Kubernetes stand-in with `--kubeconfig`, and against moto's
 //! EKS, whose API server endpoint does not exist.
 
-use neonctl_aws::controlplane::reconcile::{PageserverStatus, StorageStatus};
+use neonctl_contract::service::{PageserverStatus, StorageStatus};
 use serde_json::{Value, json};
 
 use crate::fake_kube::FakeKube;

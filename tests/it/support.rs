@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_neonctl-aws");
+/// What the control plane's image runs.
+pub const CONTROL_PLANE_BIN: &str = env!("CARGO_BIN_EXE_neonctl-aws-control-plane");
 
 /// A scratch working directory; the binary runs inside it, so `./.neonctl-aws` lands there.
 pub struct Workdir {
@@ -25,7 +27,17 @@ impl Workdir {
 
     /// A command for the binary with no AWS, Docker or CI variables leaking in from the host.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        self.cmd_of(BIN, args)
+    }
+
+    /// `neonctl-aws-control-plane <args>`, as the control plane's image runs it.
+    pub fn control_plane(&self, args: &[&str]) -> Command {
+        self.cmd_of(CONTROL_PLANE_BIN, args)
+    }
+
+    /// `program <args>` in this directory with the environment every run gets.
+    pub fn cmd_of(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args).current_dir(self.path()).env_clear();
         cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.path())

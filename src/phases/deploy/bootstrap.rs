@@ -11,10 +11,10 @@ use kube::api::DynamicObject;
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
 
-use crate::controlplane::resources::{self, BranchSpec, BranchStatus, DatabaseSpec, EndpointSpec, RoleSpec, phase};
-use crate::controlplane::scram;
 use crate::neon::Secret;
 use crate::render::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY};
+use neonctl_contract::resources::{self, BranchSpec, BranchStatus, DatabaseSpec, EndpointSpec, RoleSpec, phase};
+use neonctl_contract::scram;
 
 use super::secrets::{DATABASE, OWNER_ROLE, SecretError};
 

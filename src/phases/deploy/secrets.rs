@@ -26,12 +26,12 @@ use kube::api::DynamicObject;
 use ring::rand::SecureRandom;
 use serde_json::json;
 
-use crate::controlplane::jwt::SigningKey;
-use crate::controlplane::scopes;
 use crate::neon::Secret;
 use crate::render::{
     LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, RenderError, RenderInputs, S3_CREDENTIAL_KEYS, SecretRef, StorconDb, auth_keys,
 };
+use neonctl_contract::jwt::SigningKey;
+use neonctl_contract::service::scopes;
 
 /// The role and database deploy bootstraps, and the keys of the Secret holding the password.
 pub const OWNER_ROLE: &str = "neondb_owner";
@@ -463,7 +463,7 @@ mod tests {
 
         // Every token verifies against the public key with its receiver's scope.
         let auth = secret(&plan, "neon-auth");
-        let public = crate::controlplane::jwt::PublicKey::from_pem(&auth.data[auth_keys::PUBLIC_KEY].0).unwrap();
+        let public = neonctl_contract::jwt::PublicKey::from_pem(&auth.data[auth_keys::PUBLIC_KEY].0).unwrap();
         assert_eq!(public.scope_of(&auth.data[auth_keys::STORCON_TO_PAGESERVER].0).unwrap().as_deref(), Some("pageserverapi"));
         assert_eq!(public.scope_of(&auth.data[auth_keys::PAGESERVER_TO_SAFEKEEPER].0).unwrap().as_deref(), Some("safekeeperdata"));
         assert_eq!(public.scope_of(&auth.data[auth_keys::PROXY_TO_CONTROL_PLANE].0).unwrap().as_deref(), Some(scopes::PROXY));

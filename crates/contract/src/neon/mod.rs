@@ -1,7 +1,7 @@
 //! Typed configuration for every Neon component, in the exact shapes neon `release-9129` reads
 //! (files: TOML/JSON via serde; command lines: `--flag=value` lists built from typed structs).
 //!
-//! Nothing here knows about Kubernetes: [`crate::render`] decides names, addresses and where
+//! Nothing here knows about Kubernetes: the CLI's `render` decides names, addresses and where
 //! each file is mounted. Secrets (JWTs, keys, passwords) never appear in these structs except
 //! as [`Secret`], which serializes into the file that needs it but never into `Debug` output;
 //! the files that carry one (`pageserver.toml`, the compute spec) go into Kubernetes Secrets or

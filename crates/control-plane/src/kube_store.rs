@@ -22,8 +22,7 @@ use super::store::{Attachment, Branch, Database, Endpoint, Role, SafekeeperSet, 
 
 /// The field manager of every write: the status subresource and the status ConfigMap.
 pub const FIELD_MANAGER: &str = "neonctl-aws-control-plane";
-/// The key of the status ConfigMap that holds [`super::reconcile::StorageStatus`] as JSON.
-pub const STATUS_KEY: &str = "storage.json";
+pub use neonctl_contract::service::STATUS_KEY;
 
 /// A `NeonBranch` as the reconciler sees it.
 #[derive(Debug, Clone)]

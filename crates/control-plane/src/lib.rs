@@ -1,4 +1,5 @@
-//! `neonctl-aws control-plane serve`: the small service Neon expects from its cloud.
+//! The in-cluster control plane (`neonctl-aws-control-plane serve`, also `neonctl-aws
+//! control-plane serve`): the small service Neon expects from its cloud.
 //!
 //! - the storage controller's compute hooks (`PUT /storage/notify-attach`,
 //!   `/storage/notify-safekeepers`): record where a tenant's shards or a timeline's
@@ -15,12 +16,10 @@
 //! Callers authenticate with EdDSA JWTs when a public key is configured; see [`scopes`].
 
 mod api;
+mod cli;
 mod http;
-pub mod jwt;
 pub mod kube_store;
 pub mod reconcile;
-pub mod resources;
-pub mod scram;
 mod storcon;
 pub mod store;
 
@@ -29,42 +28,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use neonctl_contract::jwt::{self, KeyError, PublicKey, SigningKey};
+use neonctl_contract::neon::control_plane::Topology;
+pub use neonctl_contract::service::{NAMESPACE_ENV, PRIVATE_KEY_ENV, PUBLIC_KEY_ENV, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, scopes};
+use neonctl_contract::{neon, resources};
 
+pub use self::cli::{Command, ServeArgs, StoreArg};
 pub use self::http::Running;
-use self::jwt::{KeyError, PublicKey, SigningKey};
 use self::kube_store::KubeStore;
 use self::store::{FileStore, MemoryStore, State, Store, StoreError};
-use crate::cli::{ServeArgs, StoreArg};
-use crate::neon::control_plane::Topology;
-
-/// The command line that runs the service in the cluster (after the binary's name): the
-/// Deployment's args.
-pub const SERVE_ARGS: [&str; 4] = ["control-plane", "serve", "--store", "kubernetes"];
-/// The namespace of the custom resources with `--store kubernetes` (the downward API's
-/// `metadata.namespace` in the Deployment).
-pub const NAMESPACE_ENV: &str = "POD_NAMESPACE";
-/// The name of the ConfigMap the reconciler writes the storage status to.
-pub const STATUS_CONFIG_MAP_ENV: &str = "NEONCTL_STATUS_CONFIG_MAP";
-
-/// The status ConfigMap of deployment `prefix` (key [`kube_store::STATUS_KEY`]).
-pub fn status_config_map(prefix: &str) -> String {
-    format!("{prefix}-control-plane-status")
-}
-/// PEM of the public key callers' tokens are verified with; unset: no authentication.
-pub const PUBLIC_KEY_ENV: &str = "NEONCTL_JWT_PUBLIC_KEY";
-/// PEM (PKCS#8) of the key the control plane signs compute and storage tokens with.
-pub const PRIVATE_KEY_ENV: &str = "NEONCTL_JWT_PRIVATE_KEY";
-
-/// The `scope` claim each caller's token must carry (or `admin`, accepted everywhere).
-pub mod scopes {
-    /// The storage controller's `--control-plane-jwt-token`.
-    pub const STORAGE_CONTROLLER: &str = "control_plane:storage";
-    /// The proxy's `NEON_PROXY_TO_CONTROLPLANE_TOKEN`.
-    pub const PROXY: &str = "control_plane:proxy";
-    /// compute_ctl's `NEON_CONTROL_PLANE_TOKEN`.
-    pub const COMPUTE: &str = "control_plane:compute";
-    pub const ADMIN: &str = "admin";
-}
 
 /// Keys for incoming and outgoing tokens; either may be absent in an unauthenticated setup.
 #[derive(Debug, Default)]
@@ -193,10 +165,7 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .collect();
     match (missing.is_empty(), args.insecure_no_auth) {
         (true, _) => {}
-        (false, false) => {
-            let message = ServeError::NoKeys { missing: missing.join(" and ") }.to_string();
-            return Err(crate::exit::Coded { code: crate::exit::USAGE, message }.into());
-        }
+        (false, false) => return Err(ServeError::NoKeys { missing: missing.join(" and ") }.into()),
         (false, true) => {
             log(format_args!("--insecure-no-auth: {} not set, every caller is trusted without a token", missing.join(" and ")))
         }
@@ -207,7 +176,7 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             let namespace = args.namespace.clone().ok_or(setting("a namespace", NAMESPACE_ENV, "--namespace"))?;
             let status =
                 args.status_config_map.clone().ok_or(setting("a status ConfigMap", STATUS_CONFIG_MAP_ENV, "--status-config-map"))?;
-            crate::k8s::use_ring_crypto();
+            use_ring_crypto();
             let client = kube::Client::try_default().await.map_err(|source| ServeError::KubeClient { source })?;
             let described = format!("NeonBranch and NeonEndpoint objects in namespace {namespace}");
             (Box::new(KubeStore::new(client, namespace, status)), described)
@@ -223,6 +192,44 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     log("shutting down: finishing in-flight requests");
     running.stop().await;
     Ok(())
+}
+
+/// Selects rustls' ring crypto provider for this process. Built together with the CLI, whose
+/// AWS SDK brings aws-lc-rs while kube brings ring, rustls cannot pick one itself: every
+/// Kubernetes client would panic on its first TLS connection. Idempotent.
+pub fn use_ring_crypto() {
+    // Err only means a provider is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The `neonctl-aws-control-plane` binary: parse, run, and exit 2 on a usage error (the
+/// Deployment's settings), 1 on any other failure.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser as _;
+
+    /// The control plane neonctl-aws deploys into the cluster.
+    #[derive(clap::Parser)]
+    #[command(name = "neonctl-aws-control-plane", version)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+    let Command::Serve(args) = Cli::parse().command;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(serve(&args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::from(if is_usage_error(&error) { 2 } else { 1 })
+        }
+    }
+}
+
+/// The error is the operator's to fix in the command line or environment: nothing was served.
+pub fn is_usage_error(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref::<ServeError>(), Some(ServeError::NoKeys { .. } | ServeError::KubernetesSetting { .. })))
 }
 
 async fn shutdown_signal() -> std::io::Result<()> {

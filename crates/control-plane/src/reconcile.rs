@@ -19,12 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::kube_store::{BranchObject, KubeStore};
 use super::resources::{BranchSpec, phase};
+use neonctl_contract::service::{PageserverStatus, StorageStatus};
+
 use super::storcon::{StorageController, StorconError};
 use super::store::{SafekeeperSet, StoreError};
 use super::{ControlPlane, log};
@@ -48,35 +49,6 @@ impl Memory {
             self.said.insert(subject.to_string(), line);
         }
     }
-}
-
-/// `storage.json` in the status ConfigMap: the storage controller's view at the last round.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StorageStatus {
-    /// RFC 3339, UTC.
-    pub checked_at: String,
-    /// As `GET /control/v1/node` lists them; empty when the controller could not be asked.
-    pub pageservers: Vec<PageserverStatus>,
-    /// The safekeepers this control plane registered and activated.
-    pub safekeepers: Vec<u64>,
-    /// Why the storage controller could not be asked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The control plane runs with `--insecure-no-auth` and no public key: it checks no token.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub unauthenticated: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PageserverStatus {
-    pub id: u64,
-    /// `Active`, `WarmingUp` or `Offline`.
-    pub availability: String,
-    /// `Active`, `Filling`, `Pause`, `PauseForRestart`, `Draining` or `Deleting`.
-    pub scheduling: String,
-    pub availability_zone: String,
 }
 
 /// What became of one branch in a round.
@@ -343,7 +315,7 @@ mod tests {
     use hyper::StatusCode;
 
     use super::*;
-    use crate::controlplane::resources::BranchStatus;
+    use crate::resources::BranchStatus;
 
     fn branch(phase: Option<&str>, message: Option<&str>, observed: Option<i64>) -> BranchObject {
         BranchObject {
@@ -380,7 +352,7 @@ mod tests {
         let passed_on = |message: &str| StorconError::Pageserver {
             method: hyper::Method::POST,
             url: "http://sc/v1/tenant/t/timeline".into(),
-            pageserver: crate::controlplane::storcon::PageserverError::parse(message).unwrap(),
+            pageserver: crate::storcon::PageserverError::parse(message).unwrap(),
         };
         let conflict = Outcome::of_error(
             "creating timeline x".into(),
