@@ -259,6 +259,10 @@ pub struct UpArgs {
     #[command(flatten)]
     pub build: BuildOptions,
     #[command(flatten)]
+    pub deploy: DeployOptions,
+    #[command(flatten)]
+    pub overrides: RenderOverrideArgs,
+    #[command(flatten)]
     pub plan: PlanFlag,
 }
 

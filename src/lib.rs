@@ -121,7 +121,10 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
         Command::Infra(args) => (vec![PhaseName::Infra], args.plan.plan, load_config(None)?),
         Command::Push(args) => (vec![PhaseName::Push], args.plan.plan, load_config(None)?),
         Command::Deploy(args) => (vec![PhaseName::Deploy], args.plan.plan, load_config(None)?),
-        Command::Up(args) => (PhaseName::UP.to_vec(), args.plan.plan, load_config(args.build.neon_src.as_deref())?),
+        Command::Up(args) => {
+            let config = load_config(args.build.neon_src.as_deref())?;
+            (phases::up_phases(args, &config)?, args.plan.plan, config)
+        }
         Command::Teardown(args) => (vec![PhaseName::Teardown], args.plan.plan || args.dry_run, load_config(None)?),
     };
     let phases: Vec<_> = phases.into_iter().map(|name| phases::phase(name, &cli.command, &printer)).collect();

@@ -566,6 +566,66 @@ async fn an_external_database_without_its_secret_stops_before_any_change() {
     assert!(setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-storage-controller-db").is_none(), "no in-cluster database");
 }
 
+/// `up` onto the user's own cluster with every image named: deploy alone runs, with deploy's
+/// and render's flags, and nothing calls AWS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_onto_your_own_cluster_deploys_without_calling_aws() {
+    let setup = Setup::new(json!({"phase": "Ready"})).await;
+    let pg = PgServer::start();
+    pg.admin_sql(&format!("CREATE ROLE neondb_owner LOGIN PASSWORD '{PASSWORD}'"));
+    pg.admin_sql("CREATE DATABASE neondb OWNER neondb_owner");
+    setup.fake.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-main-owner", "namespace": NS},
+        "data": {"password": STANDARD.encode(PASSWORD)}}));
+    let proxy = ProxyStandIn::start(setup.fake.clone(), pg.port).await;
+    let kubeconfig = setup.kubeconfig.to_str().unwrap().to_string();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let images: Vec<String> =
+        neonctl_aws::IMAGES.iter().map(|image| format!("--image={image}=registry.example.com/neon/{image}@{digest}")).collect();
+    let up = |extra: &[&str]| {
+        let mut args = vec!["up", "--kubeconfig", &kubeconfig, "--context", "fake", "--output", "json", "--bucket", "acme-neon"];
+        args.extend(extra);
+        let mut cmd = setup.wd.cmd(&args);
+        // Any AWS call would go here and fail.
+        cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:1").env("AWS_ACCESS_KEY_ID", "x").env("AWS_SECRET_ACCESS_KEY", "x");
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+
+    // Without a registry it would build images it cannot push: said before anything runs.
+    let out = up(&[]).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("Set images.registry") && said.contains("--image NAME="), "{said}");
+
+    // With a registry of the user's, up builds and pushes there: no infra.
+    std::fs::write(setup.wd.path().join("neonctl-aws.yaml"), "images:\n  registry: registry.example.com/neon\n").unwrap();
+    let out = up(&["--plan"]).await.unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let planned: Vec<String> = crate::support::json_events(&out)
+        .iter()
+        .filter(|e| e["event"] == "plan")
+        .filter_map(|e| e["phase"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(planned, ["build", "images", "push", "deploy"], "no infra on your own cluster");
+    assert_eq!(setup.writes(), Vec::<String>::new(), "a plan writes nothing");
+    std::fs::remove_file(setup.wd.path().join("neonctl-aws.yaml")).unwrap();
+
+    let address = proxy.addr.to_string();
+    let mut extra: Vec<&str> = images.iter().map(String::as_str).collect();
+    extra.extend(["--proxy-address", &address, "--storage-class", "standard"]);
+    let out = up(&extra).await.unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let events = crate::support::json_events(&out);
+    let started: Vec<&str> = events.iter().filter(|e| e["event"] == "phase_started").filter_map(|e| e["phase"].as_str()).collect();
+    assert_eq!(started, ["deploy"], "{events:?}");
+    let calls = events.last().unwrap()["calls"].as_object().unwrap().clone();
+    assert_eq!(calls.keys().collect::<Vec<_>>(), ["kubernetes"], "no AWS service was called: {calls:?}");
+    let pageserver = setup.fake.get("apps/v1", "statefulsets", Some(NS), "neon-pageserver-1").expect("the pageserver");
+    let image = pageserver["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap();
+    assert_eq!(image, format!("registry.example.com/neon/pageserver@{digest}"), "up took deploy's --image");
+    assert!(setup.fake.get("storage.k8s.io/v1", "storageclasses", None, "neon-gp3").is_none(), "up took --storage-class");
+    assert_eq!(proxy.seen.lock().unwrap()[0].endpoint.as_deref(), Ok("main"));
+}
+
 /// Neon's proxy would not route by a certificate whose subject holds more than the wildcard CN
 /// (`proxy/src/tls/server_config.rs`): the user's one is refused before anything is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
