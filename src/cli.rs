@@ -195,12 +195,29 @@ Examples:\n  neonctl-aws iam-policy > neon-policy.json\n  neonctl-aws iam-policy
     #[command(subcommand)]
     ControlPlane(neonctl_control_plane::Command),
 
+    /// Print a shell completion script
+    #[command(after_help = "Examples:\n  neonctl-aws completions bash > /etc/bash_completion.d/neonctl-aws\n  \
+neonctl-aws completions zsh > \"${fpath[1]}/_neonctl-aws\"\n  neonctl-aws completions fish > ~/.config/fish/completions/neonctl-aws.fish\n  \
+neonctl-aws completions powershell >> $PROFILE")]
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff); `cargo xtask man` writes it to target/man/neonctl-aws.1
+    #[command(hide = true)]
+    Man,
+
     /// Delete everything this prefix created, found from the state file and by tag lookup
     #[command(after_help = "Works without a state file: `neonctl-aws teardown --prefix X --region R` \
 finds everything tagged neonctl-aws/cluster=X.\nDeleting the bucket's data needs --yes (or a prompt \
 on a TTY); --keep-data keeps the bucket.\n\nExamples:\n  neonctl-aws teardown --plan\n  \
 neonctl-aws teardown --yes")]
     Teardown(TeardownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

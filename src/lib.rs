@@ -24,6 +24,8 @@ pub use neonctl_contract::neon;
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::engine::{Context, PhaseName};
@@ -37,8 +39,9 @@ pub const IMAGES: [&str; 7] = ["pageserver", "safekeeper", "storage-broker", "st
 pub fn run(cli: Cli) -> u8 {
     let printer = Arc::new(Printer::new(cli.global.output, cli.global.verbose, cli.global.quiet));
     let started = std::time::Instant::now();
-    // kubectl shows an exec plugin's stderr on every call: `token` stays silent on success.
-    let summary = !matches!(cli.command, Command::Token(_));
+    // kubectl shows an exec plugin's stderr on every call: `token` stays silent on success; a
+    // completion script or man page is all that is printed.
+    let summary = !matches!(cli.command, Command::Token(_) | Command::Completions(_) | Command::Man);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(dispatch(cli, printer.clone()));
     let (ok, calls, code) = match result {
@@ -75,6 +78,16 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
         Ok(config)
     };
     let (phases, plan_only, config) = match &cli.command {
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(args.shell, &mut Cli::command(), "neonctl-aws", &mut std::io::stdout());
+            return Ok(Finished::ok());
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("writing the man page")?;
+            return Ok(Finished::ok());
+        }
         Command::Init(args) => {
             phases::init::run(args, global.prefix.as_deref(), global.region.as_deref(), &printer)?;
             return Ok(Finished::ok());

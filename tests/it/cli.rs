@@ -38,6 +38,41 @@ fn help_texts() {
     }
 }
 
+/// Completion scripts for every shell kubectl and eksctl support, and the man page, from the
+/// same definition as --help; bash and zsh parse their scripts.
+#[test]
+fn completions_and_the_man_page() {
+    let wd = Workdir::new();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = wd.run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for word in ["deploy", "teardown", "kubeconfig", "plan"] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+        assert!(stderr(&out).is_empty(), "nothing else is printed: {}", stderr(&out));
+        if let Some(check) = match shell {
+            "bash" => Some("bash"),
+            "zsh" if std::path::Path::new("/usr/bin/zsh").exists() => Some("zsh"),
+            _ => None,
+        } {
+            let path = wd.path().join(format!("completion.{shell}"));
+            std::fs::write(&path, &script).unwrap();
+            let parsed = std::process::Command::new(check).arg("-n").arg(&path).output().unwrap();
+            assert!(parsed.status.success(), "{shell} parses it: {}", String::from_utf8_lossy(&parsed.stderr));
+        }
+    }
+    let out = wd.run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+
+    let out = wd.run(&["man"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.starts_with(".ie") || page.contains(".TH neonctl-aws 1"), "roff: {}", &page[..page.len().min(200)]);
+    assert!(page.contains("teardown") && page.contains("completions"), "the subcommands are listed");
+    assert!(!stdout(&wd.run(&["--help"])).contains("\n  man "), "man is hidden from --help");
+}
+
 #[test]
 fn config_errors_stop_before_any_external_call() {
     let wd = Workdir::new();

@@ -1,5 +1,6 @@
 //! Development automation in plain Rust (`cargo xtask <task>`).
 //!
+//! - `man`: the man page, `target/man/neonctl-aws.1`.
 //! - `test`: set up the stand-ins the integration tests need where they are missing
 //!   ([`stand_ins`]), then run every test.
 //! - `bench [--release] [--neon-src PATH]`: every benchmark, printing its figures:
@@ -20,6 +21,7 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "test" => test(),
+        "man" => man(),
         "bench" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             bench_infra(args.iter().any(|a| a == "--release"))?;
@@ -27,7 +29,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  test    set up the missing stand-ins (moto and kubernetes-validate in target/stand-ins/venv; docker-registry, postgresql with apt-get as root), run every test\n  \
+                "usage: cargo xtask <task>\n\ntasks:\n  man     write the man page to target/man/neonctl-aws.1\n  test    set up the missing stand-ins (moto and kubernetes-validate in target/stand-ins/venv; docker-registry, postgresql with apt-get as root), run every test\n  \
                  bench   [--release] [--neon-src PATH]  no-op infra against moto (goal: 0 mutating calls, <= 1 read per resource, < 3 s);\n          \
                  image size ratio (goal <= 1.15), re-push bytes (goal 0), no-op build time (goal <= cargo + 2 s)"
             );
@@ -44,6 +46,20 @@ fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(project_root());
     cmd
+}
+
+/// The man page, from the CLI's own clap definition.
+fn man() -> Result<()> {
+    let output = cargo().args(["run", "--quiet", "--bin", "neonctl-aws", "--", "man"]).output().context("running neonctl-aws man")?;
+    if !output.status.success() {
+        bail!("neonctl-aws man failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let dir = project_root().join("target/man");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let page = dir.join("neonctl-aws.1");
+    std::fs::write(&page, &output.stdout).with_context(|| format!("writing {}", page.display()))?;
+    println!("{} (read it with `man {}`)", page.display(), page.display());
+    Ok(())
 }
 
 fn test() -> Result<()> {
