@@ -304,6 +304,7 @@ struct ControlPlaneAccess {
     /// The kinds' plurals and their `/status` subresources.
     resources: Vec<String>,
     status_config_map: String,
+    lease: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -634,6 +635,8 @@ impl Context {
                 env_secret(neonctl_contract::service::PRIVATE_KEY_ENV, &names.signing_secret(), "auth_private_key.pem"),
                 env_secret(neonctl_contract::service::PUBLIC_KEY_ENV, &auth, auth_keys::PUBLIC_KEY),
                 env_field(neonctl_contract::service::NAMESPACE_ENV, "metadata.namespace"),
+                env_field(neonctl_contract::service::POD_NAME_ENV, "metadata.name"),
+                env_value(neonctl_contract::service::LEASE_ENV, &neonctl_contract::service::control_plane_lease(&inputs.prefix)),
                 env_value(neonctl_contract::service::STATUS_CONFIG_MAP_ENV, &names.control_plane_status()),
             ],
         );
@@ -763,6 +766,7 @@ impl Context {
                     .flat_map(|kind| [kind.plural.to_string(), format!("{}/status", kind.plural)])
                     .collect(),
                 status_config_map: names.control_plane_status(),
+                lease: neonctl_contract::service::control_plane_lease(&inputs.prefix),
             },
             crds: [resources::BRANCH, resources::ENDPOINT].iter().map(|kind| resources::crd(kind, &json!(names.common_labels()))).collect(),
             compute,

@@ -9,6 +9,9 @@
 //! deleting a Namespace deletes what is in it. [`FakeKube::never_ready`] and
 //! [`FakeKube::set_load_balancer`] change that.
 //!
+//! A replace (PUT) that names a resourceVersion other than the stored one is refused with 409,
+//! as the API server refuses it.
+//!
 //! What it does not do: field ownership (apply merges into the live object; lists and scalars
 //! are replaced), validation against schemas, admission, watches. It runs on its own thread, so
 //! a test may block on the binary while the server answers.
@@ -287,6 +290,20 @@ impl Store {
             },
             (Method::PUT, sub) => {
                 let (Some(current), Some(body)) = (current, body) else { return not_found(&key) };
+                // Optimistic concurrency: a replace names the version it read, and loses to any
+                // write since (the API server's update precondition).
+                if let Some(read) = body["metadata"]["resourceVersion"].as_str()
+                    && Some(read) != current["metadata"]["resourceVersion"].as_str()
+                {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+                            key.1, key.3
+                        ),
+                    );
+                }
                 let next = match sub {
                     Some("status") => with_status(&current, &body["status"]),
                     _ => body,
@@ -584,4 +601,27 @@ async fn fake_kube_serves_apply_get_list_status_and_delete() {
         "{:?}",
         fake.requests()
     );
+}
+
+/// A replace names the resourceVersion it read and loses to any write since, as on a real API
+/// server: what leader election relies on.
+#[tokio::test]
+async fn fake_kube_refuses_a_replace_of_a_stale_version() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+
+    let fake = FakeKube::start().await;
+    let maps: Api<ConfigMap> = Api::namespaced(fake.client(), "neon");
+    let map: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "m"}, "data": {"a": "1"}})).unwrap();
+    let first = maps.create(&PostParams::default(), &map).await.unwrap();
+    let mut winner = first.clone();
+    winner.data = Some([("a".to_string(), "2".to_string())].into());
+    maps.replace("m", &PostParams::default(), &winner).await.unwrap();
+    let mut loser = first;
+    loser.data = Some([("a".to_string(), "3".to_string())].into());
+    match maps.replace("m", &PostParams::default(), &loser).await {
+        Err(kube::Error::Api(response)) => assert_eq!(response.code, 409, "{response:?}"),
+        other => panic!("a stale replace must fail with 409: {other:?}"),
+    }
+    assert_eq!(maps.get("m").await.unwrap().data.unwrap()["a"], "2");
 }

@@ -725,6 +725,120 @@ async fn a_safekeeper_migration_reaches_the_running_compute() {
     server.stop().await;
 }
 
+/// Two replicas on one cluster, each with its own storage controller stand-in so that the
+/// calls tell who reconciles: exactly one leads through the Lease, both serve the APIs, and
+/// the other takes over when the leader stops, or when a holder stops renewing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_reconciler_and_the_other_takes_over() {
+    use neonctl_control_plane::Reconciling;
+    use neonctl_control_plane::lease::Election;
+    const LEASE: &str = "neon-control-plane";
+
+    let harness = Harness::start(false).await;
+    let replica = |name: &'static str| {
+        let kube = harness.kube.client();
+        let compute = format!("http://{}", harness.compute.addr);
+        async move {
+            let storcon = StorageController::start(None, None).await;
+            let topology = Topology {
+                listen: "127.0.0.1:0".into(),
+                region: "us-east-1".into(),
+                storage_controller_url: storcon.url(),
+                pageservers: (1..=2).map(|id| node("ps", id, 6400)).collect(),
+                safekeepers: safekeepers(3),
+                computes: vec![Compute { id: "main".into(), pg: "compute-main:55432".into(), http: compute }],
+            };
+            let store = KubeStore::new(kube.clone(), NAMESPACE, STATUS_CONFIG_MAP);
+            let control_plane = Arc::new(ControlPlane::new(topology, Keys::default(), Box::new(store), Retry::default()).await.unwrap());
+            let election = Election {
+                lease: LEASE.into(),
+                namespace: NAMESPACE.into(),
+                identity: name.into(),
+                duration: Duration::from_secs(2),
+                renew_every: Duration::from_millis(100),
+            };
+            let reconciling = Reconciling { every: Duration::from_millis(100), election: Some((kube, election)) };
+            let running = control_plane.start("127.0.0.1:0", Some(reconciling)).await.unwrap();
+            storcon.set_hooks(format!("http://{}/storage", running.addr()));
+            (storcon, running)
+        }
+    };
+    let (storcon_a, running_a) = replica("replica-a").await;
+    let (storcon_b, running_b) = replica("replica-b").await;
+    let holder = |kube: &FakeKube| kube.get("coordination.k8s.io/v1", "leases", Some(NAMESPACE), LEASE).map(|l| l["spec"].clone());
+    let mut settled = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if status_of(&harness.kube, "main")["phase"] == "Ready" {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "the leader reconciled the branch");
+    let lease = holder(&harness.kube).expect("the Lease");
+    let (leader, follower) = match lease["holderIdentity"].as_str() {
+        Some("replica-a") => ((&storcon_a, running_a), (&storcon_b, running_b)),
+        Some("replica-b") => ((&storcon_b, running_b), (&storcon_a, running_a)),
+        other => panic!("holder {other:?}"),
+    };
+    assert!(!leader.0.calls().is_empty());
+    assert!(follower.0.calls().is_empty(), "the follower never called its storage controller: {:?}", follower.0.calls());
+    // Both serve the APIs from the same state.
+    for running in [&leader.1, &follower.1] {
+        let mut attached = false;
+        for _ in 0..30 {
+            let (status, body) = call(running, Method::GET, "/compute/api/v2/computes/main/spec", None, None).await;
+            assert_eq!(status, StatusCode::OK);
+            if body["status"] == "attached" {
+                attached = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(attached, "every replica serves the attached spec");
+    }
+
+    // The leader stops: it hands the Lease back and the follower reconciles from then on.
+    let transitions = lease["leaseTransitions"].as_i64().unwrap_or(0);
+    leader.1.stop().await;
+    let mut took_over = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !follower.0.calls().is_empty() {
+            took_over = true;
+            break;
+        }
+    }
+    assert!(took_over, "the follower took over");
+    let lease = holder(&harness.kube).unwrap();
+    assert_ne!(lease["holderIdentity"], json!(null));
+    assert!(lease["leaseTransitions"].as_i64().unwrap() > transitions, "{lease}");
+    follower.1.stop().await;
+
+    // A holder that stopped renewing without handing the Lease back (a lost node): a new
+    // replica waits out the Lease's duration on its own clock, then takes it.
+    let mut lease = harness.kube.get("coordination.k8s.io/v1", "leases", Some(NAMESPACE), LEASE).unwrap();
+    lease["spec"]["holderIdentity"] = json!("replica-lost");
+    lease["spec"]["renewTime"] = json!("2026-11-25T00:00:00.000000Z");
+    harness.kube.put_object(lease);
+    let started = std::time::Instant::now();
+    let (storcon_c, running_c) = replica("replica-c").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(storcon_c.calls().is_empty(), "not before the Lease expired");
+    let mut took_over = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !storcon_c.calls().is_empty() {
+            took_over = true;
+            break;
+        }
+    }
+    assert!(took_over, "the Lease expired and replica-c took it");
+    assert!(started.elapsed() >= Duration::from_secs(2), "after the Lease's duration: {:?}", started.elapsed());
+    assert_eq!(holder(&harness.kube).unwrap()["holderIdentity"], "replica-c");
+    running_c.stop().await;
+}
+
 // ---- The binary -----------------------------------------------------------------------------
 
 /// `control-plane serve --store kubernetes` as the Deployment runs it: the namespace and the

@@ -13,6 +13,15 @@ pub const SERVE_ARGS: [&str; 3] = ["serve", "--store", "kubernetes"];
 pub const NAMESPACE_ENV: &str = "POD_NAMESPACE";
 /// The name of the ConfigMap the reconciler writes the storage status to.
 pub const STATUS_CONFIG_MAP_ENV: &str = "NEONCTL_STATUS_CONFIG_MAP";
+/// The Lease the replicas elect the reconciler's leader with (`--lease`).
+pub const LEASE_ENV: &str = "NEONCTL_LEASE";
+/// This replica's pod name (the downward API's `metadata.name`): its identity in the Lease.
+pub const POD_NAME_ENV: &str = "POD_NAME";
+
+/// The Lease of deployment `prefix`.
+pub fn control_plane_lease(prefix: &str) -> String {
+    format!("{prefix}-control-plane")
+}
 
 /// The status ConfigMap of deployment `prefix` (key [`STATUS_KEY`]).
 pub fn status_config_map(prefix: &str) -> String {

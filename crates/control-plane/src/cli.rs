@@ -51,6 +51,13 @@ pub struct ServeArgs {
     /// With --store kubernetes: the ConfigMap the storage status is written to
     #[arg(long, env = "NEONCTL_STATUS_CONFIG_MAP", value_name = "NAME")]
     pub status_config_map: Option<String>,
+    /// With --store kubernetes: elect the reconciler's leader among the replicas through this
+    /// coordination.k8s.io Lease; every replica serves the APIs [default: reconcile, no election]
+    #[arg(long, env = "NEONCTL_LEASE", value_name = "NAME")]
+    pub lease: Option<String>,
+    /// This replica's identity in the Lease
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
     /// Run without $NEONCTL_JWT_PUBLIC_KEY and $NEONCTL_JWT_PRIVATE_KEY: every caller is trusted
     /// and no token is minted. Only for a network nobody else reaches; `status` warns about it
     #[arg(long)]

@@ -19,6 +19,7 @@ mod api;
 mod cli;
 mod http;
 pub mod kube_store;
+pub mod lease;
 pub mod reconcile;
 mod storcon;
 pub mod store;
@@ -30,7 +31,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use neonctl_contract::jwt::{self, KeyError, PublicKey, SigningKey};
 use neonctl_contract::neon::control_plane::Topology;
-pub use neonctl_contract::service::{NAMESPACE_ENV, PRIVATE_KEY_ENV, PUBLIC_KEY_ENV, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, scopes};
+pub use neonctl_contract::service::{
+    LEASE_ENV, NAMESPACE_ENV, POD_NAME_ENV, PRIVATE_KEY_ENV, PUBLIC_KEY_ENV, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, scopes,
+};
 use neonctl_contract::{neon, resources};
 
 pub use self::cli::{Command, ServeArgs, StoreArg};
@@ -141,17 +144,28 @@ impl ControlPlane {
         })
     }
 
-    /// Binds `listen` and serves until [`Running::stop`], reconciling now and then every
-    /// `reconcile_every`; `None`: only when [`ControlPlane::reconcile`] is called.
-    pub async fn start(self: Arc<Self>, listen: &str, reconcile_every: Option<Duration>) -> Result<Running, ServeError> {
+    /// Binds `listen` and serves until [`Running::stop`], reconciling as `reconciling` says;
+    /// `None`: only when [`ControlPlane::reconcile`] is called.
+    pub async fn start(self: Arc<Self>, listen: &str, reconciling: Option<Reconciling>) -> Result<Running, ServeError> {
         let bind = |source| ServeError::Bind { listen: listen.into(), source };
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
         let mut running = http::spawn(listener, self.clone()).map_err(bind)?;
-        if let Some(every) = reconcile_every {
-            running.also(|stop| self.reconcile_until(every, stop));
+        if let Some(Reconciling { every, election }) = reconciling {
+            let (leader, leading) = tokio::sync::watch::channel(election.is_none());
+            if let Some((client, election)) = election {
+                running.also(|stop| lease::run(client, election, leader, stop));
+            }
+            running.also(|stop| self.reconcile_until(every, leading, stop));
         }
         Ok(running)
     }
+}
+
+/// When the reconciler runs: every `every`, and with an election only while this replica
+/// holds the Lease.
+pub struct Reconciling {
+    pub every: Duration,
+    pub election: Option<(kube::Client, lease::Election)>,
 }
 
 /// `control-plane serve`: load, serve, and stop gracefully on SIGTERM or Ctrl-C.
@@ -170,6 +184,7 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             log(format_args!("--insecure-no-auth: {} not set, every caller is trusted without a token", missing.join(" and ")))
         }
     }
+    let mut election = None;
     let (store, described): (Box<dyn Store>, String) = match &args.store {
         Some(StoreArg::Kubernetes) => {
             let setting = |what, variable, flag| ServeError::KubernetesSetting { what, variable, flag };
@@ -178,6 +193,10 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                 args.status_config_map.clone().ok_or(setting("a status ConfigMap", STATUS_CONFIG_MAP_ENV, "--status-config-map"))?;
             use_ring_crypto();
             let client = kube::Client::try_default().await.map_err(|source| ServeError::KubeClient { source })?;
+            if let Some(lease) = &args.lease {
+                let identity = args.pod_name.clone().ok_or(setting("this replica's name for --lease", POD_NAME_ENV, "--pod-name"))?;
+                election = Some((client.clone(), lease::Election::new(lease.clone(), namespace.clone(), identity)));
+            }
             let described = format!("NeonBranch and NeonEndpoint objects in namespace {namespace}");
             (Box::new(KubeStore::new(client, namespace, status)), described)
         }
@@ -186,7 +205,7 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let listen = args.listen.clone().unwrap_or_else(|| topology.listen.clone());
     let control_plane = Arc::new(ControlPlane::new(topology, keys, store, Retry::default()).await?);
-    let running = control_plane.start(&listen, Some(reconcile::EVERY)).await?;
+    let running = control_plane.start(&listen, Some(Reconciling { every: reconcile::EVERY, election })).await?;
     log(format_args!("listening on http://{} (state: {described})", running.addr()));
     shutdown_signal().await.context("waiting for SIGTERM")?;
     log("shutting down: finishing in-flight requests");

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::kube_store::{BranchObject, KubeStore};
@@ -121,16 +122,31 @@ impl ControlPlane {
     }
 
     /// Rounds now and then every `every`, until `stop`.
-    pub(crate) async fn reconcile_until(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+    /// Rounds now and then every `every`, until `stop`: whole rounds while `leading` says this
+    /// replica leads, else only the reload (a follower serves the APIs from the same state).
+    pub(crate) async fn reconcile_until(self: Arc<Self>, every: Duration, mut leading: watch::Receiver<bool>, stop: CancellationToken) {
         loop {
+            let leads = *leading.borrow_and_update();
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = self.reconcile() => {}
+                () = self.reconcile(), if leads => {}
+                () = self.refresh(), if !leads => {}
             }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
+                // A new leader starts at once; no election: the sender is gone, never changes.
+                Ok(()) = leading.changed() => {}
             }
+        }
+    }
+
+    /// A follower's round: the store's state, for the APIs it serves.
+    async fn refresh(&self) {
+        let mut memory = self.reconciler.lock().await;
+        match self.reload().await {
+            Ok((branches, endpoints)) => memory.say("store", format!("state: {branches} branch(es), {endpoints} endpoint(s), following")),
+            Err(e) => memory.say("store", format!("could not reload the state, serving the last one: {e}")),
         }
     }
 
