@@ -12,8 +12,11 @@
 //! A replace (PUT) that names a resourceVersion other than the stored one is refused with 409,
 //! as the API server refuses it.
 //!
+//! Watches stream every change from a resourceVersion on, with bookmarks when asked for, and
+//! 410 Gone from before [`FakeKube::compact`].
+//!
 //! What it does not do: field ownership (apply merges into the live object; lists and scalars
-//! are replaced), validation against schemas, admission, watches. It runs on its own thread, so
+//! are replaced), validation against schemas, admission. It runs on its own thread, so
 //! a test may block on the binary while the server answers.
 
 #![allow(dead_code)] // Each test module uses the part it needs.
@@ -24,7 +27,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt as _, Full};
+use futures::StreamExt as _;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -40,6 +44,12 @@ struct Store {
     objects: BTreeMap<Key, Value>,
     requests: Vec<String>,
     resource_version: u64,
+    /// Every change, for watches: `(resourceVersion, key, ADDED|MODIFIED|DELETED, object)`.
+    events: Vec<(u64, Key, &'static str, Value)>,
+    /// Changes at or below this version are gone: a watch from before it gets 410 Gone.
+    compacted: u64,
+    /// Woken on every change.
+    changed: Arc<tokio::sync::Notify>,
     never_ready: BTreeSet<String>,
     /// The `status.loadBalancer.ingress` given to LoadBalancer Services; `None`: none yet.
     load_balancer: Option<Value>,
@@ -115,8 +125,9 @@ impl FakeKube {
         let namespace = object["metadata"]["namespace"].as_str().map(str::to_string);
         let name = object["metadata"]["name"].as_str().expect("metadata.name").to_string();
         let mut store = self.store.lock().unwrap();
-        let stored = store.admit(&(api_version.clone(), plural.clone(), namespace.clone(), name.clone()), None, object, true);
-        store.objects.insert((api_version, plural, namespace, name), stored);
+        let key = (api_version, plural, namespace, name);
+        let stored = store.admit(&key, None, object, true);
+        store.put(key, stored);
     }
 
     pub fn set_status(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str, status: Value) {
@@ -127,11 +138,21 @@ impl FakeKube {
         let object = store.objects.get_mut(&key).unwrap_or_else(|| panic!("no {plural} {name} to set the status of"));
         object["status"] = status;
         object["metadata"]["resourceVersion"] = json!(version);
+        let object = object.clone();
+        store.record(&key, "MODIFIED", object);
     }
 
     pub fn delete(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let key = (api_version.to_string(), plural.to_string(), namespace.map(str::to_string), name.to_string());
-        self.store.lock().unwrap().objects.remove(&key)
+        self.store.lock().unwrap().remove(&key)
+    }
+
+    /// Forgets every change so far, as etcd compaction does: a watch that resumes from an
+    /// older resourceVersion gets 410 Gone and must list again.
+    pub fn compact(&self) {
+        let mut store = self.store.lock().unwrap();
+        store.compacted = store.resource_version;
+        store.events.clear();
     }
 
     /// Every request so far, as `METHOD path?query`.
@@ -217,7 +238,10 @@ fn parse_path(path: &str) -> Option<Target> {
     }
 }
 
-async fn handle(request: Request<Incoming>, store: Arc<Mutex<Store>>) -> Response<Full<Bytes>> {
+/// A response body: whole, or a watch's stream of events.
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn handle(request: Request<Incoming>, store: Arc<Mutex<Store>>) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query: BTreeMap<String, String> =
@@ -228,23 +252,137 @@ async fn handle(request: Request<Incoming>, store: Arc<Mutex<Store>>) -> Respons
         None => format!("{method} {path}"),
     };
     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let mut store = store.lock().unwrap();
-    store.requests.push(line);
+    let mut locked = store.lock().unwrap();
+    locked.requests.push(line);
     let Some(target) = parse_path(&path) else {
-        return status(StatusCode::NOT_FOUND, "NotFound", &format!("no such API path {path}"));
+        return status(StatusCode::NOT_FOUND, "NotFound", &format!("no such API path {path}")).map(BodyExt::boxed);
     };
+    if method == Method::GET && target.name.is_none() && query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        drop(locked);
+        return watch(store, target, &query);
+    }
     let body: Option<Value> = if body.is_empty() {
         None
     } else {
         match serde_json::from_slice(&body) {
             Ok(value) => Some(value),
-            Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("body is not JSON: {e}")),
+            Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("body is not JSON: {e}")).map(BodyExt::boxed),
         }
     };
-    store.serve(&method, target, &query, &content_type, body)
+    locked.serve(&method, target, &query, &content_type, body).map(BodyExt::boxed)
+}
+
+/// How often an idle watch that asked for them gets a BOOKMARK (the API server's is about a
+/// minute; short here so that tests see them).
+const BOOKMARK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A watch, as the API server streams it: one JSON event per line (ADDED, MODIFIED, DELETED,
+/// BOOKMARK when `allowWatchBookmarks`), from the requested resourceVersion on, until
+/// `timeoutSeconds`; a resourceVersion older than the last compaction gets an ERROR event with
+/// 410 Gone (`staging/src/k8s.io/apiserver/pkg/storage/cacher`).
+fn watch(store: Arc<Mutex<Store>>, target: Target, query: &BTreeMap<String, String>) -> Response<Body> {
+    let from: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let timeout = std::time::Duration::from_secs(query.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(300));
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let labels = query.get("labelSelector").cloned().unwrap_or_default();
+    let fields = query.get("fieldSelector").cloned().unwrap_or_default();
+    let (api_version, plural) = (target.api_version.clone(), target.plural.clone());
+    let matches = move |key: &Key, object: &Value| {
+        key.0 == target.api_version
+            && key.1 == target.plural
+            && (target.namespace.is_none() || key.2 == target.namespace)
+            && selects(&labels, |k| object["metadata"]["labels"][k].clone())
+            && selects(&fields, |path| path.split('.').fold(object.clone(), |v, part| v[part].clone()))
+    };
+    let line = |event: Value| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(format!("{event}\n"))));
+    // "0" (or none): the objects as they are, then every change.
+    let (changed, gone) = {
+        let store = store.lock().unwrap();
+        (store.changed.clone(), from != 0 && from < store.compacted)
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = futures::stream::unfold((true, tokio::time::Instant::now(), from), move |(first, mut bookmarked, mut last)| {
+        let (store, changed, matches) = (store.clone(), changed.clone(), matches.clone());
+        let (api_version, plural) = (api_version.clone(), plural.clone());
+        async move {
+            if gone {
+                if !first {
+                    return None;
+                }
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("too old resource version: {from}"), "reason": "Expired", "code": 410});
+                return Some((vec![line(json!({"type": "ERROR", "object": status}))], (false, bookmarked, last)));
+            }
+            loop {
+                let notified = changed.notified();
+                let (events, version, kind) = {
+                    let store = store.lock().unwrap();
+                    let kind = store
+                        .objects
+                        .iter()
+                        .find(|((v, p, _, _), _)| *v == api_version && *p == plural)
+                        .and_then(|(_, o)| o["kind"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| plural.clone());
+                    let events: Vec<_> = if first && last == 0 {
+                        store.objects.iter().filter(|(k, o)| matches(k, o)).map(|(_, o)| ("ADDED", o.clone())).collect()
+                    } else {
+                        store.events.iter().filter(|(v, k, _, o)| *v > last && matches(k, o)).map(|(_, _, t, o)| (*t, o.clone())).collect()
+                    };
+                    (events, store.resource_version, kind)
+                };
+                if first && last == 0 {
+                    last = version;
+                }
+                if !events.is_empty() {
+                    for (_, object) in &events {
+                        last = last.max(object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(last));
+                    }
+                    let frames = events.into_iter().map(|(kind, object)| line(json!({"type": kind, "object": object}))).collect();
+                    return Some((frames, (false, bookmarked, last)));
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return None;
+                }
+                if bookmarks && now.duration_since(bookmarked) >= BOOKMARK_EVERY {
+                    bookmarked = now;
+                    let bookmark = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version,
+                        "metadata": {"resourceVersion": version.to_string()}}});
+                    return Some((vec![line(bookmark)], (false, bookmarked, last)));
+                }
+                let _ = tokio::time::timeout(BOOKMARK_EVERY.min(deadline - now), notified).await;
+            }
+        }
+    })
+    .flat_map(futures::stream::iter);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(http_body_util::StreamBody::new(stream)))
+        .expect("a valid response")
 }
 
 impl Store {
+    fn record(&mut self, key: &Key, kind: &'static str, object: Value) {
+        let version = object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(self.resource_version);
+        self.events.push((version, key.clone(), kind, object));
+        self.changed.notify_waiters();
+    }
+
+    fn put(&mut self, key: Key, object: Value) {
+        let kind = if self.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        self.objects.insert(key.clone(), object.clone());
+        self.record(&key, kind, object);
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Value> {
+        let mut object = self.objects.remove(key)?;
+        self.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
+        self.record(key, "DELETED", object.clone());
+        Some(object)
+    }
+
     fn serve(
         &mut self,
         method: &Method,
@@ -279,10 +417,14 @@ impl Store {
                 Some(object) => ok(&object),
                 None => not_found(&key),
             },
-            (Method::DELETE, _) => match self.objects.remove(&key) {
+            (Method::DELETE, _) => match self.remove(&key) {
                 Some(object) => {
                     if key.1 == "namespaces" {
-                        self.objects.retain(|(_, _, ns, _), _| ns.as_deref() != Some(key.3.as_str()));
+                        let inside: Vec<Key> =
+                            self.objects.keys().filter(|(_, _, ns, _)| ns.as_deref() == Some(key.3.as_str())).cloned().collect();
+                        for key in inside {
+                            self.remove(&key);
+                        }
                     }
                     ok(&object)
                 }
@@ -371,7 +513,7 @@ impl Store {
     fn store(&mut self, key: Key, current: Option<Value>, next: Value, write: Write) -> Response<Full<Bytes>> {
         let stored = self.admit(&key, current.as_ref(), next, !write.status_only);
         if !write.dry_run {
-            self.objects.insert(key, stored.clone());
+            self.put(key, stored.clone());
         }
         json_response(write.code, &stored)
     }
@@ -624,4 +766,79 @@ async fn fake_kube_refuses_a_replace_of_a_stale_version() {
         other => panic!("a stale replace must fail with 409: {other:?}"),
     }
     assert_eq!(maps.get("m").await.unwrap().data.unwrap()["a"], "2");
+}
+
+/// kube-runtime's watcher runs against the fake as against an API server: one list, then
+/// watches that see every change, bookmarks, and a fresh list after 410 Gone.
+#[tokio::test]
+async fn fake_kube_serves_watches_that_kube_runtime_follows() {
+    use futures::TryStreamExt as _;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DeleteParams, PostParams};
+    use kube::runtime::WatchStreamExt as _;
+    use kube::runtime::watcher::{self, Event};
+
+    let fake = FakeKube::start().await;
+    let maps: Api<ConfigMap> = Api::namespaced(fake.client(), "neon");
+    let map = |name: &str, value: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"v": value}})).unwrap()
+    };
+    maps.create(&PostParams::default(), &map("before", "1")).await.unwrap();
+    let mut events = Box::pin(watcher::watcher(maps.clone(), watcher::Config::default()).default_backoff());
+    macro_rules! next {
+        () => {
+            tokio::time::timeout(std::time::Duration::from_secs(5), events.try_next()).await.expect("an event in time").unwrap().unwrap()
+        };
+    }
+    let mut initial = Vec::new();
+    loop {
+        match next!() {
+            Event::Init => {}
+            Event::InitApply(object) => initial.push(object.metadata.name.unwrap()),
+            Event::InitDone => break,
+            other => panic!("{other:?} before the initial list was done"),
+        }
+    }
+    assert_eq!(initial, ["before"]);
+    maps.create(&PostParams::default(), &map("after", "2")).await.unwrap();
+    match next!() {
+        Event::Apply(object) => assert_eq!(object.metadata.name.as_deref(), Some("after")),
+        other => panic!("{other:?}"),
+    }
+    maps.delete("before", &DeleteParams::default()).await.unwrap();
+    match next!() {
+        Event::Delete(object) => assert_eq!(object.metadata.name.as_deref(), Some("before")),
+        other => panic!("{other:?}"),
+    }
+    let lists = |fake: &FakeKube| {
+        fake.requests().iter().filter(|r| r.starts_with("GET /api/v1/namespaces/neon/configmaps") && !r.contains("watch=")).count()
+    };
+    assert_eq!(lists(&fake), 1, "one list, then watches: {:?}", fake.requests());
+    assert!(fake.requests().iter().any(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")), "{:?}", fake.requests());
+
+    // Compaction: the next watch from the old version gets 410 and the watcher lists again,
+    // then sees later changes.
+    fake.compact();
+    let watches = fake.requests().iter().filter(|r| r.contains("watch=true")).count();
+    // The running watch ends at its timeout; a short one here by asking for a new watch.
+    drop(events);
+    let mut events = Box::pin(watcher::watcher(maps.clone(), watcher::Config::default()).default_backoff());
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), events.try_next()).await.unwrap().unwrap().unwrap() {
+            Event::InitApply(object) => seen.push(object.metadata.name.unwrap()),
+            Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["after"]);
+    assert!(fake.requests().iter().filter(|r| r.contains("watch=true")).count() >= watches);
+    // A watch from before the compaction is refused with 410 Gone.
+    let stale = fake.url() + "/api/v1/namespaces/neon/configmaps?watch=true&resourceVersion=1";
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let response = client.get(stale.parse().unwrap()).await.unwrap();
+    let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let event: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!((event["type"].as_str(), event["object"]["code"].as_u64()), (Some("ERROR"), Some(410)), "{body}");
 }
