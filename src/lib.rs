@@ -38,6 +38,8 @@ pub const IMAGES: [&str; 7] = ["pageserver", "safekeeper", "storage-broker", "st
 /// Runs one command line to completion and returns the process exit code.
 pub fn run(cli: Cli) -> u8 {
     let printer = Arc::new(Printer::new(cli.global.output, cli.global.verbose, cli.global.quiet));
+    let serving = matches!(cli.command, Command::ControlPlane(_));
+    init_tracing(if serving { cli.global.verbose.max(1) } else { cli.global.verbose });
     let started = std::time::Instant::now();
     // kubectl shows an exec plugin's stderr on every call: `token` stays silent on success; a
     // completion script or man page is all that is printed.
@@ -55,6 +57,23 @@ pub fn run(cli: Cli) -> u8 {
         printer.report(Event::Summary { ok, seconds: started.elapsed().as_secs_f64(), calls });
     }
     code
+}
+
+/// What `-v` shows on stderr beside the phases' own output: with `-v` the AWS SDKs' and kube's
+/// debug events (retries, credential and endpoint resolution, requests), with `-vv` everything
+/// at debug. `RUST_LOG` overrides either; without `-v` (and without `RUST_LOG`) nothing.
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match (EnvFilter::try_from_default_env(), verbose) {
+        (Ok(filter), _) => filter,
+        (Err(_), 0) => return,
+        (Err(_), 1) => {
+            EnvFilter::new("warn,neonctl_aws=info,neonctl_control_plane=info,aws_config=debug,aws_smithy_runtime=debug,kube_client=debug")
+        }
+        (Err(_), _) => EnvFilter::new("debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info"),
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 struct Finished {

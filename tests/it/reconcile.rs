@@ -886,6 +886,11 @@ async fn serve_with_the_kubernetes_store_reconciles_at_start() {
     assert!(ready, "the first round ran at start: {log}");
     assert!(output.status.success(), "a graceful stop exits 0: {log}");
     assert!(log.contains(&format!("state: NeonBranch and NeonEndpoint objects in namespace {NAMESPACE}")), "{log}");
+    // The image's executable logs one JSON object a line, as log collectors read them.
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(entry["level"].is_string() && entry["fields"]["message"].is_string() && entry["timestamp"].is_string(), "{line}");
+    }
     assert!(!log.contains("SCRAM-SHA-256$"), "verifiers never reach the log: {log}");
     assert_eq!(storage_status(&harness.kube).safekeepers, [1, 2, 3]);
 }

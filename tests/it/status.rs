@@ -105,6 +105,13 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     let text = stdout(&out);
     assert!(text.contains("check") && text.contains("1/2 pods ready"), "{text}");
 
+    // -v shows kube's own request events on stderr; without it, none.
+    let out = wd.run(&["-v", "status", "--kubeconfig", kubeconfig, "--output", "plain"]);
+    assert!(stderr(&out).contains("kube_client") && stderr(&out).contains("requesting"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("fake-token"), "no credential in the log");
+    let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--output", "plain"]);
+    assert!(!stderr(&out).contains("kube_client"), "{}", stderr(&out));
+
     // --offline makes no call at all.
     let before = fake.requests().len();
     let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--offline", "--output", "json"]);

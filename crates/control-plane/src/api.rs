@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::http::{Body, Handler, json, read_body};
 use super::jwt::TokenError;
 use super::store::{Attachment, Branch, SafekeeperSet, State, timeline_key};
-use super::{ControlPlane, log, scopes};
+use super::{ControlPlane, scopes};
 use crate::neon::compute::{
     self, ComputeCtlConfig, ComputeSpec, ComputeStatus, ConfigurationRequest, ControlPlaneConfigResponse, JwkSet, PrimaryTarget,
 };
@@ -171,7 +171,7 @@ impl Handler for ControlPlane {
         match self.route(request).await {
             Ok(response) => response,
             Err(error) => {
-                log(format_args!("{method} {path}: {} {error}", error.status().as_u16()));
+                tracing::info!("{method} {path}: {} {error}", error.status().as_u16());
                 error.response()
             }
         }
@@ -243,7 +243,7 @@ impl ControlPlane {
             node(&self.topology.pageservers, shard.node_id, "pageserver").map_err(ApiError::BadRequest)?;
         }
         let attachment = Attachment { pageservers: shards.iter().map(|shard| shard.node_id).collect(), stripe_size: request.stripe_size };
-        log(format_args!("tenant {} attached to pageserver(s) {:?}", request.tenant_id, attachment.pageservers));
+        tracing::info!("tenant {} attached to pageserver(s) {:?}", request.tenant_id, attachment.pageservers);
         let tenant = request.tenant_id;
         let endpoints =
             self.update(|state| _ = state.attachments.insert(tenant.clone(), attachment), |branch| branch.tenant_id == tenant).await?;
@@ -272,10 +272,10 @@ impl ControlPlane {
         // The same generation again (a retried hook) reconfigures the computes again.
         let known = self.state.lock().await.safekeeper_sets.get(&key).map(|known| known.generation);
         if let Some(known) = known.filter(|&known| known > set.generation) {
-            log(format_args!("timeline {key}: ignoring safekeeper generation {} older than {known}", set.generation));
+            tracing::info!("timeline {key}: ignoring safekeeper generation {} older than {known}", set.generation);
             return Ok(Vec::new());
         }
-        log(format_args!("timeline {key}: safekeepers {:?} at generation {}", set.safekeepers, set.generation));
+        tracing::info!("timeline {key}: safekeepers {:?} at generation {}", set.safekeepers, set.generation);
         self.update(
             |state| _ = state.safekeeper_sets.insert(key.clone(), set),
             |branch| branch.tenant_id == tenant && branch.timeline_id == timeline,
@@ -335,7 +335,7 @@ impl ControlPlane {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let error = match tokio::time::timeout(remaining, self.post(compute_id, &uri, payload.clone())).await {
                 Ok(Ok(())) => {
-                    log(format_args!("compute {compute_id} reconfigured"));
+                    tracing::info!("compute {compute_id} reconfigured");
                     return Ok(());
                 }
                 Ok(Err(error)) => error,
@@ -344,7 +344,7 @@ impl ControlPlane {
             if Instant::now() + delay >= deadline {
                 return Err(format!("compute {compute_id}: {error} ({attempt} attempt(s) in {:.1}s)", started.elapsed().as_secs_f64()));
             }
-            log(format_args!("compute {compute_id}: {error}; retrying in {delay:?}"));
+            tracing::info!("compute {compute_id}: {error}; retrying in {delay:?}");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));
             attempt += 1;

@@ -20,8 +20,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::log;
-
 pub type Body = Full<Bytes>;
 pub type HttpClient = Client<HttpConnector, Body>;
 
@@ -100,7 +98,7 @@ async fn accept_loop(listener: TcpListener, handler: Arc<impl Handler>, stop: Ca
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    log(format_args!("accepting a connection failed: {e}"));
+                    tracing::info!("accepting a connection failed: {e}");
                     continue;
                 }
             },
@@ -125,12 +123,12 @@ async fn accept_loop(listener: TcpListener, handler: Arc<impl Handler>, stop: Ca
             if let Err(e) = result
                 && !e.is_incomplete_message()
             {
-                log(format_args!("connection from {peer} failed: {e}"));
+                tracing::info!("connection from {peer} failed: {e}");
             }
         });
     }
     let drained = tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        log(format_args!("{} connection(s) still open after {}s; closing them", connections.len(), DRAIN.as_secs()));
+        tracing::info!("{} connection(s) still open after {}s; closing them", connections.len(), DRAIN.as_secs());
     }
 }

@@ -15,8 +15,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::log;
-
 /// Who competes for which Lease, and how fast.
 #[derive(Debug, Clone)]
 pub struct Election {
@@ -57,17 +55,17 @@ pub async fn run(client: kube::Client, election: Election, leader: watch::Sender
                 leads
             }
             Err(e) => {
-                log(format_args!("lease {}: {e}", election.lease));
+                tracing::info!("lease {}: {e}", election.lease);
                 renewed_at.is_some_and(|at| at.elapsed() < election.duration)
             }
         };
         if *leader.borrow() != leads {
-            log(format_args!(
+            tracing::info!(
                 "{} {} lease {}",
                 election.identity,
                 if leads { "now leads through" } else { "no longer holds" },
                 election.lease
-            ));
+            );
             leader.send_replace(leads);
         }
         tokio::select! {
@@ -78,7 +76,7 @@ pub async fn run(client: kube::Client, election: Election, leader: watch::Sender
     if *leader.borrow() {
         leader.send_replace(false);
         if let Err(e) = release(&api, &election).await {
-            log(format_args!("lease {}: could not hand it back: {e}", election.lease));
+            tracing::info!("lease {}: could not hand it back: {e}", election.lease);
         }
     }
 }

@@ -108,11 +108,6 @@ pub fn load_topology(path: &Path) -> Result<Topology, ServeError> {
     serde_json::from_str(&text).map_err(|source| ServeError::TopologyParse { path: path.into(), source })
 }
 
-/// One line on stderr. Callers never pass tokens, passwords, verifiers or request bodies.
-pub(crate) fn log(line: impl std::fmt::Display) {
-    eprintln!("control-plane: {line}");
-}
-
 /// The service: topology, keys, state and the client it calls computes and the storage
 /// controller with.
 pub struct ControlPlane {
@@ -181,7 +176,7 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         (true, _) => {}
         (false, false) => return Err(ServeError::NoKeys { missing: missing.join(" and ") }.into()),
         (false, true) => {
-            log(format_args!("--insecure-no-auth: {} not set, every caller is trusted without a token", missing.join(" and ")))
+            tracing::info!("--insecure-no-auth: {} not set, every caller is trusted without a token", missing.join(" and "))
         }
     }
     let mut election = None;
@@ -206,9 +201,9 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen.clone().unwrap_or_else(|| topology.listen.clone());
     let control_plane = Arc::new(ControlPlane::new(topology, keys, store, Retry::default()).await?);
     let running = control_plane.start(&listen, Some(Reconciling { every: reconcile::EVERY, election })).await?;
-    log(format_args!("listening on http://{} (state: {described})", running.addr()));
+    tracing::info!("listening on http://{} (state: {described})", running.addr());
     shutdown_signal().await.context("waiting for SIGTERM")?;
-    log("shutting down: finishing in-flight requests");
+    tracing::info!("shutting down: finishing in-flight requests");
     running.stop().await;
     Ok(())
 }
@@ -234,6 +229,7 @@ pub fn main() -> std::process::ExitCode {
         command: Command,
     }
     let Command::Serve(args) = Cli::parse().command;
+    init_json_logs();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(serve(&args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -242,6 +238,14 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(if is_usage_error(&error) { 2 } else { 1 })
         }
     }
+}
+
+/// Logs as the cluster's log collectors want them: one JSON object per line on stderr, at
+/// `info` unless `RUST_LOG` says otherwise. No log line carries a token, password, verifier or
+/// request body.
+fn init_json_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// The error is the operator's to fix in the command line or environment: nothing was served.

@@ -27,9 +27,9 @@ use super::kube_store::{BranchObject, KubeStore};
 use super::resources::{BranchSpec, phase};
 use neonctl_contract::service::{PageserverStatus, StorageStatus};
 
+use super::ControlPlane;
 use super::storcon::{StorageController, StorconError};
 use super::store::{SafekeeperSet, StoreError};
-use super::{ControlPlane, log};
 
 /// The pause between two rounds.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -46,7 +46,7 @@ pub(crate) struct Memory {
 impl Memory {
     fn say(&mut self, subject: &str, line: String) {
         if self.said.get(subject) != Some(&line) {
-            log(&line);
+            tracing::info!("{line}");
             self.said.insert(subject.to_string(), line);
         }
     }
@@ -246,7 +246,7 @@ impl ControlPlane {
                     if let Err(e) = storcon.create_tenant(tenant).await {
                         return Outcome::of_error(format!("creating tenant {tenant}"), e);
                     }
-                    log(format_args!("tenant {tenant} created"));
+                    tracing::info!("tenant {tenant} created");
                 }
                 Err(e) => return Outcome::of_error(format!("looking up tenant {tenant}"), e),
             }
