@@ -521,6 +521,23 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
     assert_eq!((report.pageservers.len(), report.pageservers[0].availability.as_str()), (1, "Active"));
     assert!(report.error.is_none() && report.checked_at.ends_with('Z'), "{report:?}");
 
+    // What Prometheus scrapes: requests by route and status, rounds, branch outcomes; no token
+    // needed, no id in a label.
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let response = client.get(format!("http://{}/metrics", server.addr()).parse().unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let metrics = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        "neonctl_control_plane_reconcile_rounds_total 1",
+        "neonctl_control_plane_branch_reconciles_total{phase=\"Ready\"} 1",
+        "neonctl_control_plane_http_requests_total{route=\"compute_spec\",status=\"200\"} 2",
+        "neonctl_control_plane_http_requests_total{route=\"notify_attach\",status=\"200\"} 1",
+        "neonctl_control_plane_reconcile_round_seconds_count 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(!metrics.contains(TENANT), "no id in a label");
+
     // Nothing changed: the next round only asks for the nodes.
     harness.storcon.clear_calls();
     let configured = harness.compute.configures().len();

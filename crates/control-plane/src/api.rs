@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::http::{Body, Handler, json, read_body};
 use super::jwt::TokenError;
+use super::metrics::RequestLabels;
 use super::store::{Attachment, Branch, SafekeeperSet, State, timeline_key};
 use super::{ControlPlane, scopes};
 use crate::neon::compute::{
@@ -108,6 +109,7 @@ fn not_found(reason: &'static str, message: String) -> ApiError {
 /// The API a path names, if any.
 enum Route<'a> {
     Health,
+    Metrics,
     NotifyAttach,
     NotifySafekeepers,
     Spec(&'a str),
@@ -124,6 +126,9 @@ impl<'a> Route<'a> {
         };
         if path == paths::HEALTH {
             return Some(Self::Health);
+        }
+        if path == paths::METRICS {
+            return Some(Self::Metrics);
         }
         if let Some(rest) = under(paths::STORAGE_HOOKS) {
             return match rest.as_slice() {
@@ -153,10 +158,24 @@ impl<'a> Route<'a> {
         }
     }
 
+    /// Its name in metrics.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Health => "healthz",
+            Self::Metrics => "metrics",
+            Self::NotifyAttach => "notify_attach",
+            Self::NotifySafekeepers => "notify_safekeepers",
+            Self::Spec(_) => "compute_spec",
+            Self::AccessControl => "get_endpoint_access_control",
+            Self::WakeCompute => "wake_compute",
+            Self::Jwks(_) => "endpoint_jwks",
+        }
+    }
+
     /// The token scopes that may call it; `None`: anyone.
     fn scopes(&self) -> Option<&'static [&'static str]> {
         match self {
-            Self::Health => None,
+            Self::Health | Self::Metrics => None,
             Self::NotifyAttach | Self::NotifySafekeepers => Some(&[scopes::STORAGE_CONTROLLER, scopes::ADMIN]),
             Self::Spec(_) => Some(&[scopes::COMPUTE, scopes::ADMIN]),
             Self::AccessControl | Self::WakeCompute | Self::Jwks(_) => Some(&[scopes::PROXY, scopes::ADMIN]),
@@ -168,13 +187,16 @@ impl Handler for ControlPlane {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        match self.route(request).await {
+        let route = Route::parse(&path).map_or("unknown", |route| route.name());
+        let response = match self.route(request).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::info!("{method} {path}: {} {error}", error.status().as_u16());
                 error.response()
             }
-        }
+        };
+        self.metrics.requests.get_or_create(&RequestLabels { route, status: response.status().as_u16() }).inc();
+        response
     }
 }
 
@@ -193,6 +215,10 @@ impl ControlPlane {
         let query = |name: &str| query_param(parts.uri.query(), name);
         match route {
             Route::Health => Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
+            Route::Metrics => Ok(Response::builder()
+                .header(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                .body(Body::from(self.metrics.encode()))
+                .expect("a valid response")),
             Route::NotifyAttach => self.notify_attach(parse_body(body, "notify-attach").await?).await,
             Route::NotifySafekeepers => self.notify_safekeepers(parse_body(body, "notify-safekeepers").await?).await,
             Route::Spec(id) => {
@@ -528,6 +554,7 @@ mod tests {
     #[test]
     fn routes_follow_the_paths_the_manifests_use() {
         assert!(matches!(Route::parse("/healthz"), Some(Route::Health)));
+        assert!(matches!(Route::parse("/metrics"), Some(Route::Metrics)));
         assert!(matches!(Route::parse("/storage/notify-attach"), Some(Route::NotifyAttach)));
         assert!(matches!(Route::parse("/storage/notify-safekeepers"), Some(Route::NotifySafekeepers)));
         assert!(matches!(Route::parse("/compute/api/v2/computes/main/spec"), Some(Route::Spec("main"))));

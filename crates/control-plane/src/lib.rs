@@ -20,6 +20,7 @@ mod cli;
 mod http;
 pub mod kube_store;
 pub mod lease;
+mod metrics;
 pub mod reconcile;
 mod storcon;
 pub mod store;
@@ -122,6 +123,7 @@ pub struct ControlPlane {
     reconciler: tokio::sync::Mutex<reconcile::Memory>,
     retry: Retry,
     client: http::HttpClient,
+    metrics: metrics::Metrics,
 }
 
 impl ControlPlane {
@@ -136,6 +138,7 @@ impl ControlPlane {
             reconciler: tokio::sync::Mutex::default(),
             retry,
             client: http::client(),
+            metrics: metrics::Metrics::default(),
         })
     }
 

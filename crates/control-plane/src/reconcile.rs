@@ -92,6 +92,19 @@ impl Outcome {
     }
 }
 
+/// Counts a round and its duration when the round ends (or is cancelled).
+struct RoundTimer<'a> {
+    metrics: &'a super::metrics::Metrics,
+    started: std::time::Instant,
+}
+
+impl Drop for RoundTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.rounds.inc();
+        self.metrics.round_seconds.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// Whether `branch`'s status already says `outcome` for its generation.
 fn reported(branch: &BranchObject, outcome: &Outcome) -> bool {
     let status = &branch.status;
@@ -109,6 +122,7 @@ impl ControlPlane {
     /// and, for branches, reported in their status.
     pub async fn reconcile(&self) {
         let mut memory = self.reconciler.lock().await;
+        let _timer = RoundTimer { metrics: &self.metrics, started: std::time::Instant::now() };
         match self.reload().await {
             Ok((branches, endpoints)) => memory.say("store", format!("state: {branches} branch(es), {endpoints} endpoint(s)")),
             Err(e) => memory.say("store", format!("could not reload the state, serving the last one: {e}")),
@@ -127,6 +141,7 @@ impl ControlPlane {
     pub(crate) async fn reconcile_until(self: Arc<Self>, every: Duration, mut leading: watch::Receiver<bool>, stop: CancellationToken) {
         loop {
             let leads = *leading.borrow_and_update();
+            self.metrics.leader.set(i64::from(leads));
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.reconcile(), if leads => {}
@@ -211,6 +226,7 @@ impl ControlPlane {
                 Err(e) => Outcome::Failed(format!("NeonBranch {} cannot be read: {e}; fix its spec", branch.name)),
             };
             let subject = format!("branch {}", branch.name);
+            self.metrics.branch_outcomes.get_or_create(&super::metrics::OutcomeLabels { phase: outcome.phase() }).inc();
             if !reported(&branch, &outcome) {
                 let status = json!({"phase": outcome.phase(), "message": outcome.message(), "observedGeneration": branch.generation});
                 if let Err(e) = kube.patch_branch_status(&branch.name, status).await {

@@ -16,6 +16,8 @@ pub mod paths {
     pub const PROXY_API: &str = "/proxy";
     /// Liveness and readiness.
     pub const HEALTH: &str = "/healthz";
+    /// Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
     /// Fixed by compute_ctl, which appends it to `--control-plane-uri`:
     /// `GET {base}{this}/{compute_id}/spec`.
     pub const COMPUTE_SPECS: &str = "/compute/api/v2/computes";

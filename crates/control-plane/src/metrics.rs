@@ -1,0 +1,59 @@
+//! Prometheus metrics at `GET /metrics` (text exposition format, no token, as neon's own
+//! components serve theirs): API requests by route and status, reconciler rounds and their
+//! durations, what became of each branch, and whether this replica leads.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route's name (`spec`, `wake_compute`, ...), never the path: ids stay out of labels.
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `Ready`, `Pending` or `Failed`.
+    pub phase: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub rounds: Counter,
+    pub round_seconds: Histogram,
+    pub branch_outcomes: Family<OutcomeLabels, Counter>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("neonctl_control_plane");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "API requests answered, by route and status", requests.clone());
+        let rounds = Counter::default();
+        registry.register("reconcile_rounds", "Reconciler rounds run", rounds.clone());
+        // 1 ms .. ~33 s.
+        let round_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("reconcile_round_seconds", "How long a reconciler round took", round_seconds.clone());
+        let branch_outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register("branch_reconciles", "Branches reconciled, by the phase they ended in", branch_outcomes.clone());
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica runs the reconciler", leader.clone());
+        Self { registry, requests, rounds, round_seconds, branch_outcomes, leader }
+    }
+}
+
+impl Metrics {
+    /// The text exposition (`text/plain; version=0.0.4` compatible OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
