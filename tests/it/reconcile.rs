@@ -546,6 +546,8 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
     assert_eq!(paths(&harness.storcon.calls()), ["GET /control/v1/node"]);
     let writes: Vec<String> = harness.kube.requests()[before..].iter().filter(|r| !r.starts_with("GET ")).cloned().collect();
     assert_eq!(writes.len(), 1, "only the status ConfigMap is written: {writes:?}");
+    let reads: Vec<String> = harness.kube.requests()[before..].iter().filter(|r| r.starts_with("GET ")).cloned().collect();
+    assert!(reads.is_empty(), "the branches and endpoints come from the watches, not from lists: {reads:?}");
     assert!(writes[0].starts_with(&format!("PATCH /api/v1/namespaces/{NAMESPACE}/configmaps/{STATUS_CONFIG_MAP}?")), "{writes:?}");
     assert_eq!(harness.compute.configures().len(), configured, "no reconfiguration without a change");
     server.stop().await;
@@ -554,8 +556,8 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
 #[tokio::test]
 async fn a_new_generation_or_a_child_branch_is_created_and_pushed_again() {
     let harness = Harness::start(false).await;
-    let (control_plane, server) = harness.control_plane().await;
     harness.kube.put_object(branch("child", CHILD_TIMELINE, Some(TIMELINE)));
+    let (control_plane, server) = harness.control_plane().await;
     control_plane.reconcile().await;
     let timelines: Vec<Value> = harness.storcon.calls().into_iter().filter(|c| c.path.ends_with("/timeline")).map(|c| c.body).collect();
     assert_eq!(
@@ -578,11 +580,18 @@ async fn a_new_generation_or_a_child_branch_is_created_and_pushed_again() {
     let roles = json!({"spec": {"roles": [{"name": "alice", "verifier": verifier}, {"name": "bob", "verifier": verifier}]}});
     api.patch("main", &PatchParams::default(), &Patch::Merge(roles)).await.unwrap();
     harness.storcon.clear_calls();
-    control_plane.reconcile().await;
-    let expected =
-        [format!("GET /control/v1/tenant/{TENANT}"), format!("POST /v1/tenant/{TENANT}/timeline"), "GET /control/v1/node".into()];
-    assert_eq!(paths(&harness.storcon.calls()), expected);
+    // The control plane learns of the change through its watch: the rounds until then find
+    // nothing to do.
+    for _ in 0..50 {
+        control_plane.reconcile().await;
+        if status_of(&harness.kube, "main")["observedGeneration"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(status_of(&harness.kube, "main")["observedGeneration"], 2);
+    let acting: Vec<String> = paths(&harness.storcon.calls()).into_iter().filter(|p| p != "GET /control/v1/node").collect();
+    assert_eq!(acting, [format!("GET /control/v1/tenant/{TENANT}"), format!("POST /v1/tenant/{TENANT}/timeline")]);
     let configure = harness.compute.configures().pop().unwrap();
     assert_eq!(configure.body["spec"]["cluster"]["roles"][1]["name"], "bob");
     server.stop().await;

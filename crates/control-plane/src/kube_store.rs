@@ -4,15 +4,24 @@
 //! NeonBranch's status, so that they survive restarts. Whoever creates the objects (`deploy`,
 //! kubectl) owns their specs; the control plane only ever writes their status.
 //!
+//! Both kinds are read from watch-backed caches (kube-runtime reflectors): one list each at
+//! start, then watches, so a control plane with nothing to do makes no list calls however many
+//! branches there are, and every replica serves from state as fresh as the last event.
+//!
 //! Also what the reconciler needs beyond [`Store`]: each branch's generation and phase, status
 //! patches, and the status ConfigMap the `status` command reads.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -48,6 +57,30 @@ pub struct KubeStore {
     /// The placements each NeonBranch's status held when last read or written, by name: `save`
     /// patches only the branches whose placements changed.
     written: Mutex<BTreeMap<String, Placements>>,
+    /// Started at the first read.
+    caches: tokio::sync::OnceCell<Caches>,
+    /// NeonBranches as our own status writes left them, until the cache has caught up with them
+    /// (read-your-writes: a round right after a write must not act on the older version).
+    own_writes: Mutex<BTreeMap<String, DynamicObject>>,
+}
+
+/// How long the first read waits for the initial lists before it reports an error (RBAC or
+/// a missing CRD show up here).
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The reflectors of both kinds, and the tasks that feed them (stopped with the store).
+struct Caches {
+    branches: reflector::Store<DynamicObject>,
+    endpoints: reflector::Store<DynamicObject>,
+    feeders: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Caches {
+    fn drop(&mut self) {
+        for feeder in &self.feeders {
+            feeder.abort();
+        }
+    }
 }
 
 fn api_resource(kind: &ResourceKind) -> ApiResource {
@@ -86,7 +119,64 @@ impl KubeStore {
     /// The objects of `namespace`; the reconciler writes its view of the storage controller to
     /// the ConfigMap `status_config_map` there.
     pub fn new(client: Client, namespace: impl Into<String>, status_config_map: impl Into<String>) -> Self {
-        Self { client, namespace: namespace.into(), status_config_map: status_config_map.into(), written: Mutex::new(BTreeMap::new()) }
+        Self {
+            client,
+            namespace: namespace.into(),
+            status_config_map: status_config_map.into(),
+            written: Mutex::new(BTreeMap::new()),
+            caches: tokio::sync::OnceCell::new(),
+            own_writes: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The newer of the cached object and our own last write of it (same uid, higher
+    /// resourceVersion); a write the cache has caught up with is forgotten.
+    fn freshest(&self, cached: &DynamicObject) -> DynamicObject {
+        let version = |object: &DynamicObject| object.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+        let mut own = self.own_writes.lock().expect("own writes lock");
+        let name = cached.name_any();
+        match own.get(&name) {
+            Some(written) if written.metadata.uid == cached.metadata.uid && version(written) > version(cached) => written.clone(),
+            Some(_) => {
+                own.remove(&name);
+                cached.clone()
+            }
+            None => cached.clone(),
+        }
+    }
+
+    /// The caches, started (and synced with one list per kind) at the first call.
+    async fn caches(&self) -> Result<&Caches, StoreError> {
+        self.caches
+            .get_or_try_init(|| async {
+                let mut feeders = Vec::new();
+                let mut reader = |kind: &'static ResourceKind| {
+                    let writer = reflector::store::Writer::<DynamicObject>::new(api_resource(kind));
+                    let reader = writer.as_reader();
+                    let events = watcher(self.api(kind), watcher::Config::default()).default_backoff();
+                    let namespace = self.namespace.clone();
+                    let feeder = tokio::spawn(reflector(writer, events).for_each(move |event| {
+                        if let Err(e) = event {
+                            tracing::warn!("watching {} in namespace {namespace}: {e}; retrying", kind.plural);
+                        }
+                        std::future::ready(())
+                    }));
+                    feeders.push(feeder.abort_handle());
+                    reader
+                };
+                let caches = Caches { branches: reader(&resources::BRANCH), endpoints: reader(&resources::ENDPOINT), feeders };
+                for (cache, kind) in [(&caches.branches, &resources::BRANCH), (&caches.endpoints, &resources::ENDPOINT)] {
+                    let synced = tokio::time::timeout(CACHE_SYNC_TIMEOUT, cache.wait_until_ready()).await;
+                    if !matches!(synced, Ok(Ok(()))) {
+                        return Err(StoreError::Sync {
+                            what: format!("{} in namespace {}", kind.plural, self.namespace),
+                            seconds: CACHE_SYNC_TIMEOUT.as_secs(),
+                        });
+                    }
+                }
+                Ok(caches)
+            })
+            .await
     }
 
     fn api(&self, kind: &ResourceKind) -> Api<DynamicObject> {
@@ -98,17 +188,15 @@ impl KubeStore {
         move |source| StoreError::Kubernetes { what, source }
     }
 
-    async fn list(&self, kind: &ResourceKind) -> Result<Vec<DynamicObject>, StoreError> {
-        let listed = self.api(kind).list(&ListParams::default()).await.map_err(self.error(format_args!("listing {}", kind.plural)))?;
-        Ok(listed.items)
-    }
-
-    /// Every NeonBranch, by name.
+    /// Every NeonBranch, by name, as the cache has it.
     pub async fn branches(&self) -> Result<Vec<BranchObject>, StoreError> {
         let mut branches: Vec<BranchObject> = self
-            .list(&resources::BRANCH)
+            .caches()
             .await?
-            .into_iter()
+            .branches
+            .state()
+            .iter()
+            .map(|object| self.freshest(object))
             .map(|object| BranchObject {
                 name: object.name_any(),
                 generation: object.metadata.generation.unwrap_or_default(),
@@ -127,7 +215,10 @@ impl KubeStore {
     pub async fn patch_branch_status(&self, name: &str, status: Value) -> Result<(), StoreError> {
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         match self.api(&resources::BRANCH).patch_status(name, &params, &Patch::Merge(json!({"status": status}))).await {
-            Ok(_) => Ok(()),
+            Ok(written) => {
+                self.own_writes.lock().expect("own writes lock").insert(name.to_string(), written);
+                Ok(())
+            }
             Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
             Err(source) => Err(self.error(format_args!("writing the status of NeonBranch {name}"))(source)),
         }
@@ -157,7 +248,7 @@ impl KubeStore {
 
     async fn read_state(&self) -> Result<State, StoreError> {
         let branches = self.branches().await?;
-        let endpoints = self.list(&resources::ENDPOINT).await?;
+        let endpoints: Vec<Arc<DynamicObject>> = self.caches().await?.endpoints.state();
         let mut state = State::default();
         let mut written = BTreeMap::new();
         for branch in branches {
@@ -184,9 +275,9 @@ impl KubeStore {
                 },
             );
         }
-        for object in endpoints {
+        for object in endpoints.iter() {
             // The CRD's schema rejects such an object; only a hand-edited CRD lets one through.
-            let Ok(spec) = parse::<EndpointSpec>(&object, "spec") else { continue };
+            let Ok(spec) = parse::<EndpointSpec>(object, "spec") else { continue };
             state.endpoints.insert(object.name_any(), Endpoint { branch_id: spec.branch, allowed_ips: spec.allowed_ips });
         }
         *self.written.lock().expect("written placements lock") = written;

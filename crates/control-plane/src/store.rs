@@ -111,6 +111,11 @@ pub enum StoreError {
         "{what}: {source}; check that the CustomResourceDefinitions are applied and that the control plane's Role allows this (both are in the rendered manifests)"
     )]
     Kubernetes { what: String, source: kube::Error },
+    #[error(
+        "watching {what} did not deliver the first list within {seconds}s; check that the CustomResourceDefinitions are applied \
+         and that the control plane's Role allows list and watch (both are in the rendered manifests)"
+    )]
+    Sync { what: String, seconds: u64 },
 }
 
 /// Where [`State`] lives between restarts.
