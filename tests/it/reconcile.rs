@@ -502,6 +502,12 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
     let status = status_of(&harness.kube, "main");
     assert_eq!(status["phase"], "Ready");
     assert_eq!(status["observedGeneration"], 1);
+    let ready = &status["conditions"][0];
+    assert_eq!(
+        (ready["type"].as_str(), ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("Ready"), Some("True"), Some("TimelineReady"))
+    );
+    assert_eq!(ready["observedGeneration"], 1);
     assert!(status.get("message").is_none(), "{status}");
     assert_eq!(status["attachment"], json!({"pageservers": [1]}), "the controller's notify-attach is kept in the branch");
 
@@ -612,6 +618,10 @@ async fn a_storage_controller_failure_is_reported_and_the_next_round_recovers() 
     control_plane.reconcile().await;
     let status = status_of(&harness.kube, "main");
     assert_eq!(status["phase"], "Failed");
+    assert_eq!(
+        (status["conditions"][0]["status"].as_str(), status["conditions"][0]["reason"].as_str()),
+        (Some("False"), Some("StorageError"))
+    );
     let message = status["message"].as_str().unwrap();
     assert!(message.contains(TENANT) && message.contains("500") && message.contains("injected failure"), "{message}");
     assert!(!message.contains("eyJ") && !message.contains("Bearer"), "no token in the status: {message}");

@@ -93,6 +93,31 @@ pub struct BranchStatus {
     /// The last `notify-safekeepers` for the branch's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safekeepers: Option<SafekeepersStatus>,
+    /// Kubernetes-style conditions; `Ready` says whether the tenant and timeline exist, and why
+    /// not (what `kubectl wait --for=condition=Ready` reads).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The condition every branch carries.
+pub const READY_CONDITION: &str = "Ready";
+
+/// A condition as Kubernetes defines them (`metav1.Condition`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase, for machines.
+    pub reason: String,
+    /// For people.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339: when `status` last changed.
+    pub last_transition_time: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +182,12 @@ fn column(name: &str, path: &str) -> Value {
 }
 
 fn branch_columns() -> Vec<Value> {
-    vec![column("Phase", ".status.phase"), column("Tenant", ".spec.tenantId"), column("Timeline", ".spec.timelineId")]
+    vec![
+        column("Phase", ".status.phase"),
+        column("Ready", ".status.conditions[?(@.type==\"Ready\")].status"),
+        column("Tenant", ".spec.tenantId"),
+        column("Timeline", ".spec.timelineId"),
+    ]
 }
 
 fn hex_id() -> Value {
@@ -204,8 +234,30 @@ fn phase_status_schema() -> Value {
     json!({"type": "object", "properties": phase_status_properties()})
 }
 
+/// `metav1.Condition`'s schema, as the API server's own types declare it.
+fn conditions_schema() -> Value {
+    json!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "reason", "message", "lastTransitionTime"],
+            "properties": {
+                "type": {"type": "string", "maxLength": 316, "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
+                "message": {"type": "string", "maxLength": 32768},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+            },
+        },
+    })
+}
+
 fn branch_status_schema() -> Value {
     let mut properties = phase_status_properties();
+    properties.insert("conditions".into(), conditions_schema());
     properties.insert(
         "attachment".into(),
         json!({

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::kube_store::{BranchObject, KubeStore};
-use super::resources::{BranchSpec, phase};
+use super::resources::{BranchSpec, Condition, READY_CONDITION, phase};
 use neonctl_contract::service::{PageserverStatus, StorageStatus};
 
 use super::ControlPlane;
@@ -71,6 +71,15 @@ impl Outcome {
         }
     }
 
+    /// The `Ready` condition's status and reason.
+    fn condition(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Ready => ("True", "TimelineReady"),
+            Self::Retry(_) => ("False", "StorageUnavailable"),
+            Self::Failed(_) => ("False", "StorageError"),
+        }
+    }
+
     fn message(&self) -> Option<&str> {
         match self {
             Self::Ready => None,
@@ -111,6 +120,34 @@ fn reported(branch: &BranchObject, outcome: &Outcome) -> bool {
     status.phase.as_deref() == Some(outcome.phase())
         && status.message.as_deref() == outcome.message()
         && status.observed_generation == Some(branch.generation)
+        && ready_condition(branch).is_some_and(|c| c.observed_generation == Some(branch.generation))
+}
+
+fn ready_condition(branch: &BranchObject) -> Option<&Condition> {
+    branch.status.conditions.iter().find(|c| c.kind == READY_CONDITION)
+}
+
+/// The branch's status for `outcome`: phase, message and the `Ready` condition, whose
+/// transition time moves only when its status does.
+fn status_of(branch: &BranchObject, outcome: &Outcome) -> serde_json::Value {
+    let (status, reason) = outcome.condition();
+    let message = match outcome {
+        Outcome::Ready => match &branch.spec {
+            Ok(spec) => format!("tenant {} and timeline {} exist in storage", spec.tenant_id, spec.timeline_id),
+            Err(_) => String::new(),
+        },
+        Outcome::Retry(message) | Outcome::Failed(message) => message.clone(),
+    };
+    let since = ready_condition(branch).filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or_else(now_rfc3339);
+    let condition = Condition {
+        kind: READY_CONDITION.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: Some(branch.generation),
+        last_transition_time: since,
+    };
+    json!({"phase": outcome.phase(), "message": outcome.message(), "observedGeneration": branch.generation, "conditions": [condition]})
 }
 
 fn now_rfc3339() -> String {
@@ -218,7 +255,10 @@ impl ControlPlane {
         let mut tenants = BTreeSet::new();
         for branch in branches {
             let status = &branch.status;
-            if status.phase.as_deref() == Some(phase::READY) && status.observed_generation == Some(branch.generation) {
+            if status.phase.as_deref() == Some(phase::READY)
+                && status.observed_generation == Some(branch.generation)
+                && ready_condition(&branch).is_some()
+            {
                 continue;
             }
             let outcome = match &branch.spec {
@@ -228,7 +268,7 @@ impl ControlPlane {
             let subject = format!("branch {}", branch.name);
             self.metrics.branch_outcomes.get_or_create(&super::metrics::OutcomeLabels { phase: outcome.phase() }).inc();
             if !reported(&branch, &outcome) {
-                let status = json!({"phase": outcome.phase(), "message": outcome.message(), "observedGeneration": branch.generation});
+                let status = status_of(&branch, &outcome);
                 if let Err(e) = kube.patch_branch_status(&branch.name, status).await {
                     memory.say(&subject, format!("branch {}: {e}", branch.name));
                     continue;
@@ -358,9 +398,38 @@ mod tests {
                 phase: phase.map(Into::into),
                 message: message.map(Into::into),
                 observed_generation: observed,
+                conditions: phase
+                    .map(|_| Condition {
+                        kind: READY_CONDITION.into(),
+                        status: "True".into(),
+                        reason: "TimelineReady".into(),
+                        message: String::new(),
+                        observed_generation: observed,
+                        last_transition_time: "2026-11-25T00:00:00Z".into(),
+                    })
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             },
         }
+    }
+
+    /// The `Ready` condition follows the outcome; its transition time moves only with its status.
+    #[test]
+    fn the_ready_condition_follows_the_outcome() {
+        let ready = status_of(&branch(Some("Ready"), None, Some(2)), &Outcome::Ready);
+        let condition = &ready["conditions"][0];
+        assert_eq!((condition["type"].as_str(), condition["status"].as_str()), (Some("Ready"), Some("True")));
+        assert_eq!(condition["lastTransitionTime"], "2026-11-25T00:00:00Z", "still True: the time stays");
+        assert_eq!(condition["observedGeneration"], 2);
+        let failed = status_of(&branch(Some("Ready"), None, Some(2)), &Outcome::Failed("initdb failed".into()));
+        let condition = &failed["conditions"][0];
+        assert_eq!((condition["status"].as_str(), condition["reason"].as_str()), (Some("False"), Some("StorageError")));
+        assert_eq!(condition["message"], "initdb failed");
+        assert_ne!(condition["lastTransitionTime"], "2026-11-25T00:00:00Z", "True to False is a transition");
+        let pending = status_of(&branch(None, None, None), &Outcome::Retry("busy".into()));
+        assert_eq!(pending["conditions"][0]["reason"], "StorageUnavailable");
+        assert_eq!(pending["phase"], "Pending");
     }
 
     #[test]
