@@ -603,6 +603,33 @@ async fn a_new_generation_or_a_child_branch_is_created_and_pushed_again() {
     server.stop().await;
 }
 
+/// An endpoint made after its branch turned Ready (what `deploy` and kubectl do, in that
+/// order) still gets its compute's spec pushed, once.
+#[tokio::test]
+async fn an_endpoint_made_after_its_branch_is_ready_gets_its_spec() {
+    let harness = Harness::start(false).await;
+    harness.kube.delete(API_VERSION, "neonendpoints", Some(NAMESPACE), "main").unwrap();
+    let (control_plane, server) = harness.control_plane().await;
+    control_plane.reconcile().await;
+    assert_eq!(status_of(&harness.kube, "main")["phase"], "Ready");
+    assert!(harness.compute.configures().is_empty(), "no endpoint yet");
+
+    harness.kube.put_object(endpoint("main", "main"));
+    for _ in 0..50 {
+        control_plane.reconcile().await;
+        if !harness.compute.configures().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let configures = harness.compute.configures();
+    assert_eq!(configures.len(), 1, "the new endpoint's compute got its spec");
+    assert_eq!(configures[0].body["spec"]["timeline_id"], TIMELINE);
+    control_plane.reconcile().await;
+    assert_eq!(harness.compute.configures().len(), 1, "once");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_storage_controller_failure_is_reported_and_the_next_round_recovers() {
     let harness = Harness::start(true).await;
@@ -820,18 +847,18 @@ async fn two_replicas_elect_one_reconciler_and_the_other_takes_over() {
     assert!(!leader.0.calls().is_empty());
     assert!(follower.0.calls().is_empty(), "the follower never called its storage controller: {:?}", follower.0.calls());
     // Both serve the APIs from the same state.
-    for running in [&leader.1, &follower.1] {
-        let mut attached = false;
+    for (role, running) in [("leader", &leader.1), ("follower", &follower.1)] {
+        let mut last = Value::Null;
         for _ in 0..30 {
             let (status, body) = call(running, Method::GET, "/compute/api/v2/computes/main/spec", None, None).await;
             assert_eq!(status, StatusCode::OK);
-            if body["status"] == "attached" {
-                attached = true;
+            last = body;
+            if last["status"] == "attached" {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(attached, "every replica serves the attached spec");
+        assert_eq!(last["status"], "attached", "the {role} serves the attached spec: {last}\n{}", status_of(&harness.kube, "main"));
     }
 
     // The leader stops: it hands the Lease back and the follower reconciles from then on.

@@ -59,6 +59,8 @@ pub struct KubeStore {
     written: Mutex<BTreeMap<String, Placements>>,
     /// Started at the first read.
     caches: tokio::sync::OnceCell<Caches>,
+    /// Signalled on every change the watches deliver: the reconciler's next round starts then.
+    changed: Arc<tokio::sync::Notify>,
     /// NeonBranches as our own status writes left them, until the cache has caught up with them
     /// (read-your-writes: a round right after a write must not act on the older version).
     own_writes: Mutex<BTreeMap<String, DynamicObject>>,
@@ -125,8 +127,14 @@ impl KubeStore {
             status_config_map: status_config_map.into(),
             written: Mutex::new(BTreeMap::new()),
             caches: tokio::sync::OnceCell::new(),
+            changed: Arc::new(tokio::sync::Notify::new()),
             own_writes: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Notified whenever a NeonBranch or NeonEndpoint changes (once the caches run).
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 
     /// The newer of the cached object and our own last write of it (same uid, higher
@@ -154,10 +162,13 @@ impl KubeStore {
                     let writer = reflector::store::Writer::<DynamicObject>::new(api_resource(kind));
                     let reader = writer.as_reader();
                     let events = watcher(self.api(kind), watcher::Config::default()).default_backoff();
-                    let namespace = self.namespace.clone();
+                    let (namespace, changed) = (self.namespace.clone(), self.changed.clone());
                     let feeder = tokio::spawn(reflector(writer, events).for_each(move |event| {
-                        if let Err(e) = event {
-                            tracing::warn!("watching {} in namespace {namespace}: {e}; retrying", kind.plural);
+                        match event {
+                            // One wake-up however many events: the round reads them all.
+                            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => changed.notify_one(),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("watching {} in namespace {namespace}: {e}; retrying", kind.plural),
                         }
                         std::future::ready(())
                     }));

@@ -1,5 +1,5 @@
-//! The reconciler, a background task of `control-plane serve`: at start and then every
-//! [`EVERY`], it
+//! The reconciler, a background task of `control-plane serve`: at start, then at every change
+//! the watches deliver (with the Kubernetes store) and at least every [`EVERY`], it
 //!
 //! 1. reloads the store (with the Kubernetes store: the custom resources) into the state the
 //!    API serves;
@@ -41,6 +41,9 @@ pub(crate) struct Memory {
     registered: BTreeSet<u64>,
     /// The last line logged about each subject: an outcome repeated every round is said once.
     said: BTreeMap<String, String>,
+    /// Endpoints whose compute got its spec pushed, with the branch generation it was for: an
+    /// endpoint made after its branch turned Ready (or a restart) gets its spec once.
+    configured: BTreeMap<String, i64>,
 }
 
 impl Memory {
@@ -176,6 +179,15 @@ impl ControlPlane {
     /// Rounds now and then every `every`, until `stop`: whole rounds while `leading` says this
     /// replica leads, else only the reload (a follower serves the APIs from the same state).
     pub(crate) async fn reconcile_until(self: Arc<Self>, every: Duration, mut leading: watch::Receiver<bool>, stop: CancellationToken) {
+        // With the Kubernetes store a change starts the next round at once; `every` is the
+        // pace of retries and of the storage report.
+        let changes = self.store.kubernetes().map(KubeStore::changes);
+        let changed = || async {
+            match &changes {
+                Some(changes) => changes.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
             let leads = *leading.borrow_and_update();
             self.metrics.leader.set(i64::from(leads));
@@ -187,6 +199,7 @@ impl ControlPlane {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
+                () = changed() => {}
                 // A new leader starts at once; no election: the sender is gone, never changes.
                 Ok(()) = leading.changed() => {}
             }
@@ -259,6 +272,7 @@ impl ControlPlane {
                 && status.observed_generation == Some(branch.generation)
                 && ready_condition(&branch).is_some()
             {
+                self.attach_computes(&branch.name, branch.generation, memory).await;
                 continue;
             }
             let outcome = match &branch.spec {
@@ -284,7 +298,7 @@ impl ControlPlane {
                             branch.name, branch.generation, spec.tenant_id, spec.timeline_id
                         ),
                     );
-                    self.attach_computes(&branch.name, memory).await;
+                    self.attach_computes(&branch.name, branch.generation, memory).await;
                 }
                 Outcome::Retry(message) => memory.say(&subject, format!("branch {} pending: {message}", branch.name)),
                 Outcome::Failed(message) => memory.say(&subject, format!("branch {} failed: {message}", branch.name)),
@@ -323,21 +337,28 @@ impl ControlPlane {
         Outcome::Ready
     }
 
-    /// Marks the branch created and pushes the spec to the computes serving it: they waited
-    /// with an empty one, and a new generation may have changed roles or databases.
-    async fn attach_computes(&self, branch_id: &str, memory: &mut Memory) {
+    /// Marks the branch created and pushes the spec to the computes serving it that have not
+    /// had it for this generation: they waited with an empty one, and a new generation may
+    /// have changed roles or databases.
+    async fn attach_computes(&self, branch_id: &str, generation: i64, memory: &mut Memory) {
         let endpoints: Vec<String> = {
             let mut state = self.state.lock().await;
             let Some(branch) = state.branches.get_mut(branch_id) else { return };
             branch.pending = false;
-            state.endpoints.iter().filter(|(_, endpoint)| endpoint.branch_id == branch_id).map(|(id, _)| id.clone()).collect()
+            state
+                .endpoints
+                .iter()
+                .filter(|(id, endpoint)| endpoint.branch_id == branch_id && memory.configured.get(*id) != Some(&generation))
+                .map(|(id, _)| id.clone())
+                .collect()
         };
         if endpoints.is_empty() {
             return;
         }
         let _hook = self.hooks.lock().await;
-        if let Err(e) = self.reconfigure(&endpoints).await {
-            memory.say(&format!("computes of {branch_id}"), format!("branch {branch_id}: {e}"));
+        match self.reconfigure(&endpoints).await {
+            Ok(()) => memory.configured.extend(endpoints.into_iter().map(|id| (id, generation))),
+            Err(e) => memory.say(&format!("computes of {branch_id}"), format!("branch {branch_id}: {e}")),
         }
     }
 
