@@ -957,3 +957,90 @@ async fn serve_with_the_kubernetes_store_reconciles_at_start() {
     assert!(!log.contains("SCRAM-SHA-256$"), "verifiers never reach the log: {log}");
     assert_eq!(storage_status(&harness.kube).safekeepers, [1, 2, 3]);
 }
+
+/// `cargo xtask bench` runs this (`--ignored`): the control plane's executable against 1,000
+/// NeonBranch and 1,000 NeonEndpoint objects in the fake API. Prints the Kubernetes calls per
+/// minute while idle (goal: no lists), its RSS (goal ≤ 100 MB) and the time from a new
+/// NeonBranch to its storage controller call (goal ≤ 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: cargo xtask bench"]
+async fn bench_control_plane_at_scale() {
+    const COUNT: usize = 1000;
+    let harness = Harness::start(false).await;
+    let hex = |n: usize| format!("{n:032x}");
+    for n in 0..COUNT {
+        let mut object = branch(&format!("b{n}"), &hex(n + 1), None);
+        object["status"] = json!({"phase": "Ready", "observedGeneration": 1, "attachment": {"pageservers": [1]},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "TimelineReady", "message": "",
+                            "observedGeneration": 1, "lastTransitionTime": "2026-11-25T00:00:00Z"}]});
+        harness.kube.put_object(object);
+        harness.kube.put_object(endpoint(&format!("e{n}"), &format!("b{n}")));
+    }
+    let wd = Workdir::new();
+    let mut topology = harness.topology();
+    topology.listen = format!("127.0.0.1:{}", free_port());
+    harness.storcon.set_hooks(format!("http://{}/storage", topology.listen));
+    let topology_path = wd.path().join("topology.json");
+    std::fs::write(&topology_path, topology.to_json().unwrap()).unwrap();
+    let child = wd
+        .control_plane(&[&SERVE_ARGS[..], &["--insecure-no-auth"]].concat())
+        .env("NEONCTL_CONTROL_PLANE_CONFIG", &topology_path)
+        .env("KUBECONFIG", harness.kube.kubeconfig(wd.path()))
+        .env(NAMESPACE_ENV, NAMESPACE)
+        .env(STATUS_CONFIG_MAP_ENV, STATUS_CONFIG_MAP)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Synced: the first storage report is written after the first round.
+    let started = std::time::Instant::now();
+    while harness.kube.get("v1", "configmaps", Some(NAMESPACE), STATUS_CONFIG_MAP).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the control plane never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let synced = started.elapsed();
+
+    // Idle: what it asks the API server for while nothing changes.
+    const WINDOW: Duration = Duration::from_secs(12);
+    let before = harness.kube.requests().len();
+    tokio::time::sleep(WINDOW).await;
+    let idle: Vec<String> = harness.kube.requests()[before..].to_vec();
+    let per_minute = |n: usize| n as f64 * 60.0 / WINDOW.as_secs_f64();
+    let lists = idle.iter().filter(|r| r.starts_with("GET ") && !r.contains("watch=")).count();
+    let watches = idle.iter().filter(|r| r.contains("watch=")).count();
+    let writes = idle.len() - lists - watches;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+
+    // A new branch: how long until the storage controller is asked for its timeline.
+    harness.storcon.clear_calls();
+    let new_timeline = hex(COUNT + 1);
+    let asked = std::time::Instant::now();
+    harness.kube.put_object(branch("new", &new_timeline, None));
+    let wanted = format!("POST /v1/tenant/{TENANT}/timeline");
+    let latency = loop {
+        if harness.storcon.calls().iter().any(|c| format!("{} {}", c.method, c.path) == wanted && c.body["new_timeline_id"] == new_timeline)
+        {
+            break asked.elapsed();
+        }
+        assert!(asked.elapsed() < Duration::from_secs(30), "the new branch was never created");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!("control plane with {COUNT} NeonBranch + {COUNT} NeonEndpoint objects (debug build):");
+    println!("  first round done after      {:.2}s", synced.as_secs_f64());
+    println!(
+        "  idle, per minute:           {:.0} list calls (goal 0), {:.0} watch requests, {:.0} writes (the storage report)",
+        per_minute(lists),
+        per_minute(watches),
+        per_minute(writes)
+    );
+    println!("  RSS                         {:.1} MB (goal <= 100 MB)", rss_kib as f64 / 1024.0);
+    println!("  new NeonBranch -> storage controller call: {} ms (goal <= 1000 ms)", latency.as_millis());
+    assert_eq!(lists, 0, "no list while idle: {idle:?}");
+    assert!(rss_kib <= 100 * 1024, "RSS {rss_kib} KiB");
+    assert!(latency <= Duration::from_secs(1), "{latency:?}");
+}

@@ -4,7 +4,9 @@
 //! - `test`: set up the stand-ins the integration tests need where they are missing
 //!   ([`stand_ins`]), then run every test.
 //! - `bench [--release] [--neon-src PATH]`: every benchmark, printing its figures:
-//!   a no-op `infra` on a converged deployment against moto (wall time and calls); build,
+//!   a no-op `infra` on a converged deployment against moto (wall time and calls); the
+//!   control plane against 1,000 branches and endpoints (idle calls, RSS, new-branch latency);
+//!   build,
 //!   images and push against the stand-in Neon checkout (or a real one): the image size ratio,
 //!   the bytes a re-push uploads and the cost of a no-op build.
 
@@ -25,6 +27,7 @@ fn main() -> Result<()> {
         "bench" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             bench_infra(args.iter().any(|a| a == "--release"))?;
+            bench_control_plane()?;
             bench::run(args.into_iter().filter(|a| a != "--release").collect())
         }
         _ => {
@@ -127,6 +130,20 @@ fn start_moto() -> Result<Moto> {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     Ok(moto)
+}
+
+/// The control plane against 1,000 branches and endpoints in the fake Kubernetes API: idle
+/// calls, RSS, and how soon a new branch reaches the storage controller (an ignored test of
+/// the integration binary, which has the stand-ins).
+fn bench_control_plane() -> Result<()> {
+    let status = cargo()
+        .args(["test", "--quiet", "-p", "neonctl-aws", "--test", "it", "--", "--ignored", "--nocapture", "bench_control_plane_at_scale"])
+        .status()
+        .context("running the control plane benchmark")?;
+    if !status.success() {
+        bail!("the control plane benchmark missed a goal or failed");
+    }
+    Ok(())
 }
 
 /// Converges once, then times a second `infra` and checks it against the goals.
