@@ -92,7 +92,12 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { kubernetes_version: "1.33".into(), node_instance_type: "m6i.xlarge".into(), node_count: 3, node_disk_gib: 100 }
+        Self {
+            kubernetes_version: "1.33".into(),
+            node_instance_type: crate::platform::host_instance_type().into(),
+            node_count: 3,
+            node_disk_gib: 100,
+        }
     }
 }
 
@@ -443,7 +448,10 @@ mod tests {
 
     #[test]
     fn the_starter_file_is_the_defaults() {
-        assert_eq!(Config::parse(DEFAULT_YAML, "default.yaml").unwrap(), Config::default());
+        // The file names the x86_64 default; `init` writes the host's (see `platform`).
+        let mut expected = Config::default();
+        expected.cluster.node_instance_type = "m6i.xlarge".into();
+        assert_eq!(Config::parse(DEFAULT_YAML, "default.yaml").unwrap(), expected);
         Config::default().validate().unwrap();
     }
 

@@ -46,6 +46,11 @@ impl Arch {
     }
 }
 
+/// The default node type: one of this host's CPU, so that what `build` makes here runs there.
+pub fn host_instance_type() -> &'static str {
+    Arch::from_rust(std::env::consts::ARCH).unwrap_or(Arch::X86_64).example_instance_type()
+}
+
 /// The architecture of an EC2 instance type: Graviton families carry a `g` right after their
 /// generation digit (m7g, c6gn, r8gd, t4g, im4gn, x2gd), every other family is x86_64 (g5 is
 /// a GPU family of x86 hosts).
@@ -142,6 +147,13 @@ mod tests {
         for x86 in ["m6i.xlarge", "m7i.xlarge", "c6a.large", "g5.xlarge", "t3.large", "r6id.large", "inf2.xlarge", "m5zn.large"] {
             assert_eq!(instance_arch(x86), Arch::X86_64, "{x86}");
         }
+    }
+
+    #[test]
+    fn the_default_nodes_run_what_this_host_builds() {
+        let host = std::env::consts::ARCH;
+        assert_eq!(check_host("linux", host, host_instance_type()), Ok(()));
+        assert_eq!(crate::config::Config::default().cluster.node_instance_type, host_instance_type());
     }
 
     /// A fake host: a Mac or another CPU is refused with the way out, before any work.

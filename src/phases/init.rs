@@ -29,13 +29,16 @@ pub fn run(args: &InitArgs, prefix: Option<&str>, region: Option<&str>, printer:
     Ok(())
 }
 
-/// The default file with the prefix and region lines replaced.
+/// The default file with the prefix and region lines replaced, and nodes of this host's CPU.
 fn starter(prefix: Option<&str>, region: Option<&str>) -> String {
     DEFAULT_YAML
         .lines()
         .map(|line| match (line, prefix, region) {
             (l, Some(p), _) if l.starts_with("prefix: ") => format!("prefix: {p}"),
             (l, _, Some(r)) if l.starts_with("region: ") => format!("region: {r}"),
+            (l, _, _) if l.starts_with("  node_instance_type: ") => {
+                format!("  node_instance_type: {}", crate::platform::host_instance_type())
+            }
             (l, _, _) => l.to_string(),
         })
         .collect::<Vec<_>>()
