@@ -229,6 +229,18 @@ fn mounted_secret(fake: &FakeKube, pod: &Value, path: &str) -> Option<String> {
     String::from_utf8(STANDARD.decode(secret["data"][item["key"].as_str()?].as_str()?).ok()?).ok()
 }
 
+/// A real Postgres with the owner and database deploy bootstraps, the owner's Secret (so deploy
+/// keeps its password), and the proxy stand-in in front of that Postgres.
+async fn database_behind_proxy(setup: &Setup) -> (PgServer, ProxyStandIn) {
+    let pg = PgServer::start();
+    pg.admin_sql(&format!("CREATE ROLE neondb_owner LOGIN PASSWORD '{PASSWORD}'"));
+    pg.admin_sql("CREATE DATABASE neondb OWNER neondb_owner");
+    setup.fake.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-main-owner", "namespace": NS},
+        "data": {"password": STANDARD.encode(PASSWORD)}}));
+    let proxy = ProxyStandIn::start(setup.fake.clone(), pg.port).await;
+    (pg, proxy)
+}
+
 /// A fake cluster, a workdir with its kubeconfig, and the test's control plane.
 struct Setup {
     fake: Arc<FakeKube>,
@@ -294,13 +306,8 @@ fn branch(fake: &FakeKube) -> Value {
 async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_second_deploy_changes_nothing() {
     let setup = Setup::new(json!({"phase": "Ready"})).await;
     let fake = &setup.fake;
-    let pg = PgServer::start();
-    pg.admin_sql(&format!("CREATE ROLE neondb_owner LOGIN PASSWORD '{PASSWORD}'"));
-    pg.admin_sql("CREATE DATABASE neondb OWNER neondb_owner");
     // The owner's Secret exists already: deploy keeps its password.
-    fake.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-main-owner", "namespace": NS},
-        "data": {"password": STANDARD.encode(PASSWORD)}}));
-    let proxy = ProxyStandIn::start(fake.clone(), pg.port).await;
+    let (pg, proxy) = database_behind_proxy(&setup).await;
     let address = proxy.addr.to_string();
 
     let out = setup.deploy(&["--proxy-address", &address]).await;
@@ -487,12 +494,7 @@ async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
         .stderr(std::process::Stdio::piped());
     let control_plane = serve.spawn().unwrap();
 
-    let pg = PgServer::start();
-    pg.admin_sql(&format!("CREATE ROLE neondb_owner LOGIN PASSWORD '{PASSWORD}'"));
-    pg.admin_sql("CREATE DATABASE neondb OWNER neondb_owner");
-    setup.fake.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-main-owner", "namespace": NS},
-        "data": {"password": STANDARD.encode(PASSWORD)}}));
-    let proxy = ProxyStandIn::start(setup.fake.clone(), pg.port).await;
+    let (_pg, proxy) = database_behind_proxy(&setup).await;
     let out = setup.deploy(&["--proxy-address", &proxy.addr.to_string(), "--timeout", "60"]).await;
 
     let kill = Command::new("kill").args(["-TERM", &control_plane.id().to_string()]).status().unwrap();
@@ -571,12 +573,7 @@ async fn an_external_database_without_its_secret_stops_before_any_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_onto_your_own_cluster_deploys_without_calling_aws() {
     let setup = Setup::new(json!({"phase": "Ready"})).await;
-    let pg = PgServer::start();
-    pg.admin_sql(&format!("CREATE ROLE neondb_owner LOGIN PASSWORD '{PASSWORD}'"));
-    pg.admin_sql("CREATE DATABASE neondb OWNER neondb_owner");
-    setup.fake.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-main-owner", "namespace": NS},
-        "data": {"password": STANDARD.encode(PASSWORD)}}));
-    let proxy = ProxyStandIn::start(setup.fake.clone(), pg.port).await;
+    let (_pg, proxy) = database_behind_proxy(&setup).await;
     let kubeconfig = setup.kubeconfig.to_str().unwrap().to_string();
     let digest = format!("sha256:{}", "ab".repeat(32));
     let images: Vec<String> =
