@@ -49,6 +49,22 @@ impl CallError {
 }
 
 /// `map_err` adapter: `.send().await.map_err(call("CreateVpc", &name))?`.
+/// The id a create call answered with; none (or an empty one) is an error naming the call,
+/// never a resource recorded as `""`. What was created carries our tags, so the next run's
+/// look-up by tag finds and adopts it.
+pub fn created_id(operation: &'static str, resource: impl std::fmt::Display, id: Option<&str>) -> Result<String, CallError> {
+    match id.filter(|id| !id.is_empty()) {
+        Some(id) => Ok(id.to_string()),
+        None => Err(CallError {
+            operation,
+            resource: resource.to_string(),
+            code: None,
+            status: None,
+            detail: "answered without the new resource's id; run the command again: it finds what was created by its tags".into(),
+        }),
+    }
+}
+
 pub fn call<E>(operation: &'static str, resource: impl std::fmt::Display) -> impl FnOnce(SdkError<E, HttpResponse>) -> CallError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -156,6 +172,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_create_without_an_id_is_an_error_naming_the_call() {
+        assert_eq!(created_id("CreateVpc", "10.42.0.0/16", Some("vpc-1")).unwrap(), "vpc-1");
+        for missing in [None, Some("")] {
+            let err = created_id("CreateVpc", "10.42.0.0/16", missing).unwrap_err();
+            assert_eq!(err.operation, "CreateVpc");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("CreateVpc 10.42.0.0/16: answered without the new resource's id") && text.contains("by its tags"),
+                "{text}"
+            );
+        }
+    }
 
     fn err(code: Option<&str>, status: Option<u16>) -> CallError {
         CallError { operation: "X", resource: "r".into(), code: code.map(Into::into), status, detail: "d".into() }

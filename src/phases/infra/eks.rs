@@ -9,7 +9,7 @@ use aws_sdk_eks::types as ekst;
 
 use super::network::Net;
 use super::{Run, iam, spec};
-use crate::aws::call::{Backoff, CallError, call, found, is_iam_propagation, wait_for};
+use crate::aws::call::{Backoff, CallError, call, created_id, found, is_iam_propagation, wait_for};
 use crate::aws::inventory::{self, Found, Kind};
 use crate::aws::tags::Tags;
 use crate::output::Unit;
@@ -341,7 +341,7 @@ async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
         spec::Principal::Arn(arn) => arn,
         spec::Principal::Role(role) => {
             let out = run.aws.iam.get_role().role_name(&role).send().await.map_err(call("GetRole", &role))?;
-            out.role().map(|r| r.arn().to_string()).unwrap_or_default()
+            created_id("GetRole", &role, out.role().map(|r| r.arn()))?
         }
     };
     let existing = found(

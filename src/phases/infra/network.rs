@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{AttributeBooleanValue, NatGatewayState, ResourceType, VpcEndpointType};
 
 use super::{Run, spec};
-use crate::aws::call::{CallError, call, wait_for};
+use crate::aws::call::{CallError, call, created_id, wait_for};
 use crate::aws::inventory::{self, Kind};
 use crate::aws::tags::Tags;
 use crate::output::Unit;
@@ -40,7 +40,7 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
                 .send()
                 .await
                 .map_err(call("CreateVpc", cidr))?;
-            Ok(out.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string())
+            created_id("CreateVpc", cidr, out.vpc().and_then(|v| v.vpc_id()))
         })
         .await?;
     run.configure("vpc", "vpc dns support and hostnames", &format!("dns {vpc}"), || async {
@@ -81,7 +81,7 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
                         .send()
                         .await
                         .map_err(call("CreateSubnet", format!("{block} in {zone}")))?;
-                    Ok(out.subnet().and_then(|s| s.subnet_id()).unwrap_or_default().to_string())
+                    created_id("CreateSubnet", format!("{block} in {zone}"), out.subnet().and_then(|s| s.subnet_id()))
                 })
                 .await?;
             let maps_public_ip = existing.is_some_and(|f| f.extra.get("map_public_ip").map(String::as_str) == Some("true"));
@@ -106,7 +106,7 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
                 .send()
                 .await
                 .map_err(call("CreateInternetGateway", tags("igw").name()))?;
-            Ok(out.internet_gateway().and_then(|g| g.internet_gateway_id()).unwrap_or_default().to_string())
+            created_id("CreateInternetGateway", tags("igw").name(), out.internet_gateway().and_then(|g| g.internet_gateway_id()))
         })
         .await?;
     if !igw_found.is_some_and(|g| g.has_link(&vpc)) {
@@ -128,7 +128,7 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
                     .send()
                     .await
                     .map_err(call("AllocateAddress", &eip_component))?;
-                Ok(out.allocation_id().unwrap_or_default().to_string())
+                created_id("AllocateAddress", &eip_component, out.allocation_id())
             })
             .await?;
         let subnet = &public.iter().find(|(z, _)| *z == zone).expect("a public subnet per zone").1;
@@ -146,7 +146,7 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
                     .send()
                     .await
                     .map_err(call("CreateNatGateway", format!("in {zone}")))?;
-                Ok(out.nat_gateway().and_then(|n| n.nat_gateway_id()).unwrap_or_default().to_string())
+                created_id("CreateNatGateway", format!("in {zone}"), out.nat_gateway().and_then(|n| n.nat_gateway_id()))
             })
             .await?;
         let available = found.and_then(|f| f.state.as_deref()) == Some("available");
@@ -188,7 +188,7 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
                 .send()
                 .await
                 .map_err(call("CreateVpcEndpoint", &service))?;
-            Ok(out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()).unwrap_or_default().to_string())
+            created_id("CreateVpcEndpoint", &service, out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()))
         })
         .await?;
     if let Some(found) = found {
@@ -232,7 +232,7 @@ async fn route_table(
                 .send()
                 .await
                 .map_err(call("CreateRouteTable", tags.name()))?;
-            Ok(out.route_table().and_then(|t| t.route_table_id()).unwrap_or_default().to_string())
+            created_id("CreateRouteTable", tags.name(), out.route_table().and_then(|t| t.route_table_id()))
         })
         .await?;
     let (target_id, request) = match &target {

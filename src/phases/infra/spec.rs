@@ -201,11 +201,12 @@ pub fn principal(caller_arn: &str) -> Principal {
     Principal::Arn(caller_arn.to_string())
 }
 
-/// `arm64` for Graviton types (a `g` after the generation digit: m7g, c7gn, r8g).
+/// The node group's AMI type for the instance type's CPU.
 pub fn ami_type(instance_type: &str) -> &'static str {
-    let family = instance_type.split('.').next().unwrap_or_default();
-    let after_digit = family.find(|c: char| c.is_ascii_digit()).map(|i| &family[i..]).unwrap_or_default();
-    if after_digit.contains('g') { "AL2023_ARM_64_STANDARD" } else { "AL2023_x86_64_STANDARD" }
+    match crate::platform::instance_arch(instance_type) {
+        crate::platform::Arch::Aarch64 => "AL2023_ARM_64_STANDARD",
+        crate::platform::Arch::X86_64 => "AL2023_x86_64_STANDARD",
+    }
 }
 
 /// The monthly estimate, one line per item, plus the total and notes about what is missing.
