@@ -23,12 +23,9 @@ pub enum ClientError {
     Kubeconfig { what: String, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
-pub use neonctl_control_plane::use_ring_crypto;
-
 /// A client for an EKS cluster, authenticated with `token` (valid 14 minutes: build a new
 /// client for each phase rather than keeping one).
 pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &EksToken, calls: Arc<Calls>) -> Result<Client, ClientError> {
-    use_ring_crypto();
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Eks {
         cluster: cluster.to_string(),
         endpoint: endpoint.to_string(),
@@ -65,7 +62,6 @@ pub async fn eks_client(cluster: &str, endpoint: &str, ca_data: &str, token: &Ek
 /// A client from a kubeconfig (bring your own cluster): `path` or the usual $KUBECONFIG /
 /// ~/.kube/config, and `context` or its current context.
 pub async fn kubeconfig_client(path: Option<&Path>, context: Option<&str>, calls: Arc<Calls>) -> Result<Client, ClientError> {
-    use_ring_crypto();
     let what = path.map(|p| p.display().to_string()).unwrap_or_else(|| "from $KUBECONFIG or ~/.kube/config".into());
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Kubeconfig { what: what.clone(), source };
     let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };

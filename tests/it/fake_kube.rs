@@ -90,7 +90,7 @@ impl FakeKube {
     }
 
     pub fn client(&self) -> kube::Client {
-        neonctl_aws::k8s::use_ring_crypto();
+        neonctl_control_plane::install_crypto_provider();
         let config = kube::Config::new(self.url().parse().expect("a valid URL"));
         kube::Client::try_from(config).expect("a client for the fake Kubernetes API")
     }

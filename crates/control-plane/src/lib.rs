@@ -189,7 +189,6 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             let namespace = args.namespace.clone().ok_or(setting("a namespace", NAMESPACE_ENV, "--namespace"))?;
             let status =
                 args.status_config_map.clone().ok_or(setting("a status ConfigMap", STATUS_CONFIG_MAP_ENV, "--status-config-map"))?;
-            use_ring_crypto();
             let client = kube::Client::try_default().await.map_err(|source| ServeError::KubeClient { source })?;
             if let Some(lease) = &args.lease {
                 let identity = args.pod_name.clone().ok_or(setting("this replica's name for --lease", POD_NAME_ENV, "--pod-name"))?;
@@ -211,10 +210,11 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Selects rustls' ring crypto provider for this process. Built together with the CLI, whose
-/// AWS SDK brings aws-lc-rs while kube brings ring, rustls cannot pick one itself: every
-/// Kubernetes client would panic on its first TLS connection. Idempotent.
-pub fn use_ring_crypto() {
+/// Makes ring the one TLS crypto provider of this process, at its start (both executables'
+/// `main`, and tests that build clients in process). Built together with the CLI, whose AWS
+/// SDK brings aws-lc-rs while kube brings ring, rustls cannot pick one itself: a Kubernetes
+/// client would panic on its first TLS connection. Idempotent.
+pub fn install_crypto_provider() {
     // Err only means a provider is installed already, which is all we need.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -232,6 +232,7 @@ pub fn main() -> std::process::ExitCode {
         command: Command,
     }
     let Command::Serve(args) = Cli::parse().command;
+    install_crypto_provider();
     init_json_logs();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(serve(&args)) {
