@@ -266,13 +266,19 @@ impl ControlPlane {
         branches.sort_by_key(|branch| branch.spec.as_ref().is_ok_and(|spec| spec.parent_timeline_id.is_some()));
         // Tenants known to exist this round: branches of one tenant ask once.
         let mut tenants = BTreeSet::new();
+        // Each branch's endpoints, grouped once per round (not once per branch).
+        let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, endpoint) in &self.state.lock().await.endpoints {
+            endpoints.entry(endpoint.branch_id.clone()).or_default().push(id.clone());
+        }
         for branch in branches {
+            let served = endpoints.get(&branch.name).map(Vec::as_slice).unwrap_or_default();
             let status = &branch.status;
             if status.phase.as_deref() == Some(phase::READY)
                 && status.observed_generation == Some(branch.generation)
                 && ready_condition(&branch).is_some()
             {
-                self.attach_computes(&branch.name, branch.generation, memory).await;
+                self.attach_computes(&branch.name, branch.generation, served, memory).await;
                 continue;
             }
             let outcome = match &branch.spec {
@@ -298,7 +304,7 @@ impl ControlPlane {
                             branch.name, branch.generation, spec.tenant_id, spec.timeline_id
                         ),
                     );
-                    self.attach_computes(&branch.name, branch.generation, memory).await;
+                    self.attach_computes(&branch.name, branch.generation, served, memory).await;
                 }
                 Outcome::Retry(message) => memory.say(&subject, format!("branch {} pending: {message}", branch.name)),
                 Outcome::Failed(message) => memory.say(&subject, format!("branch {} failed: {message}", branch.name)),
@@ -337,21 +343,14 @@ impl ControlPlane {
         Outcome::Ready
     }
 
-    /// Marks the branch created and pushes the spec to the computes serving it that have not
-    /// had it for this generation: they waited with an empty one, and a new generation may
-    /// have changed roles or databases.
-    async fn attach_computes(&self, branch_id: &str, generation: i64, memory: &mut Memory) {
-        let endpoints: Vec<String> = {
-            let mut state = self.state.lock().await;
-            let Some(branch) = state.branches.get_mut(branch_id) else { return };
+    /// Marks the branch created and pushes the spec to the computes serving it (`served`, its
+    /// endpoints) that have not had it for this generation: they waited with an empty one, and
+    /// a new generation may have changed roles or databases.
+    async fn attach_computes(&self, branch_id: &str, generation: i64, served: &[String], memory: &mut Memory) {
+        let endpoints: Vec<String> = served.iter().filter(|id| memory.configured.get(*id) != Some(&generation)).cloned().collect();
+        if let Some(branch) = self.state.lock().await.branches.get_mut(branch_id) {
             branch.pending = false;
-            state
-                .endpoints
-                .iter()
-                .filter(|(id, endpoint)| endpoint.branch_id == branch_id && memory.configured.get(*id) != Some(&generation))
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
+        }
         if endpoints.is_empty() {
             return;
         }
