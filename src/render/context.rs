@@ -761,14 +761,11 @@ impl Context {
             control_plane_health: control_plane::paths::HEALTH,
             control_plane_access: ControlPlaneAccess {
                 group: resources::GROUP,
-                resources: [resources::BRANCH, resources::ENDPOINT]
-                    .iter()
-                    .flat_map(|kind| [kind.plural.to_string(), format!("{}/status", kind.plural)])
-                    .collect(),
+                resources: resources::plurals().iter().flat_map(|plural| [plural.clone(), format!("{plural}/status")]).collect(),
                 status_config_map: names.control_plane_status(),
                 lease: neonctl_contract::service::control_plane_lease(&inputs.prefix),
             },
-            crds: [resources::BRANCH, resources::ENDPOINT].iter().map(|kind| resources::crd(kind, &json!(names.common_labels()))).collect(),
+            crds: resources::crds(&json!(names.common_labels())),
             compute,
             proxy,
             proxy_tls_secret: names.proxy_tls_secret(),

@@ -10,7 +10,9 @@
 //! [`FakeKube::set_load_balancer`] change that.
 //!
 //! A replace (PUT) that names a resourceVersion other than the stored one is refused with 409,
-//! as the API server refuses it.
+//! as the API server refuses it. JSON patches (RFC 6902, what kube-runtime's finalizer helper
+//! sends) are applied with their `test` operations. Deleting an object that has finalizers
+//! only sets its `deletionTimestamp`; it goes when a write leaves its finalizers empty.
 //!
 //! Watches stream every change from a resourceVersion on, with bookmarks when asked for, and
 //! 410 Gone from before [`FakeKube::compact`].
@@ -144,7 +146,7 @@ impl FakeKube {
 
     pub fn delete(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let key = (api_version.to_string(), plural.to_string(), namespace.map(str::to_string), name.to_string());
-        self.store.lock().unwrap().remove(&key)
+        self.store.lock().unwrap().delete(&key)
     }
 
     /// Forgets every change so far, as etcd compaction does: a watch that resumes from an
@@ -383,6 +385,32 @@ impl Store {
         Some(object)
     }
 
+    /// A delete as the API server does it: an object with finalizers gets a
+    /// `deletionTimestamp` and stays until they are gone; a namespace takes its objects along.
+    fn delete(&mut self, key: &Key) -> Option<Value> {
+        let current = self.objects.get(key)?.clone();
+        let finalized = current["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let object = if finalized {
+            let mut next = current.clone();
+            if next["metadata"]["deletionTimestamp"].is_null() {
+                next["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
+                self.resource_version += 1;
+                next["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
+                self.put(key.clone(), next.clone());
+            }
+            next
+        } else {
+            self.remove(key)?
+        };
+        if key.1 == "namespaces" {
+            let inside: Vec<Key> = self.objects.keys().filter(|(_, _, ns, _)| ns.as_deref() == Some(key.3.as_str())).cloned().collect();
+            for key in inside {
+                self.delete(&key);
+            }
+        }
+        Some(object)
+    }
+
     fn serve(
         &mut self,
         method: &Method,
@@ -417,17 +445,8 @@ impl Store {
                 Some(object) => ok(&object),
                 None => not_found(&key),
             },
-            (Method::DELETE, _) => match self.remove(&key) {
-                Some(object) => {
-                    if key.1 == "namespaces" {
-                        let inside: Vec<Key> =
-                            self.objects.keys().filter(|(_, _, ns, _)| ns.as_deref() == Some(key.3.as_str())).cloned().collect();
-                        for key in inside {
-                            self.remove(&key);
-                        }
-                    }
-                    ok(&object)
-                }
+            (Method::DELETE, _) => match self.delete(&key) {
+                Some(object) => ok(&object),
                 None => not_found(&key),
             },
             (Method::PUT, sub) => {
@@ -456,6 +475,21 @@ impl Store {
             (Method::PATCH, sub) => {
                 let Some(patch) = body else { return status(StatusCode::BAD_REQUEST, "BadRequest", "patch needs a body") };
                 let apply = content_type.starts_with("application/apply-patch");
+                if content_type.starts_with("application/json-patch") {
+                    let Some(current) = current else { return not_found(&key) };
+                    return match json_patched(&current, patch) {
+                        Ok(next) => {
+                            let code = StatusCode::OK;
+                            self.store(
+                                key,
+                                Some(current),
+                                next,
+                                Write { dry_run: dry_run(query), status_only: sub == Some("status"), code },
+                            )
+                        }
+                        Err(message) => status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message),
+                    };
+                }
                 if !apply && !content_type.contains("merge-patch") {
                     return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", content_type);
                 }
@@ -513,7 +547,12 @@ impl Store {
     fn store(&mut self, key: Key, current: Option<Value>, next: Value, write: Write) -> Response<Full<Bytes>> {
         let stored = self.admit(&key, current.as_ref(), next, !write.status_only);
         if !write.dry_run {
-            self.put(key, stored.clone());
+            let finalized = stored["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+            self.put(key.clone(), stored.clone());
+            // The last finalizer of an object being deleted is gone: so is the object.
+            if !stored["metadata"]["deletionTimestamp"].is_null() && !finalized {
+                self.remove(&key);
+            }
         }
         json_response(write.code, &stored)
     }
@@ -545,6 +584,10 @@ impl Store {
         meta["uid"] = current.map(|c| c["metadata"]["uid"].clone()).unwrap_or_else(|| json!(format!("uid-{}", self.resource_version)));
         meta["creationTimestamp"] =
             current.map(|c| c["metadata"]["creationTimestamp"].clone()).unwrap_or_else(|| json!("2026-01-01T00:00:00Z"));
+        // Only a delete sets it, and nothing unsets it.
+        if let Some(deleted) = current.map(|c| c["metadata"]["deletionTimestamp"].clone()).filter(|d| !d.is_null()) {
+            meta["deletionTimestamp"] = deleted;
+        }
         if let Some(map) = meta.as_object_mut() {
             map.remove("managedFields");
         }
@@ -583,6 +626,19 @@ impl Store {
             _ => {}
         }
     }
+}
+
+/// `current` after a JSON patch. A `test` of null passes on a missing member, as the API
+/// server's json-patch library has it (`/metadata/finalizers` of an object without any).
+fn json_patched(current: &Value, patch: Value) -> Result<Value, String> {
+    let mut operations: json_patch::Patch = serde_json::from_value(patch).map_err(|e| format!("not a JSON patch: {e}"))?;
+    operations.0.retain(|op| match op {
+        json_patch::PatchOperation::Test(test) => !(test.value.is_null() && current.pointer(test.path.as_str()).is_none()),
+        _ => true,
+    });
+    let mut next = current.clone();
+    json_patch::patch(&mut next, &operations).map_err(|e| format!("the JSON patch does not apply: {e}"))?;
+    Ok(next)
 }
 
 fn without_meta_and_status(object: &Value) -> Value {

@@ -84,6 +84,8 @@ fn allowed_scopes(method: &Method, path: &str) -> &'static [&'static str] {
         ("POST", ["v1", "tenant"]) | ("POST", ["v1", "tenant", _, "timeline"]) => &["pageserverapi", "admin"],
         // `handle_tenant_timeline_safekeeper_migrate`.
         ("POST", ["v1", "tenant", _, "timeline", _, "safekeeper_migrate"]) => &["pageserverapi", "admin"],
+        // `handle_tenant_timeline_delete`, `handle_tenant_delete`.
+        ("DELETE", ["v1", "tenant", _, "timeline", _]) | ("DELETE", ["v1", "tenant", _]) => &["pageserverapi", "admin"],
         _ => panic!("the stand-in does not serve {method} {path}"),
     }
 }
@@ -314,6 +316,34 @@ async fn answer(
                 let Some(hooks) = storage.hooks.clone() else { return reply(StatusCode::OK, Value::Null) };
                 Pending::Migrate { hooks, tenant: tenant.to_string(), timeline: timeline.to_string(), steps }
             }
+            // `tenant_timeline_delete` (`storage_controller/src/service.rs`): 404 for a tenant it
+            // does not know; the pageserver refuses a timeline with children (412, `HasChildren`
+            // in `pageserver/src/http/routes.rs`), which the controller turns into a 500; the
+            // pageserver's 404 for a timeline already gone becomes 200 (`deletion_wrapper`).
+            ("DELETE", ["v1", "tenant", tenant, "timeline", timeline]) => {
+                let Some(timelines) = storage.tenants.get_mut(*tenant) else {
+                    return error(StatusCode::NOT_FOUND, "Tenant not found");
+                };
+                let children: Vec<&String> =
+                    timelines.iter().filter(|(_, t)| t.ancestor.as_deref() == Some(*timeline)).map(|(id, _)| id).collect();
+                if !children.is_empty() {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!(
+                            "Error deleting timeline {timeline} on {tenant} on node 1: Precondition failed: Cannot delete timeline which has child timelines: {children:?}"
+                        ),
+                    );
+                }
+                timelines.remove(*timeline);
+                return reply(StatusCode::OK, Value::Null);
+            }
+            // `handle_tenant_delete`: the pageserver's 404 (deleted) becomes 200.
+            ("DELETE", ["v1", "tenant", tenant]) => {
+                return match storage.tenants.remove(*tenant) {
+                    Some(_) => reply(StatusCode::OK, Value::Null),
+                    None => error(StatusCode::NOT_FOUND, &format!("Tenant {tenant} not found")),
+                };
+            }
             _ => return error(StatusCode::NOT_FOUND, "no such route"),
         }
     };
@@ -534,11 +564,13 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
     assert_eq!(response.status(), StatusCode::OK);
     let metrics = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     for line in [
-        "neonctl_control_plane_reconcile_rounds_total 1",
+        // Twice: once to add the finalizer, once with it.
+        "neonctl_control_plane_reconciles_total 2",
+        "neonctl_control_plane_reconcile_errors_total 0",
         "neonctl_control_plane_branch_reconciles_total{phase=\"Ready\"} 1",
         "neonctl_control_plane_http_requests_total{route=\"compute_spec\",status=\"200\"} 2",
         "neonctl_control_plane_http_requests_total{route=\"notify_attach\",status=\"200\"} 1",
-        "neonctl_control_plane_reconcile_round_seconds_count 1",
+        "neonctl_control_plane_reconcile_seconds_count 2",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
@@ -578,8 +610,8 @@ async fn a_new_generation_or_a_child_branch_is_created_and_pushed_again() {
     assert_eq!(harness.storcon.calls().iter().filter(|c| c.path.starts_with("/control/v1/tenant/")).count(), 1, "one tenant, one look-up");
     assert_eq!(status_of(&harness.kube, "child")["phase"], "Ready");
 
-    // A new role bumps the generation: the timeline is checked again (idempotent) and the
-    // compute gets the new roles.
+    // A new role bumps the generation: the timeline is created again (idempotent; the tenant is
+    // known to exist by now) and the compute gets the new roles.
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("neonctl-aws.dev", "v1alpha1", "NeonBranch"), "neonbranches");
     let api: Api<DynamicObject> = Api::namespaced_with(harness.kube.client(), NAMESPACE, &resource);
     let verifier = scram::verifier("another password").0;
@@ -597,9 +629,61 @@ async fn a_new_generation_or_a_child_branch_is_created_and_pushed_again() {
     }
     assert_eq!(status_of(&harness.kube, "main")["observedGeneration"], 2);
     let acting: Vec<String> = paths(&harness.storcon.calls()).into_iter().filter(|p| p != "GET /control/v1/node").collect();
-    assert_eq!(acting, [format!("GET /control/v1/tenant/{TENANT}"), format!("POST /v1/tenant/{TENANT}/timeline")]);
+    assert_eq!(acting, [format!("POST /v1/tenant/{TENANT}/timeline")]);
     let configure = harness.compute.configures().pop().unwrap();
     assert_eq!(configure.body["spec"]["cluster"]["roles"][1]["name"], "bob");
+    server.stop().await;
+}
+
+/// Deleting a NeonBranch deletes its timeline from storage first, and the tenant with the
+/// tenant's last branch; its finalizer keeps the object until then. A branch another branches
+/// from is not deleted (Neon refuses, and the child's data depends on it) until the child is.
+#[tokio::test]
+async fn deleting_a_branch_deletes_its_timeline_then_its_tenant_with_the_last_branch() {
+    let harness = Harness::start(false).await;
+    harness.kube.put_object(branch("child", CHILD_TIMELINE, Some(TIMELINE)));
+    let (control_plane, server) = harness.control_plane().await;
+    control_plane.reconcile().await;
+    let object = |name: &str| harness.kube.get(API_VERSION, "neonbranches", Some(NAMESPACE), name);
+    for name in ["main", "child"] {
+        assert_eq!(object(name).unwrap()["metadata"]["finalizers"], json!(["neonctl-aws.dev/timeline"]), "{name}");
+        assert_eq!(status_of(&harness.kube, name)["phase"], "Ready");
+    }
+    let deletes =
+        |storcon: &StorageController| -> Vec<String> { paths(&storcon.calls()).into_iter().filter(|p| p.starts_with("DELETE")).collect() };
+    // The operator runs until the cache has learnt of each deletion through its watch.
+    harness.storcon.clear_calls();
+    harness.kube.delete(API_VERSION, "neonbranches", Some(NAMESPACE), "main");
+    for _ in 0..50 {
+        control_plane.reconcile().await;
+        if status_of(&harness.kube, "main")["phase"] == "Deleting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let main = status_of(&harness.kube, "main");
+    assert_eq!(main["phase"], "Deleting", "{main}");
+    assert!(main["message"].as_str().unwrap().contains("its child branches child branch from its timeline: delete them first"), "{main}");
+    assert!(deletes(&harness.storcon).is_empty(), "storage untouched while a child needs the timeline");
+
+    harness.kube.delete(API_VERSION, "neonbranches", Some(NAMESPACE), "child");
+    for _ in 0..50 {
+        control_plane.reconcile().await;
+        if object("child").is_none() && object("main").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(object("child").is_none() && object("main").is_none(), "both went once storage let them");
+    assert_eq!(
+        deletes(&harness.storcon),
+        [
+            format!("DELETE /v1/tenant/{TENANT}/timeline/{CHILD_TIMELINE}"),
+            format!("DELETE /v1/tenant/{TENANT}/timeline/{TIMELINE}"),
+            format!("DELETE /v1/tenant/{TENANT}"),
+        ],
+        "the child's timeline, then the parent's, then the tenant with its last branch"
+    );
     server.stop().await;
 }
 

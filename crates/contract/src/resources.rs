@@ -8,11 +8,16 @@
 //! - `NeonEndpoint`: a compute serving a branch; its name is the endpoint id the proxy routes
 //!   by and the compute id compute_ctl asks its spec for.
 //!
-//! Both are namespaced, in the deployment's namespace. The CRDs are rendered by `render`
-//! (`03-crds.yaml`) from [`crd`].
+//! Both are namespaced, in the deployment's namespace. The Rust types are the API: kube's
+//! `CustomResource` derive and schemars make their CRDs (with structural schemas, so the API
+//! server rejects a typo in a hand-written branch at `kubectl apply`), which `render` writes
+//! to `03-crds.yaml` through [`crds`].
 
+use kube::CustomResource;
+use kube::core::{CustomResourceExt as _, Resource as _};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::neon::Secret;
 
@@ -20,18 +25,9 @@ pub const GROUP: &str = "neonctl-aws.dev";
 pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "neonctl-aws.dev/v1alpha1";
 
-/// One custom resource kind: names as the API server knows them.
-#[derive(Debug, Clone, Copy)]
-pub struct ResourceKind {
-    pub kind: &'static str,
-    pub plural: &'static str,
-    pub singular: &'static str,
-    pub short_name: &'static str,
-}
-
-pub const BRANCH: ResourceKind = ResourceKind { kind: "NeonBranch", plural: "neonbranches", singular: "neonbranch", short_name: "nbr" };
-pub const ENDPOINT: ResourceKind =
-    ResourceKind { kind: "NeonEndpoint", plural: "neonendpoints", singular: "neonendpoint", short_name: "nep" };
+/// Set on every NeonBranch the control plane has created storage for: deleting the object then
+/// deletes its timeline first (and the tenant with its last branch).
+pub const BRANCH_FINALIZER: &str = "neonctl-aws.dev/timeline";
 
 /// `status.phase` values.
 pub mod phase {
@@ -41,20 +37,47 @@ pub mod phase {
     pub const READY: &str = "Ready";
     /// The last attempt failed; `message` says why and the control plane retries.
     pub const FAILED: &str = "Failed";
+    /// Being deleted: its timeline is being removed from storage.
+    pub const DELETING: &str = "Deleting";
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A 32-hex-digit Neon id (tenant, timeline), as `libs/utils/src/id.rs` prints them.
+const HEX_ID: &str = "^[0-9a-f]{32}$";
+
+/// A NeonBranch's wish: the tenant and timeline it names, how to make the timeline, and the roles
+/// and databases its computes get.
+#[allow(clippy::duplicated_attributes)] // Each `printcolumn` repeats the same keys.
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "neonctl-aws.dev",
+    version = "v1alpha1",
+    kind = "NeonBranch",
+    namespaced,
+    status = "BranchStatus",
+    shortname = "nbr",
+    derive = "PartialEq",
+    doc = "A branch of a Neon project: a timeline in Neon's storage, its roles and databases",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenantId"),
+    printcolumn(name = "Timeline", type_ = "string", json_path = ".spec.timelineId")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BranchSpec {
+    #[schemars(length(min = 1))]
     pub project_id: String,
     /// 32 lowercase hex digits, chosen by whoever creates the branch and never changed.
+    #[schemars(pattern(HEX_ID))]
     pub tenant_id: String,
     /// 32 lowercase hex digits.
+    #[schemars(pattern(HEX_ID))]
     pub timeline_id: String,
     /// Postgres major version of the timeline (17).
+    #[schemars(range(min = 14, max = 17))]
     pub pg_version: u32,
     /// Branch from this timeline of the same tenant (none: a fresh `initdb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(HEX_ID))]
     pub parent_timeline_id: Option<String>,
     #[serde(default)]
     pub roles: Vec<RoleSpec>,
@@ -62,25 +85,30 @@ pub struct BranchSpec {
     pub databases: Vec<DatabaseSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleSpec {
+    #[schemars(length(min = 1))]
     pub name: String,
     /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    #[schemars(pattern(r"^SCRAM-SHA-256\$"))]
     pub verifier: Secret,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
+    #[schemars(length(min = 1))]
     pub name: String,
+    #[schemars(length(min = 1))]
     pub owner: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BranchStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [phase::PENDING, phase::READY, phase::FAILED, phase::DELETING]))]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -96,31 +124,38 @@ pub struct BranchStatus {
     /// Kubernetes-style conditions; `Ready` says whether the tenant and timeline exist, and why
     /// not (what `kubectl wait --for=condition=Ready` reads).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 
 /// The condition every branch carries.
 pub const READY_CONDITION: &str = "Ready";
 
-/// A condition as Kubernetes defines them (`metav1.Condition`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A condition as Kubernetes defines them (`metav1.Condition`, with its validation rules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
+    #[schemars(length(max = 316))]
     pub kind: String,
     /// `True`, `False` or `Unknown`.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
     /// CamelCase, for machines.
+    #[schemars(length(min = 1, max = 1024), pattern(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"))]
     pub reason: String,
     /// For people.
+    #[schemars(length(max = 32768))]
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     /// RFC 3339: when `status` last changed.
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentStatus {
     /// Pageserver node id per shard, in shard-number order.
@@ -129,173 +164,68 @@ pub struct AttachmentStatus {
     pub stripe_size: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SafekeepersStatus {
     pub generation: u32,
     pub ids: Vec<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A compute serving a branch; the object's name is the endpoint id.
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "neonctl-aws.dev",
+    version = "v1alpha1",
+    kind = "NeonEndpoint",
+    namespaced,
+    status = "EndpointStatus",
+    shortname = "nep",
+    derive = "PartialEq",
+    doc = "An endpoint of a Neon branch: the compute the proxy routes `<name>.<domain>` to",
+    printcolumn(name = "Branch", type_ = "string", json_path = ".spec.branch")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSpec {
     /// The `NeonBranch` (by name) this endpoint's compute serves.
+    #[schemars(length(min = 1))]
     pub branch: String,
     /// The proxy's allowlist (`10.0.0.0/8`, `1.2.3.4`, `1.2.3.4-1.2.3.9`); none: everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_ips: Option<Vec<String>>,
 }
 
-/// The CustomResourceDefinition of `kind`, with its structural schema (the API server rejects
-/// objects that do not match it, so a typo in a hand-written branch fails at `kubectl apply`).
-pub fn crd(kind: &ResourceKind, labels: &Value) -> Value {
-    let (spec, status, columns) = match kind.kind {
-        "NeonBranch" => (branch_spec_schema(), branch_status_schema(), branch_columns()),
-        _ => (endpoint_spec_schema(), phase_status_schema(), vec![column("Branch", ".spec.branch")]),
-    };
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{}.{GROUP}", kind.plural), "labels": labels},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {"kind": kind.kind, "plural": kind.plural, "singular": kind.singular, "shortNames": [kind.short_name]},
-            "versions": [{
-                "name": VERSION,
-                "served": true,
-                "storage": true,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "required": ["spec"],
-                    "properties": {"spec": spec, "status": status},
-                }},
-            }],
-        },
-    })
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
-fn column(name: &str, path: &str) -> Value {
-    json!({"name": name, "type": "string", "jsonPath": path})
+/// The plural of each kind, for RBAC rules: `neonbranches`, `neonendpoints`.
+pub fn plurals() -> [String; 2] {
+    [NeonBranch::plural(&()).into_owned(), NeonEndpoint::plural(&()).into_owned()]
 }
 
-fn branch_columns() -> Vec<Value> {
-    vec![
-        column("Phase", ".status.phase"),
-        column("Ready", ".status.conditions[?(@.type==\"Ready\")].status"),
-        column("Tenant", ".spec.tenantId"),
-        column("Timeline", ".spec.timelineId"),
-    ]
-}
-
-fn hex_id() -> Value {
-    json!({"type": "string", "pattern": "^[0-9a-f]{32}$"})
-}
-
-fn branch_spec_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["projectId", "tenantId", "timelineId", "pgVersion"],
-        "properties": {
-            "projectId": {"type": "string", "minLength": 1},
-            "tenantId": hex_id(),
-            "timelineId": hex_id(),
-            "pgVersion": {"type": "integer", "minimum": 14, "maximum": 17},
-            "parentTimelineId": hex_id(),
-            "roles": {"type": "array", "items": {
-                "type": "object",
-                "required": ["name", "verifier"],
-                "properties": {
-                    "name": {"type": "string", "minLength": 1},
-                    "verifier": {"type": "string", "pattern": "^SCRAM-SHA-256\\$"},
-                },
-            }},
-            "databases": {"type": "array", "items": {
-                "type": "object",
-                "required": ["name", "owner"],
-                "properties": {"name": {"type": "string", "minLength": 1}, "owner": {"type": "string", "minLength": 1}},
-            }},
-        },
-    })
-}
-
-fn phase_status_properties() -> serde_json::Map<String, Value> {
-    let value = json!({
-        "phase": {"type": "string", "enum": [phase::PENDING, phase::READY, phase::FAILED]},
-        "message": {"type": "string"},
-        "observedGeneration": {"type": "integer", "format": "int64"},
-    });
-    value.as_object().cloned().unwrap_or_default()
-}
-
-fn phase_status_schema() -> Value {
-    json!({"type": "object", "properties": phase_status_properties()})
-}
-
-/// `metav1.Condition`'s schema, as the API server's own types declare it.
-fn conditions_schema() -> Value {
-    json!({
-        "type": "array",
-        "x-kubernetes-list-type": "map",
-        "x-kubernetes-list-map-keys": ["type"],
-        "items": {
-            "type": "object",
-            "required": ["type", "status", "reason", "message", "lastTransitionTime"],
-            "properties": {
-                "type": {"type": "string", "maxLength": 316, "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"},
-                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                "reason": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
-                "message": {"type": "string", "maxLength": 32768},
-                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
-                "lastTransitionTime": {"type": "string", "format": "date-time"},
-            },
-        },
-    })
-}
-
-fn branch_status_schema() -> Value {
-    let mut properties = phase_status_properties();
-    properties.insert("conditions".into(), conditions_schema());
-    properties.insert(
-        "attachment".into(),
-        json!({
-            "type": "object",
-            "required": ["pageservers"],
-            "properties": {
-                "pageservers": {"type": "array", "items": {"type": "integer", "format": "int64"}},
-                "stripeSize": {"type": "integer", "format": "int32"},
-            },
-        }),
-    );
-    properties.insert(
-        "safekeepers".into(),
-        json!({
-            "type": "object",
-            "required": ["generation", "ids"],
-            "properties": {
-                "generation": {"type": "integer", "format": "int32"},
-                "ids": {"type": "array", "items": {"type": "integer", "format": "int64"}},
-            },
-        }),
-    );
-    json!({"type": "object", "properties": properties})
-}
-
-fn endpoint_spec_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["branch"],
-        "properties": {
-            "branch": {"type": "string", "minLength": 1},
-            "allowedIps": {"type": "array", "items": {"type": "string"}},
-        },
-    })
+/// Both CustomResourceDefinitions, carrying `labels`.
+pub fn crds(labels: &Value) -> Vec<Value> {
+    [NeonBranch::crd(), NeonEndpoint::crd()]
+        .into_iter()
+        .map(|crd| {
+            let mut crd = serde_json::to_value(crd).expect("a CRD serializes to JSON");
+            crd["metadata"]["labels"] = labels.clone();
+            crd
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -316,12 +246,30 @@ mod tests {
         assert_eq!(serde_json::from_value::<BranchSpec>(value).unwrap(), spec);
     }
 
+    /// The derived CRDs carry the names, the status subresource and the validation the
+    /// hand-written schemas had.
     #[test]
-    fn crds_name_group_and_plural() {
-        let crd = crd(&BRANCH, &json!({}));
-        assert_eq!(crd["metadata"]["name"], "neonbranches.neonctl-aws.dev");
-        assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], json!({}));
-        let required = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"];
-        assert_eq!(required, &json!(["projectId", "tenantId", "timelineId", "pgVersion"]));
+    fn crds_carry_names_status_and_validation() {
+        let crds = crds(&json!({"app": "neon"}));
+        let branch = &crds[0];
+        assert_eq!(branch["metadata"]["name"], "neonbranches.neonctl-aws.dev");
+        assert_eq!(branch["metadata"]["labels"]["app"], "neon");
+        assert_eq!(branch["spec"]["names"]["shortNames"], json!(["nbr"]));
+        let version = &branch["spec"]["versions"][0];
+        assert_eq!((version["name"].as_str(), API_VERSION), (Some(VERSION), format!("{GROUP}/{VERSION}").as_str()));
+        assert_eq!(version["subresources"]["status"], json!({}));
+        let schema = &version["schema"]["openAPIV3Schema"]["properties"];
+        let spec = &schema["spec"];
+        let mut required: Vec<&str> = spec["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        required.sort_unstable();
+        assert_eq!(required, ["pgVersion", "projectId", "tenantId", "timelineId"]);
+        assert_eq!(spec["properties"]["tenantId"]["pattern"], HEX_ID);
+        assert_eq!(spec["properties"]["pgVersion"]["minimum"].as_f64(), Some(14.0));
+        assert_eq!(spec["properties"]["roles"]["items"]["properties"]["verifier"]["pattern"], "^SCRAM-SHA-256\\$");
+        let conditions = &schema["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["items"]["properties"]["lastTransitionTime"]["format"], "date-time");
+        assert_eq!(crds[1]["metadata"]["name"], "neonendpoints.neonctl-aws.dev");
+        assert_eq!(plurals(), ["neonbranches", "neonendpoints"]);
     }
 }

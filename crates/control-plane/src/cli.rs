@@ -17,10 +17,11 @@ spec through compute_ctl's POST /configure), compute_ctl's spec \
 Where the storage nodes and computes are comes from the topology file `render` writes. \
 Branches, endpoints, roles and placements are kept in memory, in a JSON file (--store FILE), or \
 in the NeonBranch and NeonEndpoint custom resources of the namespace (--store kubernetes, the \
-in-cluster way). A reconciler runs at start and every 5 s: it registers the safekeepers with \
-the storage controller and, with --store kubernetes, creates each branch's tenant and timeline, \
-reports Ready or Failed in the branch's status, and writes the storage controller's view of its \
-pageservers to the status ConfigMap.\n\n\
+in-cluster way). An operator registers the safekeepers with the storage controller and, with \
+--store kubernetes, watches the NeonBranch objects: it creates each branch's tenant and timeline, \
+reports Ready or why not in the branch's status, deletes the timeline of a deleted branch (a \
+finalizer holds the object until then), and every 5 s writes the storage controller's view of \
+its pageservers to the status ConfigMap.\n\n\
 Callers' bearer JWTs are checked against the Ed25519 public key in $NEONCTL_JWT_PUBLIC_KEY (PEM); \
 tokens for computes are signed with the private key in $NEONCTL_JWT_PRIVATE_KEY (PEM, PKCS#8), as \
 are the tokens it calls the storage controller with. Without both it refuses to start, unless \
@@ -51,8 +52,8 @@ pub struct ServeArgs {
     /// With --store kubernetes: the ConfigMap the storage status is written to
     #[arg(long, env = "NEONCTL_STATUS_CONFIG_MAP", value_name = "NAME")]
     pub status_config_map: Option<String>,
-    /// With --store kubernetes: elect the reconciler's leader among the replicas through this
-    /// coordination.k8s.io Lease; every replica serves the APIs [default: reconcile, no election]
+    /// With --store kubernetes: elect the operator's leader among the replicas through this
+    /// coordination.k8s.io Lease; every replica serves the APIs [default: run the operator, no election]
     #[arg(long, env = "NEONCTL_LEASE", value_name = "NAME")]
     pub lease: Option<String>,
     /// This replica's identity in the Lease

@@ -12,36 +12,25 @@
 //! patches, and the status ConfigMap the `status` command reads.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-
-use std::sync::Arc;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::resources::{self, AttachmentStatus, BranchSpec, BranchStatus, EndpointSpec, ResourceKind, SafekeepersStatus};
+use super::resources::{self, AttachmentStatus, NeonBranch, NeonEndpoint, SafekeepersStatus};
 use super::store::{Attachment, Branch, Database, Endpoint, Role, SafekeeperSet, State, Store, StoreError, timeline_key};
 
 /// The field manager of every write: the status subresource and the status ConfigMap.
 pub const FIELD_MANAGER: &str = "neonctl-aws-control-plane";
 pub use neonctl_contract::service::STATUS_KEY;
-
-/// A `NeonBranch` as the reconciler sees it.
-#[derive(Debug, Clone)]
-pub struct BranchObject {
-    pub name: String,
-    pub generation: i64,
-    /// Or why it does not parse (the CRD's schema makes that rare: a hand-edited CRD).
-    pub spec: Result<BranchSpec, String>,
-    pub status: BranchStatus,
-}
 
 /// The placements a NeonBranch's status holds.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -59,11 +48,11 @@ pub struct KubeStore {
     written: Mutex<BTreeMap<String, Placements>>,
     /// Started at the first read.
     caches: tokio::sync::OnceCell<Caches>,
-    /// Signalled on every change the watches deliver: the reconciler's next round starts then.
+    /// Signalled on every change the watches deliver: the API state is reloaded then.
     changed: Arc<tokio::sync::Notify>,
-    /// NeonBranches as our own status writes left them, until the cache has caught up with them
-    /// (read-your-writes: a round right after a write must not act on the older version).
-    own_writes: Mutex<BTreeMap<String, DynamicObject>>,
+    /// NeonBranches as our own writes left them, until the cache has caught up with them
+    /// (read-your-writes: a reconcile right after a write must not act on the older version).
+    own_writes: Mutex<BTreeMap<String, NeonBranch>>,
 }
 
 /// How long the first read waits for the initial lists before it reports an error (RBAC or
@@ -72,8 +61,8 @@ const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The reflectors of both kinds, and the tasks that feed them (stopped with the store).
 struct Caches {
-    branches: reflector::Store<DynamicObject>,
-    endpoints: reflector::Store<DynamicObject>,
+    branches: reflector::Store<NeonBranch>,
+    endpoints: reflector::Store<NeonEndpoint>,
     feeders: Vec<tokio::task::AbortHandle>,
 }
 
@@ -83,14 +72,6 @@ impl Drop for Caches {
             feeder.abort();
         }
     }
-}
-
-fn api_resource(kind: &ResourceKind) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(resources::GROUP, resources::VERSION, kind.kind), kind.plural)
-}
-
-fn parse<T: DeserializeOwned>(object: &DynamicObject, field: &str) -> Result<T, String> {
-    serde_json::from_value(object.data[field].clone()).map_err(|e| format!("its {field} is not valid: {e}"))
 }
 
 impl From<&Attachment> for AttachmentStatus {
@@ -139,8 +120,8 @@ impl KubeStore {
 
     /// The newer of the cached object and our own last write of it (same uid, higher
     /// resourceVersion); a write the cache has caught up with is forgotten.
-    fn freshest(&self, cached: &DynamicObject) -> DynamicObject {
-        let version = |object: &DynamicObject| object.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+    pub fn freshest(&self, cached: &NeonBranch) -> NeonBranch {
+        let version = |object: &NeonBranch| object.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
         let mut own = self.own_writes.lock().expect("own writes lock");
         let name = cached.name_any();
         match own.get(&name) {
@@ -158,40 +139,58 @@ impl KubeStore {
         self.caches
             .get_or_try_init(|| async {
                 let mut feeders = Vec::new();
-                let mut reader = |kind: &'static ResourceKind| {
-                    let writer = reflector::store::Writer::<DynamicObject>::new(api_resource(kind));
-                    let reader = writer.as_reader();
-                    let events = watcher(self.api(kind), watcher::Config::default()).default_backoff();
-                    let (namespace, changed) = (self.namespace.clone(), self.changed.clone());
-                    let feeder = tokio::spawn(reflector(writer, events).for_each(move |event| {
-                        match event {
-                            // One wake-up however many events: the round reads them all.
-                            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => changed.notify_one(),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!("watching {} in namespace {namespace}: {e}; retrying", kind.plural),
-                        }
-                        std::future::ready(())
-                    }));
-                    feeders.push(feeder.abort_handle());
-                    reader
+                let caches = Caches {
+                    branches: self.cache(self.branch_api(), &mut feeders),
+                    endpoints: self.cache(self.endpoint_api(), &mut feeders),
+                    feeders,
                 };
-                let caches = Caches { branches: reader(&resources::BRANCH), endpoints: reader(&resources::ENDPOINT), feeders };
-                for (cache, kind) in [(&caches.branches, &resources::BRANCH), (&caches.endpoints, &resources::ENDPOINT)] {
-                    let synced = tokio::time::timeout(CACHE_SYNC_TIMEOUT, cache.wait_until_ready()).await;
-                    if !matches!(synced, Ok(Ok(()))) {
-                        return Err(StoreError::Sync {
-                            what: format!("{} in namespace {}", kind.plural, self.namespace),
-                            seconds: CACHE_SYNC_TIMEOUT.as_secs(),
-                        });
-                    }
+                let plurals = resources::plurals();
+                let synced = tokio::time::timeout(CACHE_SYNC_TIMEOUT, async {
+                    caches.branches.wait_until_ready().await.is_ok() && caches.endpoints.wait_until_ready().await.is_ok()
+                });
+                if !matches!(synced.await, Ok(true)) {
+                    return Err(StoreError::Sync {
+                        what: format!("{} in namespace {}", plurals.join(" and "), self.namespace),
+                        seconds: CACHE_SYNC_TIMEOUT.as_secs(),
+                    });
                 }
                 Ok(caches)
             })
             .await
     }
 
-    fn api(&self, kind: &ResourceKind) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), &self.namespace, &api_resource(kind))
+    /// A reflector of `api`'s objects, fed by a task added to `feeders`.
+    fn cache<K>(&self, api: Api<K>, feeders: &mut Vec<tokio::task::AbortHandle>) -> reflector::Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let (namespace, changed) = (self.namespace.clone(), self.changed.clone());
+        let plural = K::plural(&()).into_owned();
+        let events = watcher(api, watcher::Config::default()).default_backoff();
+        let feeder = tokio::spawn(reflector(writer, events).for_each(move |event| {
+            match event {
+                // One wake-up however many events: the reload reads them all.
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => changed.notify_one(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("watching {plural} in namespace {namespace}: {e}; retrying"),
+            }
+            std::future::ready(())
+        }));
+        feeders.push(feeder.abort_handle());
+        reader
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn branch_api(&self) -> Api<NeonBranch> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn endpoint_api(&self) -> Api<NeonEndpoint> {
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     fn error(&self, what: impl std::fmt::Display) -> impl FnOnce(kube::Error) -> StoreError {
@@ -199,35 +198,34 @@ impl KubeStore {
         move |source| StoreError::Kubernetes { what, source }
     }
 
-    /// Every NeonBranch, by name, as the cache has it.
-    pub async fn branches(&self) -> Result<Vec<BranchObject>, StoreError> {
-        let mut branches: Vec<BranchObject> = self
-            .caches()
-            .await?
-            .branches
-            .state()
-            .iter()
-            .map(|object| self.freshest(object))
-            .map(|object| BranchObject {
-                name: object.name_any(),
-                generation: object.metadata.generation.unwrap_or_default(),
-                spec: parse(&object, "spec"),
-                // Only the control plane writes it, through a schema; a status it cannot read
-                // is one to rewrite, as if empty.
-                status: parse(&object, "status").unwrap_or_default(),
-            })
-            .collect();
-        branches.sort_by(|a, b| a.name.cmp(&b.name));
+    /// Every NeonBranch, by name, as the cache (and our own later writes) have it.
+    pub async fn branches(&self) -> Result<Vec<NeonBranch>, StoreError> {
+        let mut branches: Vec<NeonBranch> = self.caches().await?.branches.state().iter().map(|object| self.freshest(object)).collect();
+        branches.sort_by_key(ResourceExt::name_any);
         Ok(branches)
+    }
+
+    /// The names of the NeonEndpoints serving `branch`.
+    pub async fn endpoints_of(&self, branch: &str) -> Result<Vec<String>, StoreError> {
+        let endpoints = self.caches().await?.endpoints.state();
+        let mut names: Vec<String> = endpoints.iter().filter(|e| e.spec.branch == branch).map(|e| e.name_any()).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Remembers `written`, what the API server answered to one of our writes, until the cache
+    /// has it.
+    pub fn wrote(&self, written: NeonBranch) {
+        self.own_writes.lock().expect("own writes lock").insert(written.name_any(), written);
     }
 
     /// A merge patch of the NeonBranch's status subresource; a branch deleted meanwhile has no
     /// status left to write.
     pub async fn patch_branch_status(&self, name: &str, status: Value) -> Result<(), StoreError> {
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        match self.api(&resources::BRANCH).patch_status(name, &params, &Patch::Merge(json!({"status": status}))).await {
+        match self.branch_api().patch_status(name, &params, &Patch::Merge(json!({"status": status}))).await {
             Ok(written) => {
-                self.own_writes.lock().expect("own writes lock").insert(name.to_string(), written);
+                self.wrote(written);
                 Ok(())
             }
             Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
@@ -259,13 +257,12 @@ impl KubeStore {
 
     async fn read_state(&self) -> Result<State, StoreError> {
         let branches = self.branches().await?;
-        let endpoints: Vec<Arc<DynamicObject>> = self.caches().await?.endpoints.state();
+        let endpoints = self.caches().await?.endpoints.state();
         let mut state = State::default();
         let mut written = BTreeMap::new();
         for branch in branches {
-            // The reconciler reports a spec it cannot read in the branch's status.
-            let Ok(spec) = branch.spec else { continue };
-            let placements = Placements { attachment: branch.status.attachment.clone(), safekeepers: branch.status.safekeepers.clone() };
+            let (name, spec, status) = (branch.name_any(), branch.spec, branch.status.unwrap_or_default());
+            let placements = Placements { attachment: status.attachment.clone(), safekeepers: status.safekeepers.clone() };
             // Branches of one tenant carry the same attachment; the first one read wins.
             if let Some(attachment) = &placements.attachment {
                 state.attachments.entry(spec.tenant_id.clone()).or_insert_with(|| attachment.into());
@@ -273,22 +270,21 @@ impl KubeStore {
             if let Some(safekeepers) = &placements.safekeepers {
                 state.safekeeper_sets.insert(timeline_key(&spec.tenant_id, &spec.timeline_id), safekeepers.into());
             }
-            written.insert(branch.name.clone(), placements);
+            written.insert(name.clone(), placements);
             state.branches.insert(
-                branch.name,
+                name,
                 Branch {
                     project_id: spec.project_id,
                     tenant_id: spec.tenant_id,
                     timeline_id: spec.timeline_id,
                     roles: spec.roles.into_iter().map(|role| Role { name: role.name, verifier: role.verifier }).collect(),
                     databases: spec.databases.into_iter().map(|db| Database { name: db.name, owner: db.owner }).collect(),
-                    pending: branch.status.phase.as_deref() != Some(resources::phase::READY),
+                    pending: status.phase.as_deref() != Some(resources::phase::READY),
                 },
             );
         }
         for object in endpoints.iter() {
-            // The CRD's schema rejects such an object; only a hand-edited CRD lets one through.
-            let Ok(spec) = parse::<EndpointSpec>(object, "spec") else { continue };
+            let spec = object.spec.clone();
             state.endpoints.insert(object.name_any(), Endpoint { branch_id: spec.branch, allowed_ips: spec.allowed_ips });
         }
         *self.written.lock().expect("written placements lock") = written;

@@ -119,8 +119,8 @@ pub struct ControlPlane {
     /// Held for a whole hook call (and the reconciler's reconfigurations), so that
     /// reconfigurations reach computes in order.
     hooks: tokio::sync::Mutex<()>,
-    /// Held for a whole reconciler round.
-    reconciler: tokio::sync::Mutex<reconcile::Memory>,
+    /// What the operator remembers; held briefly, never across a call.
+    memory: std::sync::Mutex<reconcile::Memory>,
     retry: Retry,
     client: http::HttpClient,
     metrics: metrics::Metrics,
@@ -135,7 +135,7 @@ impl ControlPlane {
             store,
             state: tokio::sync::Mutex::new(state),
             hooks: tokio::sync::Mutex::new(()),
-            reconciler: tokio::sync::Mutex::default(),
+            memory: std::sync::Mutex::default(),
             retry,
             client: http::client(),
             metrics: metrics::Metrics::default(),
@@ -159,8 +159,8 @@ impl ControlPlane {
     }
 }
 
-/// When the reconciler runs: every `every`, and with an election only while this replica
-/// holds the Lease.
+/// How the operator runs: its periodic work every `every`, and with an election only while this
+/// replica holds the Lease.
 pub struct Reconciling {
     pub every: Duration,
     pub election: Option<(kube::Client, lease::Election)>,

@@ -1,5 +1,5 @@
 //! Prometheus metrics at `GET /metrics` (text exposition format, no token, as neon's own
-//! components serve theirs): API requests by route and status, reconciler rounds and their
+//! components serve theirs): API requests by route and status, reconciles, their errors and
 //! durations, what became of each branch, and whether this replica leads.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,8 +25,9 @@ pub struct OutcomeLabels {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
-    pub rounds: Counter,
-    pub round_seconds: Histogram,
+    pub reconciles: Counter,
+    pub reconcile_errors: Counter,
+    pub reconcile_seconds: Histogram,
     pub branch_outcomes: Family<OutcomeLabels, Counter>,
     pub leader: Gauge,
 }
@@ -36,16 +37,18 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("neonctl_control_plane");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "API requests answered, by route and status", requests.clone());
-        let rounds = Counter::default();
-        registry.register("reconcile_rounds", "Reconciler rounds run", rounds.clone());
+        let reconciles = Counter::default();
+        registry.register("reconciles", "NeonBranch reconciles run", reconciles.clone());
+        let reconcile_errors = Counter::default();
+        registry.register("reconcile_errors", "NeonBranch reconciles that failed (retried after a backoff)", reconcile_errors.clone());
         // 1 ms .. ~33 s.
-        let round_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register("reconcile_round_seconds", "How long a reconciler round took", round_seconds.clone());
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("reconcile_seconds", "How long a NeonBranch reconcile took", reconcile_seconds.clone());
         let branch_outcomes = Family::<OutcomeLabels, Counter>::default();
         registry.register("branch_reconciles", "Branches reconciled, by the phase they ended in", branch_outcomes.clone());
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica runs the reconciler", leader.clone());
-        Self { registry, requests, rounds, round_seconds, branch_outcomes, leader }
+        registry.register("leader", "1 while this replica runs the operator", leader.clone());
+        Self { registry, requests, reconciles, reconcile_errors, reconcile_seconds, branch_outcomes, leader }
     }
 }
 

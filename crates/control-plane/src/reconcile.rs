@@ -1,67 +1,79 @@
-//! The reconciler, a background task of `control-plane serve`: at start, then at every change
-//! the watches deliver (with the Kubernetes store) and at least every [`EVERY`], it
+//! The operator. Every replica keeps the state the APIs serve in step with the store (at every
+//! change the watches deliver, and every [`EVERY`]); the replica that leads (through the Lease,
+//! or the only one) also runs
 //!
-//! 1. reloads the store (with the Kubernetes store: the custom resources) into the state the
-//!    API serves;
-//! 2. registers every safekeeper of the topology with the storage controller and makes it
-//!    `Active` (once per process each, after success): the controller places timelines only on
-//!    registered, active safekeepers;
-//! 3. with the Kubernetes store, creates the tenant and timeline of every `NeonBranch` that is
-//!    not `Ready` at its current generation, reports `Ready` or `Failed` in its status, and
-//!    reconfigures the computes of a branch that turned `Ready` (they waited with an empty
-//!    spec); and writes what the storage controller says about its pageservers to the status
-//!    ConfigMap the `status` command reads.
+//! - a kube-runtime [`Controller`] over `NeonBranch`, woken too by changes to the
+//!   `NeonEndpoint`s that name a branch: for a branch not `Ready` at its generation it creates
+//!   the tenant (unless it exists) and the timeline through the storage controller, reports
+//!   `Ready` or why not in the status (phase and a `Ready` condition), and pushes the spec to
+//!   the branch's computes that have not had it. Failures are retried with a per-branch
+//!   exponential backoff ([`backoff`]); a branch that is `Ready` waits for its next change,
+//!   so an idle operator makes no calls at all. A finalizer ([`BRANCH_FINALIZER`]) makes
+//!   deleting a NeonBranch delete its timeline first (refused while child branches exist), and
+//!   its tenant with the tenant's last branch;
+//! - every [`EVERY`]: registers the topology's safekeepers with the storage controller and makes
+//!   them `Active` (once per process each), and writes what the storage controller says about
+//!   its pageservers to the status ConfigMap the `status` command reads.
 //!
 //! It never holds the state lock or the hooks lock while calling the storage controller:
 //! creating a tenant makes the controller call our `notify-attach` before it answers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use kube::ResourceExt as _;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::kube_store::{BranchObject, KubeStore};
-use super::resources::{BranchSpec, Condition, READY_CONDITION, phase};
+use super::kube_store::KubeStore;
+use super::resources::{BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, READY_CONDITION, phase};
 use neonctl_contract::service::{PageserverStatus, StorageStatus};
 
 use super::ControlPlane;
 use super::storcon::{StorageController, StorconError};
 use super::store::{SafekeeperSet, StoreError};
 
-/// The pause between two rounds.
+/// The pace of the storage report and safekeeper registration, and of the state reload when no
+/// change wakes it.
 pub const EVERY: Duration = Duration::from_secs(5);
 
-/// What the reconciler remembers from one round to the next, for the life of the process.
+/// What the operator remembers, for the life of the process.
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
     /// Safekeepers the storage controller accepted and activated.
     registered: BTreeSet<u64>,
-    /// The last line logged about each subject: an outcome repeated every round is said once.
+    /// The last line logged about each subject: an outcome repeated every time is said once.
     said: BTreeMap<String, String>,
     /// Endpoints whose compute got its spec pushed, with the branch generation it was for: an
     /// endpoint made after its branch turned Ready (or a restart) gets its spec once.
     configured: BTreeMap<String, i64>,
+    /// Tenants known to exist: branches of one tenant look it up once.
+    tenants: BTreeSet<String>,
+    /// Failed reconciles in a row, by branch: the backoff's exponent.
+    failures: BTreeMap<String, u32>,
 }
 
-impl Memory {
-    fn say(&mut self, subject: &str, line: String) {
-        if self.said.get(subject) != Some(&line) {
-            tracing::info!("{line}");
-            self.said.insert(subject.to_string(), line);
-        }
-    }
+/// The pause before reconciling a branch again after its `failures`-th failure in a row: 1 s,
+/// doubling, at most a minute.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
-/// What became of one branch in a round.
+/// What became of one branch.
 #[derive(Debug, PartialEq)]
 enum Outcome {
     Ready,
-    /// The controller is starting, busy or unreachable: stay `Pending`, try next round.
+    /// The controller is starting, busy or unreachable, or a parent is not ready: stay
+    /// `Pending`, try again after the backoff.
     Retry(String),
-    /// Reported in the status; tried again next round all the same.
+    /// Reported in the status; tried again after the backoff all the same.
     Failed(String),
 }
 
@@ -104,41 +116,63 @@ impl Outcome {
     }
 }
 
-/// Counts a round and its duration when the round ends (or is cancelled).
-struct RoundTimer<'a> {
-    metrics: &'a super::metrics::Metrics,
-    started: std::time::Instant,
+/// Why a reconcile did not finish; the controller tries again after [`backoff`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Already in the branch's status.
+    #[error("NeonBranch {branch}: {message}")]
+    Branch { branch: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("NeonBranch {branch}: {source}")]
+    Finalizer { branch: String, source: Box<finalizer::Error<ReconcileError>> },
 }
 
-impl Drop for RoundTimer<'_> {
+/// Counts a reconcile and its duration when it ends (or is cancelled).
+struct ReconcileTimer<'a> {
+    metrics: &'a super::metrics::Metrics,
+    started: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
-        self.metrics.rounds.inc();
-        self.metrics.round_seconds.observe(self.started.elapsed().as_secs_f64());
+        self.metrics.reconciles.inc();
+        self.metrics.reconcile_seconds.observe(self.started.elapsed().as_secs_f64());
     }
 }
 
-/// Whether `branch`'s status already says `outcome` for its generation.
-fn reported(branch: &BranchObject, outcome: &Outcome) -> bool {
-    let status = &branch.status;
-    status.phase.as_deref() == Some(outcome.phase())
-        && status.message.as_deref() == outcome.message()
-        && status.observed_generation == Some(branch.generation)
-        && ready_condition(branch).is_some_and(|c| c.observed_generation == Some(branch.generation))
+fn generation(branch: &NeonBranch) -> i64 {
+    branch.metadata.generation.unwrap_or_default()
 }
 
-fn ready_condition(branch: &BranchObject) -> Option<&Condition> {
-    branch.status.conditions.iter().find(|c| c.kind == READY_CONDITION)
+fn ready_condition(branch: &NeonBranch) -> Option<&Condition> {
+    branch.status.as_ref()?.conditions.iter().find(|c| c.kind == READY_CONDITION)
+}
+
+/// Whether `branch`'s status says `phase` with the `Ready` condition, for its generation.
+fn is_ready(branch: &NeonBranch) -> bool {
+    branch
+        .status
+        .as_ref()
+        .is_some_and(|status| status.phase.as_deref() == Some(phase::READY) && status.observed_generation == Some(generation(branch)))
+        && ready_condition(branch).is_some()
+}
+
+/// Whether `branch`'s status already says `outcome` for its generation.
+fn reported(branch: &NeonBranch, outcome: &Outcome) -> bool {
+    let Some(status) = &branch.status else { return false };
+    status.phase.as_deref() == Some(outcome.phase())
+        && status.message.as_deref() == outcome.message()
+        && status.observed_generation == Some(generation(branch))
+        && ready_condition(branch).is_some_and(|c| c.observed_generation == Some(generation(branch)))
 }
 
 /// The branch's status for `outcome`: phase, message and the `Ready` condition, whose
 /// transition time moves only when its status does.
-fn status_of(branch: &BranchObject, outcome: &Outcome) -> serde_json::Value {
+fn status_of(branch: &NeonBranch, outcome: &Outcome) -> serde_json::Value {
     let (status, reason) = outcome.condition();
     let message = match outcome {
-        Outcome::Ready => match &branch.spec {
-            Ok(spec) => format!("tenant {} and timeline {} exist in storage", spec.tenant_id, spec.timeline_id),
-            Err(_) => String::new(),
-        },
+        Outcome::Ready => format!("tenant {} and timeline {} exist in storage", branch.spec.tenant_id, branch.spec.timeline_id),
         Outcome::Retry(message) | Outcome::Failed(message) => message.clone(),
     };
     let since = ready_condition(branch).filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or_else(now_rfc3339);
@@ -147,10 +181,15 @@ fn status_of(branch: &BranchObject, outcome: &Outcome) -> serde_json::Value {
         status: status.into(),
         reason: reason.into(),
         message,
-        observed_generation: Some(branch.generation),
+        observed_generation: Some(generation(branch)),
         last_transition_time: since,
     };
-    json!({"phase": outcome.phase(), "message": outcome.message(), "observedGeneration": branch.generation, "conditions": [condition]})
+    json!({"phase": outcome.phase(), "message": outcome.message(), "observedGeneration": generation(branch), "conditions": [condition]})
+}
+
+/// A deleting branch's status: the phase says so, the message what it waits for.
+fn deleting_status(message: &str) -> serde_json::Value {
+    json!({"phase": phase::DELETING, "message": message})
 }
 
 fn now_rfc3339() -> String {
@@ -158,29 +197,61 @@ fn now_rfc3339() -> String {
 }
 
 impl ControlPlane {
-    /// One round (see the module documentation). Rounds never overlap; errors are logged once
-    /// and, for branches, reported in their status.
-    pub async fn reconcile(&self) {
-        let mut memory = self.reconciler.lock().await;
-        let _timer = RoundTimer { metrics: &self.metrics, started: std::time::Instant::now() };
-        match self.reload().await {
-            Ok((branches, endpoints)) => memory.say("store", format!("state: {branches} branch(es), {endpoints} endpoint(s)")),
-            Err(e) => memory.say("store", format!("could not reload the state, serving the last one: {e}")),
-        }
-        let storcon = StorageController { url: &self.topology.storage_controller_url, key: self.keys.sign.as_ref(), client: &self.client };
-        self.register_safekeepers(&storcon, &mut memory).await;
-        if let Some(kube) = self.store.kubernetes() {
-            self.ensure_branches(kube, &storcon, &mut memory).await;
-            self.report(kube, &storcon, &mut memory).await;
+    fn storage_controller(&self) -> StorageController<'_> {
+        StorageController { url: &self.topology.storage_controller_url, key: self.keys.sign.as_ref(), client: &self.client }
+    }
+
+    fn say(&self, subject: &str, line: String) {
+        let mut memory = self.memory.lock().expect("operator memory lock");
+        if memory.said.get(subject) != Some(&line) {
+            tracing::info!("{line}");
+            memory.said.insert(subject.to_string(), line);
         }
     }
 
-    /// Rounds now and then every `every`, until `stop`.
-    /// Rounds now and then every `every`, until `stop`: whole rounds while `leading` says this
-    /// replica leads, else only the reload (a follower serves the APIs from the same state).
-    pub(crate) async fn reconcile_until(self: Arc<Self>, every: Duration, mut leading: watch::Receiver<bool>, stop: CancellationToken) {
-        // With the Kubernetes store a change starts the next round at once; `every` is the
-        // pace of retries and of the storage report.
+    /// Everything the operator does, once and in order: reload, register the safekeepers,
+    /// reconcile every branch as the controller would, report. What tests call to run the
+    /// operator a step at a time.
+    pub async fn reconcile(&self) {
+        self.refresh().await;
+        let storcon = self.storage_controller();
+        self.register_safekeepers(&storcon).await;
+        let Some(kube) = self.store.kubernetes() else { return };
+        let mut branches = match kube.branches().await {
+            Ok(branches) => branches,
+            Err(e) => return self.say("branches", format!("could not read the branches: {e}")),
+        };
+        // Fresh timelines before branched ones: a child's parent is usually another branch.
+        branches.sort_by_key(|branch| branch.spec.parent_timeline_id.is_some());
+        for branch in branches {
+            let had_finalizer = branch.finalizers().iter().any(|f| f == BRANCH_FINALIZER);
+            let name = branch.name_any();
+            let mut result = self.reconcile_branch(kube, Arc::new(branch)).await;
+            // The controller gets the branch back from its watch once the finalizer is added.
+            if !had_finalizer && result.is_ok() {
+                result = match kube.branch_api().get_opt(&name).await {
+                    Ok(Some(branch)) => self.reconcile_branch(kube, Arc::new(branch)).await,
+                    Ok(None) => continue,
+                    Err(e) => return self.say(&name, format!("could not read NeonBranch {name}: {e}")),
+                };
+            }
+            if let Err(e) = result {
+                self.say(&format!("branch {name}"), e.to_string());
+            }
+        }
+        self.report(kube, &storcon).await;
+    }
+
+    /// Keeps the APIs' state in step with the store, and, while `leading` says this replica
+    /// leads, runs the operator; until `stop`.
+    pub(crate) async fn reconcile_until(self: Arc<Self>, every: Duration, leading: watch::Receiver<bool>, stop: CancellationToken) {
+        let follow = self.clone().follow(every, stop.clone());
+        let lead = self.lead(every, leading, stop);
+        futures::join!(follow, lead);
+    }
+
+    /// Reloads the state at every change the watches deliver, and at least every `every`.
+    async fn follow(self: Arc<Self>, every: Duration, stop: CancellationToken) {
         let changes = self.store.kubernetes().map(KubeStore::changes);
         let changed = || async {
             match &changes {
@@ -189,29 +260,260 @@ impl ControlPlane {
             }
         };
         loop {
-            let leads = *leading.borrow_and_update();
-            self.metrics.leader.set(i64::from(leads));
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = self.reconcile(), if leads => {}
-                () = self.refresh(), if !leads => {}
-            }
+            self.refresh().await;
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
                 () = changed() => {}
-                // A new leader starts at once; no election: the sender is gone, never changes.
-                Ok(()) = leading.changed() => {}
             }
         }
     }
 
-    /// A follower's round: the store's state, for the APIs it serves.
+    /// Runs the operator whenever this replica leads; stops it when it no longer does.
+    async fn lead(self: Arc<Self>, every: Duration, mut leading: watch::Receiver<bool>, stop: CancellationToken) {
+        loop {
+            self.metrics.leader.set(0);
+            // Without an election the sender is gone from the start and the value never changes.
+            let led = async { leading.wait_for(|leads| *leads).await.is_ok() };
+            let led = tokio::select! {
+                () = stop.cancelled() => return,
+                led = led => led,
+            };
+            if !led && !*leading.borrow() {
+                return;
+            }
+            self.metrics.leader.set(1);
+            tracing::info!("leading: running the operator");
+            let lost = async {
+                if leading.wait_for(|leads| !*leads).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = lost => tracing::info!("no longer leading: the operator stops"),
+                () = self.clone().operate(every) => {}
+            }
+        }
+    }
+
+    /// The operator proper: the controller (with the Kubernetes store) and the storage tending.
+    async fn operate(self: Arc<Self>, every: Duration) {
+        let tend = async {
+            loop {
+                self.tend_storage().await;
+                tokio::time::sleep(every).await;
+            }
+        };
+        let control = async {
+            let Some(kube) = self.store.kubernetes() else { return std::future::pending().await };
+            let namespace = kube.namespace().to_string();
+            Controller::new(kube.branch_api(), watcher::Config::default())
+                .watches(kube.endpoint_api(), watcher::Config::default(), move |endpoint| {
+                    Some(ObjectRef::<NeonBranch>::new(&endpoint.spec.branch).within(&namespace))
+                })
+                .run(
+                    |branch, control_plane: Arc<ControlPlane>| async move {
+                        let kube = control_plane.store.kubernetes().expect("the controller runs with the Kubernetes store");
+                        control_plane.reconcile_branch(kube, branch).await
+                    },
+                    |branch, error, control_plane| control_plane.error_policy(&branch, error),
+                    self.clone(),
+                )
+                .for_each(|result| {
+                    if let Err(e) = result {
+                        tracing::debug!("controller: {e}");
+                    }
+                    std::future::ready(())
+                })
+                .await;
+        };
+        futures::join!(tend, control);
+    }
+
+    /// The controller's answer to a failed reconcile: log it once, count it, and try the branch
+    /// again after its backoff.
+    fn error_policy(&self, branch: &NeonBranch, error: &ReconcileError) -> Action {
+        let name = branch.name_any();
+        self.say(&format!("branch {name}"), error.to_string());
+        let mut memory = self.memory.lock().expect("operator memory lock");
+        let failures = memory.failures.entry(name).or_default();
+        *failures += 1;
+        Action::requeue(backoff(*failures))
+    }
+
+    /// One NeonBranch, through its finalizer: created in storage (and its computes attached),
+    /// or, once deleted, removed from storage.
+    async fn reconcile_branch(&self, kube: &KubeStore, branch: Arc<NeonBranch>) -> Result<Action, ReconcileError> {
+        let _timer = ReconcileTimer { metrics: &self.metrics, started: Instant::now() };
+        let branch = Arc::new(kube.freshest(&branch));
+        let name = branch.name_any();
+        let action = finalizer(&kube.branch_api(), BRANCH_FINALIZER, branch, |event| async move {
+            match event {
+                finalizer::Event::Apply(branch) => self.apply_branch(kube, &branch).await,
+                finalizer::Event::Cleanup(branch) => self.clean_up_branch(kube, &branch).await,
+            }
+        })
+        .await
+        .map_err(|error| {
+            self.metrics.reconcile_errors.inc();
+            match error {
+                finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+                other => ReconcileError::Finalizer { branch: name.clone(), source: Box::new(other) },
+            }
+        })?;
+        self.memory.lock().expect("operator memory lock").failures.remove(&name);
+        Ok(action)
+    }
+
+    async fn apply_branch(&self, kube: &KubeStore, branch: &NeonBranch) -> Result<Action, ReconcileError> {
+        let name = branch.name_any();
+        let served = kube.endpoints_of(&name).await?;
+        if is_ready(branch) {
+            self.attach_computes(&name, generation(branch), &served).await;
+            return Ok(Action::await_change());
+        }
+        let outcome = match self.waiting_parent(kube, branch).await? {
+            Some(parent) => Outcome::Retry(format!("waiting for the parent branch {parent} to be ready")),
+            None => self.ensure_timeline(&branch.spec).await,
+        };
+        self.metrics.branch_outcomes.get_or_create(&super::metrics::OutcomeLabels { phase: outcome.phase() }).inc();
+        if !reported(branch, &outcome) {
+            kube.patch_branch_status(&name, status_of(branch, &outcome)).await?;
+        }
+        let spec = &branch.spec;
+        match outcome {
+            Outcome::Ready => {
+                self.say(
+                    &format!("branch {name}"),
+                    format!(
+                        "branch {name} ready (generation {}): tenant {}, timeline {}",
+                        generation(branch),
+                        spec.tenant_id,
+                        spec.timeline_id
+                    ),
+                );
+                self.attach_computes(&name, generation(branch), &served).await;
+                Ok(Action::await_change())
+            }
+            Outcome::Retry(message) => Err(ReconcileError::Branch { branch: name, message: format!("pending: {message}") }),
+            Outcome::Failed(message) => Err(ReconcileError::Branch { branch: name, message: format!("failed: {message}") }),
+        }
+    }
+
+    /// The branch this one branches from, when it is another NeonBranch not ready yet.
+    async fn waiting_parent(&self, kube: &KubeStore, branch: &NeonBranch) -> Result<Option<String>, StoreError> {
+        let Some(parent) = &branch.spec.parent_timeline_id else { return Ok(None) };
+        Ok(kube
+            .branches()
+            .await?
+            .into_iter()
+            .find(|other| other.spec.tenant_id == branch.spec.tenant_id && &other.spec.timeline_id == parent)
+            .filter(|other| !is_ready(other))
+            .map(|other| other.name_any()))
+    }
+
+    /// Creates the branch's tenant unless it exists, then its timeline (idempotent).
+    async fn ensure_timeline(&self, spec: &BranchSpec) -> Outcome {
+        let storcon = self.storage_controller();
+        let (tenant, timeline) = (&spec.tenant_id, &spec.timeline_id);
+        if !self.memory.lock().expect("operator memory lock").tenants.contains(tenant) {
+            match storcon.tenant_exists(tenant).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(e) = storcon.create_tenant(tenant).await {
+                        return Outcome::of_error(format!("creating tenant {tenant}"), e);
+                    }
+                    tracing::info!("tenant {tenant} created");
+                }
+                Err(e) => return Outcome::of_error(format!("looking up tenant {tenant}"), e),
+            }
+            self.memory.lock().expect("operator memory lock").tenants.insert(tenant.clone());
+        }
+        let safekeepers = match storcon.create_timeline(tenant, timeline, spec.pg_version, spec.parent_timeline_id.as_deref()).await {
+            Ok(safekeepers) => safekeepers,
+            Err(e) => {
+                // Deleted behind our back: look it up (and create it) again next time.
+                if e.status() == Some(hyper::StatusCode::NOT_FOUND) {
+                    self.memory.lock().expect("operator memory lock").tenants.remove(tenant);
+                }
+                return Outcome::of_error(format!("creating timeline {timeline} of tenant {tenant}"), e);
+            }
+        };
+        // With `--timelines-onto-safekeepers` the controller names the timeline's safekeepers
+        // and their generation: computes must write to exactly those.
+        if let Some(info) = safekeepers {
+            let set = SafekeeperSet { generation: info.generation, safekeepers: info.safekeepers.iter().map(|sk| sk.id).collect() };
+            if let Err(e) = self.set_safekeepers(tenant, timeline, set).await {
+                return Outcome::Failed(format!("timeline {timeline} of tenant {tenant}: the storage controller's safekeepers: {e}"));
+            }
+        }
+        Outcome::Ready
+    }
+
+    /// A deleted NeonBranch: its timeline goes from storage (never while another branch
+    /// branches from it: Neon refuses, and the child's data depends on it), then the tenant
+    /// when no other branch names it. The finalizer is removed after that.
+    async fn clean_up_branch(&self, kube: &KubeStore, branch: &NeonBranch) -> Result<Action, ReconcileError> {
+        let name = branch.name_any();
+        let (tenant, timeline) = (&branch.spec.tenant_id, &branch.spec.timeline_id);
+        let others: Vec<NeonBranch> =
+            kube.branches().await?.into_iter().filter(|other| other.name_any() != name && &other.spec.tenant_id == tenant).collect();
+        let children: Vec<String> =
+            others.iter().filter(|other| other.spec.parent_timeline_id.as_ref() == Some(timeline)).map(|other| other.name_any()).collect();
+        let waiting = |message: String| ReconcileError::Branch { branch: name.clone(), message };
+        let step = if !children.is_empty() {
+            Err(format!("its child branches {} branch from its timeline: delete them first", children.join(", ")))
+        } else {
+            self.delete_storage(tenant, timeline, others.is_empty()).await
+        };
+        match step {
+            Ok(()) => {
+                self.say(
+                    &format!("branch {name}"),
+                    format!("branch {name} deleted: timeline {timeline} of tenant {tenant} removed from storage"),
+                );
+                self.memory.lock().expect("operator memory lock").configured.retain(|endpoint, _| endpoint != &name);
+                Ok(Action::await_change())
+            }
+            Err(message) => {
+                let status = branch.status.as_ref();
+                if status.and_then(|s| s.phase.as_deref()) != Some(phase::DELETING)
+                    || status.and_then(|s| s.message.as_deref()) != Some(&message)
+                {
+                    kube.patch_branch_status(&name, deleting_status(&message)).await?;
+                }
+                Err(waiting(format!("deleting: {message}")))
+            }
+        }
+    }
+
+    /// Deletes the timeline, and the tenant with it when `last` of its branches.
+    async fn delete_storage(&self, tenant: &str, timeline: &str, last: bool) -> Result<(), String> {
+        let storcon = self.storage_controller();
+        match storcon.delete_timeline(tenant, timeline).await {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("the storage controller is still deleting timeline {timeline}; retrying")),
+            Err(e) => return Err(format!("deleting timeline {timeline} of tenant {tenant}: {e}")),
+        }
+        if last {
+            match storcon.delete_tenant(tenant).await {
+                Ok(true) => {
+                    self.memory.lock().expect("operator memory lock").tenants.remove(tenant);
+                    tracing::info!("tenant {tenant} deleted with its last branch");
+                }
+                Ok(false) => return Err(format!("the storage controller is still deleting tenant {tenant}; retrying")),
+                Err(e) => return Err(format!("deleting tenant {tenant}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// A replica's reload: the store's state, for the APIs it serves.
     async fn refresh(&self) {
-        let mut memory = self.reconciler.lock().await;
         match self.reload().await {
-            Ok((branches, endpoints)) => memory.say("store", format!("state: {branches} branch(es), {endpoints} endpoint(s), following")),
-            Err(e) => memory.say("store", format!("could not reload the state, serving the last one: {e}")),
+            Ok((branches, endpoints)) => self.say("store", format!("state: {branches} branch(es), {endpoints} endpoint(s)")),
+            Err(e) => self.say("store", format!("could not reload the state, serving the last one: {e}")),
         }
     }
 
@@ -241,113 +543,40 @@ impl ControlPlane {
         Ok(counts)
     }
 
-    async fn register_safekeepers(&self, storcon: &StorageController<'_>, memory: &mut Memory) {
+    /// Registers the safekeepers (with the storage controller) and, with the Kubernetes store,
+    /// writes the storage report.
+    async fn tend_storage(&self) {
+        let storcon = self.storage_controller();
+        self.register_safekeepers(&storcon).await;
+        if let Some(kube) = self.store.kubernetes() {
+            self.report(kube, &storcon).await;
+        }
+    }
+
+    async fn register_safekeepers(&self, storcon: &StorageController<'_>) {
         for node in &self.topology.safekeepers {
-            if memory.registered.contains(&node.id) {
+            if self.memory.lock().expect("operator memory lock").registered.contains(&node.id) {
                 continue;
             }
             let subject = format!("safekeeper {}", node.id);
             match storcon.register_safekeeper(node, &self.topology.region).await {
                 Ok(()) => {
-                    memory.registered.insert(node.id);
-                    memory.say(&subject, format!("safekeeper {} registered with the storage controller, scheduling Active", node.id));
+                    self.memory.lock().expect("operator memory lock").registered.insert(node.id);
+                    self.say(&subject, format!("safekeeper {} registered with the storage controller, scheduling Active", node.id));
                 }
-                Err(e) => memory.say(&subject, format!("could not register safekeeper {}: {e}; retrying next round", node.id)),
+                Err(e) => self.say(&subject, format!("could not register safekeeper {}: {e}; retrying", node.id)),
             }
         }
-    }
-
-    async fn ensure_branches(&self, kube: &KubeStore, storcon: &StorageController<'_>, memory: &mut Memory) {
-        let mut branches = match kube.branches().await {
-            Ok(branches) => branches,
-            Err(e) => return memory.say("branches", format!("could not list the branches: {e}")),
-        };
-        // Fresh timelines before branched ones: a child's parent is usually another branch.
-        branches.sort_by_key(|branch| branch.spec.as_ref().is_ok_and(|spec| spec.parent_timeline_id.is_some()));
-        // Tenants known to exist this round: branches of one tenant ask once.
-        let mut tenants = BTreeSet::new();
-        // Each branch's endpoints, grouped once per round (not once per branch).
-        let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (id, endpoint) in &self.state.lock().await.endpoints {
-            endpoints.entry(endpoint.branch_id.clone()).or_default().push(id.clone());
-        }
-        for branch in branches {
-            let served = endpoints.get(&branch.name).map(Vec::as_slice).unwrap_or_default();
-            let status = &branch.status;
-            if status.phase.as_deref() == Some(phase::READY)
-                && status.observed_generation == Some(branch.generation)
-                && ready_condition(&branch).is_some()
-            {
-                self.attach_computes(&branch.name, branch.generation, served, memory).await;
-                continue;
-            }
-            let outcome = match &branch.spec {
-                Ok(spec) => self.ensure_timeline(storcon, spec, &mut tenants).await,
-                Err(e) => Outcome::Failed(format!("NeonBranch {} cannot be read: {e}; fix its spec", branch.name)),
-            };
-            let subject = format!("branch {}", branch.name);
-            self.metrics.branch_outcomes.get_or_create(&super::metrics::OutcomeLabels { phase: outcome.phase() }).inc();
-            if !reported(&branch, &outcome) {
-                let status = status_of(&branch, &outcome);
-                if let Err(e) = kube.patch_branch_status(&branch.name, status).await {
-                    memory.say(&subject, format!("branch {}: {e}", branch.name));
-                    continue;
-                }
-            }
-            match &outcome {
-                Outcome::Ready => {
-                    let Ok(spec) = &branch.spec else { continue };
-                    memory.say(
-                        &subject,
-                        format!(
-                            "branch {} ready (generation {}): tenant {}, timeline {}",
-                            branch.name, branch.generation, spec.tenant_id, spec.timeline_id
-                        ),
-                    );
-                    self.attach_computes(&branch.name, branch.generation, served, memory).await;
-                }
-                Outcome::Retry(message) => memory.say(&subject, format!("branch {} pending: {message}", branch.name)),
-                Outcome::Failed(message) => memory.say(&subject, format!("branch {} failed: {message}", branch.name)),
-            }
-        }
-    }
-
-    /// Creates the branch's tenant unless it exists, then its timeline (idempotent).
-    async fn ensure_timeline(&self, storcon: &StorageController<'_>, spec: &BranchSpec, tenants: &mut BTreeSet<String>) -> Outcome {
-        let (tenant, timeline) = (&spec.tenant_id, &spec.timeline_id);
-        if !tenants.contains(tenant) {
-            match storcon.tenant_exists(tenant).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    if let Err(e) = storcon.create_tenant(tenant).await {
-                        return Outcome::of_error(format!("creating tenant {tenant}"), e);
-                    }
-                    tracing::info!("tenant {tenant} created");
-                }
-                Err(e) => return Outcome::of_error(format!("looking up tenant {tenant}"), e),
-            }
-            tenants.insert(tenant.clone());
-        }
-        let safekeepers = match storcon.create_timeline(tenant, timeline, spec.pg_version, spec.parent_timeline_id.as_deref()).await {
-            Ok(safekeepers) => safekeepers,
-            Err(e) => return Outcome::of_error(format!("creating timeline {timeline} of tenant {tenant}"), e),
-        };
-        // With `--timelines-onto-safekeepers` the controller names the timeline's safekeepers
-        // and their generation: computes must write to exactly those.
-        if let Some(info) = safekeepers {
-            let set = SafekeeperSet { generation: info.generation, safekeepers: info.safekeepers.iter().map(|sk| sk.id).collect() };
-            if let Err(e) = self.set_safekeepers(tenant, timeline, set).await {
-                return Outcome::Failed(format!("timeline {timeline} of tenant {tenant}: the storage controller's safekeepers: {e}"));
-            }
-        }
-        Outcome::Ready
     }
 
     /// Marks the branch created and pushes the spec to the computes serving it (`served`, its
     /// endpoints) that have not had it for this generation: they waited with an empty one, and
     /// a new generation may have changed roles or databases.
-    async fn attach_computes(&self, branch_id: &str, generation: i64, served: &[String], memory: &mut Memory) {
-        let endpoints: Vec<String> = served.iter().filter(|id| memory.configured.get(*id) != Some(&generation)).cloned().collect();
+    async fn attach_computes(&self, branch_id: &str, generation: i64, served: &[String]) {
+        let endpoints: Vec<String> = {
+            let memory = self.memory.lock().expect("operator memory lock");
+            served.iter().filter(|id| memory.configured.get(*id) != Some(&generation)).cloned().collect()
+        };
         if let Some(branch) = self.state.lock().await.branches.get_mut(branch_id) {
             branch.pending = false;
         }
@@ -356,13 +585,13 @@ impl ControlPlane {
         }
         let _hook = self.hooks.lock().await;
         match self.reconfigure(&endpoints).await {
-            Ok(()) => memory.configured.extend(endpoints.into_iter().map(|id| (id, generation))),
-            Err(e) => memory.say(&format!("computes of {branch_id}"), format!("branch {branch_id}: {e}")),
+            Ok(()) => self.memory.lock().expect("operator memory lock").configured.extend(endpoints.into_iter().map(|id| (id, generation))),
+            Err(e) => self.say(&format!("computes of {branch_id}"), format!("branch {branch_id}: {e}")),
         }
     }
 
     /// Writes the storage controller's view to the status ConfigMap.
-    async fn report(&self, kube: &KubeStore, storcon: &StorageController<'_>, memory: &mut Memory) {
+    async fn report(&self, kube: &KubeStore, storcon: &StorageController<'_>) {
         let (pageservers, error) = match storcon.nodes().await {
             Ok(nodes) => (
                 nodes
@@ -386,18 +615,19 @@ impl ControlPlane {
                 format!("storage controller: {}", if nodes.is_empty() { "no pageservers".into() } else { nodes.join(", ") })
             }
         };
-        memory.say("nodes", summary);
+        self.say("nodes", summary);
+        let registered = self.memory.lock().expect("operator memory lock").registered.iter().copied().collect();
         let status = StorageStatus {
             checked_at: now_rfc3339(),
             pageservers,
-            safekeepers: memory.registered.iter().copied().collect(),
+            safekeepers: registered,
             error,
             unauthenticated: self.keys.verify.is_none(),
         };
         let text = serde_json::to_string_pretty(&status).expect("the status serializes to JSON");
         match kube.write_status(&text).await {
-            Ok(()) => memory.say("status", "writing the storage status ConfigMap every round".into()),
-            Err(e) => memory.say("status", format!("could not write the storage status: {e}")),
+            Ok(()) => self.say("status", format!("writing the storage status ConfigMap every {}s", EVERY.as_secs())),
+            Err(e) => self.say("status", format!("could not write the storage status: {e}")),
         }
     }
 }
@@ -409,29 +639,42 @@ mod tests {
     use super::*;
     use crate::resources::BranchStatus;
 
-    fn branch(phase: Option<&str>, message: Option<&str>, observed: Option<i64>) -> BranchObject {
-        BranchObject {
-            name: "main".into(),
-            generation: 2,
-            spec: Err("unused".into()),
-            status: BranchStatus {
-                phase: phase.map(Into::into),
-                message: message.map(Into::into),
-                observed_generation: observed,
-                conditions: phase
-                    .map(|_| Condition {
-                        kind: READY_CONDITION.into(),
-                        status: "True".into(),
-                        reason: "TimelineReady".into(),
-                        message: String::new(),
-                        observed_generation: observed,
-                        last_transition_time: "2026-11-25T00:00:00Z".into(),
-                    })
-                    .into_iter()
-                    .collect(),
-                ..Default::default()
-            },
-        }
+    fn branch(phase: Option<&str>, message: Option<&str>, observed: Option<i64>) -> NeonBranch {
+        let spec = BranchSpec {
+            project_id: "neon".into(),
+            tenant_id: "1f359dd625e519a1a4e8d7509690f6fc".into(),
+            timeline_id: "de200bd42b49cc1814412c7e592dd6e9".into(),
+            pg_version: 17,
+            parent_timeline_id: None,
+            roles: Vec::new(),
+            databases: Vec::new(),
+        };
+        let mut branch = NeonBranch::new("main", spec);
+        branch.metadata.generation = Some(2);
+        branch.status = Some(BranchStatus {
+            phase: phase.map(Into::into),
+            message: message.map(Into::into),
+            observed_generation: observed,
+            conditions: phase
+                .map(|_| Condition {
+                    kind: READY_CONDITION.into(),
+                    status: "True".into(),
+                    reason: "TimelineReady".into(),
+                    message: String::new(),
+                    observed_generation: observed,
+                    last_transition_time: "2026-11-25T00:00:00Z".into(),
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        });
+        branch
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_a_minute() {
+        let pauses: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 
     /// The `Ready` condition follows the outcome; its transition time moves only with its status.

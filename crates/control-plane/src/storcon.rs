@@ -28,7 +28,7 @@ pub mod scope {
     pub const ADMIN: &str = "admin";
     /// `GET /control/v1/tenant/{id}` (`handle_tenant_describe`, a scrubber route).
     pub const SCRUBBER: &str = "scrubber";
-    /// `POST /v1/tenant`, `POST /v1/tenant/{id}/timeline`.
+    /// `POST /v1/tenant`, `POST /v1/tenant/{id}/timeline`, `DELETE` of both.
     pub const PAGESERVER_API: &str = "pageserverapi";
 }
 
@@ -220,6 +220,27 @@ impl StorageController<'_> {
         let created: TimelineCreated =
             serde_json::from_slice(&bytes).map_err(|e| StorconError::Body { method: Method::POST, url, reason: e.to_string() })?;
         Ok(created.safekeepers)
+    }
+
+    /// Deletes a timeline: `Ok(true)` once it is gone (also when its tenant is), `Ok(false)`
+    /// while the deletion goes on. The controller waits up to 25 s for the pageservers itself and
+    /// answers 200 when done, 409 when still going (`deletion_wrapper` in `http.rs`), 404 for a
+    /// tenant it does not know (`tenant_timeline_delete` in `service.rs`).
+    pub async fn delete_timeline(&self, tenant_id: &str, timeline_id: &str) -> Result<bool, StorconError> {
+        let path = format!("/v1/tenant/{tenant_id}/timeline/{timeline_id}");
+        let accept = [StatusCode::CONFLICT, StatusCode::NOT_FOUND];
+        let (status, _) = self.call(Method::DELETE, &path, scope::PAGESERVER_API, None, &accept).await?;
+        Ok(status != StatusCode::CONFLICT)
+    }
+
+    /// Deletes a tenant with whatever timelines it has left: `Ok(true)` once gone (the
+    /// controller answers 200 for the pageserver's 404, `handle_tenant_delete`), `Ok(false)`
+    /// while it goes on (202).
+    pub async fn delete_tenant(&self, tenant_id: &str) -> Result<bool, StorconError> {
+        let path = format!("/v1/tenant/{tenant_id}");
+        let accept = [StatusCode::ACCEPTED, StatusCode::CONFLICT, StatusCode::NOT_FOUND];
+        let (status, _) = self.call(Method::DELETE, &path, scope::PAGESERVER_API, None, &accept).await?;
+        Ok(matches!(status, StatusCode::OK | StatusCode::NOT_FOUND))
     }
 
     /// The pageservers the controller knows.

@@ -7,13 +7,14 @@
 //! storage), and so is its verifier while it still matches the password, so a second deploy
 //! applies the same objects and the control plane has nothing to do.
 
+use kube::Resource as _;
 use kube::api::DynamicObject;
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
 
 use crate::neon::Secret;
 use crate::render::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY};
-use neonctl_contract::resources::{self, BranchSpec, BranchStatus, DatabaseSpec, EndpointSpec, RoleSpec, phase};
+use neonctl_contract::resources::{self, BranchSpec, BranchStatus, DatabaseSpec, EndpointSpec, NeonBranch, NeonEndpoint, RoleSpec, phase};
 use neonctl_contract::scram;
 
 use super::secrets::{DATABASE, OWNER_ROLE, SecretError};
@@ -73,17 +74,17 @@ fn object(kind: &str, name: &str, namespace: &str, prefix: &str, spec: Value) ->
 }
 
 pub fn branch_object(namespace: &str, prefix: &str, spec: &BranchSpec) -> DynamicObject {
-    object(resources::BRANCH.kind, BRANCH, namespace, prefix, serde_json::to_value(spec).expect("a branch spec serializes"))
+    object(&NeonBranch::kind(&()), BRANCH, namespace, prefix, serde_json::to_value(spec).expect("a branch spec serializes"))
 }
 
 /// Branch `main` by kind and name only: to look it up.
 pub fn branch_probe(namespace: &str, prefix: &str) -> DynamicObject {
-    object(resources::BRANCH.kind, BRANCH, namespace, prefix, Value::Null)
+    object(&NeonBranch::kind(&()), BRANCH, namespace, prefix, Value::Null)
 }
 
 pub fn endpoint_object(namespace: &str, prefix: &str) -> DynamicObject {
     let spec = EndpointSpec { branch: BRANCH.into(), allowed_ips: None };
-    object(resources::ENDPOINT.kind, ENDPOINT, namespace, prefix, serde_json::to_value(spec).expect("an endpoint spec serializes"))
+    object(&NeonEndpoint::kind(&()), ENDPOINT, namespace, prefix, serde_json::to_value(spec).expect("an endpoint spec serializes"))
 }
 
 /// Where a branch is, as the control plane reports it for the object's current generation.

@@ -42,7 +42,7 @@ pub enum NeonConfigError {
 }
 
 /// A credential that must reach one file or request and nowhere else: `Debug` redacts it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
