@@ -369,8 +369,12 @@ async fn serves_specs_the_proxy_api_and_health() {
 
     let (status, _) = call(&server, Method::GET, "/storage/notify-attach", None, None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    let (status, _) = call(&server, Method::GET, "/nothing-here", None, None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = call(&server, Method::GET, "/nothing-here", None, None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("no such API: /nothing-here")));
+    // Hook bodies are a few KiB: 2 MiB is refused before it is read whole.
+    let huge = json!({"tenant_id": TENANT, "padding": "x".repeat(2 << 20)});
+    let (status, _) = call(&server, Method::PUT, "/storage/notify-attach", None, Some(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     server.stop().await;
 }
 

@@ -1,58 +1,45 @@
-//! HTTP/1 plumbing on hyper: the accept loop with graceful shutdown, JSON responses, bounded
-//! request bodies, and the client the control plane calls compute_ctl with.
+//! HTTP plumbing: the server (axum, with tower-http's body limit and request timeout, and a
+//! graceful shutdown that lets in-flight requests finish), and the client the control plane
+//! calls compute_ctl and the storage controller with.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::StatusCode;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde::Serialize;
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
+/// The body of the requests the control plane sends.
 pub type Body = Full<Bytes>;
 pub type HttpClient = Client<HttpConnector, Body>;
 
-/// Largest request body accepted: hook and configure bodies are a few KiB.
-const MAX_BODY: usize = 1 << 20;
+/// Largest body accepted or read: hook, configure and answer bodies are a few KiB.
+pub const MAX_BODY: usize = 1 << 20;
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long one request may take: longer than a hook's retries of compute_ctl (8 s); the
+/// storage controller retries the 503 it then gets.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("responses serialize to JSON");
-    Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
-}
-
-/// The whole body, or a message saying why not.
+/// The whole body of an answer, or a message saying why not.
 pub async fn read_body(body: Incoming) -> Result<Bytes, String> {
     Limited::new(body, MAX_BODY)
         .collect()
         .await
         .map(|collected| collected.to_bytes())
-        .map_err(|e| format!("could not read the request body (at most {MAX_BODY} bytes): {e}"))
-}
-
-/// Something that answers requests.
-pub trait Handler: Send + Sync + 'static {
-    fn handle(self: Arc<Self>, request: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
+        .map_err(|e| format!("could not read the body (at most {MAX_BODY} bytes): {e}"))
 }
 
 /// A server accepting connections, and its background tasks, until [`Running::stop`].
@@ -83,52 +70,24 @@ impl Running {
     }
 }
 
-pub fn spawn(listener: TcpListener, handler: Arc<impl Handler>) -> std::io::Result<Running> {
+/// Serves `router` on `listener`, with the body limit and request timeout, until stopped.
+pub fn spawn(listener: TcpListener, router: axum::Router) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(accept_loop(listener, handler, stop.clone()));
-    Ok(Running { addr, stop, tasks: vec![task] })
-}
-
-async fn accept_loop(listener: TcpListener, handler: Arc<impl Handler>, stop: CancellationToken) {
-    let mut connections = JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::info!("accepting a connection failed: {e}");
-                    continue;
-                }
-            },
+    let router = router
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT));
+    let shutdown = stop.clone();
+    let task = tokio::spawn(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN).await;
         };
-        while connections.try_join_next().is_some() {}
-        let handler = handler.clone();
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |request| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler.handle(request).await) }
-            });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result
-                && !e.is_incomplete_message()
-            {
-                tracing::info!("connection from {peer} failed: {e}");
-            }
-        });
-    }
-    let drained = tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::info!("{} connection(s) still open after {}s; closing them", connections.len(), DRAIN.as_secs());
-    }
+        tokio::select! {
+            served = server => if let Err(e) = served { tracing::info!("the server stopped: {e}") },
+            () = deadline => tracing::info!("requests still in flight after {}s; closing them", DRAIN.as_secs()),
+        }
+    });
+    Ok(Running { addr, stop, tasks: vec![task] })
 }

@@ -147,7 +147,7 @@ impl ControlPlane {
     pub async fn start(self: Arc<Self>, listen: &str, reconciling: Option<Reconciling>) -> Result<Running, ServeError> {
         let bind = |source| ServeError::Bind { listen: listen.into(), source };
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
-        let mut running = http::spawn(listener, self.clone()).map_err(bind)?;
+        let mut running = http::spawn(listener, api::router(self.clone())).map_err(bind)?;
         if let Some(Reconciling { every, election }) = reconciling {
             let (leader, leading) = tokio::sync::watch::channel(election.is_none());
             if let Some((client, election)) = election {
