@@ -1,6 +1,8 @@
 //! EdDSA (Ed25519) JWTs, the only kind Neon uses (`docs/authentication.md`): verifying the
 //! bearer tokens our callers send, and signing the tokens we hand out (the compute's
-//! `storage_auth_token`, and the one we send to compute_ctl's `/configure`).
+//! `storage_auth_token`, and the one we send to compute_ctl's `/configure`). Tokens are made and
+//! checked by jsonwebtoken (what neon's `libs/utils/src/auth.rs` uses), PEM is read by
+//! rustls-pki-types, keys are ed25519-dalek's.
 //!
 //! Keys are PEM, as `openssl genpkey -algorithm ed25519` writes them: a PKCS#8 private key and
 //! an SPKI public key.
@@ -8,16 +10,19 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::neon::Secret;
 use crate::neon::compute::Jwk;
 
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32-byte key follows.
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 /// The `kid` of the key compute_ctl gets in its `jwks`.
 pub const KEY_ID: &str = "neon-control-plane";
 
@@ -51,46 +56,49 @@ pub enum TokenError {
 #[derive(Debug, Deserialize)]
 struct Claims {
     scope: Option<String>,
-    exp: Option<u64>,
-}
-
-/// Extracts the raw DER of the PEM block labelled `label`.
-fn pem_der(text: &str, label: &'static str, what: &'static str) -> Result<Vec<u8>, KeyError> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let body = text
-        .split_once(&begin)
-        .and_then(|(_, rest)| rest.split_once(&end))
-        .map(|(body, _)| body.split_whitespace().collect::<String>())
-        .ok_or(KeyError::NotPem { what, label })?;
-    STANDARD.decode(body).map_err(|_| KeyError::NotPem { what, label })
 }
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
+/// How incoming tokens are checked, as neon's `JwtAuth::decode` does: EdDSA only, `exp`
+/// optional but enforced (without leeway) when present, no audience.
+fn validation() -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.required_spec_claims.clear();
+    validation.leeway = 0;
+    validation.validate_aud = false;
+    validation
+}
+
 /// The public key incoming bearer tokens must be signed with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PublicKey {
-    raw: [u8; 32],
+    key: ed25519_dalek::VerifyingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PublicKey").field(&URL_SAFE_NO_PAD.encode(self.key.as_bytes())).finish()
+    }
 }
 
 impl PublicKey {
-    pub fn from_pem(text: &str) -> Result<Self, KeyError> {
-        let what = "the JWT public key";
-        let der = pem_der(text, "PUBLIC KEY", what)?;
-        der.strip_prefix(&ED25519_SPKI_PREFIX[..])
-            .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
-            .map(|raw| Self { raw })
-            .ok_or(KeyError::NotEd25519 { what })
+    fn new(key: ed25519_dalek::VerifyingKey) -> Self {
+        Self { decoding: DecodingKey::from_ed_der(key.as_bytes()), key }
     }
 
-    /// The raw key as PEM (SPKI).
+    pub fn from_pem(text: &str) -> Result<Self, KeyError> {
+        let what = "the JWT public key";
+        let der = SubjectPublicKeyInfoDer::from_pem_slice(text.as_bytes()).map_err(|_| KeyError::NotPem { what, label: "PUBLIC KEY" })?;
+        ed25519_dalek::VerifyingKey::from_public_key_der(&der).map(Self::new).map_err(|_| KeyError::NotEd25519 { what })
+    }
+
+    /// The key as PEM (SPKI).
     pub fn to_pem(&self) -> String {
-        let mut der = ED25519_SPKI_PREFIX.to_vec();
-        der.extend_from_slice(&self.raw);
-        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(der))
+        self.key.to_public_key_pem(LineEnding::LF).expect("an Ed25519 key encodes as SPKI")
     }
 
     /// Checks a `Bearer` header value: EdDSA signature, expiry, and a scope among `allowed`.
@@ -104,29 +112,22 @@ impl PublicKey {
 
     /// The `scope` claim of `token`, once its EdDSA signature (by this key) and expiry are checked.
     pub fn scope_of(&self, token: &str) -> Result<Option<String>, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(head), Some(body), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(TokenError::Malformed);
-        };
-        let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed);
-        let header: Value = serde_json::from_slice(&decode(head)?).map_err(|_| TokenError::Malformed)?;
-        if header["alg"] != "EdDSA" {
-            return Err(TokenError::Algorithm);
+        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation()) {
+            Ok(data) => Ok(data.claims.scope),
+            Err(error) => Err(match error.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+                _ => TokenError::Malformed,
+            }),
         }
-        signature::UnparsedPublicKey::new(&signature::ED25519, &self.raw)
-            .verify(format!("{head}.{body}").as_bytes(), &decode(sig)?)
-            .map_err(|_| TokenError::Signature)?;
-        let claims: Claims = serde_json::from_slice(&decode(body)?).map_err(|_| TokenError::Malformed)?;
-        if claims.exp.is_some_and(|exp| exp < now()) {
-            return Err(TokenError::Expired);
-        }
-        Ok(claims.scope)
     }
 }
 
 /// The private key the control plane signs tokens with.
 pub struct SigningKey {
-    pair: Ed25519KeyPair,
+    key: ed25519_dalek::SigningKey,
+    encoding: EncodingKey,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -136,38 +137,33 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// A fresh key as PKCS#8 PEM (v2, with the public key), which [`SigningKey::from_pem`] and
-    /// openssl read.
+    /// A fresh key as PKCS#8 PEM, which [`SigningKey::from_pem`] and openssl read.
     pub fn generate_pem(rng: &dyn ring::rand::SecureRandom) -> Result<Secret, ring::error::Unspecified> {
-        let der = Ed25519KeyPair::generate_pkcs8(rng)?;
-        let body = STANDARD.encode(der.as_ref());
-        let lines: Vec<&str> = body.as_bytes().chunks(64).map(|line| std::str::from_utf8(line).expect("base64 is ASCII")).collect();
-        Ok(Secret(format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"))))
+        let mut seed = [0u8; 32];
+        rng.fill(&mut seed)?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        Ok(Secret(key.to_pkcs8_pem(LineEnding::LF).map_err(|_| ring::error::Unspecified)?.to_string()))
     }
 
     pub fn from_pem(text: &str) -> Result<Self, KeyError> {
         let what = "the JWT private key";
-        let der = pem_der(text, "PRIVATE KEY", what)?;
-        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map(|pair| Self { pair }).map_err(|_| KeyError::NotEd25519 { what })
+        let der = PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes()).map_err(|_| KeyError::NotPem { what, label: "PRIVATE KEY" })?;
+        let key = ed25519_dalek::SigningKey::from_pkcs8_der(der.secret_pkcs8_der()).map_err(|_| KeyError::NotEd25519 { what })?;
+        Ok(Self { encoding: EncodingKey::from_ed_der(der.secret_pkcs8_der()), key })
     }
 
     pub fn public_key(&self) -> PublicKey {
-        let raw = <[u8; 32]>::try_from(self.pair.public_key().as_ref()).expect("Ed25519 public keys are 32 bytes");
-        PublicKey { raw }
+        PublicKey::new(self.key.verifying_key())
     }
 
     /// The public half as the JWK compute_ctl verifies `/configure` calls with.
     pub fn jwk(&self) -> Jwk {
-        Jwk::ed25519(KEY_ID, URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref()))
+        Jwk::ed25519(KEY_ID, URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes()))
     }
 
     pub fn sign(&self, claims: &impl Serialize) -> Secret {
-        let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": KEY_ID});
-        let encode = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
-        let claims = serde_json::to_value(claims).expect("claims serialize to JSON");
-        let signing_input = format!("{}.{}", encode(&header), encode(&claims));
-        let signature = URL_SAFE_NO_PAD.encode(self.pair.sign(signing_input.as_bytes()).as_ref());
-        Secret(format!("{signing_input}.{signature}"))
+        let header = Header { kid: Some(KEY_ID.into()), ..Header::new(Algorithm::EdDSA) };
+        Secret(jsonwebtoken::encode(&header, claims, &self.encoding).expect("an Ed25519 key signs any JSON claims"))
     }
 
     /// The token a compute uses as its password to pageservers and safekeepers: scope
