@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::PhaseName;
+use crate::output::OutputMode;
+use crate::phase::PhaseName;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,15 +61,6 @@ pub struct GlobalArgs {
     /// Output style: human (progress bars, TTY), plain (one line per event), json (NDJSON on stdout)
     #[arg(long, global = true, value_enum, default_value_t = OutputMode::Auto, env = "NEONCTL_AWS_OUTPUT")]
     pub output: OutputMode,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputMode {
-    /// human on a terminal, plain otherwise (and whenever CI is set)
-    Auto,
-    Human,
-    Plain,
-    Json,
 }
 
 #[derive(Debug, Args, Clone, Default)]

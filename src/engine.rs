@@ -15,59 +15,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use clap::ValueEnum;
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::calls::Calls;
 use crate::config::Config;
 use crate::output::{Event, Outcome, PhaseReporter, PlannedAction, Reporter};
+pub use crate::phase::PhaseName;
 use crate::state::{PhaseRecord, PhaseStatus, State, StateError, StateStore};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum PhaseName {
-    Build,
-    Images,
-    Infra,
-    Push,
-    Deploy,
-    Teardown,
-}
-
-impl PhaseName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PhaseName::Build => "build",
-            PhaseName::Images => "images",
-            PhaseName::Infra => "infra",
-            PhaseName::Push => "push",
-            PhaseName::Deploy => "deploy",
-            PhaseName::Teardown => "teardown",
-        }
-    }
-
-    /// The phases whose results this one consumes.
-    pub fn deps(self) -> &'static [PhaseName] {
-        match self {
-            PhaseName::Build | PhaseName::Infra | PhaseName::Teardown => &[],
-            PhaseName::Images => &[PhaseName::Build],
-            PhaseName::Push => &[PhaseName::Images, PhaseName::Infra],
-            PhaseName::Deploy => &[PhaseName::Push, PhaseName::Infra],
-        }
-    }
-
-    /// What `up` runs, in an order where every phase comes after its deps.
-    pub const UP: [PhaseName; 5] = [PhaseName::Build, PhaseName::Infra, PhaseName::Images, PhaseName::Push, PhaseName::Deploy];
-}
-
-impl std::fmt::Display for PhaseName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What a phase would do.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod exit;
 pub mod k8s;
 pub mod output;
+pub mod phase;
 pub mod phases;
 pub mod platform;
 pub mod render;

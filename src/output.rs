@@ -14,8 +14,17 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::calls::CallCount;
-use crate::cli::OutputMode;
-use crate::engine::PhaseName;
+use crate::phase::PhaseName;
+
+/// How events are shown: `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputMode {
+    /// human on a terminal, plain otherwise (and whenever CI is set)
+    Auto,
+    Human,
+    Plain,
+    Json,
+}
 
 /// One thing that happened, in the shape the json output prints it.
 #[derive(Debug, Clone, Serialize, PartialEq)]

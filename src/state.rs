@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::PhaseName;
+use crate::phase::PhaseName;
 
 pub const SCHEMA_VERSION: u32 = 3;
 pub const STATE_FILE: &str = "state.json";
