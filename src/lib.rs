@@ -19,6 +19,7 @@ pub mod phases;
 pub mod platform;
 pub mod render;
 pub mod state;
+pub mod wait;
 
 /// Neon's configuration shapes, shared with the control plane.
 pub use neonctl_contract::neon;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::wait;
+
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -153,19 +155,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(done) = check().await? {
-            return Ok(done);
-        }
-        if started.elapsed() >= timeout {
-            anyhow::bail!(
-                "gave up waiting for {what} after {}s; it may still finish: run the same command again to resume",
-                timeout.as_secs()
-            );
-        }
-        tick(started.elapsed().as_secs());
-        tokio::time::sleep(every).await;
+    let check = || {
+        let checked = check();
+        async move { Ok::<_, anyhow::Error>(checked.await?.map_or(wait::Check::Waiting(()), wait::Check::Done)) }
+    };
+    match wait::poll(timeout, every, check, |(), elapsed| tick(elapsed.as_secs())).await? {
+        wait::Waited::Done(done) => Ok(done),
+        wait::Waited::TimedOut(()) => anyhow::bail!(
+            "gave up waiting for {what} after {}s; it may still finish: run the same command again to resume",
+            timeout.as_secs()
+        ),
     }
 }
 

@@ -9,6 +9,7 @@
 //! `deploy` rolls out in two parts around its bootstrap ([`Applier::apply_components`] twice),
 //! then prunes once over the union of what both applied ([`Applier::prune`]).
 
+use crate::wait::{self, Check, Waited};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -283,27 +284,25 @@ impl Applier {
         let api = self.api(kind, applied.namespace().as_deref());
         let name = applied.name_any();
         let generation = applied.metadata.generation.unwrap_or(0);
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
+        let check = || async {
             let current =
                 api.get(&name).await.map_err(|source| ApplyError::Api { verb: "reading", name: describe(kind, applied), source })?;
             let (ready, progress) = readiness(kind.kind, &current, generation);
-            if ready {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ApplyError::NotReady {
-                    name: describe(kind, applied),
-                    seconds: self.timeout.as_secs(),
-                    progress,
-                    diagnostics: match kind.kind {
-                        "CustomResourceDefinition" => conditions(&current),
-                        _ => self.diagnose(&current).await,
-                    },
-                });
-            }
-            tokio::time::sleep(self.poll).await;
-        }
+            Ok(if ready { Check::Done(()) } else { Check::Waiting((progress, current)) })
+        };
+        let (progress, current) = match wait::poll(self.timeout, self.poll, check, |_, _| {}).await? {
+            Waited::Done(()) => return Ok(()),
+            Waited::TimedOut(last) => last,
+        };
+        Err(ApplyError::NotReady {
+            name: describe(kind, applied),
+            seconds: self.timeout.as_secs(),
+            progress,
+            diagnostics: match kind.kind {
+                "CustomResourceDefinition" => conditions(&current),
+                _ => self.diagnose(&current).await,
+            },
+        })
     }
 
     /// The pods of a workload that is not ready: their state, recent events and last log lines.

@@ -13,6 +13,7 @@ use kube::{Client, ResourceExt};
 
 use super::apply::{ApplyError, MANAGED_BY_LABEL};
 use crate::output::PhaseReporter;
+use crate::wait::{self, Check, Waited};
 
 /// What is still there when the wait ran out (empty when everything is released).
 #[derive(Debug, Default, PartialEq)]
@@ -56,8 +57,7 @@ pub async fn release_cloud_resources(
     step.finish();
 
     let step = reporter.step("wait for load balancers and volumes to be released");
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
+    let check = || async {
         let mut left: Vec<String> = Vec::new();
         for svc in load_balancers(&services).await.map_err(api_error("listing", "services"))? {
             left.push(format!("Service {}/{} (load balancer)", svc.namespace().unwrap_or_default(), svc.name_any()));
@@ -71,14 +71,14 @@ pub async fn release_cloud_resources(
                 left.push(format!("PersistentVolume {} (EBS volume)", volume.name_any()));
             }
         }
-        if left.is_empty() {
+        Ok(if left.is_empty() { Check::Done(()) } else { Check::Waiting(left) })
+    };
+    match wait::poll(timeout, poll, check, |_, _| {}).await? {
+        Waited::Done(()) => {
             step.finish();
-            return Ok(Remaining::default());
+            Ok(Remaining::default())
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(Remaining(left));
-        }
-        tokio::time::sleep(poll).await;
+        Waited::TimedOut(left) => Ok(Remaining(left)),
     }
 }
 

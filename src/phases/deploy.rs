@@ -39,6 +39,7 @@ use crate::neon::Secret;
 use crate::output::{Level, PhaseReporter, PlannedAction, Printer, Style, Verb};
 use crate::render::{RenderInputs, StorconDb};
 use crate::state::{ClusterAccess, DeployRecord, State};
+use crate::wait::{self, Check, Waited};
 
 /// On every pod template: a digest of the Secret values the workloads read, so that a changed
 /// Secret restarts them (it reveals nothing of the values).
@@ -372,29 +373,28 @@ impl Deploy {
         let name = format!("NeonBranch {ns}/{}", branch.name_any());
         let logs = format!("kubectl logs -n {ns} deployment/{}", crate::render::service_account(prefix, "control-plane").1);
         let step = reporter.step(format!("wait for {name} to be Ready (the control plane creates its tenant and timeline)"));
-        let deadline = tokio::time::Instant::now() + self.timeout();
-        let mut last = String::new();
-        loop {
+        let check = || async {
             let current = applier.get(branch).await?.ok_or_else(|| anyhow!("{name} disappeared while deploy waited for it"))?;
             match bootstrap::progress(&current) {
-                Progress::Ready => break,
+                Progress::Ready => Ok(Check::Done(())),
                 Progress::Failed(message) => {
                     anyhow::bail!("{name} failed: {message}. See `{logs}`, fix the cause, and run deploy again")
                 }
-                Progress::Waiting(progress) => {
-                    if progress != last {
-                        reporter.info(format!("{name}: {progress}"));
-                        last = progress;
-                    }
-                }
+                Progress::Waiting(progress) => Ok(Check::Waiting(progress)),
             }
-            if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!(
-                    "{name} was not Ready after {}s: {last}. Check the control plane: `{logs}`; then run deploy again",
-                    self.timeout().as_secs()
-                );
+        };
+        let mut said = String::new();
+        let said_once = |progress: &String, _| {
+            if *progress != said {
+                reporter.info(format!("{name}: {progress}"));
+                said.clone_from(progress);
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        if let Waited::TimedOut(last) = wait::poll(self.timeout(), Duration::from_secs(1), check, said_once).await? {
+            anyhow::bail!(
+                "{name} was not Ready after {}s: {last}. Check the control plane: `{logs}`; then run deploy again",
+                self.timeout().as_secs()
+            );
         }
         step.finish();
         Ok(())
@@ -405,8 +405,7 @@ impl Deploy {
         let name = proxy_service(prefix);
         let api: Api<Service> = Api::namespaced(client.clone(), ns);
         let step = reporter.step(format!("wait for the load balancer of Service {ns}/{name} (minutes on AWS)"));
-        let deadline = tokio::time::Instant::now() + self.timeout();
-        loop {
+        let check = || async {
             let service =
                 api.get(&name).await.map_err(|source| ApplyError::Api { verb: "reading", name: format!("Service {ns}/{name}"), source })?;
             let port = service
@@ -417,20 +416,20 @@ impl Deploy {
                 .and_then(|p| u16::try_from(p.port).ok())
                 .unwrap_or(crate::neon::ports::PROXY_PG);
             let ingress = service.status.and_then(|s| s.load_balancer).and_then(|lb| lb.ingress).unwrap_or_default();
-            if let Some(host) = ingress.into_iter().find_map(|i| i.hostname.filter(|h| !h.is_empty()).or(i.ip.filter(|ip| !ip.is_empty())))
-            {
+            let host = ingress.into_iter().find_map(|i| i.hostname.filter(|h| !h.is_empty()).or(i.ip.filter(|ip| !ip.is_empty())));
+            Ok::<_, ApplyError>(host.map_or(Check::Waiting(()), |host| Check::Done(Address { host, port })))
+        };
+        match wait::poll(self.timeout(), Duration::from_secs(3), check, |(), _| {}).await? {
+            Waited::Done(address) => {
                 step.finish();
-                return Ok(Address { host, port });
+                Ok(address)
             }
-            if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!(
-                    "Service {ns}/{name} has no load balancer address after {}s. See `kubectl describe service -n {ns} {name}` \
-                     (on EKS the AWS Load Balancer Controller or the cloud provider makes it), or check through a port-forward: \
-                     `kubectl port-forward -n {ns} service/{name} 5432` and `neonctl-aws deploy --proxy-address 127.0.0.1:5432`",
-                    self.timeout().as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            Waited::TimedOut(()) => anyhow::bail!(
+                "Service {ns}/{name} has no load balancer address after {}s. See `kubectl describe service -n {ns} {name}` \
+                 (on EKS the AWS Load Balancer Controller or the cloud provider makes it), or check through a port-forward: \
+                 `kubectl port-forward -n {ns} service/{name} 5432` and `neonctl-aws deploy --proxy-address 127.0.0.1:5432`",
+                self.timeout().as_secs()
+            ),
         }
     }
 
@@ -439,27 +438,28 @@ impl Deploy {
     async fn check(&self, connection: &Connection, password: &Secret, reporter: &PhaseReporter) -> anyhow::Result<String> {
         let at = connection.address.to_string();
         let step = reporter.step(format!("select version() through the proxy at {at}"));
-        let deadline = tokio::time::Instant::now() + self.timeout();
+        let check = || async {
+            Ok::<_, anyhow::Error>(match connection.select_version(password, Duration::from_secs(20)).await {
+                Ok(version) => Check::Done(version),
+                Err(e) => Check::Waiting(format!("{e:#}")),
+            })
+        };
         let mut attempts = 0u32;
-        loop {
+        let retrying = |error: &String, _| {
             attempts += 1;
-            let error = match connection.select_version(password, Duration::from_secs(20)).await {
-                Ok(version) => {
-                    step.finish();
-                    return Ok(version);
-                }
-                Err(e) => format!("{e:#}"),
-            };
             let level = if attempts % 6 == 1 { Level::Info } else { Level::Debug };
             reporter.message(level, format!("attempt {attempts} through the proxy at {at} failed, retrying: {error}"));
-            if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!(
-                    "select version() through the proxy at {at} did not succeed within {}s: {error}. Check the proxy, compute and \
-                     control plane logs (`kubectl logs -n <namespace> deployment/<prefix>-proxy`), then run deploy again",
-                    self.timeout().as_secs()
-                );
+        };
+        match wait::poll(self.timeout(), Duration::from_secs(5), check, retrying).await? {
+            Waited::Done(version) => {
+                step.finish();
+                Ok(version)
             }
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            Waited::TimedOut(error) => anyhow::bail!(
+                "select version() through the proxy at {at} did not succeed within {}s: {error}. Check the proxy, compute and \
+                 control plane logs (`kubectl logs -n <namespace> deployment/<prefix>-proxy`), then run deploy again",
+                self.timeout().as_secs()
+            ),
         }
     }
 
