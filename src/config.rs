@@ -137,11 +137,14 @@ pub struct ImagesConfig {
     pub base: String,
     /// Push here instead of ECR: `host[:port]/path`.
     pub registry: Option<String>,
+    /// Ship the binaries without their debug info (kept in `.neonctl-aws/debug/`), as Neon's
+    /// own images do.
+    pub strip: bool,
 }
 
 impl Default for ImagesConfig {
     fn default() -> Self {
-        Self { base: "scratch".into(), registry: None }
+        Self { base: "scratch".into(), registry: None, strip: true }
     }
 }
 

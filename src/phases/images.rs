@@ -7,6 +7,11 @@
 //! non-root user `neon` (1000:1000) it runs as. The compute image (and the pageserver, whose
 //! WAL redo runs `postgres`) adds the staged Postgres v17 with the neon extension.
 //!
+//! With `images.strip` (the default) each binary goes in without its debug info, as Neon's own
+//! images ship them: `objcopy --only-keep-debug` keeps it in `<binary>.debug` (in the debug
+//! directory, `.neonctl-aws/debug/` on apply), `objcopy --strip-debug --add-gnu-debuglink` makes
+//! the binary that goes in, which names that file for a debugger or symbolizer.
+//!
 //! The context is deterministic (sorted entries, mtime 0, root owner), so its sha256 is the
 //! image's content identity: the tag is `<prefix>/<image>:<first 12 hex digits>`, and an image
 //! whose tag the engine already has is not rebuilt.
@@ -47,6 +52,11 @@ pub enum ImagesError {
          (or `cargo build --release`, which builds both)"
     )]
     NoControlPlane { expected: PathBuf },
+    #[error(
+        "could not strip the debug info of {file}: {detail}; images.strip needs `objcopy` (Debian: binutils). Install it, or set \
+         `images: {{strip: false}}` to ship the binaries as built"
+    )]
+    Strip { file: PathBuf, detail: String },
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImagesError + 'a {
@@ -305,7 +315,7 @@ fn add_tree(ctx: &mut Tree, from: &Path, at: &str) -> Result<(), ImagesError> {
 }
 
 /// The root filesystem of one image, naming the host files it reads.
-fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str) -> Result<Tree, ImagesError> {
+fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, debug_dir: Option<&Path>) -> Result<Tree, ImagesError> {
     let mut ctx = Tree::default();
     let scratch = base == "scratch";
     let binary = match spec.binary {
@@ -316,7 +326,11 @@ fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str) -> 
         return Err(ImagesError::MissingArtifact { path: binary });
     }
     let mut elves = vec![binary.clone()];
-    ctx.add(format!("usr/local/bin/{}", spec.binary_name()), Entry::File { from: binary, mode: 0o755 });
+    let installed = format!("usr/local/bin/{}", spec.binary_name());
+    match debug_dir {
+        Some(dir) => ctx.add(installed, Entry::Bytes { data: strip_debug(&binary, spec.binary_name(), dir)?, mode: 0o755 }),
+        None => ctx.add(installed, Entry::File { from: binary, mode: 0o755 }),
+    }
     if let Some(pg) = spec.postgres {
         if !build.pg_install.is_dir() {
             return Err(ImagesError::MissingArtifact { path: build.pg_install.clone() });
@@ -376,8 +390,15 @@ fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str) -> 
 
 /// The build context (the Dockerfile and the image's root filesystem as `rootfs.tar`) and the
 /// bytes of the files in that root filesystem.
-fn context(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, labels: &Labels) -> Result<(Tree, u64), ImagesError> {
-    let fs = rootfs(spec, build, own_exe, base)?;
+fn context(
+    spec: &ImageSpec,
+    build: &BuildRecord,
+    own_exe: &Path,
+    base: &str,
+    labels: &Labels,
+    debug_dir: Option<&Path>,
+) -> Result<(Tree, u64), ImagesError> {
+    let fs = rootfs(spec, build, own_exe, base, debug_dir)?;
     let mut ctx = Tree::default();
     ctx.add("Dockerfile", Entry::Bytes { data: dockerfile(spec, base, labels).into_bytes(), mode: 0o644 });
     ctx.add("rootfs.tar", Entry::Bytes { data: fs.tar()?, mode: 0o644 });
@@ -392,7 +413,15 @@ struct Prepared {
     content_bytes: u64,
 }
 
-fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, prefix: &str, base: &str) -> Result<Prepared, ImagesError> {
+/// What `prepare` needs besides the image: the name prefix, the base, and where stripped debug
+/// info goes (`None`: binaries are not stripped).
+struct Options<'a> {
+    prefix: &'a str,
+    base: &'a str,
+    debug_dir: Option<&'a Path>,
+}
+
+fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, options: &Options<'_>) -> Result<Prepared, ImagesError> {
     let labels = match spec.binary {
         Binary::Built(_) => Labels { source: build.origin.clone(), revision: build.revision.clone(), version: build.version.clone() },
         Binary::ControlPlane => Labels {
@@ -401,11 +430,32 @@ fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, prefix: &str, 
             version: env!("CARGO_PKG_VERSION").into(),
         },
     };
-    let (context, content_bytes) = context(spec, build, own_exe, base, &labels)?;
+    let (context, content_bytes) = context(spec, build, own_exe, options.base, &labels, options.debug_dir)?;
     let tar = context.tar()?;
     let sha256 = hex::encode(Sha256::digest(&tar));
-    let tag = format!("{prefix}/{}:{}", spec.name, &sha256[..12]);
+    let tag = format!("{}/{}:{}", options.prefix, spec.name, &sha256[..12]);
     Ok(Prepared { tar, sha256, tag, content_bytes })
+}
+
+/// `binary` without its debug info, linked (`.gnu_debuglink`) to `<name>.debug`, which is
+/// written to `debug_dir` with that debug info.
+fn strip_debug(binary: &Path, name: &str, debug_dir: &Path) -> Result<Vec<u8>, ImagesError> {
+    let fail = |detail: String| ImagesError::Strip { file: binary.to_path_buf(), detail };
+    std::fs::create_dir_all(debug_dir).map_err(io("creating", debug_dir))?;
+    let debug = debug_dir.join(format!("{name}.debug"));
+    let scratch = tempfile::tempdir_in(debug_dir).map_err(io("creating a temporary directory in", debug_dir))?;
+    let stripped = scratch.path().join(name);
+    let objcopy = |args: &[&std::ffi::OsStr]| -> Result<(), ImagesError> {
+        let out = std::process::Command::new("objcopy").args(args).output().map_err(|e| fail(format!("running objcopy: {e}")))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string())),
+        }
+    };
+    objcopy(&["--only-keep-debug".as_ref(), binary.as_os_str(), debug.as_os_str()])?;
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    objcopy(&["--strip-debug".as_ref(), link.as_ref(), binary.as_os_str(), stripped.as_os_str()])?;
+    std::fs::read(&stripped).map_err(io("reading", &stripped))
 }
 
 pub struct Images;
@@ -444,8 +494,15 @@ impl Images {
             }
         };
         let exe = control_plane_exe(&cx.config.cluster.node_instance_type)?;
+        // The plan strips to learn the tags, and keeps nothing.
+        let scratch = tempfile::tempdir().map_err(io("creating", Path::new("a temporary directory")))?;
+        let options = Options {
+            prefix: &cx.config.prefix,
+            base: &cx.config.images.base,
+            debug_dir: cx.config.images.strip.then_some(scratch.path()),
+        };
         for spec in &SPECS {
-            let prepared = prepare(spec, &build, &exe, &cx.config.prefix, &cx.config.images.base)?;
+            let prepared = prepare(spec, &build, &exe, &options)?;
             let exists = match &docker {
                 Some(docker) => docker.image(&prepared.tag).await?.is_some(),
                 None => false,
@@ -474,8 +531,10 @@ impl Images {
                 "{CA_CERTIFICATES} is missing: the images get no CA certificates and cannot verify TLS; install ca-certificates"
             ));
         }
+        let debug_dir = cx.state_dir().join("debug");
+        let options = Options { prefix: &cx.config.prefix, base, debug_dir: cx.config.images.strip.then_some(debug_dir.as_path()) };
         for spec in &SPECS {
-            let Prepared { tar, sha256, tag, content_bytes } = prepare(spec, &build, &exe, &cx.config.prefix, base)?;
+            let Prepared { tar, sha256, tag, content_bytes } = prepare(spec, &build, &exe, &options)?;
             let existing = docker.image(&tag).await?;
             let image = match existing {
                 Some(image) => image,
@@ -595,7 +654,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let build = fake_build(dir.path());
         let compute = &SPECS[5];
-        let fs = rootfs(compute, &build, Path::new("/bin/true"), "scratch").unwrap();
+        let fs = rootfs(compute, &build, Path::new("/bin/true"), "scratch", None).unwrap();
         for path in [
             "usr/local/bin/compute_ctl",
             "usr/local/bin/postgres",
@@ -615,7 +674,7 @@ mod tests {
         assert!(fs.entries.keys().any(|k| k.contains("ld-linux")), "the loader is in the closure");
 
         let first = fs.tar().unwrap();
-        let again = rootfs(compute, &build, Path::new("/bin/true"), "scratch").unwrap().tar().unwrap();
+        let again = rootfs(compute, &build, Path::new("/bin/true"), "scratch", None).unwrap().tar().unwrap();
         assert_eq!(Sha256::digest(&first), Sha256::digest(&again));
         let mut archive = tar::Archive::new(first.as_slice());
         let mut paths = Vec::new();
@@ -632,7 +691,7 @@ mod tests {
         assert_eq!(paths, sorted, "entries are in path order");
         assert!(paths.contains(&"usr".to_string()), "parent directories are explicit");
 
-        let (context, content_bytes) = context(compute, &build, Path::new("/bin/true"), "scratch", &labels()).unwrap();
+        let (context, content_bytes) = context(compute, &build, Path::new("/bin/true"), "scratch", &labels(), None).unwrap();
         assert_eq!(context.entries.keys().collect::<Vec<_>>(), ["Dockerfile", "rootfs.tar"]);
         assert!(content_bytes > 2 * std::fs::metadata("/bin/true").unwrap().len() && content_bytes < first.len() as u64);
         assert_eq!(context.entries["rootfs.tar"], Entry::Bytes { data: first, mode: 0o644 });
@@ -648,11 +707,11 @@ mod tests {
         cc(&["-shared", "-fPIC", "-Wl,-soname,libstub.so.1", "-o", "pg/lib/libstub.so.1", "stub.c"]);
         // Linked against the library with an rpath that no longer exists, as after moving a build.
         cc(&["-o", "pg/bin/postgres", "main.c", "-Lpg/lib", "-l:libstub.so.1", "-Wl,-rpath,/nonexistent/pg_install/v17/lib"]);
-        let fs = rootfs(&SPECS[5], &build, Path::new("/bin/true"), "scratch").unwrap();
+        let fs = rootfs(&SPECS[5], &build, Path::new("/bin/true"), "scratch", None).unwrap();
         assert!(fs.contains("usr/local/lib/libstub.so.1"));
 
         std::fs::remove_file(dir.path().join("pg/lib/libstub.so.1")).unwrap();
-        let err = rootfs(&SPECS[5], &build, Path::new("/bin/true"), "scratch").unwrap_err().to_string();
+        let err = rootfs(&SPECS[5], &build, Path::new("/bin/true"), "scratch", None).unwrap_err().to_string();
         assert!(err.contains("needs libstub.so.1, which `ldd` cannot find"), "{err}");
     }
 
@@ -660,10 +719,40 @@ mod tests {
     fn a_base_image_gets_only_the_binary_and_postgres() {
         let dir = tempfile::tempdir().unwrap();
         let build = fake_build(dir.path());
-        let fs = rootfs(&SPECS[0], &build, Path::new("/bin/true"), "debian:bookworm-slim").unwrap();
+        let fs = rootfs(&SPECS[0], &build, Path::new("/bin/true"), "debian:bookworm-slim", None).unwrap();
         assert!(fs.contains("usr/local/bin/pageserver"));
         assert!(fs.contains("usr/local/v17/bin/postgres"));
         assert!(!fs.entries.keys().any(|k| k.contains("libc.so") || k.starts_with("home") || k.contains("passwd")));
+    }
+
+    /// A binary built with debug info goes in without it, linked to the `.debug` file kept in
+    /// the debug directory; the same binary strips to the same bytes (the same tag).
+    #[test]
+    fn stripped_binaries_keep_their_debug_info_beside() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = fake_build(dir.path());
+        let source = dir.path().join("main.c");
+        std::fs::write(&source, "int main(void) { return 0; }\n").unwrap();
+        let binary = &build.artifacts["safekeeper"].path;
+        let cc = std::process::Command::new("cc").arg("-g").arg("-o").arg(binary).arg(&source).status().unwrap();
+        assert!(cc.success());
+        let has = |bytes: &[u8], name: &str| bytes.windows(name.len()).any(|w| w == name.as_bytes());
+        let built = std::fs::read(binary).unwrap();
+        assert!(has(&built, ".debug_info"));
+
+        let debug_dir = dir.path().join("debug");
+        let fs = rootfs(&SPECS[1], &build, Path::new("/bin/true"), "scratch", Some(&debug_dir)).unwrap();
+        let Entry::Bytes { data, mode: 0o755 } = &fs.entries["usr/local/bin/safekeeper"] else { panic!("the stripped binary") };
+        assert!(!has(data, ".debug_info") && has(data, ".gnu_debuglink") && has(data, "safekeeper.debug"));
+        assert!(data.len() < built.len());
+        let debug = std::fs::read(debug_dir.join("safekeeper.debug")).unwrap();
+        assert!(has(&debug, ".debug_info"), "the debug info is kept");
+        let again = rootfs(&SPECS[1], &build, Path::new("/bin/true"), "scratch", Some(&debug_dir)).unwrap();
+        assert_eq!(again.entries["usr/local/bin/safekeeper"], fs.entries["usr/local/bin/safekeeper"]);
+        assert_eq!(std::fs::read_dir(&debug_dir).unwrap().count(), 1, "nothing but the debug file is left behind");
+
+        let unstripped = rootfs(&SPECS[1], &build, Path::new("/bin/true"), "scratch", None).unwrap();
+        assert_eq!(unstripped.entries["usr/local/bin/safekeeper"], Entry::File { from: binary.clone(), mode: 0o755 });
     }
 
     #[test]
@@ -671,12 +760,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let build = fake_build(dir.path());
         let exe = Path::new("/bin/true");
-        let a = prepare(&SPECS[1], &build, exe, "neon", "scratch").unwrap();
+        let options = Options { prefix: "neon", base: "scratch", debug_dir: None };
+        let a = prepare(&SPECS[1], &build, exe, &options).unwrap();
         assert_eq!(a.tag, format!("neon/safekeeper:{}", &a.sha256[..12]));
-        assert_eq!(prepare(&SPECS[1], &build, exe, "neon", "scratch").unwrap().tag, a.tag);
+        assert_eq!(prepare(&SPECS[1], &build, exe, &options).unwrap().tag, a.tag);
         std::fs::copy("/bin/false", &build.artifacts["safekeeper"].path).unwrap();
-        assert_ne!(prepare(&SPECS[1], &build, exe, "neon", "scratch").unwrap().tag, a.tag);
+        assert_ne!(prepare(&SPECS[1], &build, exe, &options).unwrap().tag, a.tag);
         let missing = BuildRecord { artifacts: BTreeMap::new(), ..build };
-        assert!(matches!(prepare(&SPECS[1], &missing, exe, "neon", "scratch"), Err(ImagesError::MissingArtifact { .. })));
+        assert!(matches!(prepare(&SPECS[1], &missing, exe, &options), Err(ImagesError::MissingArtifact { .. })));
     }
 }

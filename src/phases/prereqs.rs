@@ -184,6 +184,8 @@ pub enum Item {
     Lib(Lib),
     Git,
     Mold,
+    /// Strips the binaries that go into images (`images.strip`).
+    Objcopy,
     Docker,
     AwsCredentials,
 }
@@ -228,6 +230,7 @@ impl Item {
             Item::Lib(lib) => lib.module(),
             Item::Git => "git",
             Item::Mold => "mold",
+            Item::Objcopy => "objcopy",
             Item::Docker => "docker",
             Item::AwsCredentials => "aws credentials",
         }
@@ -246,6 +249,7 @@ impl Item {
             Item::PkgConfig => Some("pkg-config"),
             Item::Git => Some("git"),
             Item::Mold => Some("mold"),
+            Item::Objcopy => Some("objcopy"),
             Item::NeonToolchain | Item::Lib(_) | Item::Docker | Item::AwsCredentials => None,
         }
     }
@@ -284,7 +288,7 @@ fn items_for(phase: PhaseName, family: Family) -> Vec<(Item, bool)> {
             items.extend([(Item::Git, true), (Item::Mold, false)]);
             items
         }
-        PhaseName::Images => vec![(Item::Docker, true)],
+        PhaseName::Images => vec![(Item::Objcopy, true), (Item::Docker, true)],
         PhaseName::Push => vec![(Item::Docker, true), (Item::AwsCredentials, true)],
         PhaseName::Infra | PhaseName::Deploy | PhaseName::Teardown => vec![(Item::AwsCredentials, true)],
     }
@@ -726,6 +730,7 @@ fn packages(family: Family, item: Item) -> &'static [&'static str] {
         (_, Rustc | Cargo | NeonToolchain | Docker | AwsCredentials) | (Family::Unknown, _) => &[],
         (_, Git) => &["git"],
         (_, Mold) => &["mold"],
+        (_, Item::Objcopy) => &["binutils"],
         (Family::Debian, Protoc) => &["protobuf-compiler", "libprotobuf-dev"],
         (Family::Debian, Clang) => &["clang"],
         (Family::Debian, Make) => &["build-essential", "libtool"],
@@ -1099,7 +1104,7 @@ PRETTY_NAME="Alpine Linux v3.21"
     #[test]
     fn each_phase_needs_its_own_things() {
         let items = |phases: &[PhaseName], family| needs(phases, family).into_iter().map(|n| n.item).collect::<Vec<_>>();
-        assert_eq!(items(&[PhaseName::Images], Family::Debian), [Item::Docker]);
+        assert_eq!(items(&[PhaseName::Images], Family::Debian), [Item::Objcopy, Item::Docker]);
         assert_eq!(items(&[PhaseName::Push], Family::Debian), [Item::Docker, Item::AwsCredentials]);
         assert_eq!(items(&[PhaseName::Teardown], Family::Debian), [Item::AwsCredentials]);
         let build = items(&[PhaseName::Build], Family::Debian);
@@ -1172,6 +1177,7 @@ PRETTY_NAME="Alpine Linux v3.21"
             ("pkg-config --modversion libcurl", "7.88.1\n"),
             ("pkg-config --modversion icu-uc", "72.1\n"),
             ("git --version", "git version 2.47.3"),
+            ("objcopy --version", "GNU objcopy (GNU Binutils for Debian) 2.40"),
         ]);
         fake.aws = Ok("environment AKIA…PLE".into());
         fake
@@ -1207,6 +1213,7 @@ PRETTY_NAME="Alpine Linux v3.21"
         icu-uc 72.1 Ok 
         git 2.47.3 Ok 
         mold - Recommended 
+        objcopy 2.40 Ok 
         docker - Missing cannot reach the Docker Engine at unix:///var/run/docker.sock: No such file or directory
         aws credentials environment AKIA…PLE Ok
         ");

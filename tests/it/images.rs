@@ -113,6 +113,25 @@ fn images_from_scratch_run_their_binaries_and_push_to_a_registry_once() {
         json_events(&plan).into_iter().filter_map(|e| e["actions"].as_array().cloned()).flatten().collect();
     assert!(planned.is_empty(), "no image is rebuilt for a CLI change: {planned:?}");
 
+    // images.strip (the default): each binary goes in without its debug info (neon builds with
+    // `debug = true`, as the fixture does), which stays in .neonctl-aws/debug/ for symbolizing.
+    let sections = |file: &std::path::Path| -> String {
+        let out = Command::new("readelf").args(["-S", "-W"]).arg(file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let built = std::path::PathBuf::from(state["build"]["artifacts"]["pageserver"]["path"].as_str().unwrap());
+    assert!(sections(&built).contains(".debug_info"), "the fixture builds with debug info");
+    assert!(sections(&wd.path().join(".neonctl-aws/debug/pageserver.debug")).contains(".debug_info"), "the debug info is kept");
+    let container = docker(&["create", images["pageserver"]["tag"].as_str().unwrap()]);
+    let container = String::from_utf8_lossy(&container.stdout).trim().to_string();
+    let copy = tempfile::tempdir().unwrap();
+    let copied = docker(&["cp", &format!("{container}:/usr/local/bin/pageserver"), &copy.path().display().to_string()]);
+    docker(&["rm", &container]);
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    let shipped = sections(&copy.path().join("pageserver"));
+    assert!(!shipped.contains(".debug_info") && shipped.contains(".gnu_debuglink"), "the image's pageserver is stripped: {shipped}");
+
     // Postgres in the compute image (and the pageserver's WAL redo copy) runs too.
     let compute = images["compute"]["tag"].as_str().unwrap();
     let run = docker(&["run", "--rm", "--network", "none", "--entrypoint", "/usr/local/bin/postgres", compute, "--version"]);

@@ -73,7 +73,13 @@ impl NeonFixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let members: Vec<String> = BINARIES.iter().map(|b| format!("\"{b}\"")).collect();
-        write(&root.join("Cargo.toml"), &format!("[workspace]\nmembers = [{}]\nresolver = \"2\"\n", members.join(", ")));
+        write(
+            &root.join("Cargo.toml"),
+            &format!(
+                "[workspace]\nmembers = [{}]\nresolver = \"2\"\n\n# As neon's own Cargo.toml: full debug info for its binaries, none for dependencies.\n[profile.release]\ndebug = true\n\n[profile.release.package.\"*\"]\ndebug = false\n",
+                members.join(", ")
+            ),
+        );
         for bin in BINARIES {
             write(
                 &root.join(bin).join("Cargo.toml"),
