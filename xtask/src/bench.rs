@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: the numbers issue #4 sets goals for, measured end to end with the
-//! real binary, the Docker Engine and a loopback registry.
+//! release binaries, the Docker Engine and a loopback registry.
 //!
+//! - image bytes with `images.strip` (the default) and without, per image: the control plane's
+//!   goal is ≤ 20 MB;
 //! - image bytes ÷ bytes of the files put in (binary, libraries, Postgres, certificates), per
 //!   image: goal ≤ 1.15;
 //! - bytes a second `push` uploads: goal 0;
@@ -21,22 +23,25 @@ mod stand_ins;
 
 use neon_fixture::{BINARIES, CURRENT_TOOLCHAIN, NeonFixture};
 
-pub fn run(args: Vec<String>) -> Result<()> {
+/// The control plane's image, at most.
+const CONTROL_PLANE_IMAGE_GOAL: u64 = 20_000_000;
+
+pub fn run(binaries: &Path, args: Vec<String>) -> Result<()> {
     let neon_src = match args.as_slice() {
         [] => None,
         [flag, path] if flag == "--neon-src" => Some(PathBuf::from(path)),
         _ => bail!("usage: cargo xtask bench [--neon-src PATH]"),
     };
-    let status = super::cargo().args(["build", "--quiet", "--bin", "neonctl-aws"]).status().context("building neonctl-aws")?;
-    if !status.success() {
-        bail!("building neonctl-aws failed");
-    }
-    let bin = super::project_root().join("target/debug/neonctl-aws");
+    let bin = binaries.join("neonctl-aws");
     let fixture = neon_src.is_none().then(|| NeonFixture::new(CURRENT_TOOLCHAIN));
     let src = neon_src.unwrap_or_else(|| fixture.as_ref().expect("made above").path().to_path_buf());
     let work = tempfile::tempdir()?;
     let registry = stand_ins::Registry::start();
-    std::fs::write(work.path().join("neonctl-aws.yaml"), format!("images:\n  registry: 127.0.0.1:{}/bench\n", registry.port))?;
+    let config = |strip: bool| {
+        let text = format!("images:\n  registry: 127.0.0.1:{}/bench\n  strip: {strip}\n", registry.port);
+        std::fs::write(work.path().join("neonctl-aws.yaml"), text)
+    };
+    config(true)?;
     let neonctl = |args: &[&str]| -> Result<Output> {
         let out = Command::new(&bin).args(args).args(["--output", "json"]).current_dir(work.path()).output()?;
         if !out.status.success() {
@@ -56,16 +61,23 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let first_push = uploaded(&neonctl(&["push"])?)?;
     let second_push = uploaded(&neonctl(&["push"])?)?;
     let state = read_state(work.path())?;
+    config(false)?;
+    neonctl(&["images"])?;
+    let unstripped = read_state(work.path())?["images"].as_object().context("no images in the state")?.clone();
 
-    println!("{:<20} {:>14} {:>14} {:>7}", "image", "image bytes", "content bytes", "ratio");
+    println!("{:<20} {:>14} {:>14} {:>14} {:>7}", "image", "image bytes", "not stripped", "content bytes", "ratio");
     let mut worst: f64 = 0.0;
     for (name, record) in &images {
         let size = record["size"].as_u64().unwrap_or_default();
+        let whole = unstripped.get(name).and_then(|r| r["size"].as_u64()).unwrap_or_default();
         let content = record["content_bytes"].as_u64().unwrap_or(1).max(1);
         let ratio = size as f64 / content as f64;
         worst = worst.max(ratio);
-        println!("{name:<20} {size:>14} {content:>14} {ratio:>7.3}");
+        println!("{name:<20} {size:>14} {whole:>14} {content:>14} {ratio:>7.3}");
     }
+    let control_plane = images.get("control-plane").and_then(|r| r["size"].as_u64()).unwrap_or_default();
+    println!();
+    println!("control-plane image        {control_plane} bytes, stripped   (goal <= {CONTROL_PLANE_IMAGE_GOAL})");
     println!();
     println!("worst image ratio          {worst:.3}   (goal <= 1.15)");
     println!("bytes uploaded, first push {first_push}");
@@ -77,7 +89,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         noop_cargo.as_secs_f64()
     );
 
-    let mut tags: Vec<String> = images.values().filter_map(|r| r["tag"].as_str().map(str::to_string)).collect();
+    let mut tags: Vec<String> = images.values().chain(unstripped.values()).filter_map(|r| r["tag"].as_str().map(str::to_string)).collect();
     tags.extend(state["push"].as_object().into_iter().flatten().filter_map(|(_, r)| r["tag"].as_str().map(str::to_string)));
     let _ = Command::new("docker").arg("rmi").arg("-f").args(&tags).output();
     Ok(())
