@@ -170,6 +170,20 @@ neonctl-aws status --kubeconfig ./kubeconfig --context my-cluster"
     )]
     Status(StatusArgs),
 
+    /// Create, list, inspect and delete branches: copy-on-write children of a branch's data
+    #[command(
+        long_about = "A branch is a NeonBranch object in the deployment's namespace: a copy-on-write child \
+of its parent's timeline (at its last record, or at an LSN) with the parent's roles and databases. The \
+control plane creates its timeline in Neon's storage and reports Ready; deleting the object deletes the \
+timeline (never while another branch branches from it). `kubectl apply -f branch.yaml` does the same as \
+these commands. The cluster is the one the last deploy used (or the EKS cluster of `infra`, or \
+--kubeconfig/--context).",
+        after_help = "Examples:\n  neonctl-aws branches list\n  neonctl-aws branches create dev\n  \
+neonctl-aws branches create before-migration --parent main --at 0/16B5A50\n  \
+neonctl-aws branches get dev --output json\n  neonctl-aws branches delete dev"
+    )]
+    Branches(BranchesArgs),
+
     /// Write or merge a kubectl context for the EKS cluster; kubectl then needs no aws CLI
     #[command(after_help = "The context's user runs `neonctl-aws token` as its exec plugin.\n\n\
 Examples:\n  neonctl-aws kubeconfig\n  neonctl-aws kubeconfig --file ./kubeconfig --context neon-staging")]
@@ -290,6 +304,65 @@ pub struct StatusArgs {
     /// local end of `kubectl port-forward svc/<prefix>-proxy 5432`)
     #[arg(long, value_name = "HOST:PORT")]
     pub proxy_address: Option<String>,
+}
+
+/// Which cluster a command talks to.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClusterArgs {
+    /// Use the cluster of this kubeconfig instead of the one the state records
+    #[arg(long, value_name = "FILE", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context [default: its current context]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BranchesArgs {
+    #[command(subcommand)]
+    pub command: BranchesCommand,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// How long to wait for the control plane, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, global = true)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BranchesCommand {
+    /// Every branch: parent, branch point, phase, readiness, creation time
+    List,
+    /// One branch, with its tenant and timeline ids
+    Get {
+        /// The branch's name
+        name: String,
+    },
+    /// Branch from a parent's data, copy-on-write, and wait until it is ready
+    Create(BranchCreateArgs),
+    /// Delete a branch and its timeline (never `main`, never a branch others branch from)
+    Delete(BranchDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BranchCreateArgs {
+    /// The new branch's name: a DNS label (lowercase letters, digits, '-'; at most 63)
+    pub name: String,
+    /// The branch to branch from
+    #[arg(long, default_value = "main")]
+    pub parent: String,
+    /// Branch from the parent as of this LSN (e.g. 0/16B5A50) instead of its last record
+    #[arg(long, value_name = "LSN")]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct BranchDeleteArgs {
+    /// The branch to delete
+    pub name: String,
+    #[command(flatten)]
+    pub plan: PlanFlag,
 }
 
 #[derive(Debug, Args)]

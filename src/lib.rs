@@ -145,6 +145,11 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             neonctl_control_plane::serve(args).await?;
             return Ok(Finished::ok());
         }
+        Command::Branches(args) => {
+            let config = load_config(None)?;
+            let code = phases::branches::run(args, &config, &global.state_dir, &printer).await?;
+            return Ok(Finished { code, calls: Default::default() });
+        }
         Command::Status(args) => {
             let config = load_config(None)?;
             let code = phases::status::run(args, &config, &global.state_dir, &printer).await?;

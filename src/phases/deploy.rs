@@ -13,7 +13,7 @@
 //! Secrets are generated once and kept ([`secrets`]); the branch keeps its tenant and timeline
 //! ([`bootstrap`]). The state records names, ids and addresses, never a value.
 
-mod bootstrap;
+pub(crate) mod bootstrap;
 pub mod connect;
 pub mod secrets;
 mod tls;

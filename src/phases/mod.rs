@@ -1,5 +1,6 @@
 //! One module per subcommand. Graph phases implement [`crate::engine::Phase`].
 
+pub mod branches;
 pub mod build;
 pub mod deploy;
 pub mod iam_policy;

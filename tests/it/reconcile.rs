@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::controlplane::{StandIn, TENANT, TIMELINE, call, jwt_claims, key_pem, node};
 use crate::fake_kube::FakeKube;
 use crate::stand_ins::free_port;
-use crate::support::{Workdir, stderr};
+use crate::support::{Workdir, json_events, stderr, stdout};
 
 const API_VERSION: &str = "neonctl-aws.dev/v1alpha1";
 const NAMESPACE: &str = "neon";
@@ -685,6 +685,99 @@ async fn deleting_a_branch_deletes_its_timeline_then_its_tenant_with_the_last_br
         "the child's timeline, then the parent's, then the tenant with its last branch"
     );
     server.stop().await;
+}
+
+/// `neonctl-aws branches` against the running operator: create (from the head or an LSN, and
+/// again: the same branch), list, refuse what would lose data or cannot be, delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_branches_commands_drive_the_operator() {
+    use neonctl_control_plane::Reconciling;
+
+    let harness = Harness::start(false).await;
+    let (control_plane, first) = harness.control_plane().await;
+    first.stop().await;
+    let running =
+        control_plane.start("127.0.0.1:0", Some(Reconciling { every: Duration::from_millis(200), election: None })).await.unwrap();
+    harness.storcon.set_hooks(format!("http://{}/storage", running.addr()));
+    let wd = Workdir::new();
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {NAMESPACE}\n")).unwrap();
+    let kubeconfig = harness.kube.kubeconfig(wd.path()).display().to_string();
+    let cli = |args: &[&str]| {
+        let mut cmd = wd.cmd(&[&["branches"], args, &["--kubeconfig", &kubeconfig, "--timeout", "20"]].concat());
+        async move { tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap() }
+    };
+
+    let out = cli(&["create", "dev"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("branch dev is ready"), "{}", stdout(&out));
+    let dev = harness.kube.get(API_VERSION, "neonbranches", Some(NAMESPACE), "dev").unwrap();
+    let dev_timeline = dev["spec"]["timelineId"].as_str().unwrap().to_string();
+    assert_eq!((dev["spec"]["tenantId"].as_str(), dev["spec"]["parentTimelineId"].as_str()), (Some(TENANT), Some(TIMELINE)));
+    assert_eq!(dev["spec"]["roles"], json!([{"name": "alice", "verifier": dev["spec"]["roles"][0]["verifier"]}]), "the parent's roles");
+    let created = |timeline: &str| {
+        harness.storcon.calls().into_iter().find(|c| c.path.ends_with("/timeline") && c.body["new_timeline_id"] == timeline).map(|c| c.body)
+    };
+    assert_eq!(created(&dev_timeline).unwrap()["ancestor_timeline_id"], TIMELINE);
+
+    let out = cli(&["create", "before", "--parent", "dev", "--at", "0/16B5A50"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let before = harness.kube.get(API_VERSION, "neonbranches", Some(NAMESPACE), "before").unwrap();
+    let body = created(before["spec"]["timelineId"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (body["ancestor_timeline_id"].as_str(), body["ancestor_start_lsn"].as_str()),
+        (Some(dev_timeline.as_str()), Some("0/16B5A50"))
+    );
+
+    // The same create again is the same branch; a different one under that name is refused.
+    let again = cli(&["create", "dev"]).await;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(harness.kube.get(API_VERSION, "neonbranches", Some(NAMESPACE), "dev").unwrap()["spec"]["timelineId"], dev_timeline.as_str());
+    let other = cli(&["create", "dev", "--at", "0/1"]).await;
+    assert_eq!(other.status.code(), Some(2));
+    assert!(stderr(&other).contains("already exists in namespace neon with another parent or LSN"), "{}", stderr(&other));
+    for (args, says) in [
+        (&["create", "Dev_1"][..], "branch name \"Dev_1\" is not valid"),
+        (&["create", "x", "--at", "yesterday"][..], "is not an LSN"),
+        (&["create", "x", "--parent", "nope"][..], "there is no branch nope in namespace neon"),
+        (&["delete", "main"][..], "branch main is the deployment's own"),
+        (&["delete", "dev"][..], "branch dev has child branches (before)"),
+    ] {
+        let out = cli(args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+
+    let list = cli(&["list", "--output", "json"]).await;
+    assert!(list.status.success(), "{}", stderr(&list));
+    let rows = json_events(&list).into_iter().find(|e| e["kind"] == "branches").expect("the branches result")["data"].clone();
+    let summary: Vec<(String, Value, Value, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["parent"].clone(),
+                r["branched_at_lsn"].clone(),
+                r["ready"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("before".into(), json!("dev"), json!("0/16B5A50"), "True".into()),
+            ("dev".into(), json!("main"), Value::Null, "True".into()),
+            ("main".into(), Value::Null, Value::Null, "True".into()),
+        ]
+    );
+
+    let out = cli(&["delete", "before"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(harness.kube.get(API_VERSION, "neonbranches", Some(NAMESPACE), "before").is_none());
+    let deleted: Vec<String> = paths(&harness.storcon.calls()).into_iter().filter(|p| p.starts_with("DELETE")).collect();
+    assert_eq!(deleted, [format!("DELETE /v1/tenant/{TENANT}/timeline/{}", before["spec"]["timelineId"].as_str().unwrap())]);
+    running.stop().await;
 }
 
 /// An endpoint made after its branch turned Ready (what `deploy` and kubectl do, in that

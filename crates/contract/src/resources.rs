@@ -43,6 +43,8 @@ pub mod phase {
 
 /// A 32-hex-digit Neon id (tenant, timeline), as `libs/utils/src/id.rs` prints them.
 const HEX_ID: &str = "^[0-9a-f]{32}$";
+/// An LSN as neon's `Lsn` reads it (`libs/utils/src/lsn.rs`: two hex halves, `X/Y`).
+pub const LSN: &str = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$";
 
 /// A NeonBranch's wish: the tenant and timeline it names, how to make the timeline, and the roles
 /// and databases its computes get.
@@ -79,6 +81,11 @@ pub struct BranchSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(HEX_ID))]
     pub parent_timeline_id: Option<String>,
+    /// Branch from the parent as of this LSN (`X/Y`, hex, as Postgres prints them); none: its
+    /// last record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(LSN))]
+    pub ancestor_start_lsn: Option<String>,
     #[serde(default)]
     pub roles: Vec<RoleSpec>,
     #[serde(default)]
@@ -236,6 +243,7 @@ mod tests {
             timeline_id: "de200bd42b49cc1814412c7e592dd6e9".into(),
             pg_version: 17,
             parent_timeline_id: None,
+            ancestor_start_lsn: None,
             roles: vec![RoleSpec { name: "neondb_owner".into(), verifier: Secret("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()) }],
             databases: vec![DatabaseSpec { name: "neondb".into(), owner: "neondb_owner".into() }],
         };

@@ -430,7 +430,8 @@ impl ControlPlane {
             }
             self.memory.lock().expect("operator memory lock").tenants.insert(tenant.clone());
         }
-        let safekeepers = match storcon.create_timeline(tenant, timeline, spec.pg_version, spec.parent_timeline_id.as_deref()).await {
+        let ancestor = spec.parent_timeline_id.as_deref().map(|parent| (parent, spec.ancestor_start_lsn.as_deref()));
+        let safekeepers = match storcon.create_timeline(tenant, timeline, spec.pg_version, ancestor).await {
             Ok(safekeepers) => safekeepers,
             Err(e) => {
                 // Deleted behind our back: look it up (and create it) again next time.
@@ -646,6 +647,7 @@ mod tests {
             timeline_id: "de200bd42b49cc1814412c7e592dd6e9".into(),
             pg_version: 17,
             parent_timeline_id: None,
+            ancestor_start_lsn: None,
             roles: Vec::new(),
             databases: Vec::new(),
         };

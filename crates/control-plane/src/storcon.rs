@@ -203,7 +203,7 @@ impl StorageController<'_> {
         Ok(())
     }
 
-    /// Bootstraps a timeline (initdb), or branches it from `ancestor`. Idempotent when the
+    /// Bootstraps a timeline (initdb), or branches it from `ancestor` (at an LSN). Idempotent when the
     /// parameters match (the answer then repeats the safekeepers chosen the first time); the
     /// pageserver's 409 when the timeline exists with others.
     pub async fn create_timeline(
@@ -211,7 +211,7 @@ impl StorageController<'_> {
         tenant_id: &str,
         timeline_id: &str,
         pg_version: u32,
-        ancestor: Option<&str>,
+        ancestor: Option<(&str, Option<&str>)>,
     ) -> Result<Option<SafekeepersInfo>, StorconError> {
         let path = format!("/v1/tenant/{tenant_id}/timeline");
         let body = timeline_create(timeline_id, pg_version, ancestor);
@@ -275,10 +275,15 @@ fn host_port(address: &str) -> Option<(&str, u16)> {
 }
 
 /// `TimelineCreateRequest`: untagged modes; `ancestor_timeline_id` makes it a branch.
-fn timeline_create(timeline_id: &str, pg_version: u32, ancestor: Option<&str>) -> Value {
+/// `TimelineCreateRequest` (`libs/pageserver_api/src/models.rs`): `Bootstrap`, or `Branch` from
+/// an ancestor, at its last record or at `ancestor_start_lsn`.
+fn timeline_create(timeline_id: &str, pg_version: u32, ancestor: Option<(&str, Option<&str>)>) -> Value {
     let mut body = json!({"new_timeline_id": timeline_id, "pg_version": pg_version});
-    if let Some(ancestor) = ancestor {
+    if let Some((ancestor, lsn)) = ancestor {
         body["ancestor_timeline_id"] = json!(ancestor);
+        if let Some(lsn) = lsn {
+            body["ancestor_start_lsn"] = json!(lsn);
+        }
     }
     body
 }
@@ -333,7 +338,14 @@ mod tests {
     #[test]
     fn timeline_creation_bootstraps_or_branches() {
         assert_eq!(timeline_create("t", 17, None), json!({"new_timeline_id": "t", "pg_version": 17}));
-        assert_eq!(timeline_create("t", 17, Some("p")), json!({"new_timeline_id": "t", "pg_version": 17, "ancestor_timeline_id": "p"}));
+        assert_eq!(
+            timeline_create("t", 17, Some(("p", None))),
+            json!({"new_timeline_id": "t", "pg_version": 17, "ancestor_timeline_id": "p"})
+        );
+        assert_eq!(
+            timeline_create("t", 17, Some(("p", Some("0/16B5A50")))),
+            json!({"new_timeline_id": "t", "pg_version": 17, "ancestor_timeline_id": "p", "ancestor_start_lsn": "0/16B5A50"})
+        );
     }
 
     #[test]

@@ -1,0 +1,354 @@
+//! `branches list|get|create|delete`: the `NeonBranch` objects of the deployment, which the
+//! in-cluster operator turns into timelines. The custom resources are the API: this writes and
+//! reads exactly what `kubectl apply -f branch.yaml` would, and waits on the status the operator
+//! reports (the `Ready` condition at the object's generation, or the object gone).
+//!
+//! A branch is a copy-on-write child of its parent's timeline (at its last record, or at an
+//! LSN): same tenant and project, a new timeline id, the parent's roles and databases.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use neonctl_contract::resources::{BranchSpec, LSN, NeonBranch, READY_CONDITION, phase};
+use serde::Serialize;
+
+use crate::calls::Calls;
+use crate::cli::{BranchCreateArgs, BranchDeleteArgs, BranchesArgs, BranchesCommand};
+use crate::config::Config;
+use crate::exit;
+use crate::output::{Printer, Table};
+use crate::phases::deploy::bootstrap;
+use crate::wait::{self, Check, Waited};
+
+/// The branch `deploy` makes; never deleted from here.
+const MAIN: &str = bootstrap::BRANCH;
+
+/// How often a wait reads the branch again.
+const POLL: Duration = Duration::from_secs(1);
+
+/// One branch as `list` and `get` show it.
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    parent: Option<String>,
+    /// The LSN it branched at, when given; else its parent's last record at creation.
+    branched_at_lsn: Option<String>,
+    phase: String,
+    ready: String,
+    message: Option<String>,
+    created: Option<String>,
+    tenant_id: String,
+    timeline_id: String,
+}
+
+fn usage(message: String) -> anyhow::Error {
+    exit::Coded { code: exit::USAGE, message }.into()
+}
+
+/// A branch name is the object's name: an RFC 1123 DNS label, as the endpoint hostnames built
+/// from it must be too.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "branch name {name:?} is not valid: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<u8> {
+    if let BranchesCommand::Create(create) = &args.command {
+        check_name(&create.name).map_err(usage)?;
+        if let Some(at) = &create.at {
+            check_lsn(at).map_err(usage)?;
+        }
+    }
+    let state = crate::state::read(state_dir).unwrap_or_default();
+    let access =
+        crate::k8s::cluster_access(args.cluster.kubeconfig.as_deref(), args.cluster.context.as_deref(), &state).ok_or_else(|| {
+            usage(
+                "no cluster yet: run `neonctl-aws up` (or `infra` and `deploy`), or pass --kubeconfig/--context for your own cluster"
+                    .into(),
+            )
+        })?;
+    let client = crate::k8s::client_for(&access, config, Arc::new(Calls::default())).await?;
+    let namespace = state.deploy.as_ref().map_or_else(|| config.prefix.clone(), |d| d.namespace.clone());
+    let branches = Branches { api: Api::namespaced(client, &namespace), namespace, timeout: Duration::from_secs(args.timeout) };
+    match &args.command {
+        BranchesCommand::List => {
+            let rows = branches.rows().await?;
+            printer.table("branches", &table(&rows), &rows);
+        }
+        BranchesCommand::Get { name } => {
+            let rows = branches.rows().await?;
+            let row = rows.into_iter().find(|row| &row.name == name).ok_or_else(|| branches.not_found(name))?;
+            printer.table("branch", &table(std::slice::from_ref(&row)), &row);
+        }
+        BranchesCommand::Create(create) => branches.create(create, printer).await?,
+        BranchesCommand::Delete(delete) => branches.delete(delete, printer).await?,
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `X/Y` in hex, as Postgres prints an LSN.
+fn check_lsn(at: &str) -> Result<(), String> {
+    let halves: Vec<&str> = at.split('/').collect();
+    let hex = |half: &str| (1..=8).contains(&half.len()) && half.chars().all(|c| c.is_ascii_hexdigit());
+    if halves.len() == 2 && halves.iter().all(|half| hex(half)) {
+        return Ok(());
+    }
+    Err(format!(
+        "--at {at:?} is not an LSN ({LSN}, e.g. 0/16B5A50 as `select pg_current_wal_lsn()` prints it); branching at a time is not supported yet"
+    ))
+}
+
+fn table(rows: &[Row]) -> Table {
+    let mut table = Table::new(&["BRANCH", "PARENT", "AT LSN", "PHASE", "READY", "CREATED"]);
+    for row in rows {
+        let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+        table.row(vec![
+            row.name.clone(),
+            or_dash(&row.parent),
+            or_dash(&row.branched_at_lsn),
+            row.phase.clone(),
+            row.ready.clone(),
+            or_dash(&row.created),
+        ]);
+    }
+    table
+}
+
+struct Branches {
+    api: Api<NeonBranch>,
+    namespace: String,
+    timeout: Duration,
+}
+
+impl Branches {
+    fn not_found(&self, name: &str) -> anyhow::Error {
+        usage(format!("there is no branch {name} in namespace {}; `neonctl-aws branches list` shows them", self.namespace))
+    }
+
+    async fn all(&self) -> anyhow::Result<Vec<NeonBranch>> {
+        let list = self
+            .api
+            .list(&Default::default())
+            .await
+            .with_context(|| format!("listing the NeonBranches in namespace {}", self.namespace))?;
+        Ok(list.items)
+    }
+
+    async fn get(&self, name: &str) -> anyhow::Result<Option<NeonBranch>> {
+        self.api.get_opt(name).await.with_context(|| format!("reading NeonBranch {}/{name}", self.namespace))
+    }
+
+    async fn rows(&self) -> anyhow::Result<Vec<Row>> {
+        let all = self.all().await?;
+        let parent_of = |branch: &NeonBranch| {
+            let parent = branch.spec.parent_timeline_id.as_ref()?;
+            all.iter()
+                .find(|other| &other.spec.timeline_id == parent && other.spec.tenant_id == branch.spec.tenant_id)
+                .map(|p| p.name_any())
+        };
+        let mut rows: Vec<Row> = all
+            .iter()
+            .map(|branch| {
+                let status = branch.status.clone().unwrap_or_default();
+                let ready = status.conditions.iter().find(|c| c.kind == READY_CONDITION).map_or("Unknown".into(), |c| c.status.clone());
+                Row {
+                    name: branch.name_any(),
+                    parent: parent_of(branch),
+                    branched_at_lsn: branch.spec.ancestor_start_lsn.clone(),
+                    phase: status.phase.unwrap_or_else(|| phase::PENDING.into()),
+                    ready,
+                    message: status.message,
+                    created: branch.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+                    tenant_id: branch.spec.tenant_id.clone(),
+                    timeline_id: branch.spec.timeline_id.clone(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rows)
+    }
+
+    async fn create(&self, args: &BranchCreateArgs, printer: &Printer) -> anyhow::Result<()> {
+        let name = &args.name;
+        let parent = self.get(&args.parent).await?.ok_or_else(|| self.not_found(&args.parent))?;
+        let existing = self.get(name).await?;
+        let spec = match &existing {
+            // A create interrupted after the write: the same branch, waited for again.
+            Some(branch)
+                if branch.spec.parent_timeline_id.as_ref() == Some(&parent.spec.timeline_id)
+                    && branch.spec.ancestor_start_lsn == args.at =>
+            {
+                branch.spec.clone()
+            }
+            Some(_) => {
+                return Err(usage(format!(
+                    "branch {name} already exists in namespace {} with another parent or LSN; pick another name, or delete it first",
+                    self.namespace
+                )));
+            }
+            None => BranchSpec {
+                timeline_id: bootstrap::new_id(&ring::rand::SystemRandom::new())?,
+                parent_timeline_id: Some(parent.spec.timeline_id.clone()),
+                ancestor_start_lsn: args.at.clone(),
+                ..parent.spec.clone()
+            },
+        };
+        let at = args.at.as_deref().map_or_else(|| "its last record".to_string(), |lsn| format!("LSN {lsn}"));
+        if args.plan.plan {
+            let verb = if existing.is_some() { "adopt (exists)" } else { "create" };
+            printer.result_line(&format!(
+                "{verb} NeonBranch {}/{name}: a child of {} at {at} (tenant {}, new timeline {})",
+                self.namespace, args.parent, spec.tenant_id, spec.timeline_id
+            ));
+            return Ok(());
+        }
+        if existing.is_none() {
+            let branch = NeonBranch {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    labels: Some([("app.kubernetes.io/part-of".to_string(), "neon".to_string())].into()),
+                    ..Default::default()
+                },
+                spec,
+                status: None,
+            };
+            match self.api.create(&PostParams::default(), &branch).await {
+                Ok(_) => {}
+                // Two creates of one name: one branch, and a clear conflict for the other.
+                Err(kube::Error::Api(response)) if response.code == 409 => {
+                    return Err(usage(format!(
+                        "branch {name} was created meanwhile by someone else; see `neonctl-aws branches get {name}`"
+                    )));
+                }
+                Err(e) => return Err(anyhow!(e).context(format!("creating NeonBranch {}/{name}", self.namespace))),
+            }
+        }
+        printer.result_line(&format!(
+            "branch {name}: a child of {} at {at}; waiting for the control plane to create its timeline",
+            args.parent
+        ));
+        self.wait_ready(name).await?;
+        printer.result_line(&format!("branch {name} is ready"));
+        Ok(())
+    }
+
+    /// Until the operator reports the branch `Ready` at its generation; a `Failed` phase is an
+    /// error with the operator's message.
+    async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
+        let check = || async {
+            let branch =
+                self.get(name).await?.ok_or_else(|| anyhow!("NeonBranch {}/{name} disappeared while waiting for it", self.namespace))?;
+            let status = branch.status.clone().unwrap_or_default();
+            let current = status.observed_generation == branch.metadata.generation;
+            let ready = status.conditions.iter().any(|c| c.kind == READY_CONDITION && c.status == "True");
+            match (current, status.phase.as_deref()) {
+                (true, Some(phase::READY)) if ready => Ok(Check::Done(())),
+                (true, Some(phase::FAILED)) => Err(anyhow!(
+                    "branch {name} failed: {}. Fix the cause (the control plane retries), or delete the branch",
+                    status.message.unwrap_or_default()
+                )),
+                _ => Ok(Check::Waiting(status.message.unwrap_or_else(|| "the control plane has not reported on it yet".into()))),
+            }
+        };
+        match wait::poll(self.timeout, POLL, check, |_, _| {}).await? {
+            Waited::Done(()) => Ok(()),
+            Waited::TimedOut(last) => Err(anyhow!(
+                "branch {name} was not ready after {}s: {last}. Check the control plane's log, then run the same command again",
+                self.timeout.as_secs()
+            )),
+        }
+    }
+
+    async fn delete(&self, args: &BranchDeleteArgs, printer: &Printer) -> anyhow::Result<()> {
+        let name = &args.name;
+        if name == MAIN {
+            return Err(usage(format!("branch {MAIN} is the deployment's own: `neonctl-aws teardown` removes it with everything else")));
+        }
+        let Some(branch) = self.get(name).await? else { return Err(self.not_found(name)) };
+        let children: Vec<String> = self
+            .all()
+            .await?
+            .into_iter()
+            .filter(|other| {
+                other.spec.tenant_id == branch.spec.tenant_id && other.spec.parent_timeline_id.as_ref() == Some(&branch.spec.timeline_id)
+            })
+            .map(|other| other.name_any())
+            .collect();
+        if !children.is_empty() {
+            return Err(usage(format!(
+                "branch {name} has child branches ({}): their data depends on its timeline; delete them first",
+                children.join(", ")
+            )));
+        }
+        if args.plan.plan {
+            printer.result_line(&format!(
+                "delete NeonBranch {}/{name}: its timeline {} goes from storage; its parent is untouched",
+                self.namespace, branch.spec.timeline_id
+            ));
+            return Ok(());
+        }
+        match self.api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(response)) if response.code == 404 => {}
+            Err(e) => return Err(anyhow!(e).context(format!("deleting NeonBranch {}/{name}", self.namespace))),
+        }
+        printer.result_line(&format!("branch {name}: deleting its timeline from storage"));
+        let check = || async {
+            Ok::<_, anyhow::Error>(match self.get(name).await? {
+                None => Check::Done(()),
+                Some(branch) => {
+                    Check::Waiting(branch.status.and_then(|s| s.message).unwrap_or_else(|| "waiting for the control plane".into()))
+                }
+            })
+        };
+        match wait::poll(self.timeout, POLL, check, |_, _| {}).await? {
+            Waited::Done(()) => {
+                printer.result_line(&format!("branch {name} deleted"));
+                Ok(())
+            }
+            Waited::TimedOut(last) => Err(anyhow!(
+                "branch {name} was still being deleted after {}s: {last}. Check the control plane's log; the deletion goes on",
+                self.timeout.as_secs()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        for good in ["dev", "feature-1", "a", &"x".repeat(63)] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "Dev", "-dev", "dev-", "dev_1", "dev.1", &"x".repeat(64)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lsns_are_two_hex_halves() {
+        assert_eq!(check_lsn("0/16B5A50"), Ok(()));
+        assert_eq!(check_lsn("FFFFFFFF/0"), Ok(()));
+        for bad in ["16B5A50", "0/", "/1", "0/1/2", "g/1", "2026-11-26T00:00:00Z"] {
+            assert!(check_lsn(bad).is_err(), "{bad}");
+        }
+    }
+}
