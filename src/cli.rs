@@ -173,13 +173,14 @@ neonctl-aws status --kubeconfig ./kubeconfig --context my-cluster"
     /// Create, list, inspect and delete branches: copy-on-write children of a branch's data
     #[command(
         long_about = "A branch is a NeonBranch object in the deployment's namespace: a copy-on-write child \
-of its parent's timeline (at its last record, or at an LSN) with the parent's roles and databases. The \
+of its parent's timeline (at its last record, at an LSN, or as of a time) with the parent's roles and databases. The \
 control plane creates its timeline in Neon's storage and reports Ready; deleting the object deletes the \
 timeline (never while another branch branches from it). `kubectl apply -f branch.yaml` does the same as \
 these commands. The cluster is the one the last deploy used (or the EKS cluster of `infra`, or \
 --kubeconfig/--context).",
         after_help = "Examples:\n  neonctl-aws branches list\n  neonctl-aws branches create dev\n  \
 neonctl-aws branches create before-migration --parent main --at 0/16B5A50\n  \
+neonctl-aws branches create yesterday --at 2026-11-25T09:00:00Z\n  \
 neonctl-aws branches get dev --output json\n  neonctl-aws branches delete dev"
     )]
     Branches(BranchesArgs),
@@ -350,8 +351,10 @@ pub struct BranchCreateArgs {
     /// The branch to branch from
     #[arg(long, default_value = "main")]
     pub parent: String,
-    /// Branch from the parent as of this LSN (e.g. 0/16B5A50) instead of its last record
-    #[arg(long, value_name = "LSN")]
+    /// Branch from the parent as of this LSN (e.g. 0/16B5A50) or RFC 3339 time (e.g.
+    /// 2026-11-26T09:30:00Z, within the pageserver's history: 7 days by default) instead of its
+    /// last record
+    #[arg(long, value_name = "LSN|TIME")]
     pub at: Option<String>,
     #[command(flatten)]
     pub plan: PlanFlag,

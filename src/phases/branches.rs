@@ -3,8 +3,9 @@
 //! reads exactly what `kubectl apply -f branch.yaml` would, and waits on the status the operator
 //! reports (the `Ready` condition at the object's generation, or the object gone).
 //!
-//! A branch is a copy-on-write child of its parent's timeline (at its last record, or at an
-//! LSN): same tenant and project, a new timeline id, the parent's roles and databases.
+//! A branch is a copy-on-write child of its parent's timeline (at its last record, at an LSN, or
+//! as of a time, which the operator turns into an LSN): same tenant and project, a new timeline
+//! id, the parent's roles and databases.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use neonctl_contract::resources::{BranchSpec, LSN, NeonBranch, READY_CONDITION, phase};
+use neonctl_contract::resources::{BranchSpec, NeonBranch, READY_CONDITION, phase};
 use serde::Serialize;
 
 use crate::calls::Calls;
@@ -35,8 +36,11 @@ const POLL: Duration = Duration::from_secs(1);
 struct Row {
     name: String,
     parent: Option<String>,
-    /// The LSN it branched at, when given; else its parent's last record at creation.
+    /// The LSN it branched at, given or resolved from its time; none: its parent's last record
+    /// at creation.
     branched_at_lsn: Option<String>,
+    /// The time it was branched as of, when given.
+    branched_at_time: Option<String>,
     phase: String,
     ready: String,
     message: Option<String>,
@@ -70,7 +74,7 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
     if let BranchesCommand::Create(create) = &args.command {
         check_name(&create.name).map_err(usage)?;
         if let Some(at) = &create.at {
-            check_lsn(at).map_err(usage)?;
+            BranchPoint::parse(at, time::OffsetDateTime::now_utc()).map_err(usage)?;
         }
     }
     let state = crate::state::read(state_dir).unwrap_or_default();
@@ -100,26 +104,54 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
     Ok(exit::SUCCESS)
 }
 
-/// `X/Y` in hex, as Postgres prints an LSN.
-fn check_lsn(at: &str) -> Result<(), String> {
-    let halves: Vec<&str> = at.split('/').collect();
-    let hex = |half: &str| (1..=8).contains(&half.len()) && half.chars().all(|c| c.is_ascii_hexdigit());
-    if halves.len() == 2 && halves.iter().all(|half| hex(half)) {
-        return Ok(());
+/// Where a branch starts in its parent, as `--at` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BranchPoint {
+    /// `X/Y` in hex, as Postgres prints an LSN.
+    Lsn(String),
+    /// RFC 3339, normalized to UTC.
+    Time(String),
+}
+
+impl BranchPoint {
+    fn parse(at: &str, now: time::OffsetDateTime) -> Result<Self, String> {
+        use time::format_description::well_known::Rfc3339;
+        let halves: Vec<&str> = at.split('/').collect();
+        let hex = |half: &str| (1..=8).contains(&half.len()) && half.chars().all(|c| c.is_ascii_hexdigit());
+        if halves.len() == 2 && halves.iter().all(|half| hex(half)) {
+            return Ok(Self::Lsn(at.to_string()));
+        }
+        let Ok(time) = time::OffsetDateTime::parse(at, &Rfc3339) else {
+            return Err(format!(
+                "--at {at:?} is neither an LSN (e.g. 0/16B5A50, as `select pg_current_wal_lsn()` prints it) nor an RFC 3339 time \
+                 (e.g. 2026-11-26T09:30:00Z)"
+            ));
+        };
+        if time > now {
+            return Err(format!("--at {at} is in the future: a branch can start at most now"));
+        }
+        let utc = time.to_offset(time::UtcOffset::UTC).format(&Rfc3339).map_err(|e| format!("--at {at}: {e}"))?;
+        Ok(Self::Time(utc))
     }
-    Err(format!(
-        "--at {at:?} is not an LSN ({LSN}, e.g. 0/16B5A50 as `select pg_current_wal_lsn()` prints it); branching at a time is not supported yet"
-    ))
+
+    fn describe(point: Option<&Self>) -> String {
+        match point {
+            None => "its last record".into(),
+            Some(Self::Lsn(lsn)) => format!("LSN {lsn}"),
+            Some(Self::Time(time)) => format!("its state at {time}"),
+        }
+    }
 }
 
 fn table(rows: &[Row]) -> Table {
-    let mut table = Table::new(&["BRANCH", "PARENT", "AT LSN", "PHASE", "READY", "CREATED"]);
+    let mut table = Table::new(&["BRANCH", "PARENT", "AT LSN", "AT TIME", "PHASE", "READY", "CREATED"]);
     for row in rows {
         let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
         table.row(vec![
             row.name.clone(),
             or_dash(&row.parent),
             or_dash(&row.branched_at_lsn),
+            or_dash(&row.branched_at_time),
             row.phase.clone(),
             row.ready.clone(),
             or_dash(&row.created),
@@ -168,7 +200,8 @@ impl Branches {
                 Row {
                     name: branch.name_any(),
                     parent: parent_of(branch),
-                    branched_at_lsn: branch.spec.ancestor_start_lsn.clone(),
+                    branched_at_lsn: branch.spec.ancestor_start_lsn.clone().or_else(|| status.branched_at_lsn.clone()),
+                    branched_at_time: branch.spec.ancestor_timestamp.clone(),
                     phase: status.phase.unwrap_or_else(|| phase::PENDING.into()),
                     ready,
                     message: status.message,
@@ -186,11 +219,18 @@ impl Branches {
         let name = &args.name;
         let parent = self.get(&args.parent).await?.ok_or_else(|| self.not_found(&args.parent))?;
         let existing = self.get(name).await?;
+        let point = args.at.as_deref().map(|at| BranchPoint::parse(at, time::OffsetDateTime::now_utc())).transpose().map_err(usage)?;
+        let (lsn, time) = match &point {
+            Some(BranchPoint::Lsn(lsn)) => (Some(lsn.clone()), None),
+            Some(BranchPoint::Time(time)) => (None, Some(time.clone())),
+            None => (None, None),
+        };
         let spec = match &existing {
             // A create interrupted after the write: the same branch, waited for again.
             Some(branch)
                 if branch.spec.parent_timeline_id.as_ref() == Some(&parent.spec.timeline_id)
-                    && branch.spec.ancestor_start_lsn == args.at =>
+                    && branch.spec.ancestor_start_lsn == lsn
+                    && branch.spec.ancestor_timestamp == time =>
             {
                 branch.spec.clone()
             }
@@ -203,11 +243,12 @@ impl Branches {
             None => BranchSpec {
                 timeline_id: bootstrap::new_id(&ring::rand::SystemRandom::new())?,
                 parent_timeline_id: Some(parent.spec.timeline_id.clone()),
-                ancestor_start_lsn: args.at.clone(),
+                ancestor_start_lsn: lsn,
+                ancestor_timestamp: time,
                 ..parent.spec.clone()
             },
         };
-        let at = args.at.as_deref().map_or_else(|| "its last record".to_string(), |lsn| format!("LSN {lsn}"));
+        let at = BranchPoint::describe(point.as_ref());
         if args.plan.plan {
             let verb = if existing.is_some() { "adopt (exists)" } else { "create" };
             printer.result_line(&format!(
@@ -344,11 +385,16 @@ mod tests {
     }
 
     #[test]
-    fn lsns_are_two_hex_halves() {
-        assert_eq!(check_lsn("0/16B5A50"), Ok(()));
-        assert_eq!(check_lsn("FFFFFFFF/0"), Ok(()));
-        for bad in ["16B5A50", "0/", "/1", "0/1/2", "g/1", "2026-11-26T00:00:00Z"] {
-            assert!(check_lsn(bad).is_err(), "{bad}");
+    fn branch_points_are_lsns_or_past_times() {
+        let now = time::macros::datetime!(2026-11-26 12:00 UTC);
+        assert_eq!(BranchPoint::parse("0/16B5A50", now), Ok(BranchPoint::Lsn("0/16B5A50".into())));
+        assert_eq!(BranchPoint::parse("FFFFFFFF/0", now), Ok(BranchPoint::Lsn("FFFFFFFF/0".into())));
+        assert_eq!(BranchPoint::parse("2026-11-26T10:30:00+01:00", now), Ok(BranchPoint::Time("2026-11-26T09:30:00Z".into())));
+        let future = BranchPoint::parse("2026-11-26T12:00:01Z", now).unwrap_err();
+        assert!(future.contains("is in the future"), "{future}");
+        for bad in ["16B5A50", "0/", "/1", "0/1/2", "g/1", "yesterday", "2026-11-26"] {
+            let error = BranchPoint::parse(bad, now).unwrap_err();
+            assert!(error.contains("is neither an LSN"), "{bad}: {error}");
         }
     }
 }

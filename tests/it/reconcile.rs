@@ -71,6 +71,9 @@ struct Storage {
     hooks: Option<String>,
     /// What the `notify-attach` calls answered.
     hook_answers: Vec<StatusCode>,
+    /// By timeline id: the oldest time the pageserver keeps history for (its PITR horizon) and
+    /// the commits it knows, `(time, lsn)` in order.
+    history: BTreeMap<String, (time::OffsetDateTime, Vec<(time::OffsetDateTime, String)>)>,
 }
 
 /// The scopes neon's `storage_controller/src/http.rs` accepts on each route: the one
@@ -84,6 +87,8 @@ fn allowed_scopes(method: &Method, path: &str) -> &'static [&'static str] {
         ("POST", ["v1", "tenant"]) | ("POST", ["v1", "tenant", _, "timeline"]) => &["pageserverapi", "admin"],
         // `handle_tenant_timeline_safekeeper_migrate`.
         ("POST", ["v1", "tenant", _, "timeline", _, "safekeeper_migrate"]) => &["pageserverapi", "admin"],
+        // `handle_tenant_timeline_passthrough` for `/v1/tenant/:tenant_id/*` GETs.
+        ("GET", ["v1", "tenant", _, "timeline", _, "get_lsn_by_timestamp"]) => &["pageserverapi", "admin"],
         // `handle_tenant_timeline_delete`, `handle_tenant_delete`.
         ("DELETE", ["v1", "tenant", _, "timeline", _]) | ("DELETE", ["v1", "tenant", _]) => &["pageserverapi", "admin"],
         _ => panic!("the stand-in does not serve {method} {path}"),
@@ -137,6 +142,13 @@ impl StorageController {
 
     fn fail_with(&self, status: Option<StatusCode>) {
         self.storage.lock().unwrap().fail = status;
+    }
+
+    /// The commits the pageserver knows on `timeline`, and the oldest time it keeps.
+    fn set_history(&self, timeline: &str, horizon: &str, commits: &[(&str, &str)]) {
+        let at = |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+        let commits = commits.iter().map(|(when, lsn)| (at(when), lsn.to_string())).collect();
+        self.storage.lock().unwrap().history.insert(timeline.to_string(), (at(horizon), commits));
     }
 
     fn pageserver_fails_with(&self, failure: Option<(StatusCode, &str)>) {
@@ -200,6 +212,7 @@ async fn answer(
     let (parts, body) = request.into_parts();
     let body: Value = serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap_or(Value::Null);
     let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or_default().to_string();
     let header = parts.headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
     let scope =
         header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(|token| jwt_claims(token)["scope"].as_str().unwrap().to_string());
@@ -315,6 +328,29 @@ async fn answer(
                 entry.generation = current.generation + 2;
                 let Some(hooks) = storage.hooks.clone() else { return reply(StatusCode::OK, Value::Null) };
                 Pending::Migrate { hooks, tenant: tenant.to_string(), timeline: timeline.to_string(), steps }
+            }
+            // The pageserver's `get_lsn_by_timestamp_handler` (`pageserver/src/http/routes.rs`), as
+            // `find_lsn_for_timestamp` (`pgdatadir_mapping.rs`) classifies the time: `nodata`
+            // without any commit, `past` before the history kept, `future` after the last
+            // commit (its LSN), else `present` (the last commit at or before the time).
+            ("GET", ["v1", "tenant", tenant, "timeline", timeline, "get_lsn_by_timestamp"]) => {
+                if !storage.tenants.get(*tenant).is_some_and(|t| t.contains_key(*timeline)) {
+                    return error(StatusCode::NOT_FOUND, "timeline not found");
+                }
+                let raw = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "timestamp").map(|(_, v)| v.into_owned());
+                let Some(at) = raw.and_then(|raw| time::OffsetDateTime::parse(&raw, &time::format_description::well_known::Rfc3339).ok())
+                else {
+                    return error(StatusCode::BAD_REQUEST, "Invalid time");
+                };
+                let (horizon, commits) = storage.history.get(*timeline).cloned().unwrap_or((time::OffsetDateTime::UNIX_EPOCH, Vec::new()));
+                let (lsn, kind) = match (commits.first(), commits.iter().rev().find(|(when, _)| *when <= at)) {
+                    (None, _) => ("0/14EE2F0".to_string(), "nodata"),
+                    (Some((_, first)), _) if at < horizon => (first.clone(), "past"),
+                    (Some((_, first)), None) => (first.clone(), "past"),
+                    (Some(_), Some((_, lsn))) if commits.last().is_some_and(|(when, _)| *when <= at) => (lsn.clone(), "future"),
+                    (Some(_), Some((_, lsn))) => (lsn.clone(), "present"),
+                };
+                return reply(StatusCode::OK, json!({"lsn": lsn, "kind": kind}));
             }
             // `tenant_timeline_delete` (`storage_controller/src/service.rs`): 404 for a tenant it
             // does not know; the pageserver refuses a timeline with children (412, `HasChildren`
@@ -737,7 +773,7 @@ async fn the_branches_commands_drive_the_operator() {
     assert!(stderr(&other).contains("already exists in namespace neon with another parent or LSN"), "{}", stderr(&other));
     for (args, says) in [
         (&["create", "Dev_1"][..], "branch name \"Dev_1\" is not valid"),
-        (&["create", "x", "--at", "yesterday"][..], "is not an LSN"),
+        (&["create", "x", "--at", "yesterday"][..], "is neither an LSN"),
         (&["create", "x", "--parent", "nope"][..], "there is no branch nope in namespace neon"),
         (&["delete", "main"][..], "branch main is the deployment's own"),
         (&["delete", "dev"][..], "branch dev has child branches (before)"),
@@ -746,6 +782,30 @@ async fn the_branches_commands_drive_the_operator() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
+
+    // As of a time: the operator asks the pageserver for the LSN once and branches there.
+    harness.storcon.set_history(
+        TIMELINE,
+        "2026-11-20T00:00:00Z",
+        &[("2026-11-21T10:00:00Z", "0/1500000"), ("2026-11-22T10:00:00Z", "0/1600000"), ("2026-11-23T10:00:00Z", "0/1700000")],
+    );
+    let out = cli(&["create", "monday", "--at", "2026-11-22T12:00:00+01:00"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let monday = harness.kube.get(API_VERSION, "neonbranches", Some(NAMESPACE), "monday").unwrap();
+    assert_eq!(monday["spec"]["ancestorTimestamp"], "2026-11-22T11:00:00Z");
+    assert_eq!(monday["status"]["branchedAtLsn"], "0/1600000");
+    assert_eq!(created(monday["spec"]["timelineId"].as_str().unwrap()).unwrap()["ancestor_start_lsn"], "0/1600000");
+    let asked: Vec<String> = paths(&harness.storcon.calls()).into_iter().filter(|p| p.contains("get_lsn_by_timestamp")).collect();
+    assert_eq!(asked, [format!("GET /v1/tenant/{TENANT}/timeline/{TIMELINE}/get_lsn_by_timestamp")]);
+    // Before the history the pageserver keeps: the branch fails with the window, and the CLI says so.
+    let out = cli(&["create", "too-old", "--at", "2026-11-19T00:00:00Z"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is before the history the pageserver keeps of the parent (its pitr_interval"), "{}", stderr(&out));
+    let out = cli(&["delete", "too-old"]).await;
+    assert!(out.status.success(), "a failed branch can be deleted: {}", stderr(&out));
+    let out = cli(&["delete", "monday"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    harness.storcon.clear_calls();
 
     let list = cli(&["list", "--output", "json"]).await;
     assert!(list.status.success(), "{}", stderr(&list));

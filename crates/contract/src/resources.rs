@@ -86,6 +86,11 @@ pub struct BranchSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(LSN))]
     pub ancestor_start_lsn: Option<String>,
+    /// Or as of this time (RFC 3339): the control plane asks the pageserver for the LSN of the
+    /// parent's last commit before then, once, and keeps it in `status.branchedAtLsn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub ancestor_timestamp: Option<String>,
     #[serde(default)]
     pub roles: Vec<RoleSpec>,
     #[serde(default)]
@@ -122,6 +127,10 @@ pub struct BranchStatus {
     /// The `metadata.generation` the phase refers to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The LSN `spec.ancestorTimestamp` resolved to (the branch is made there, also on retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(LSN))]
+    pub branched_at_lsn: Option<String>,
     /// The last `notify-attach` for the branch's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<AttachmentStatus>,
@@ -244,6 +253,7 @@ mod tests {
             pg_version: 17,
             parent_timeline_id: None,
             ancestor_start_lsn: None,
+            ancestor_timestamp: None,
             roles: vec![RoleSpec { name: "neondb_owner".into(), verifier: Secret("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()) }],
             databases: vec![DatabaseSpec { name: "neondb".into(), owner: "neondb_owner".into() }],
         };

@@ -375,7 +375,10 @@ impl ControlPlane {
         }
         let outcome = match self.waiting_parent(kube, branch).await? {
             Some(parent) => Outcome::Retry(format!("waiting for the parent branch {parent} to be ready")),
-            None => self.ensure_timeline(&branch.spec).await,
+            None => match self.branch_point(kube, branch).await? {
+                Ok(lsn) => self.ensure_timeline(&branch.spec, lsn.as_deref()).await,
+                Err(outcome) => outcome,
+            },
         };
         self.metrics.branch_outcomes.get_or_create(&super::metrics::OutcomeLabels { phase: outcome.phase() }).inc();
         if !reported(branch, &outcome) {
@@ -413,8 +416,48 @@ impl ControlPlane {
             .map(|other| other.name_any()))
     }
 
-    /// Creates the branch's tenant unless it exists, then its timeline (idempotent).
-    async fn ensure_timeline(&self, spec: &BranchSpec) -> Outcome {
+    /// Where in its parent the branch starts: the spec's LSN, or the one its time resolved to
+    /// (asked of the pageserver once, then kept in the status so that a retry creates the same
+    /// timeline); `None`: the parent's last record.
+    async fn branch_point(&self, kube: &KubeStore, branch: &NeonBranch) -> Result<Result<Option<String>, Outcome>, ReconcileError> {
+        let spec = &branch.spec;
+        let (Some(parent), Some(time)) = (&spec.parent_timeline_id, &spec.ancestor_timestamp) else {
+            return Ok(Ok(spec.ancestor_start_lsn.clone()));
+        };
+        if spec.ancestor_start_lsn.is_some() {
+            return Ok(Err(Outcome::Failed("the spec gives both ancestorStartLsn and ancestorTimestamp: keep one".into())));
+        }
+        if let Some(lsn) = branch.status.as_ref().and_then(|status| status.branched_at_lsn.clone()) {
+            return Ok(Ok(Some(lsn)));
+        }
+        let tenant = &spec.tenant_id;
+        let found = match self.storage_controller().lsn_by_timestamp(tenant, parent, time).await {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(Outcome::of_error(format!("finding the parent's LSN at {time}"), e))),
+        };
+        let lsn = found.lsn;
+        match found.kind.as_str() {
+            // `future`: no commit since then; the parent's data as of then is at that LSN.
+            "present" | "future" => {
+                kube.patch_branch_status(&branch.name_any(), json!({"branchedAtLsn": lsn})).await?;
+                Ok(Ok(Some(lsn)))
+            }
+            "past" => Ok(Err(Outcome::Failed(format!(
+                "{time} is before the history the pageserver keeps of the parent (its pitr_interval, 7 days unless configured; \
+                 the earliest point it has is LSN {lsn}): pick a later time"
+            )))),
+            "nodata" => Ok(Err(Outcome::Failed(format!(
+                "the parent has no commit at or before {time} (it is before the parent's first commit): pick a later time, or an LSN"
+            )))),
+            other => Ok(Err(Outcome::Failed(format!(
+                "the pageserver found LSN {lsn} of kind {other:?} for {time}, which is not one it documents"
+            )))),
+        }
+    }
+
+    /// Creates the branch's tenant unless it exists, then its timeline (idempotent), from its
+    /// parent at `lsn` when given.
+    async fn ensure_timeline(&self, spec: &BranchSpec, lsn: Option<&str>) -> Outcome {
         let storcon = self.storage_controller();
         let (tenant, timeline) = (&spec.tenant_id, &spec.timeline_id);
         if !self.memory.lock().expect("operator memory lock").tenants.contains(tenant) {
@@ -430,7 +473,7 @@ impl ControlPlane {
             }
             self.memory.lock().expect("operator memory lock").tenants.insert(tenant.clone());
         }
-        let ancestor = spec.parent_timeline_id.as_deref().map(|parent| (parent, spec.ancestor_start_lsn.as_deref()));
+        let ancestor = spec.parent_timeline_id.as_deref().map(|parent| (parent, lsn));
         let safekeepers = match storcon.create_timeline(tenant, timeline, spec.pg_version, ancestor).await {
             Ok(safekeepers) => safekeepers,
             Err(e) => {
@@ -648,6 +691,7 @@ mod tests {
             pg_version: 17,
             parent_timeline_id: None,
             ancestor_start_lsn: None,
+            ancestor_timestamp: None,
             roles: Vec::new(),
             databases: Vec::new(),
         };

@@ -128,6 +128,13 @@ struct TimelineCreated {
     safekeepers: Option<SafekeepersInfo>,
 }
 
+/// `get_lsn_by_timestamp`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LsnForTimestamp {
+    pub lsn: String,
+    pub kind: String,
+}
+
 /// A pageserver as `GET /control/v1/node` describes it (`NodeDescribeResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct NodeDescription {
@@ -241,6 +248,19 @@ impl StorageController<'_> {
         let accept = [StatusCode::ACCEPTED, StatusCode::CONFLICT, StatusCode::NOT_FOUND];
         let (status, _) = self.call(Method::DELETE, &path, scope::PAGESERVER_API, None, &accept).await?;
         Ok(matches!(status, StatusCode::OK | StatusCode::NOT_FOUND))
+    }
+
+    /// The LSN of `timeline`'s last commit at `timestamp` (RFC 3339), and how the pageserver
+    /// found it: `present`, `future` (no commit since), `past` (before the history it keeps,
+    /// its `pitr_interval`) or `nodata` (no commit with a time at all): the pageserver's
+    /// `get_lsn_by_timestamp` (`pageserver/src/http/routes.rs`), through the controller's
+    /// pass-through of tenant GETs (`/v1/tenant/:tenant_id/*`).
+    pub async fn lsn_by_timestamp(&self, tenant_id: &str, timeline_id: &str, timestamp: &str) -> Result<LsnForTimestamp, StorconError> {
+        let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("timestamp", timestamp).finish();
+        let path = format!("/v1/tenant/{tenant_id}/timeline/{timeline_id}/get_lsn_by_timestamp?{query}");
+        let (_, bytes) = self.call(Method::GET, &path, scope::PAGESERVER_API, None, &[]).await?;
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        serde_json::from_slice(&bytes).map_err(|e| StorconError::Body { method: Method::GET, url, reason: e.to_string() })
     }
 
     /// The pageservers the controller knows.

@@ -59,6 +59,7 @@ pub fn branch_spec(
         pg_version: spec["pgVersion"].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(PG_VERSION),
         parent_timeline_id: None,
         ancestor_start_lsn: None,
+        ancestor_timestamp: None,
         roles: vec![RoleSpec { name: OWNER_ROLE.into(), verifier }],
         databases: vec![DatabaseSpec { name: DATABASE.into(), owner: OWNER_ROLE.into() }],
     })
