@@ -84,7 +84,8 @@ pub enum NatGateways {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    pub kubernetes_version: String,
+    /// `1.NN`; none: the newest version in EKS standard support when the cluster is created.
+    pub kubernetes_version: Option<String>,
     pub node_instance_type: String,
     pub node_count: u32,
     pub node_disk_gib: u32,
@@ -93,7 +94,7 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
-            kubernetes_version: "1.33".into(),
+            kubernetes_version: None,
             node_instance_type: crate::platform::host_instance_type().into(),
             node_count: 3,
             node_disk_gib: 100,
@@ -206,6 +207,8 @@ pub struct PricingConfig {
     /// When these prices were read from the AWS price list; printed with the estimate.
     pub as_of: String,
     pub eks_cluster_per_hour: f64,
+    /// A cluster on a Kubernetes version in extended support.
+    pub eks_extended_cluster_per_hour: f64,
     pub nat_gateway_per_hour: f64,
     pub ebs_gp3_per_gib_month: f64,
     pub nlb_per_hour: f64,
@@ -229,6 +232,7 @@ impl Default for PricingConfig {
         Self {
             as_of: "2026-11-01".into(),
             eks_cluster_per_hour: 0.10,
+            eks_extended_cluster_per_hour: 0.60,
             nat_gateway_per_hour: 0.045,
             ebs_gp3_per_gib_month: 0.08,
             nlb_per_hour: 0.0225,
@@ -328,16 +332,14 @@ impl Config {
         if !(2..=3).contains(&self.network.az_count) {
             return err("network.az_count", format!("{} is out of range: use 2 or 3 availability zones", self.network.az_count));
         }
-        let version_ok =
-            self.cluster.kubernetes_version.strip_prefix("1.").and_then(|minor| minor.parse::<u32>().ok()).is_some_and(|minor| minor >= 30);
-        if !version_ok {
-            return err(
-                "cluster.kubernetes_version",
-                format!(
-                    "`{}` is not a supported EKS version: write it as 1.NN, 1.30 or newer (e.g. \"1.33\")",
-                    self.cluster.kubernetes_version
-                ),
-            );
+        if let Some(version) = &self.cluster.kubernetes_version {
+            let version_ok = version.strip_prefix("1.").and_then(|minor| minor.parse::<u32>().ok()).is_some_and(|minor| minor >= 30);
+            if !version_ok {
+                return err(
+                    "cluster.kubernetes_version",
+                    format!("`{version}` is not a supported EKS version: write it as 1.NN, 1.30 or newer (e.g. \"1.35\"), or leave it out"),
+                );
+            }
         }
         let itype = &self.cluster.node_instance_type;
         let itype_ok = itype.split_once('.').is_some_and(|(family, size)| {
@@ -523,7 +525,7 @@ mod tests {
         assert_eq!(invalid(|c| c.network.vpc_cidr = "10.42.0.1/16".into()).0, "network.vpc_cidr");
         assert_eq!(invalid(|c| c.network.vpc_cidr = "8.8.0.0/16".into()).0, "network.vpc_cidr");
         assert_eq!(invalid(|c| c.network.az_count = 4).0, "network.az_count");
-        assert_eq!(invalid(|c| c.cluster.kubernetes_version = "1.2".into()).0, "cluster.kubernetes_version");
+        assert_eq!(invalid(|c| c.cluster.kubernetes_version = Some("1.2".into())).0, "cluster.kubernetes_version");
         assert_eq!(invalid(|c| c.cluster.node_instance_type = "big".into()).0, "cluster.node_instance_type");
         assert_eq!(invalid(|c| c.neon.safekeepers = 2).0, "neon.safekeepers");
         assert_eq!(invalid(|c| c.images.registry = Some("https://reg/x".into())).0, "images.registry");

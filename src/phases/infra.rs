@@ -15,6 +15,7 @@ mod iam;
 mod network;
 pub mod spec;
 mod storage;
+pub mod versions;
 
 use std::future::Future;
 

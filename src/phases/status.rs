@@ -152,12 +152,20 @@ async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<C
     };
     if let ClusterAccess::Eks { cluster } = &access {
         let eks = within("EKS", eks_status(config, cluster)).await;
-        let active = matches!(&eks, Ok(status) if status == "ACTIVE");
-        let (outcome, detail) = match eks {
-            Ok(status) => (if active { Outcome::Ok } else { Outcome::Failed }, status),
-            Err(e) => (Outcome::Failed, format!("{e:#}")),
+        let active = matches!(&eks, Ok((status, _)) if status == "ACTIVE");
+        let (outcome, detail, version) = match eks {
+            Ok((status, version)) => (if active { Outcome::Ok } else { Outcome::Failed }, status, version),
+            Err(e) => (Outcome::Failed, format!("{e:#}"), None),
         };
         checks.push(Check::new(format!("EKS cluster {cluster}"), outcome, detail));
+        // A version in (or close to) extended support costs six times as much an hour.
+        let pricing = &config.pricing;
+        let today = crate::phases::infra::versions::today();
+        if let Some(warning) = version.as_deref().and_then(|v| {
+            crate::phases::infra::versions::warning(v, today, pricing.eks_cluster_per_hour, pricing.eks_extended_cluster_per_hour)
+        }) {
+            checks.push(Check::new("Kubernetes version", Outcome::Warning, warning));
+        }
         if !active {
             return checks;
         }
@@ -230,10 +238,13 @@ async fn sql_through_proxy(client: kube::Client, deploy: &DeployRecord, address:
     }
 }
 
-async fn eks_status(config: &Config, cluster: &str) -> anyhow::Result<String> {
+/// The cluster's status, and its Kubernetes version.
+async fn eks_status(config: &Config, cluster: &str) -> anyhow::Result<(String, Option<String>)> {
     let aws = Aws::connect(config, Arc::new(Calls::default())).await?;
     let described = aws.eks.describe_cluster().name(cluster).send().await?;
-    Ok(described.cluster.and_then(|c| c.status).map(|s| s.as_str().to_string()).unwrap_or_else(|| "no status".into()))
+    let cluster = described.cluster;
+    let version = cluster.as_ref().and_then(|c| c.version.clone());
+    Ok((cluster.and_then(|c| c.status).map(|s| s.as_str().to_string()).unwrap_or_else(|| "no status".into()), version))
 }
 
 async fn nodes_ready(client: kube::Client) -> anyhow::Result<Check> {

@@ -111,14 +111,16 @@ fn init_writes_a_loadable_commented_file_once() {
 #[test]
 fn plain_and_json_plan_output() {
     let wd = Workdir::new();
-    let plain = wd.run(&["up", "--plan", "--output", "plain"]);
+    // The support dates of Kubernetes versions are read as of a fixed day.
+    let run = |args: &[&str]| wd.cmd(args).env(neonctl_aws::phases::infra::versions::TODAY_ENV, "2026-11-26").output().unwrap();
+    let plain = run(&["up", "--plan", "--output", "plain"]);
     assert!(plain.status.success(), "{}", stderr(&plain));
     // The default parallelism depends on the machine.
     let jobs = [(r"--jobs=\d+", "--jobs=<N>")];
     insta::with_settings!({filters => jobs.to_vec()}, {
         insta::assert_snapshot!("up-plan-plain", settle(&stdout(&plain)));
     });
-    let json = wd.run(&["up", "--plan", "--output", "json"]);
+    let json = run(&["up", "--plan", "--output", "json"]);
     assert!(json.status.success());
     let events: Vec<serde_json::Value> = json_events(&json)
         .into_iter()

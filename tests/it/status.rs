@@ -137,6 +137,7 @@ fn status_reports_an_active_eks_cluster_whose_api_cannot_be_reached() {
     moto.block_on(
         eks.create_cluster()
             .name("neon")
+            .version("1.33")
             .role_arn("arn:aws:iam::123456789012:role/neon-cluster")
             .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().subnet_ids("subnet-1").build())
             .send(),
@@ -148,11 +149,16 @@ fn status_reports_an_active_eks_cluster_whose_api_cannot_be_reached() {
         "infra": {"resources": {"cluster": {"id": "neon"}}}});
     std::fs::write(wd.state_dir().join("state.json"), state.to_string()).unwrap();
 
-    let out = moto.run(&wd, &["status", "--output", "json"]);
+    let out =
+        moto.cmd(&wd, &["status", "--output", "json"]).env(neonctl_aws::phases::infra::versions::TODAY_ENV, "2026-11-26").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
     let live = checks(&out);
     assert_eq!(check(&live, "EKS cluster neon")["outcome"], "ok");
     assert_eq!(check(&live, "EKS cluster neon")["detail"], "ACTIVE");
+    // 1.33 left standard support on 2026-07-29: six times the price, said with the way out.
+    let version = check(&live, "Kubernetes version");
+    assert_eq!(version["outcome"], "warning");
+    assert!(version["detail"].as_str().unwrap().contains("extended support until 2027-07-29"), "{version}");
     let api = live.last().unwrap();
     assert_eq!(api["outcome"], "failed", "{live:#?}");
     assert!(!stdout(&out).contains(crate::moto::SECRET_KEY) && !stderr(&out).contains(crate::moto::SECRET_KEY));

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{eks, iam, identity, network, pick_zones, spec};
+use super::{eks, iam, identity, network, pick_zones, spec, versions};
 use crate::aws::Aws;
 use crate::aws::inventory::{self, Found, Inventory, Kind};
 use crate::config::Config;
@@ -69,7 +69,22 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
             }
         })
         .collect();
-    let estimate = spec::estimate(config, spec::nat_zones(config, &zones).len());
+    let today = versions::today();
+    let existing = inventory.of(Kind::Cluster).first().and_then(|cluster| cluster.extra.get("version").cloned());
+    let version = match (existing, &config.cluster.kubernetes_version) {
+        (Some(version), _) => version,
+        (None, Some(version)) => version.clone(),
+        (None, None) => {
+            let version = versions::newest_in_standard(today);
+            notes.push(format!(
+                "Kubernetes {version}: the newest in EKS standard support in the table of {} (infra asks EKS when it creates the cluster)",
+                versions::TABLE_AS_OF
+            ));
+            version.to_string()
+        }
+    };
+    notes.extend(versions::warning(&version, today, config.pricing.eks_cluster_per_hour, config.pricing.eks_extended_cluster_per_hour));
+    let estimate = spec::estimate(config, spec::nat_zones(config, &zones).len(), &version, today);
     // The estimate is information, not something the phase does: a note, not an action.
     let lines = estimate.lines.iter().map(|(what, usd)| format!("{what} ${usd:.2}")).collect::<Vec<_>>().join(", ");
     notes.push(format!("estimated cost ${:.2}/month ({lines})", estimate.total));

@@ -30,6 +30,18 @@ pub async fn converge(
     bucket: &str,
 ) -> anyhow::Result<()> {
     let cluster = cluster(run, existing, net, cluster_role).await?;
+    let version = match cluster.extra.get("version") {
+        Some(version) => version.clone(),
+        None => kubernetes_version(run).await,
+    };
+    if let Some(warning) = super::versions::warning(
+        &version,
+        super::versions::today(),
+        run.cx.config.pricing.eks_cluster_per_hour,
+        run.cx.config.pricing.eks_extended_cluster_per_hour,
+    ) {
+        run.reporter.warn(warning);
+    }
     let issuer =
         cluster.extra.get("oidc_issuer").cloned().ok_or_else(|| anyhow::anyhow!("eks cluster {} reports no OIDC issuer", run.prefix))?;
     let provider = iam::oidc_provider(run, &issuer).await?;
@@ -40,14 +52,14 @@ pub async fn converge(
         run.skipped("the EKS addons (vpc-cni, kube-proxy, coredns, aws-ebs-csi-driver) and the cluster access entry");
     } else {
         for (addon, _) in spec::ADDONS.iter().filter(|(_, before)| *before) {
-            ensure_addon(run, addon, role_of(addon_role(addon)).as_deref()).await?;
+            ensure_addon(run, addon, role_of(addon_role(addon)).as_deref(), &version).await?;
         }
         access_entry(run).await?;
     }
     nodegroup(run, net, node_role).await?;
     if !run.aws.emulator {
         for (addon, _) in spec::ADDONS.iter().filter(|(_, before)| !*before) {
-            ensure_addon(run, addon, role_of(addon_role(addon)).as_deref()).await?;
+            ensure_addon(run, addon, role_of(addon_role(addon)).as_deref(), &version).await?;
         }
         for (addon, _) in spec::ADDONS {
             wait_addon(run, addon).await?;
@@ -70,7 +82,11 @@ async fn cluster(run: &Run<'_>, existing: Option<Found>, net: &Net, role_arn: &s
     let name = &run.prefix;
     let tags = Tags::new(name, "cluster");
     let subnets: Vec<String> = net.public.iter().chain(&net.private).map(|(_, s)| s.clone()).collect();
-    let version = &run.cx.config.cluster.kubernetes_version;
+    let version = match &existing {
+        Some(_) => String::new(),
+        None => kubernetes_version(run).await,
+    };
+    let version = &version;
     run.ensure(Kind::Cluster, "cluster", name, existing.as_ref(), |token| async move {
         let vpc_config = ekst::VpcConfigRequest::builder()
             .set_subnet_ids(Some(subnets.clone()))
@@ -110,6 +126,42 @@ async fn cluster(run: &Run<'_>, existing: Option<Found>, net: &Net, role_arn: &s
         }
     }
     Ok(active)
+}
+
+/// The Kubernetes version a new cluster gets: the config's, else the newest EKS has in standard
+/// support (`DescribeClusterVersions`), else the newest the dated table has.
+async fn kubernetes_version(run: &Run<'_>) -> String {
+    if let Some(version) = &run.cx.config.cluster.kubernetes_version {
+        return version.clone();
+    }
+    let asked = run.aws.eks.describe_cluster_versions().version_status(ekst::VersionStatus::StandardSupport).send().await;
+    let newest = match &asked {
+        Ok(out) => out
+            .cluster_versions()
+            .iter()
+            .filter_map(|v| v.cluster_version())
+            .max_by_key(|v| super::versions::minor_number(v))
+            .map(str::to_string),
+        Err(_) => None,
+    };
+    match newest {
+        Some(version) => {
+            run.reporter.info(format!("Kubernetes {version}: the newest version in EKS standard support"));
+            version
+        }
+        None => {
+            let version = super::versions::newest_in_standard(super::versions::today());
+            let why = match asked {
+                Ok(_) => "EKS listed no version in standard support".to_string(),
+                Err(e) => format!("DescribeClusterVersions failed: {}", call("DescribeClusterVersions", "")(e)),
+            };
+            run.reporter.info(format!(
+                "Kubernetes {version}: the newest in standard support in the table of {} ({why})",
+                super::versions::TABLE_AS_OF
+            ));
+            version.to_string()
+        }
+    }
 }
 
 async fn wait_cluster(run: &Run<'_>) -> anyhow::Result<Found> {
@@ -266,13 +318,12 @@ pub fn addon_version(addons: &[ekst::AddonInfo], kubernetes_version: &str) -> Op
     default.or_else(|| versions.iter().find(compatible)).and_then(|v| v.addon_version()).map(str::to_string)
 }
 
-async fn ensure_addon(run: &Run<'_>, addon: &str, role: Option<&str>) -> anyhow::Result<()> {
+async fn ensure_addon(run: &Run<'_>, addon: &str, role: Option<&str>, k8s: &str) -> anyhow::Result<()> {
     let eks = &run.aws.eks;
     let cluster = &run.prefix;
     let component = format!("addon-{addon}");
     let existing = found(eks.describe_addon().cluster_name(cluster).addon_name(addon).send().await.map_err(call("DescribeAddon", addon)))?
         .map(|_| Found { component: component.clone(), id: addon.to_string(), ..Found::default() });
-    let k8s = &run.cx.config.cluster.kubernetes_version;
     let tags = Tags::new(&run.prefix, &component);
     run.ensure(Kind::Addon, &component, addon, existing.as_ref(), |token| async move {
         let versions = eks
@@ -468,11 +519,50 @@ pub mod tests {
             .then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
         let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&describe, &versions, &create]);
         let run = run(&cx, eks, iam_unused());
-        ensure_addon(&run, "vpc-cni", Some("arn:role/vpc-cni")).await.unwrap();
+        ensure_addon(&run, "vpc-cni", Some("arn:role/vpc-cni"), "1.33").await.unwrap();
         assert_eq!((describe.num_calls(), versions.num_calls(), create.num_calls()), (1, 1, 1));
         let record = cx.state().infra.resources["addon-vpc-cni"].clone();
         assert_eq!(record.id.as_deref(), Some("vpc-cni"));
         assert_eq!(record.token.as_deref(), Some(spec::token("neon", "us-east-1", "addon-vpc-cni", "").as_str()));
+    }
+
+    /// A new cluster without a configured version gets the newest EKS lists in standard
+    /// support; when EKS does not answer (the emulator), the newest of the dated table.
+    #[tokio::test]
+    async fn a_new_cluster_gets_the_newest_version_in_standard_support() {
+        use aws_sdk_eks::operation::describe_cluster_versions::DescribeClusterVersionsOutput;
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let listed = mock!(Eks::describe_cluster_versions)
+            .match_requests(|r| r.version_status() == Some(&ekst::VersionStatus::StandardSupport))
+            .then_output(|| {
+                let version = |v: &str| ekst::ClusterVersionInformation::builder().cluster_version(v).build();
+                DescribeClusterVersionsOutput::builder()
+                    .cluster_versions(version("1.35"))
+                    .cluster_versions(version("1.36"))
+                    .cluster_versions(version("1.34"))
+                    .build()
+            });
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&listed]);
+        assert_eq!(kubernetes_version(&run(&cx, eks, iam_unused())).await, "1.36");
+
+        let failing = mock!(Eks::describe_cluster_versions).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                404.try_into().unwrap(),
+                aws_smithy_types::body::SdkBody::from("<html>not found</html>"),
+            )
+        });
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&failing]);
+        assert_eq!(
+            kubernetes_version(&run(&cx, eks, iam_unused())).await,
+            super::super::versions::newest_in_standard(super::super::versions::today())
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        let mut configured = context(other.path());
+        configured.config.cluster.kubernetes_version = Some("1.34".into());
+        let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[] as &[&Rule]);
+        assert_eq!(kubernetes_version(&run(&configured, eks, iam_unused())).await, "1.34", "the config's, without asking");
     }
 
     #[tokio::test]
@@ -488,7 +578,7 @@ pub mod tests {
             .then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
         let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&describe, &versions, &create]);
         let run = run(&cx, eks, iam_unused());
-        ensure_addon(&run, "vpc-cni", None).await.unwrap();
+        ensure_addon(&run, "vpc-cni", None, "1.33").await.unwrap();
         assert_eq!(create.num_calls(), 1);
         let record = cx.state().infra.resources["addon-vpc-cni"].clone();
         assert_eq!((record.id.as_deref(), record.token.as_deref()), (Some("vpc-cni"), Some("0123456789abcdef0123456789abcdef")));
@@ -506,7 +596,7 @@ pub mod tests {
         let create = mock!(Eks::create_addon).then_output(|| aws_sdk_eks::operation::create_addon::CreateAddonOutput::builder().build());
         let eks = mock_client!(aws_sdk_eks, RuleMode::MatchAny, &[&describe, &create]);
         let run = run(&cx, eks, iam_unused());
-        ensure_addon(&run, "coredns", None).await.unwrap();
+        ensure_addon(&run, "coredns", None, "1.33").await.unwrap();
         assert_eq!((describe.num_calls(), create.num_calls()), (1, 0));
         assert_eq!(cx.state().infra.resources["addon-coredns"].id.as_deref(), Some("coredns"));
     }

@@ -219,11 +219,19 @@ pub struct Estimate {
 
 pub const HOURS_PER_MONTH: f64 = 730.0;
 
-pub fn estimate(config: &Config, nat_count: usize) -> Estimate {
+/// The monthly cost of what `config` asks for, with the cluster on Kubernetes `version` as of
+/// `today` (a version in extended support costs more an hour).
+pub fn estimate(config: &Config, nat_count: usize, version: &str, today: time::Date) -> Estimate {
     let p = &config.pricing;
     let c = &config.cluster;
+    let (control_plane, per_hour) = match super::versions::support(version, today) {
+        super::versions::Support::Extended { .. } => {
+            (format!("eks control plane (Kubernetes {version}, extended support)"), p.eks_extended_cluster_per_hour)
+        }
+        _ => (format!("eks control plane (Kubernetes {version})"), p.eks_cluster_per_hour),
+    };
     let mut lines = vec![
-        ("eks control plane".to_string(), p.eks_cluster_per_hour * HOURS_PER_MONTH),
+        (control_plane, per_hour * HOURS_PER_MONTH),
         (format!("{nat_count} nat gateway(s)"), p.nat_gateway_per_hour * HOURS_PER_MONTH * nat_count as f64),
         (
             format!("{} × {} GiB gp3 node volumes", c.node_count, c.node_disk_gib),
@@ -355,11 +363,11 @@ mod tests {
     #[test]
     fn cost_estimate() {
         let config = Config::default();
-        insta::assert_json_snapshot!(estimate(&config, 1), @r#"
+        insta::assert_json_snapshot!(estimate(&config, 1, "1.35", time::macros::date!(2026 - 11 - 26)), @r#"
         {
           "lines": [
             [
-              "eks control plane",
+              "eks control plane (Kubernetes 1.35)",
               73.0
             ],
             [
@@ -387,8 +395,11 @@ mod tests {
         "#);
         let mut unknown = Config::default();
         unknown.cluster.node_instance_type = "x9z.huge".into();
-        let e = estimate(&unknown, 3);
+        let e = estimate(&unknown, 3, "1.35", time::macros::date!(2026 - 11 - 26));
         assert!(e.notes.iter().any(|n| n.contains("x9z.huge")));
         assert_eq!(e.lines.len(), 4);
+        // A version in extended support costs six times as much an hour.
+        let extended = estimate(&config, 1, "1.33", time::macros::date!(2026 - 11 - 26));
+        assert_eq!(extended.lines[0], ("eks control plane (Kubernetes 1.33, extended support)".to_string(), 438.0));
     }
 }
