@@ -50,6 +50,11 @@ fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR`, else `target/` of the workspace.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"))
+}
+
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(project_root());
@@ -161,7 +166,7 @@ fn bench_infra(release: bool) -> Result<()> {
     if !build.status().context("building neonctl-aws")?.success() {
         bail!("build failed");
     }
-    let binary = project_root().join("target").join(if release { "release" } else { "debug" }).join("neonctl-aws");
+    let binary = target_dir().join(if release { "release" } else { "debug" }).join("neonctl-aws");
     let moto = start_moto()?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("neonctl-aws.yaml"), "aws:\n  emulator: true\n")?;
