@@ -84,6 +84,17 @@ struct ImageSpec {
 }
 
 impl ImageSpec {
+    /// What `images.strip` removes: Neon's binaries lose their debug info but keep their
+    /// symbols, so that a panic's backtrace in the logs still names functions; the control
+    /// plane also loses its symbols (its image's goal is at most 20 MB), so its backtraces are
+    /// addresses that `addr2line -e <debug dir>/neonctl-aws-control-plane.debug` resolves.
+    fn strip_flag(&self) -> &'static str {
+        match self.binary {
+            Binary::Built(_) => "--strip-debug",
+            Binary::ControlPlane => "--strip-unneeded",
+        }
+    }
+
     fn binary_name(&self) -> &'static str {
         match self.binary {
             Binary::Built(name) => name,
@@ -328,7 +339,7 @@ fn rootfs(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, base: &str, deb
     let mut elves = vec![binary.clone()];
     let installed = format!("usr/local/bin/{}", spec.binary_name());
     match debug_dir {
-        Some(dir) => ctx.add(installed, Entry::Bytes { data: strip_debug(&binary, spec.binary_name(), dir)?, mode: 0o755 }),
+        Some(dir) => ctx.add(installed, Entry::Bytes { data: strip_debug(&binary, spec, dir)?, mode: 0o755 }),
         None => ctx.add(installed, Entry::File { from: binary, mode: 0o755 }),
     }
     if let Some(pg) = spec.postgres {
@@ -437,9 +448,10 @@ fn prepare(spec: &ImageSpec, build: &BuildRecord, own_exe: &Path, options: &Opti
     Ok(Prepared { tar, sha256, tag, content_bytes })
 }
 
-/// `binary` without its debug info, linked (`.gnu_debuglink`) to `<name>.debug`, which is
-/// written to `debug_dir` with that debug info.
-fn strip_debug(binary: &Path, name: &str, debug_dir: &Path) -> Result<Vec<u8>, ImagesError> {
+/// `binary` without what [`ImageSpec::strip_flag`] removes, linked (`.gnu_debuglink`) to
+/// `<name>.debug`, which is written to `debug_dir` with its debug info and symbols.
+fn strip_debug(binary: &Path, spec: &ImageSpec, debug_dir: &Path) -> Result<Vec<u8>, ImagesError> {
+    let name = spec.binary_name();
     let fail = |detail: String| ImagesError::Strip { file: binary.to_path_buf(), detail };
     std::fs::create_dir_all(debug_dir).map_err(io("creating", debug_dir))?;
     let debug = debug_dir.join(format!("{name}.debug"));
@@ -454,7 +466,7 @@ fn strip_debug(binary: &Path, name: &str, debug_dir: &Path) -> Result<Vec<u8>, I
     };
     objcopy(&["--only-keep-debug".as_ref(), binary.as_os_str(), debug.as_os_str()])?;
     let link = format!("--add-gnu-debuglink={}", debug.display());
-    objcopy(&["--strip-debug".as_ref(), link.as_ref(), binary.as_os_str(), stripped.as_os_str()])?;
+    objcopy(&[spec.strip_flag().as_ref(), link.as_ref(), binary.as_os_str(), stripped.as_os_str()])?;
     std::fs::read(&stripped).map_err(io("reading", &stripped))
 }
 
@@ -750,6 +762,12 @@ mod tests {
         let again = rootfs(&SPECS[1], &build, Path::new("/bin/true"), "scratch", Some(&debug_dir)).unwrap();
         assert_eq!(again.entries["usr/local/bin/safekeeper"], fs.entries["usr/local/bin/safekeeper"]);
         assert_eq!(std::fs::read_dir(&debug_dir).unwrap().count(), 1, "nothing but the debug file is left behind");
+
+        // The control plane's image loses the symbols too.
+        let fs = rootfs(&SPECS[6], &build, binary, "scratch", Some(&debug_dir)).unwrap();
+        let Entry::Bytes { data: control_plane, .. } = &fs.entries["usr/local/bin/neonctl-aws-control-plane"] else { panic!("stripped") };
+        assert!(has(data, ".symtab") && !has(control_plane, ".symtab"), "Neon's binaries keep their symbols, the control plane not");
+        assert!(has(&std::fs::read(debug_dir.join("neonctl-aws-control-plane.debug")).unwrap(), ".symtab"));
 
         let unstripped = rootfs(&SPECS[1], &build, Path::new("/bin/true"), "scratch", None).unwrap();
         assert_eq!(unstripped.entries["usr/local/bin/safekeeper"], Entry::File { from: binary.clone(), mode: 0o755 });
