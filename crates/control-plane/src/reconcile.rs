@@ -517,7 +517,10 @@ impl ControlPlane {
                     &format!("branch {name}"),
                     format!("branch {name} deleted: timeline {timeline} of tenant {tenant} removed from storage"),
                 );
-                self.memory.lock().expect("operator memory lock").configured.retain(|endpoint, _| endpoint != &name);
+                // A branch made again under this name starts at generation 1: its endpoints must
+                // get its spec then, not count as configured already.
+                let served = kube.endpoints_of(&name).await?;
+                self.memory.lock().expect("operator memory lock").configured.retain(|endpoint, _| !served.contains(endpoint));
                 Ok(Action::await_change())
             }
             Err(message) => {
