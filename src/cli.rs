@@ -185,6 +185,16 @@ neonctl-aws branches get dev --output json\n  neonctl-aws branches delete dev"
     )]
     Branches(BranchesArgs),
 
+    /// Print how to connect to a branch's endpoint through the proxy
+    #[command(
+        long_about = "The connection string of a branch's endpoint: `<endpoint>.<domain>` once `*.<domain>` points at the \
+proxy, and the same through the proxy's own address with the endpoint in the options (no DNS needed). The \
+password stays out unless --show-password (it is read from the deployment's Secret).",
+        after_help = "Examples:\n  neonctl-aws connection-string\n  neonctl-aws connection-string dev --psql\n  \
+psql \"$(neonctl-aws connection-string dev --show-password --output plain)\""
+    )]
+    ConnectionString(ConnectionStringArgs),
+
     /// Write or merge a kubectl context for the EKS cluster; kubectl then needs no aws CLI
     #[command(after_help = "The context's user runs `neonctl-aws token` as its exec plugin.\n\n\
 Examples:\n  neonctl-aws kubeconfig\n  neonctl-aws kubeconfig --file ./kubeconfig --context neon-staging")]
@@ -338,9 +348,11 @@ pub enum BranchesCommand {
         /// The branch's name
         name: String,
     },
-    /// Branch from a parent's data, copy-on-write, and wait until it is ready
+    /// Branch from a parent's data, copy-on-write, with an endpoint of its own; wait until its
+    /// compute runs and print its connection string
     Create(BranchCreateArgs),
-    /// Delete a branch and its timeline (never `main`, never a branch others branch from)
+    /// Delete a branch: its computes stop, then its timeline goes (never `main`, never a branch
+    /// others branch from)
     Delete(BranchDeleteArgs),
 }
 
@@ -356,8 +368,35 @@ pub struct BranchCreateArgs {
     /// last record
     #[arg(long, value_name = "LSN|TIME")]
     pub at: Option<String>,
+    /// Put the password in the printed connection string
+    #[arg(long)]
+    pub show_password: bool,
     #[command(flatten)]
     pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectionStringArgs {
+    /// The branch whose endpoint to connect to
+    #[arg(default_value = "main")]
+    pub branch: String,
+    /// Log in as this role [default: the branch's first role, the owner]
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Connect to this database [default: the branch's first database]
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Print a psql command line instead of a URL
+    #[arg(long)]
+    pub psql: bool,
+    /// Put the password in the connection string (read from the deployment's Secret)
+    #[arg(long)]
+    pub show_password: bool,
+    /// The proxy's address for the form without DNS [default: the one deploy reached]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy_address: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,28 +1,34 @@
-//! `branches list|get|create|delete`: the `NeonBranch` objects of the deployment, which the
-//! in-cluster operator turns into timelines. The custom resources are the API: this writes and
-//! reads exactly what `kubectl apply -f branch.yaml` would, and waits on the status the operator
-//! reports (the `Ready` condition at the object's generation, or the object gone).
+//! `branches list|get|create|delete` and `connection-string`: the `NeonBranch` and
+//! `NeonEndpoint` objects of the deployment, which the in-cluster operator turns into timelines
+//! and computes. The custom resources are the API: this writes and reads exactly what `kubectl
+//! apply -f branch.yaml` would, and waits on the status the operator reports (the branch's
+//! `Ready` condition at the object's generation, the endpoint's `Running`, or the object gone).
 //!
 //! A branch is a copy-on-write child of its parent's timeline (at its last record, at an LSN, or
 //! as of a time, which the operator turns into an LSN): same tenant and project, a new timeline
-//! id, the parent's roles and databases.
+//! id, the parent's roles and databases, and an endpoint of the same name with its own compute.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use neonctl_contract::resources::{BranchSpec, NeonBranch, READY_CONDITION, phase};
+use neonctl_contract::resources::{BranchSpec, EndpointSpec, NeonBranch, NeonEndpoint, READY_CONDITION, endpoint_phase, phase};
 use serde::Serialize;
 
 use crate::calls::Calls;
-use crate::cli::{BranchCreateArgs, BranchDeleteArgs, BranchesArgs, BranchesCommand};
+use crate::cli::{BranchCreateArgs, BranchDeleteArgs, BranchesArgs, BranchesCommand, ClusterArgs, ConnectionStringArgs};
 use crate::config::Config;
 use crate::exit;
+use crate::neon::Secret;
 use crate::output::{Printer, Table};
 use crate::phases::deploy::bootstrap;
+use crate::phases::deploy::connect::{Address, Connection};
+use crate::phases::deploy::secrets;
+use crate::state::State;
 use crate::wait::{self, Check, Waited};
 
 /// The branch `deploy` makes; never deleted from here.
@@ -47,6 +53,9 @@ struct Row {
     created: Option<String>,
     tenant_id: String,
     timeline_id: String,
+    /// The endpoint serving it (the one named like it, else the first), and its phase.
+    endpoint: Option<String>,
+    endpoint_phase: Option<String>,
 }
 
 fn usage(message: String) -> anyhow::Error {
@@ -70,6 +79,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The deployment's cluster (as the state records it, or `--kubeconfig/--context`), its
+/// namespace, and the state.
+async fn cluster(cluster: &ClusterArgs, config: &Config, state_dir: &Path) -> anyhow::Result<(kube::Client, String, State)> {
+    let state = crate::state::read(state_dir).unwrap_or_default();
+    let access = crate::k8s::cluster_access(cluster.kubeconfig.as_deref(), cluster.context.as_deref(), &state).ok_or_else(|| {
+        usage("no cluster yet: run `neonctl-aws up` (or `infra` and `deploy`), or pass --kubeconfig/--context for your own cluster".into())
+    })?;
+    let client = crate::k8s::client_for(&access, config, Arc::new(Calls::default())).await?;
+    let namespace = state.deploy.as_ref().map_or_else(|| config.prefix.clone(), |d| d.namespace.clone());
+    Ok((client, namespace, state))
+}
+
 pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<u8> {
     if let BranchesCommand::Create(create) = &args.command {
         check_name(&create.name).map_err(usage)?;
@@ -77,17 +98,8 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
             BranchPoint::parse(at, time::OffsetDateTime::now_utc()).map_err(usage)?;
         }
     }
-    let state = crate::state::read(state_dir).unwrap_or_default();
-    let access =
-        crate::k8s::cluster_access(args.cluster.kubeconfig.as_deref(), args.cluster.context.as_deref(), &state).ok_or_else(|| {
-            usage(
-                "no cluster yet: run `neonctl-aws up` (or `infra` and `deploy`), or pass --kubeconfig/--context for your own cluster"
-                    .into(),
-            )
-        })?;
-    let client = crate::k8s::client_for(&access, config, Arc::new(Calls::default())).await?;
-    let namespace = state.deploy.as_ref().map_or_else(|| config.prefix.clone(), |d| d.namespace.clone());
-    let branches = Branches { api: Api::namespaced(client, &namespace), namespace, timeout: Duration::from_secs(args.timeout) };
+    let (client, namespace, state) = cluster(&args.cluster, config, state_dir).await?;
+    let branches = Branches::new(client, namespace, Duration::from_secs(args.timeout));
     match &args.command {
         BranchesCommand::List => {
             let rows = branches.rows().await?;
@@ -98,10 +110,72 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
             let row = rows.into_iter().find(|row| &row.name == name).ok_or_else(|| branches.not_found(name))?;
             printer.table("branch", &table(std::slice::from_ref(&row)), &row);
         }
-        BranchesCommand::Create(create) => branches.create(create, printer).await?,
+        BranchesCommand::Create(create) => {
+            branches.create(create, printer).await?;
+            if !create.plan.plan {
+                let target = Target { branch: create.name.clone(), role: None, database: None, proxy_address: None };
+                let connection = branches.connection(&target, config, &state).await?;
+                let password = branches.password(&connection, config, create.show_password).await?;
+                print_connection(printer, &connection, password.as_ref(), false);
+            }
+        }
         BranchesCommand::Delete(delete) => branches.delete(delete, printer).await?,
     }
     Ok(exit::SUCCESS)
+}
+
+/// `connection-string [BRANCH]`.
+pub async fn connection_string(args: &ConnectionStringArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<u8> {
+    let (client, namespace, state) = cluster(&args.cluster, config, state_dir).await?;
+    let branches = Branches::new(client, namespace, Duration::from_secs(0));
+    let target = Target {
+        branch: args.branch.clone(),
+        role: args.role.clone(),
+        database: args.database.clone(),
+        proxy_address: args.proxy_address.clone(),
+    };
+    let connection = branches.connection(&target, config, &state).await?;
+    let password = branches.password(&connection, config, args.show_password).await?;
+    print_connection(printer, &connection, password.as_ref(), args.psql);
+    Ok(exit::SUCCESS)
+}
+
+/// Which connection string to make.
+struct Target {
+    branch: String,
+    role: Option<String>,
+    database: Option<String>,
+    proxy_address: Option<String>,
+}
+
+/// What a connection string needs, and how to reach the proxy without DNS when known.
+struct Endpoint {
+    connection: Connection,
+    /// Whether [`Connection::address`] is the proxy's own address (else only the DNS form).
+    direct: bool,
+}
+
+/// The connection strings: on stdout, with the password only when given.
+fn print_connection(printer: &Printer, endpoint: &Endpoint, password: Option<&Secret>, psql: bool) {
+    #[derive(Serialize)]
+    struct Strings {
+        endpoint: String,
+        connection_string: String,
+        without_dns: Option<String>,
+    }
+    let connection = &endpoint.connection;
+    let strings = Strings {
+        endpoint: connection.endpoint.clone(),
+        connection_string: connection.url(password),
+        without_dns: endpoint.direct.then(|| connection.url_without_dns(password)),
+    };
+    let quoted = |url: &str| if psql { format!("psql '{url}'") } else { url.to_string() };
+    let mut table = Table::new(&["FORM", "CONNECTION"]);
+    table.row(vec!["dns".into(), quoted(&strings.connection_string)]);
+    if let Some(direct) = &strings.without_dns {
+        table.row(vec!["without dns".into(), quoted(direct)]);
+    }
+    printer.table("connection", &table, &strings);
 }
 
 /// Where a branch starts in its parent, as `--at` gives it.
@@ -144,7 +218,7 @@ impl BranchPoint {
 }
 
 fn table(rows: &[Row]) -> Table {
-    let mut table = Table::new(&["BRANCH", "PARENT", "AT LSN", "AT TIME", "PHASE", "READY", "CREATED"]);
+    let mut table = Table::new(&["BRANCH", "PARENT", "AT LSN", "AT TIME", "PHASE", "READY", "ENDPOINT", "COMPUTE", "CREATED"]);
     for row in rows {
         let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
         table.row(vec![
@@ -154,6 +228,8 @@ fn table(rows: &[Row]) -> Table {
             or_dash(&row.branched_at_time),
             row.phase.clone(),
             row.ready.clone(),
+            or_dash(&row.endpoint),
+            or_dash(&row.endpoint_phase),
             or_dash(&row.created),
         ]);
     }
@@ -162,11 +238,23 @@ fn table(rows: &[Row]) -> Table {
 
 struct Branches {
     api: Api<NeonBranch>,
+    endpoints: Api<NeonEndpoint>,
+    client: kube::Client,
     namespace: String,
     timeout: Duration,
 }
 
 impl Branches {
+    fn new(client: kube::Client, namespace: String, timeout: Duration) -> Self {
+        Self {
+            api: Api::namespaced(client.clone(), &namespace),
+            endpoints: Api::namespaced(client.clone(), &namespace),
+            client,
+            namespace,
+            timeout,
+        }
+    }
+
     fn not_found(&self, name: &str) -> anyhow::Error {
         usage(format!("there is no branch {name} in namespace {}; `neonctl-aws branches list` shows them", self.namespace))
     }
@@ -184,8 +272,25 @@ impl Branches {
         self.api.get_opt(name).await.with_context(|| format!("reading NeonBranch {}/{name}", self.namespace))
     }
 
+    async fn all_endpoints(&self) -> anyhow::Result<Vec<NeonEndpoint>> {
+        let list = self
+            .endpoints
+            .list(&Default::default())
+            .await
+            .with_context(|| format!("listing the NeonEndpoints in namespace {}", self.namespace))?;
+        Ok(list.items)
+    }
+
+    /// The endpoint serving `branch`: the one named like it, else the first by name.
+    fn endpoint_of<'e>(endpoints: &'e [NeonEndpoint], branch: &str) -> Option<&'e NeonEndpoint> {
+        let mut serving: Vec<&NeonEndpoint> = endpoints.iter().filter(|e| e.spec.branch == branch).collect();
+        serving.sort_by_key(|e| (e.name_any() != branch, e.name_any()));
+        serving.first().copied()
+    }
+
     async fn rows(&self) -> anyhow::Result<Vec<Row>> {
         let all = self.all().await?;
+        let endpoints = self.all_endpoints().await?;
         let parent_of = |branch: &NeonBranch| {
             let parent = branch.spec.parent_timeline_id.as_ref()?;
             all.iter()
@@ -208,6 +313,9 @@ impl Branches {
                     created: branch.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
                     tenant_id: branch.spec.tenant_id.clone(),
                     timeline_id: branch.spec.timeline_id.clone(),
+                    endpoint: Self::endpoint_of(&endpoints, &branch.name_any()).map(|e| e.name_any()),
+                    endpoint_phase: Self::endpoint_of(&endpoints, &branch.name_any())
+                        .map(|e| e.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| endpoint_phase::PENDING.into())),
                 }
             })
             .collect();
@@ -249,11 +357,23 @@ impl Branches {
             },
         };
         let at = BranchPoint::describe(point.as_ref());
+        let endpoint = self.endpoints.get_opt(name).await.with_context(|| format!("reading NeonEndpoint {}/{name}", self.namespace))?;
+        if let Some(other) = endpoint.as_ref().filter(|e| &e.spec.branch != name) {
+            return Err(usage(format!(
+                "endpoint {name} already exists in namespace {} and serves branch {}: pick another name",
+                self.namespace, other.spec.branch
+            )));
+        }
         if args.plan.plan {
             let verb = if existing.is_some() { "adopt (exists)" } else { "create" };
             printer.result_line(&format!(
                 "{verb} NeonBranch {}/{name}: a child of {} at {at} (tenant {}, new timeline {})",
                 self.namespace, args.parent, spec.tenant_id, spec.timeline_id
+            ));
+            let verb = if endpoint.is_some() { "adopt (exists)" } else { "create" };
+            printer.result_line(&format!(
+                "{verb} NeonEndpoint {}/{name}: its compute (the control plane makes it once the branch is ready)",
+                self.namespace
             ));
             return Ok(());
         }
@@ -285,7 +405,112 @@ impl Branches {
         ));
         self.wait_ready(name).await?;
         printer.result_line(&format!("branch {name} is ready"));
+        if endpoint.is_none() {
+            let object = NeonEndpoint {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    labels: Some([("app.kubernetes.io/part-of".to_string(), "neon".to_string())].into()),
+                    ..Default::default()
+                },
+                spec: EndpointSpec { branch: name.clone(), allowed_ips: None },
+                status: None,
+            };
+            match self.endpoints.create(&PostParams::default(), &object).await {
+                Ok(_) => {}
+                // Made meanwhile by another create of this branch: the same endpoint.
+                Err(kube::Error::Api(response)) if response.code == 409 => {}
+                Err(e) => return Err(anyhow!(e).context(format!("creating NeonEndpoint {}/{name}", self.namespace))),
+            }
+        }
+        self.wait_running(name).await?;
+        printer.result_line(&format!("endpoint {name}: its compute runs"));
         Ok(())
+    }
+
+    /// Until the operator reports the endpoint's compute `Running`.
+    async fn wait_running(&self, name: &str) -> anyhow::Result<()> {
+        let check = || async {
+            let endpoint = self
+                .endpoints
+                .get_opt(name)
+                .await
+                .with_context(|| format!("reading NeonEndpoint {}/{name}", self.namespace))?
+                .ok_or_else(|| anyhow!("NeonEndpoint {}/{name} disappeared while waiting for it", self.namespace))?;
+            let status = endpoint.status.unwrap_or_default();
+            Ok::<_, anyhow::Error>(match status.phase.as_deref() {
+                Some(endpoint_phase::RUNNING) => Check::Done(()),
+                _ => Check::Waiting(status.message.unwrap_or_else(|| "the control plane has not reported on it yet".into())),
+            })
+        };
+        match wait::poll(self.timeout, POLL, check, |_, _| {}).await? {
+            Waited::Done(()) => Ok(()),
+            Waited::TimedOut(last) => Err(anyhow!(
+                "endpoint {name}'s compute was not running after {}s: {last}. See `kubectl describe deployment -n {} -l \
+                 neonctl-aws.dev/endpoint={name}` and the control plane's log, then run the same command again",
+                self.timeout.as_secs(),
+                self.namespace
+            )),
+        }
+    }
+
+    /// How to reach `target`'s endpoint: its role and database (the branch's first unless
+    /// named), the proxy's domain and port, and its address when known.
+    async fn connection(&self, target: &Target, config: &Config, state: &State) -> anyhow::Result<Endpoint> {
+        let branch = self.get(&target.branch).await?.ok_or_else(|| self.not_found(&target.branch))?;
+        let endpoints = self.all_endpoints().await?;
+        let endpoint = Self::endpoint_of(&endpoints, &target.branch).ok_or_else(|| {
+            usage(format!(
+                "branch {} has no endpoint: create a NeonEndpoint with spec.branch {0} (`branches create` makes one)",
+                target.branch
+            ))
+        })?;
+        let pick = |wanted: &Option<String>, names: Vec<String>, what: &str| -> anyhow::Result<String> {
+            match wanted {
+                Some(name) if names.contains(name) => Ok(name.clone()),
+                Some(name) => Err(usage(format!("branch {} has no {what} {name}; it has: {}", target.branch, names.join(", ")))),
+                None => names.into_iter().next().ok_or_else(|| usage(format!("branch {} has no {what}", target.branch))),
+            }
+        };
+        let role = pick(&target.role, branch.spec.roles.iter().map(|r| r.name.clone()).collect(), "role")?;
+        let database = pick(&target.database, branch.spec.databases.iter().map(|d| d.name.clone()).collect(), "database")?;
+        let deployed = state.deploy.as_ref();
+        let domain = deployed.map_or_else(|| crate::render::proxy_domain(config), |d| d.proxy_domain.clone());
+        let given = target.proxy_address.as_deref().or_else(|| deployed.and_then(|d| d.proxy_address.as_deref()));
+        let address =
+            given.map(|text| Address::parse(text).ok_or_else(|| usage(format!("--proxy-address {text} is not HOST:PORT")))).transpose()?;
+        let direct = address.is_some();
+        let address =
+            address.unwrap_or_else(|| Address { host: format!("{}.{domain}", endpoint.name_any()), port: crate::neon::ports::PROXY_PG });
+        Ok(Endpoint { connection: Connection { role, database, endpoint: endpoint.name_any(), domain, address }, direct })
+    }
+
+    /// The owner's password from the deployment's Secret, when asked for; other roles' passwords
+    /// are not kept anywhere.
+    async fn password(&self, endpoint: &Endpoint, config: &Config, show: bool) -> anyhow::Result<Option<Secret>> {
+        if !show {
+            return Ok(None);
+        }
+        if endpoint.connection.role != secrets::OWNER_ROLE {
+            return Err(usage(format!(
+                "the password of role {} is not kept by neonctl-aws; only {}'s is (Secret {})",
+                endpoint.connection.role,
+                secrets::OWNER_ROLE,
+                secrets::role_secret(&config.prefix)
+            )));
+        }
+        let name = secrets::role_secret(&config.prefix);
+        let secret = Api::<SecretObject>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("reading Secret {}/{name}", self.namespace))?
+            .ok_or_else(|| {
+                anyhow!("Secret {}/{name} with the owner's password is missing: run `neonctl-aws deploy` again", self.namespace)
+            })?;
+        let value = secret.data.and_then(|data| data.get(secrets::PASSWORD_KEY).cloned()).ok_or_else(|| {
+            anyhow!("Secret {}/{name} has no key {}: run `neonctl-aws deploy` again", self.namespace, secrets::PASSWORD_KEY)
+        })?;
+        Ok(Some(Secret(String::from_utf8(value.0).context("the owner's password is not UTF-8")?)))
     }
 
     /// Until the operator reports the branch `Ready` at its generation; a `Failed` phase is an
@@ -337,6 +562,14 @@ impl Branches {
             )));
         }
         if args.plan.plan {
+            let endpoints: Vec<String> =
+                self.all_endpoints().await?.iter().filter(|e| &e.spec.branch == name).map(|e| e.name_any()).collect();
+            if !endpoints.is_empty() {
+                printer.result_line(&format!(
+                    "delete NeonEndpoint(s) {}: their computes stop first (the control plane deletes them with the branch)",
+                    endpoints.join(", ")
+                ));
+            }
             printer.result_line(&format!(
                 "delete NeonBranch {}/{name}: its timeline {} goes from storage; its parent is untouched",
                 self.namespace, branch.spec.timeline_id

@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! read Secrets ─► namespace ─► Secrets ─► CRDs … control plane ─► branch + endpoint ─► wait Ready
-//!   ─► compute, proxy ─► prune ─► proxy address ─► select version() ─► connection string
+//!   ─► proxy ─► prune ─► proxy address ─► select version() ─► connection string
 //! ```
-//! The compute cannot become ready before the bootstrap (its readiness probe is Postgres'
-//! port, and compute_ctl waits for a spec the control plane only has once the branch exists),
-//! hence the two roll-outs around it; the prune runs once, over everything both applied.
+//! The control plane makes endpoint `main`'s compute (as every endpoint's) once the branch is
+//! Ready; the proxy is rolled out after that, and the first query waits for the compute. The
+//! prune runs once, over everything both roll-outs applied; it never touches the computes,
+//! which carry the control plane's `managed-by`.
 //!
 //! The cluster is the EKS cluster `infra` created, or the one `--kubeconfig`/`--context` name.
 //! Secrets are generated once and kept ([`secrets`]); the branch keeps its tenant and timeline
@@ -45,7 +46,7 @@ use crate::wait::{self, Check, Waited};
 /// Secret restarts them (it reveals nothing of the values).
 const SECRETS_DIGEST: &str = "neonctl-aws/secrets-sha256";
 /// Components rolled out after the bootstrap.
-const AFTER_BOOTSTRAP: [&str; 2] = ["compute", "proxy"];
+const AFTER_BOOTSTRAP: [&str; 1] = ["proxy"];
 const NO_CLUSTER: &str = "no cluster to deploy to: the state records no EKS cluster. Run `neonctl-aws infra` first, or pass \
      --kubeconfig FILE [--context NAME] to deploy to your own cluster";
 

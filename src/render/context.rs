@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use super::inputs::{POSTGRES_IMAGE, RenderInputs, StorageClass, StorconDb};
 use super::{RenderError, SecretRef};
-use crate::neon::compute::ComputeCtlArgs;
 use crate::neon::control_plane::{self, Topology};
 use crate::neon::pageserver::{AuthType, Identity, NodeMetadata, PageserverToml};
 use crate::neon::proxy::ProxyArgs;
@@ -16,6 +15,7 @@ use crate::neon::safekeeper::SafekeeperArgs;
 use crate::neon::storage_broker::StorageBrokerArgs;
 use crate::neon::storage_controller::{self, StorageControllerArgs};
 use crate::neon::{S3Storage, Secret, compute, ports, proxy};
+use neonctl_contract::computes::{self, ComputeTemplate};
 use neonctl_contract::resources;
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -33,8 +33,6 @@ const CONTROL_PLANE_CONFIG_DIR: &str = "/etc/neonctl-aws";
 /// Where the official images install Postgres (`v17/bin/postgres`).
 const PG_DISTRIB_DIR: &str = "/usr/local/";
 const PAGESERVER_WORKDIR: &str = "/data";
-/// The endpoint (and compute id) `deploy` bootstraps.
-const COMPUTE_ID: &str = "main";
 /// The keys of the S3 credentials Secret: the environment variables the AWS SDK inside
 /// pageservers and safekeepers reads.
 pub const S3_CREDENTIAL_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
@@ -142,9 +140,13 @@ impl Names<'_> {
     fn node(&self, component: Component, id: u64) -> String {
         format!("{}-{id}", self.of(component))
     }
+    /// The DNS suffix of the namespace's Services.
+    fn service_domain(&self) -> String {
+        format!("{}.svc.cluster.local", self.inputs.namespace)
+    }
     /// The service's cluster DNS name.
     fn host(&self, service: &str) -> String {
-        format!("{service}.{}.svc.cluster.local", self.inputs.namespace)
+        format!("{service}.{}", self.service_domain())
     }
     /// The DNS name of pod 0 of a per-node StatefulSet behind the component's headless Service.
     fn node_host(&self, component: Component, id: u64) -> String {
@@ -313,6 +315,11 @@ struct StorconDbContext {
     storage: String,
     /// The readiness and liveness check.
     ready_command: Vec<String>,
+}
+
+/// A value built as JSON for the templates, as the Kubernetes type the operator builds with.
+fn typed<T: serde::de::DeserializeOwned>(value: &impl Serialize) -> T {
+    serde_json::from_value(serde_json::to_value(value).expect("JSON")).expect("the rendered JSON is the Kubernetes type")
 }
 
 fn env_value(name: &str, value: &str) -> Value {
@@ -596,7 +603,50 @@ impl Context {
             })
             .collect::<Result<Vec<_>, RenderError>>()?;
 
-        let compute_host = names.host(&names.of(Component::Compute));
+        let pod_security = json!({
+            "runAsNonRoot": true,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        });
+        let compute = workload(
+            Component::Compute,
+            "compute",
+            vec![],
+            vec![
+                rust_log.clone(),
+                env_secret(compute::CONTROL_PLANE_TOKEN_ENV, &auth, auth_keys::COMPUTE_TO_CONTROL_PLANE),
+                // neon's tracing-utils exports to localhost:4318 unless told otherwise, and logs
+                // every failed export.
+                match &inputs.otlp_endpoint {
+                    Some(endpoint) => env_value("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+                    None => env_value("OTEL_SDK_DISABLED", "true"),
+                },
+            ],
+        );
+        // The operator makes each endpoint's compute; deploy must not prune them.
+        let mut compute_labels = compute.labels.clone();
+        compute_labels.insert(LABEL_MANAGED_BY.into(), computes::MANAGED_BY.into());
+        let compute_template = ComputeTemplate {
+            namespace: inputs.namespace.clone(),
+            name_prefix: compute.name.clone(),
+            service_domain: names.service_domain(),
+            labels: compute_labels,
+            selector: compute.selector.clone(),
+            image: compute.image.clone(),
+            service_account: compute.service_account.name.clone(),
+            pgbin: "/usr/local/bin/postgres".into(),
+            control_plane_uri: control_plane_url.clone(),
+            env: typed(&compute.env),
+            resources: typed(&compute.resources),
+            pod_security: typed(&pod_security),
+            container_security: typed(&compute.security),
+            pg_port: ports::COMPUTE_PG,
+            http_port: ports::COMPUTE_HTTP,
+        };
+
         let topology_node = |component, id, zone: &str, pg_port, http_port| {
             let host = names.node_host(component, id);
             control_plane::Node {
@@ -618,11 +668,7 @@ impl Context {
                 .iter()
                 .map(|n| topology_node(Component::Safekeeper, n.id, &n.zone, ports::SAFEKEEPER_PG, ports::SAFEKEEPER_HTTP))
                 .collect(),
-            computes: vec![control_plane::Compute {
-                id: COMPUTE_ID.into(),
-                pg: format!("{compute_host}:{}", ports::COMPUTE_PG),
-                http: format!("http://{compute_host}:{}", ports::COMPUTE_HTTP),
-            }],
+            compute: compute_template,
         };
         let control_plane = workload(
             Component::ControlPlane,
@@ -638,29 +684,6 @@ impl Context {
                 env_field(neonctl_contract::service::POD_NAME_ENV, "metadata.name"),
                 env_value(neonctl_contract::service::LEASE_ENV, &neonctl_contract::service::control_plane_lease(&inputs.prefix)),
                 env_value(neonctl_contract::service::STATUS_CONFIG_MAP_ENV, &names.control_plane_status()),
-            ],
-        );
-
-        let compute = workload(
-            Component::Compute,
-            "compute",
-            ComputeCtlArgs {
-                pgdata: "/var/db/postgres/compute/pgdata".into(),
-                connstr: format!("postgresql://cloud_admin@localhost:{}/postgres", ports::COMPUTE_PG),
-                pgbin: "/usr/local/bin/postgres".into(),
-                compute_id: COMPUTE_ID.into(),
-                control_plane_uri: control_plane_url.clone(),
-            }
-            .to_args(),
-            vec![
-                rust_log.clone(),
-                env_secret(compute::CONTROL_PLANE_TOKEN_ENV, &auth, auth_keys::COMPUTE_TO_CONTROL_PLANE),
-                // neon's tracing-utils exports to localhost:4318 unless told otherwise, and logs
-                // every failed export.
-                match &inputs.otlp_endpoint {
-                    Some(endpoint) => env_value("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-                    None => env_value("OTEL_SDK_DISABLED", "true"),
-                },
             ],
         );
 
@@ -720,14 +743,7 @@ impl Context {
                 StorageClass::Existing(_) => None,
             },
             storage_class_name: inputs.storage_class.name().to_string(),
-            pod_security: json!({
-                "runAsNonRoot": true,
-                "runAsUser": 1000,
-                "runAsGroup": 1000,
-                "fsGroup": 1000,
-                "fsGroupChangePolicy": "OnRootMismatch",
-                "seccompProfile": {"type": "RuntimeDefault"},
-            }),
+            pod_security,
             auth_secret: auth,
             public_key_key: auth_keys::PUBLIC_KEY,
             safekeeper_peer_token_key: auth_keys::SAFEKEEPER_TO_SAFEKEEPER,

@@ -174,7 +174,7 @@ impl RenderInputs {
             pageservers: config.neon.pageservers,
             safekeepers: config.neon.safekeepers,
             storcon_db: StorconDb::InCluster { storage: "10Gi".into() },
-            proxy_domain: config.proxy.domain.clone().unwrap_or_else(|| format!("{prefix}.neon.internal")),
+            proxy_domain: proxy_domain(config),
             storage_class: StorageClass::Create(format!("{prefix}-gp3")),
             pageserver_storage: "100Gi".into(),
             safekeeper_storage: "50Gi".into(),
@@ -318,4 +318,9 @@ fn check_role_arn(flag: &str, arn: &str) -> Result<(), RenderError> {
             && account.chars().all(|c| c.is_ascii_digit())
             && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty()));
     if ok { Ok(()) } else { Err(RenderError::BadRoleArn { flag: flag.into(), value: arn.into() }) }
+}
+
+/// Clients connect to `<endpoint>.<this>`: `proxy.domain`, else `<prefix>.neon.internal`.
+pub fn proxy_domain(config: &Config) -> String {
+    config.proxy.domain.clone().unwrap_or_else(|| format!("{}.neon.internal", config.prefix))
 }

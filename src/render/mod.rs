@@ -26,7 +26,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
 pub use context::{LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, S3_CREDENTIAL_KEYS, auth_keys};
-pub use inputs::{ImageRef, Overrides, RenderInputs, StorageClass, StorconDb};
+pub use inputs::{ImageRef, Overrides, RenderInputs, StorageClass, StorconDb, proxy_domain};
 
 use crate::neon::NeonConfigError;
 

@@ -328,9 +328,12 @@ fn timelines_go_onto_safekeepers_only_across_three_zones() {
 /// `libs/tracing-utils`): off by default, or to the configured collector.
 #[test]
 fn compute_traces_go_nowhere_or_to_the_configured_collector() {
+    // The control plane makes every compute from the template in its topology.
     let compute_env = |inputs: &RenderInputs| -> Vec<Value> {
         let objects = objects(&render(inputs).unwrap());
-        container(find(&objects, "Deployment", "neon-compute"))["env"].as_array().unwrap().clone()
+        let topology = find(&objects, "ConfigMap", "neon-control-plane")["data"]["topology.json"].as_str().unwrap().to_string();
+        let topology: Value = serde_json::from_str(&topology).unwrap();
+        topology["compute"]["env"].as_array().unwrap().clone()
     };
     let env = compute_env(&default_inputs());
     assert!(env.iter().any(|e| e["name"] == "OTEL_SDK_DISABLED" && e["value"] == "true"), "{env:?}");
@@ -424,7 +427,14 @@ fn the_control_plane_reads_its_custom_resources_and_writes_only_their_status() {
     let rules = role["rules"].as_array().unwrap();
     let custom = rules.iter().find(|r| r["apiGroups"][0] == "neonctl-aws.dev").unwrap();
     assert_eq!(custom["resources"], serde_json::json!(["neonbranches", "neonbranches/status", "neonendpoints", "neonendpoints/status"]));
-    assert!(!custom["verbs"].as_array().unwrap().iter().any(|v| v == "create" || v == "delete"), "branches are created by others");
+    let verbs = custom["verbs"].as_array().unwrap();
+    assert!(!verbs.iter().any(|v| v == "create"), "branches and endpoints are created by others");
+    assert!(verbs.iter().any(|v| v == "delete"), "a deleted branch takes its endpoints along");
+    for (group, plural) in [("apps", "deployments"), ("", "services")] {
+        let rule = rules.iter().find(|r| r["apiGroups"][0] == group && r["resources"][0] == plural).unwrap();
+        let verbs = rule["verbs"].as_array().unwrap();
+        assert!(["create", "patch", "delete", "watch"].iter().all(|v| verbs.contains(&Value::from(*v))), "each endpoint's compute: {rule}");
+    }
     let named = rules.iter().find(|r| r["resources"][0] == "configmaps" && r.get("resourceNames").is_some()).unwrap();
     assert_eq!(named["resourceNames"], serde_json::json!([neonctl_contract::service::status_config_map("neon")]));
 

@@ -1,6 +1,7 @@
 //! `control-plane serve`: the SCRAM verifiers against a real Postgres, the API against a plain
 //! HTTP client, the hooks against a stand-in compute_ctl, and JWT checks.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,10 +15,12 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use neonctl_aws::neon::control_plane::{Compute, Node, Topology};
+use neonctl_aws::neon::control_plane::{Node, Topology};
+use neonctl_contract::computes::{ComputeAddress, ComputeTemplate};
 use neonctl_contract::jwt::SigningKey;
 use neonctl_contract::scram;
 use neonctl_contract::service::SERVE_ARGS;
+use neonctl_control_plane::computes::ComputeAddresses;
 use neonctl_control_plane::store::{Attachment, Branch, Database, Endpoint, MemoryStore, Role, State};
 use neonctl_control_plane::{ControlPlane, Keys, Retry, Running, scopes};
 use serde_json::{Value, json};
@@ -105,8 +108,18 @@ impl PgServer {
         self.bin.join("psql")
     }
 
+    /// The psql of the newest Postgres installed.
+    pub(crate) fn psql_bin() -> PathBuf {
+        postgres_bin().join("psql")
+    }
+
     /// SQL as the superuser over the Unix socket.
     pub(crate) fn admin_sql(&self, sql: &str) {
+        self.admin_sql_in("postgres", sql);
+    }
+
+    /// SQL as the superuser in `database`.
+    pub(crate) fn admin_sql_in(&self, database: &str, sql: &str) {
         let port = self.port.to_string();
         self.run(
             "psql",
@@ -121,7 +134,7 @@ impl PgServer {
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                database,
                 "-c",
                 sql,
             ],
@@ -235,17 +248,66 @@ pub(crate) fn node(kind: &str, id: u64, port: u16) -> Node {
     Node { id, pg: format!("{kind}-{id}:{port}"), http: format!("http://{kind}-{id}:1"), availability_zone: "az-a".into() }
 }
 
-fn topology(compute_http: SocketAddr) -> Topology {
+/// The computes' template of a deployment in namespace `neon` (what `render` writes).
+pub(crate) fn compute_template() -> ComputeTemplate {
+    let labels: BTreeMap<String, String> =
+        [("app.kubernetes.io/instance", "neon"), ("app.kubernetes.io/name", "compute")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+    let mut all = labels.clone();
+    all.insert("app.kubernetes.io/managed-by".into(), neonctl_contract::computes::MANAGED_BY.into());
+    ComputeTemplate {
+        namespace: "neon".into(),
+        name_prefix: "neon-compute".into(),
+        service_domain: "neon.svc.cluster.local".into(),
+        labels: all,
+        selector: labels,
+        image: "registry.test/compute:1".into(),
+        service_account: "neon-compute".into(),
+        pgbin: "/usr/local/bin/postgres".into(),
+        control_plane_uri: "http://neon-control-plane.neon.svc.cluster.local:8080".into(),
+        env: Vec::new(),
+        resources: Default::default(),
+        pod_security: Default::default(),
+        container_security: Default::default(),
+        pg_port: 55432,
+        http_port: 3080,
+    }
+}
+
+/// Where the tests' computes run: compute_ctl stand-ins (with a real Postgres behind some), by
+/// endpoint. What a cluster's DNS does for the control plane.
+#[derive(Default)]
+pub(crate) struct StandInComputes(Mutex<BTreeMap<String, ComputeAddress>>);
+
+impl StandInComputes {
+    pub(crate) fn with(endpoint: &str, pg: &str, http: SocketAddr) -> Arc<Self> {
+        let computes = Arc::new(Self::default());
+        computes.set(endpoint, pg, http);
+        computes
+    }
+
+    pub(crate) fn set(&self, endpoint: &str, pg: &str, http: SocketAddr) {
+        self.0.lock().unwrap().insert(endpoint.into(), ComputeAddress { pg: pg.into(), http: format!("http://{http}") });
+    }
+
+    pub(crate) fn remove(&self, endpoint: &str) {
+        self.0.lock().unwrap().remove(endpoint);
+    }
+}
+
+impl ComputeAddresses for StandInComputes {
+    fn of(&self, endpoint: &str) -> Option<ComputeAddress> {
+        self.0.lock().unwrap().get(endpoint).cloned()
+    }
+}
+
+fn topology() -> Topology {
     Topology {
         listen: "127.0.0.1:0".into(),
         region: "us-east-1".into(),
         storage_controller_url: "http://storcon:1234".into(),
         pageservers: (1..=2).map(|id| node("ps", id, 6400)).collect(),
         safekeepers: (1..=3).map(|id| node("sk", id, 5454)).collect(),
-        computes: vec![
-            Compute { id: "main".into(), pg: "compute-main:55432".into(), http: format!("http://{compute_http}") },
-            Compute { id: "spare".into(), pg: "compute-spare:5432".into(), http: "http://127.0.0.1:9".into() },
-        ],
+        compute: compute_template(),
     }
 }
 
@@ -262,7 +324,9 @@ fn state() -> State {
             pending: false,
         },
     );
-    state.endpoints.insert("main".into(), Endpoint { branch_id: "br-main".into(), allowed_ips: Some(vec!["10.0.0.0/8".into()]) });
+    state
+        .endpoints
+        .insert("main".into(), Endpoint { branch_id: "br-main".into(), allowed_ips: Some(vec!["10.0.0.0/8".into()]), stopped: false });
     state.attachments.insert(TENANT.into(), Attachment { pageservers: vec![1], stripe_size: None });
     state
 }
@@ -278,14 +342,22 @@ pub(crate) fn key_pem() -> String {
 
 async fn start(compute_http: SocketAddr, keys: Keys) -> Running {
     let retry = Retry { first_delay: Duration::from_millis(20), deadline: Duration::from_millis(500) };
-    let control_plane = ControlPlane::new(topology(compute_http), keys, Box::new(MemoryStore::new(state())), retry).await.unwrap();
+    let control_plane = ControlPlane::new(topology(), keys, Box::new(MemoryStore::new(state())), retry)
+        .await
+        .unwrap()
+        .with_compute_addresses(StandInComputes::with("main", "compute-main:55432", compute_http));
     Arc::new(control_plane).start("127.0.0.1:0", None).await.unwrap()
 }
 
 /// One request with a plain HTTP client; the answer's status and JSON body.
 pub(crate) async fn call(server: &Running, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    call_at(&server.addr().to_string(), method, path, token, body).await
+}
+
+/// [`call`] to the server at `addr` (`host:port`).
+pub(crate) async fn call_at(addr: &str, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = Request::builder().method(method).uri(format!("http://{}{path}", server.addr()));
+    let mut request = Request::builder().method(method).uri(format!("http://{addr}{path}"));
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -330,10 +402,8 @@ async fn serves_specs_the_proxy_api_and_health() {
     assert_eq!(port["value"], "55432", "the compute's port from the topology");
     assert!(spec.get("storage_auth_token").is_none(), "no signing key, no token");
 
-    let (status, body) = call(&server, Method::GET, "/compute/api/v2/computes/spare/spec", None, None).await;
-    assert_eq!((status, &body["status"], &body["spec"]), (StatusCode::OK, &json!("empty"), &Value::Null));
-    let (status, _) = call(&server, Method::GET, "/compute/api/v2/computes/nope/spec", None, None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = call(&server, Method::GET, "/compute/api/v2/computes/nope/spec", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a compute exists only for an endpoint: {body}");
 
     let access = "/proxy/get_endpoint_access_control?session_id=s1&application_name=psql&endpointish=main&role=alice";
     let (status, body) = call(&server, Method::GET, access, None, None).await;
@@ -488,7 +558,7 @@ pub(crate) fn jwt_claims(token: &str) -> Value {
 // ---- The binary ---------------------------------------------------------------------------
 
 fn write_topology(dir: &Path, listen: &str) -> PathBuf {
-    let mut topology = topology("127.0.0.1:9".parse().unwrap());
+    let mut topology = topology();
     topology.listen = listen.into();
     let path = dir.join("topology.json");
     std::fs::write(&path, topology.to_json().unwrap()).unwrap();
@@ -535,6 +605,8 @@ fn serve_runs_until_sigterm_and_keeps_its_state_file() {
         (status, response.into_body().collect().await.unwrap().to_bytes())
     });
     assert_eq!(status, StatusCode::OK, "the state file was loaded: {body:?}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["address"], "neon-compute-main.neon.svc.cluster.local:55432", "the endpoint's Service, by its DNS name");
     let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let output = child.wait_with_output().unwrap();
@@ -567,7 +639,7 @@ fn rendered_manifests_run_the_serve_command_against_their_topology() {
     let path = wd.path().join("topology.json");
     std::fs::write(&path, config_map["data"]["topology.json"].as_str().unwrap()).unwrap();
     let topology = neonctl_control_plane::load_topology(&path).unwrap();
-    assert!(!topology.computes.is_empty() && !topology.pageservers.is_empty() && !topology.safekeepers.is_empty());
+    assert!(!topology.pageservers.is_empty() && !topology.safekeepers.is_empty());
 
     let deployment = control_plane.iter().find(|o| o["kind"] == "Deployment").unwrap();
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
@@ -585,7 +657,9 @@ fn rendered_manifests_run_the_serve_command_against_their_topology() {
     let flag = |args: &[String], name: &str| -> String {
         args.iter().find_map(|a| a.strip_prefix(&format!("--{name}="))).unwrap_or_else(|| panic!("--{name} in {args:?}")).to_string()
     };
-    let base = flag(&container_args("60-compute.yaml", "Deployment"), "control-plane-uri");
+    // compute_ctl's --control-plane-uri: the compute template's, which the operator puts in
+    // every compute's Deployment.
+    let base = topology.compute.control_plane_uri.clone();
     let hooks = flag(&container_args("21-storage-controller.yaml", "Deployment"), "control-plane-url");
     let proxy = flag(&container_args("70-proxy.yaml", "Deployment"), "auth-endpoint");
     assert_eq!(hooks, format!("{base}/storage"), "notify-attach lives under /storage");

@@ -116,15 +116,42 @@ fn neons_endpoint(sni: Option<&str>, options: Option<&str>, common_name: &str) -
     }
 }
 
+/// Where the proxy stand-in sends a session.
+#[derive(Clone)]
+pub(crate) enum Upstream {
+    /// One Postgres on 127.0.0.1, whatever the endpoint.
+    Postgres(u16),
+    /// Where the control plane at this `host:port` says the endpoint's compute is, as neon's
+    /// proxy asks it (`GET {auth-endpoint}/wake_compute?endpointish=…`,
+    /// `proxy/src/control_plane/client/cplane_proxy_v1.rs`).
+    WakeCompute(String),
+}
+
+impl Upstream {
+    async fn address(&self, endpoint: &str) -> std::io::Result<String> {
+        match self {
+            Self::Postgres(port) => Ok(format!("127.0.0.1:{port}")),
+            Self::WakeCompute(control_plane) => {
+                let path = format!("/proxy/wake_compute?session_id=s&application_name=psql&endpointish={endpoint}");
+                let (status, body) = crate::controlplane::call_at(control_plane, hyper::Method::GET, &path, None, None).await;
+                match body["address"].as_str() {
+                    Some(address) if status == hyper::StatusCode::OK => Ok(address.to_string()),
+                    _ => Err(std::io::Error::other(format!("wake_compute for {endpoint}: {status} {body}"))),
+                }
+            }
+        }
+    }
+}
+
 /// The proxy stand-in: TLS with the certificate from Secret `neon-proxy-tls`, then the startup
-/// message without `options` to Postgres, then bytes both ways.
-struct ProxyStandIn {
-    addr: SocketAddr,
+/// message without `options` to the upstream, then bytes both ways.
+pub(crate) struct ProxyStandIn {
+    pub(crate) addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl ProxyStandIn {
-    async fn start(fake: Arc<FakeKube>, postgres_port: u16) -> Self {
+    pub(crate) async fn start(fake: Arc<FakeKube>, upstream: Upstream) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -132,9 +159,9 @@ impl ProxyStandIn {
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let (fake, seen) = (fake.clone(), recorded.clone());
+                let (fake, seen, upstream) = (fake.clone(), recorded.clone(), upstream.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = relay(stream, &fake, postgres_port, &seen).await {
+                    if let Err(e) = relay(stream, &fake, &upstream, &seen).await {
                         eprintln!("proxy stand-in: {e}");
                     }
                 });
@@ -144,7 +171,7 @@ impl ProxyStandIn {
     }
 }
 
-async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, postgres_port: u16, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, upstream: &Upstream, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
     const SSL_REQUEST: u32 = 80877103;
     let mut request = [0u8; 8];
     client.read_exact(&mut request).await?;
@@ -182,7 +209,7 @@ async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, postgres_port
         user: params.get("user").cloned(),
         endpoint: endpoint.clone(),
     });
-    endpoint.map_err(std::io::Error::other)?;
+    let endpoint = endpoint.map_err(std::io::Error::other)?;
 
     let mut startup = body[..4].to_vec();
     for (key, value) in params.iter().filter(|(k, _)| *k != "options") {
@@ -192,7 +219,7 @@ async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, postgres_port
         startup.push(0);
     }
     startup.push(0);
-    let mut server = tokio::net::TcpStream::connect(("127.0.0.1", postgres_port)).await?;
+    let mut server = tokio::net::TcpStream::connect(upstream.address(&endpoint).await?).await?;
     server.write_all(&(startup.len() as u32 + 4).to_be_bytes()).await?;
     server.write_all(&startup).await?;
     tokio::io::copy_bidirectional(&mut tls, &mut server).await?;
@@ -237,7 +264,7 @@ async fn database_behind_proxy(setup: &Setup) -> (PgServer, ProxyStandIn) {
     pg.admin_sql("CREATE DATABASE neondb OWNER neondb_owner");
     setup.fake.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-main-owner", "namespace": NS},
         "data": {"password": STANDARD.encode(PASSWORD)}}));
-    let proxy = ProxyStandIn::start(setup.fake.clone(), pg.port).await;
+    let proxy = ProxyStandIn::start(setup.fake.clone(), Upstream::Postgres(pg.port)).await;
     (pg, proxy)
 }
 
@@ -339,15 +366,16 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     assert_eq!(spec["databases"], json!([{"name": "neondb", "owner": "neondb_owner"}]));
     assert_eq!(fake.get(CRD_API, "neonendpoints", Some(NS), "main").unwrap()["spec"], json!({"branch": "main"}));
     assert!(fake.get("apiextensions.k8s.io/v1", "customresourcedefinitions", None, "neonbranches.neonctl-aws.dev").is_some());
-    let compute = fake.get("apps/v1", "deployments", Some(NS), "neon-compute").expect("the compute");
-    assert!(compute["spec"]["template"]["metadata"]["annotations"]["neonctl-aws/secrets-sha256"].is_string());
-    assert!(fake.get("apps/v1", "deployments", Some(NS), "neon-proxy").is_some());
+    assert!(fake.get("apps/v1", "deployments", Some(NS), "neon-compute").is_none(), "the control plane makes the computes");
+    assert!(fake.get("v1", "serviceaccounts", Some(NS), "neon-compute").is_some(), "they run as the rendered ServiceAccount");
+    let proxy_deployment = fake.get("apps/v1", "deployments", Some(NS), "neon-proxy").expect("the proxy");
+    assert!(proxy_deployment["spec"]["template"]["metadata"]["annotations"]["neonctl-aws/secrets-sha256"].is_string());
 
-    // The compute and proxy come after the branch.
+    // The proxy comes after the branch.
     let requests = fake.requests();
     let position =
         |needle: &str| requests.iter().position(|r| r.starts_with("PATCH ") && r.contains(needle)).unwrap_or_else(|| panic!("no {needle}"));
-    assert!(position("/neonbranches/main") < position("/deployments/neon-compute"));
+    assert!(position("/neonbranches/main") < position("/deployments/neon-proxy"));
     assert!(position("/deployments/neon-control-plane") < position("/neonbranches/main"));
     assert!(position("/secrets/neon-auth") < position("/deployments/neon-storage-controller"));
 
@@ -421,7 +449,7 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
     let sql = live.iter().find(|c| c["check"] == "SQL through the proxy").unwrap_or_else(|| panic!("{live:#?}"));
     assert_eq!(sql["outcome"], "ok", "{sql}");
     assert!(sql["detail"].as_str().unwrap().contains("PostgreSQL"), "{sql}");
-    assert!(live.iter().any(|c| c["check"] == "compute" && c["outcome"] == "ok"), "{live:#?}");
+    assert!(live.iter().any(|c| c["check"] == "proxy" && c["outcome"] == "ok"), "{live:#?}");
     assert!(!stdout(&status).contains(PASSWORD) && !stderr(&status).contains(PASSWORD));
 
     // A converged cluster plans nothing.
@@ -467,12 +495,11 @@ async fn deploy_bootstraps_a_database_that_answers_through_the_proxy_and_a_secon
 /// and serves the waiting compute a spec whose role verifier matches the password deploy stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
-    use neonctl_aws::neon::control_plane::{Compute, Topology};
+    use neonctl_aws::neon::control_plane::Topology;
     use neonctl_control_plane::{NAMESPACE_ENV, SERVE_ARGS, STATUS_CONFIG_MAP_ENV};
 
     let setup = Setup::without_control_plane().await;
     let storcon = crate::reconcile::StorageController::start(None, None).await;
-    let compute = crate::controlplane::StandIn::start().await;
     let listen = format!("127.0.0.1:{}", crate::stand_ins::free_port());
     storcon.set_hooks(format!("http://{listen}/storage"));
     let topology = Topology {
@@ -481,7 +508,7 @@ async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
         storage_controller_url: storcon.url(),
         pageservers: (1..=2).map(|id| crate::controlplane::node("ps", id, 6400)).collect(),
         safekeepers: crate::reconcile::safekeepers(3),
-        computes: vec![Compute { id: "main".into(), pg: "compute-main:55432".into(), http: format!("http://{}", compute.addr) }],
+        compute: crate::controlplane::compute_template(),
     };
     let topology_path = setup.wd.path().join("topology.json");
     std::fs::write(&topology_path, topology.to_json().unwrap()).unwrap();
@@ -497,6 +524,9 @@ async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
     let (_pg, proxy) = database_behind_proxy(&setup).await;
     let out = setup.deploy(&["--proxy-address", &proxy.addr.to_string(), "--timeout", "60"]).await;
 
+    // What compute_ctl asks for when it starts.
+    let (status, spec) = crate::controlplane::call_at(&listen, hyper::Method::GET, "/compute/api/v2/computes/main/spec", None, None).await;
+    let spec_served = (status == hyper::StatusCode::OK).then_some(spec);
     let kill = Command::new("kill").args(["-TERM", &control_plane.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let log = stderr(&control_plane.wait_with_output().unwrap());
@@ -512,9 +542,14 @@ async fn deploy_and_the_real_control_plane_agree_on_the_branch() {
     assert_eq!((create_timeline.body["new_timeline_id"].as_str(), create_timeline.body["pg_version"].as_u64()), (Some(timeline), Some(17)));
     assert_eq!(branch(&setup.fake)["status"]["phase"], "Ready");
 
-    // The waiting compute was sent deploy's branch, with a verifier of deploy's password.
-    let configure = compute.configures().pop().unwrap_or_else(|| panic!("the compute was never configured: {log}"));
-    let spec = &configure.body["spec"];
+    // The control plane made endpoint main's compute, whose compute_ctl gets deploy's branch,
+    // with a verifier of deploy's password.
+    let compute = setup.fake.get("apps/v1", "deployments", Some(NS), "neon-compute-main").unwrap_or_else(|| panic!("no compute: {log}"));
+    let args = &compute["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(args.as_array().unwrap().contains(&json!("--compute-id=main")), "{args}");
+    assert_eq!(compute["metadata"]["ownerReferences"][0]["kind"], "NeonEndpoint");
+    let spec = spec_served.expect("compute_ctl's spec request answered");
+    let spec = &spec["spec"];
     assert_eq!((spec["tenant_id"].as_str(), spec["timeline_id"].as_str()), (Some(tenant), Some(timeline)));
     let role = &spec["cluster"]["roles"][0];
     assert_eq!(role["name"], "neondb_owner");

@@ -17,6 +17,8 @@
 //! Watches stream every change from a resourceVersion on, with bookmarks when asked for, and
 //! 410 Gone from before [`FakeKube::compact`].
 //!
+//! Removing an object removes what names it in `ownerReferences`, as the garbage collector does.
+//!
 //! What it does not do: field ownership (apply merges into the live object; lists and scalars
 //! are replaced), validation against schemas, admission. It runs on its own thread, so
 //! a test may block on the binary while the server answers.
@@ -53,6 +55,8 @@ struct Store {
     /// Woken on every change.
     changed: Arc<tokio::sync::Notify>,
     never_ready: BTreeSet<String>,
+    /// Workloads with this label (`key`, `value`) are made ready by the test's kubelet, not here.
+    kubelet: Option<(String, String)>,
     /// The `status.loadBalancer.ingress` given to LoadBalancer Services; `None`: none yet.
     load_balancer: Option<Value>,
     /// Log text returned for every pod.
@@ -165,6 +169,12 @@ impl FakeKube {
     /// Workloads with this name never report ready replicas.
     pub fn never_ready(&self, name: &str) {
         self.store.lock().unwrap().never_ready.insert(name.to_string());
+    }
+
+    /// Workloads labelled `key: value` report no ready replica until the test says (with
+    /// [`FakeKube::set_status`]), as a kubelet that runs their pods would.
+    pub fn pods_run_by_kubelet(&self, key: &str, value: &str) {
+        self.store.lock().unwrap().kubelet = Some((key.to_string(), value.to_string()));
     }
 
     /// The ingress LoadBalancer Services get from now on (`None`: still pending).
@@ -377,11 +387,23 @@ impl Store {
         self.record(&key, kind, object);
     }
 
+    /// Removes the object, and then, as the garbage collector does, whatever names it in its
+    /// `ownerReferences` (at once: the real collector takes a moment).
     fn remove(&mut self, key: &Key) -> Option<Value> {
         let mut object = self.objects.remove(key)?;
         self.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
         self.record(key, "DELETED", object.clone());
+        let uid = object["metadata"]["uid"].clone();
+        let owned: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in owned {
+            self.delete(&key);
+        }
         Some(object)
     }
 
@@ -602,7 +624,8 @@ impl Store {
         match plural {
             "deployments" | "statefulsets" => {
                 let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
-                let ready = if self.never_ready.contains(&name) { 0 } else { replicas };
+                let by_kubelet = self.kubelet.as_ref().is_some_and(|(key, value)| object["metadata"]["labels"][key] == value.as_str());
+                let ready = if self.never_ready.contains(&name) || by_kubelet { 0 } else { replicas };
                 object["status"] = json!({
                     "observedGeneration": generation,
                     "replicas": replicas,

@@ -2,6 +2,7 @@
 
 mod build;
 mod cli;
+mod computes;
 mod controlplane;
 mod deploy;
 mod ecr;

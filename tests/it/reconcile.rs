@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use neonctl_aws::neon::control_plane::{Compute, Node, Topology};
+use neonctl_aws::neon::control_plane::{Node, Topology};
 use neonctl_contract::jwt::{PublicKey, SigningKey};
 use neonctl_contract::scram;
 use neonctl_contract::service::StorageStatus;
@@ -21,7 +21,7 @@ use neonctl_control_plane::kube_store::{KubeStore, STATUS_KEY};
 use neonctl_control_plane::{ControlPlane, Keys, NAMESPACE_ENV, Retry, Running, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, scopes};
 use serde_json::{Value, json};
 
-use crate::controlplane::{StandIn, TENANT, TIMELINE, call, jwt_claims, key_pem, node};
+use crate::controlplane::{StandIn, StandInComputes, TENANT, TIMELINE, call, compute_template, jwt_claims, key_pem, node};
 use crate::fake_kube::FakeKube;
 use crate::stand_ins::free_port;
 use crate::support::{Workdir, json_events, stderr, stdout};
@@ -136,7 +136,7 @@ impl StorageController {
         self.storage.lock().unwrap().hooks = Some(url);
     }
 
-    fn clear_calls(&self) {
+    pub(crate) fn clear_calls(&self) {
         self.storage.lock().unwrap().calls.clear();
     }
 
@@ -469,10 +469,13 @@ pub(crate) fn safekeepers(count: u64) -> Vec<Node> {
     (1..=count).map(|id| Node { availability_zone: format!("az-{id}"), ..node("sk", id, 5454) }).collect()
 }
 
-struct Harness {
-    kube: FakeKube,
-    storcon: StorageController,
+pub(crate) struct Harness {
+    pub(crate) kube: Arc<FakeKube>,
+    pub(crate) storcon: StorageController,
+    /// compute_ctl of endpoint `main`.
     compute: StandIn,
+    /// Where each endpoint's compute is.
+    pub(crate) computes: Arc<StandInComputes>,
     signing: Option<Arc<SigningKey>>,
     pem: Option<String>,
     safekeepers: u64,
@@ -480,14 +483,16 @@ struct Harness {
 
 impl Harness {
     /// `auth`: a key pair; the stand-in storage controller then checks tokens.
-    async fn start(auth: bool) -> Self {
+    pub(crate) async fn start(auth: bool) -> Self {
         let pem = auth.then(key_pem);
         let signing = pem.as_deref().map(|pem| Arc::new(SigningKey::from_pem(pem).unwrap()));
         let storcon = StorageController::start(signing.as_ref().map(|key| key.public_key()), signing.clone()).await;
-        let kube = FakeKube::start().await;
+        let kube = Arc::new(FakeKube::start().await);
         kube.put_object(branch("main", TIMELINE, None));
         kube.put_object(endpoint("main", "main"));
-        Self { kube, storcon, compute: StandIn::start().await, signing, pem, safekeepers: 3 }
+        let compute = StandIn::start().await;
+        let computes = StandInComputes::with("main", "compute-main:55432", compute.addr);
+        Self { kube, storcon, compute, computes, signing, pem, safekeepers: 3 }
     }
 
     fn topology(&self) -> Topology {
@@ -497,12 +502,12 @@ impl Harness {
             storage_controller_url: self.storcon.url(),
             pageservers: (1..=2).map(|id| node("ps", id, 6400)).collect(),
             safekeepers: safekeepers(self.safekeepers),
-            computes: vec![Compute { id: "main".into(), pg: "compute-main:55432".into(), http: format!("http://{}", self.compute.addr) }],
+            compute: compute_template(),
         }
     }
 
     /// A control plane on the fake cluster, serving; rounds run when the test says.
-    async fn control_plane(&self) -> (Arc<ControlPlane>, Running) {
+    pub(crate) async fn control_plane(&self) -> (Arc<ControlPlane>, Running) {
         let keys = match &self.pem {
             Some(pem) => {
                 Keys { verify: Some(SigningKey::from_pem(pem).unwrap().public_key()), sign: Some(SigningKey::from_pem(pem).unwrap()) }
@@ -511,7 +516,8 @@ impl Harness {
         };
         let store = KubeStore::new(self.kube.client(), NAMESPACE, STATUS_CONFIG_MAP);
         let retry = Retry { first_delay: Duration::from_millis(20), deadline: Duration::from_millis(500) };
-        let control_plane = Arc::new(ControlPlane::new(self.topology(), keys, Box::new(store), retry).await.unwrap());
+        let control_plane = ControlPlane::new(self.topology(), keys, Box::new(store), retry).await.unwrap();
+        let control_plane = Arc::new(control_plane.with_compute_addresses(self.computes.clone()));
         let running = control_plane.clone().start("127.0.0.1:0", None).await.unwrap();
         self.storcon.set_hooks(format!("http://{}/storage", running.addr()));
         (control_plane, running)
@@ -1037,7 +1043,7 @@ async fn two_replicas_elect_one_reconciler_and_the_other_takes_over() {
     let harness = Harness::start(false).await;
     let replica = |name: &'static str| {
         let kube = harness.kube.client();
-        let compute = format!("http://{}", harness.compute.addr);
+        let computes = harness.computes.clone();
         async move {
             let storcon = StorageController::start(None, None).await;
             let topology = Topology {
@@ -1046,10 +1052,11 @@ async fn two_replicas_elect_one_reconciler_and_the_other_takes_over() {
                 storage_controller_url: storcon.url(),
                 pageservers: (1..=2).map(|id| node("ps", id, 6400)).collect(),
                 safekeepers: safekeepers(3),
-                computes: vec![Compute { id: "main".into(), pg: "compute-main:55432".into(), http: compute }],
+                compute: compute_template(),
             };
             let store = KubeStore::new(kube.clone(), NAMESPACE, STATUS_CONFIG_MAP);
-            let control_plane = Arc::new(ControlPlane::new(topology, Keys::default(), Box::new(store), Retry::default()).await.unwrap());
+            let control_plane = ControlPlane::new(topology, Keys::default(), Box::new(store), Retry::default()).await.unwrap();
+            let control_plane = Arc::new(control_plane.with_compute_addresses(computes));
             let election = Election {
                 lease: LEASE.into(),
                 namespace: NAMESPACE.into(),

@@ -68,6 +68,22 @@ fn default_config_renders_valid_manifests() {
     snapshot("default", &dir);
     validate(&dir, "1.33");
     assert!(!wd.state_dir().exists(), "render needs no state");
+
+    // What the control plane makes of each endpoint from the rendered topology validates too.
+    let text = std::fs::read_to_string(dir.join("50-control-plane.yaml")).unwrap();
+    let objects: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let config_map = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let topology: neonctl_aws::neon::control_plane::Topology =
+        serde_json::from_str(config_map["data"]["topology.json"].as_str().unwrap()).unwrap();
+    let spec = neonctl_contract::resources::EndpointSpec { branch: "main".into(), allowed_ips: None };
+    let mut endpoint = neonctl_contract::resources::NeonEndpoint::new("main", spec);
+    endpoint.metadata.uid = Some("3f2a6c1e-8d4b-4e5f-9a7b-0c1d2e3f4a5b".into());
+    let computes = wd.path().join("computes");
+    std::fs::create_dir(&computes).unwrap();
+    let deployment = serde_json::to_string(&topology.compute.deployment(&endpoint, crate::controlplane::TIMELINE, 1)).unwrap();
+    let service = serde_json::to_string(&topology.compute.service(&endpoint)).unwrap();
+    std::fs::write(computes.join("compute-main.yaml"), format!("{deployment}\n---\n{service}\n")).unwrap();
+    validate(&computes, "1.33");
 }
 
 #[test]

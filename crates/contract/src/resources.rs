@@ -188,7 +188,8 @@ pub struct SafekeepersStatus {
 }
 
 /// A compute serving a branch; the object's name is the endpoint id.
-#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[allow(clippy::duplicated_attributes)] // Each `printcolumn` repeats the same keys.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "neonctl-aws.dev",
     version = "v1alpha1",
@@ -198,7 +199,9 @@ pub struct SafekeepersStatus {
     shortname = "nep",
     derive = "PartialEq",
     doc = "An endpoint of a Neon branch: the compute the proxy routes `<name>.<domain>` to",
-    printcolumn(name = "Branch", type_ = "string", json_path = ".spec.branch")
+    printcolumn(name = "Branch", type_ = "string", json_path = ".spec.branch"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Compute", type_ = "string", json_path = ".status.compute")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSpec {
@@ -210,15 +213,33 @@ pub struct EndpointSpec {
     pub allowed_ips: Option<Vec<String>>,
 }
 
+/// `NeonEndpoint` `status.phase` values.
+pub mod endpoint_phase {
+    /// Its branch is not ready (or missing): no compute yet.
+    pub const PENDING: &str = "Pending";
+    /// The compute's Deployment exists; its pod is not ready yet.
+    pub const STARTING: &str = "Starting";
+    /// The compute is ready: Postgres answers.
+    pub const RUNNING: &str = "Running";
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [endpoint_phase::PENDING, endpoint_phase::STARTING, endpoint_phase::RUNNING]))]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The compute's Deployment and Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<String>,
+    /// The timeline the compute runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(HEX_ID))]
+    pub timeline_id: Option<String>,
 }
 
 /// The plural of each kind, for RBAC rules: `neonbranches`, `neonendpoints`.

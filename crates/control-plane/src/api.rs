@@ -28,7 +28,6 @@ use crate::neon::compute::{
     self, ComputeCtlConfig, ComputeSpec, ComputeStatus, ConfigurationRequest, ControlPlaneConfigResponse, JwkSet, PrimaryTarget,
 };
 use crate::neon::control_plane::{Node, paths};
-use crate::neon::ports;
 
 /// `NotifyAttachRequest`: where every shard of a tenant is attached.
 #[derive(Debug, Deserialize)]
@@ -299,15 +298,25 @@ impl ControlPlane {
         Ok(json(StatusCode::OK, &json!({})))
     }
 
-    /// Pushes the current spec to each endpoint's compute that is deployed and attached; says
+    /// Pushes the current spec to each endpoint's compute that runs and is attached; says
     /// which stayed unreachable (or had no valid spec) if any did.
     pub(super) async fn reconfigure(&self, endpoints: &[String]) -> Result<(), String> {
+        let running: Vec<String> = {
+            let state = self.state.lock().await;
+            endpoints.iter().filter(|id| state.endpoints.get(*id).is_some_and(|endpoint| !endpoint.stopped)).cloned().collect()
+        };
+        self.configure_computes(&running).await
+    }
+
+    /// Pushes the current spec to each endpoint's compute, running or said not to be.
+    pub(super) async fn configure_computes(&self, endpoints: &[String]) -> Result<(), String> {
         let mut requests = Vec::new();
         let mut failures = Vec::new();
         {
             let state = self.state.lock().await;
             for id in endpoints {
-                let Some(compute) = self.topology.computes.iter().find(|compute| &compute.id == id) else { continue };
+                // Not running anywhere (a stand-in not started yet): it fetches its spec when it starts.
+                let Some(compute) = self.addresses.of(id) else { continue };
                 let answer = match self.config_response(&state, id) {
                     Ok(answer) => answer,
                     Err(e) => {
@@ -317,12 +326,11 @@ impl ControlPlane {
                 };
                 if let Some(spec) = answer.spec {
                     let body = ConfigurationRequest { spec, compute_ctl_config: answer.compute_ctl_config };
-                    requests.push((compute, body));
+                    requests.push((id, compute, body));
                 }
             }
         }
-        let results =
-            futures::future::join_all(requests.iter().map(|(compute, body)| self.configure(&compute.id, &compute.http, body))).await;
+        let results = futures::future::join_all(requests.iter().map(|(id, compute, body)| self.configure(id, &compute.http, body))).await;
         failures.extend(results.into_iter().filter_map(Result::err));
         if failures.is_empty() {
             return Ok(());
@@ -376,18 +384,14 @@ impl ControlPlane {
         Err(format!("POST {uri} answered {status}: {}", text.chars().take(300).collect::<String>()))
     }
 
-    /// What compute_ctl gets for `compute_id`: attached with a spec, or empty while the
-    /// compute has no endpoint, its branch's timeline is not created yet or its tenant is not
-    /// attached yet (it then waits for `/configure`, which the hooks and the reconciler send).
+    /// What compute_ctl gets for `compute_id` (its endpoint's id): attached with a spec, or
+    /// empty while its branch's timeline is not created yet or its tenant is not attached yet
+    /// (it then waits for `/configure`, which the hooks and the reconciler send).
     fn config_response(&self, state: &ControlPlaneState, compute_id: &str) -> Result<ControlPlaneConfigResponse, ApiError> {
-        let deployed = self.topology.computes.iter().find(|compute| compute.id == compute_id);
         let compute_ctl_config = ComputeCtlConfig { jwks: JwkSet { keys: self.keys.sign.iter().map(|key| key.jwk()).collect() } };
         let empty = ControlPlaneConfigResponse { spec: None, status: ComputeStatus::Empty, compute_ctl_config: compute_ctl_config.clone() };
         let Some(endpoint) = state.endpoints.get(compute_id) else {
-            return match deployed {
-                Some(_) => Ok(empty),
-                None => Err(not_found("RESOURCE_NOT_FOUND", format!("compute {compute_id} is neither deployed nor an endpoint"))),
-            };
+            return Err(not_found("RESOURCE_NOT_FOUND", format!("compute {compute_id} is not an endpoint: no NeonEndpoint has its name")));
         };
         let branch = state.branches.get(&endpoint.branch_id).ok_or_else(|| {
             ApiError::Internal(format!(
@@ -416,8 +420,7 @@ impl ControlPlane {
             ),
             None => (self.topology.safekeepers.iter().map(|node| node.pg.clone()).collect(), None),
         };
-        let port =
-            deployed.and_then(|compute| compute.pg.rsplit_once(':')).and_then(|(_, port)| port.parse().ok()).unwrap_or(ports::COMPUTE_PG);
+        let port = self.topology.compute.pg_port;
         let spec = ComputeSpec::primary(PrimaryTarget {
             project_id: branch.project_id.clone(),
             branch_id: endpoint.branch_id.clone(),
@@ -466,11 +469,9 @@ impl ControlPlane {
     fn wake_compute(&self, state: &ControlPlaneState, endpoint_id: &str) -> Result<Response, ApiError> {
         let (endpoint, branch) = endpoint_branch(state, endpoint_id)?;
         let compute = self
-            .topology
-            .computes
-            .iter()
-            .find(|compute| compute.id == endpoint_id)
-            .ok_or_else(|| not_found("ENDPOINT_NOT_FOUND", format!("endpoint {endpoint_id} has no deployed compute")))?;
+            .addresses
+            .of(endpoint_id)
+            .ok_or_else(|| ApiError::Unavailable(format!("endpoint {endpoint_id}'s compute is not running")))?;
         Ok(json(
             StatusCode::OK,
             &json!({
@@ -479,7 +480,7 @@ impl ControlPlane {
                     "endpoint_id": endpoint_id,
                     "project_id": branch.project_id,
                     "branch_id": endpoint.branch_id,
-                    "compute_id": compute.id,
+                    "compute_id": endpoint_id,
                     "cold_start_info": "warm",
                 },
             }),

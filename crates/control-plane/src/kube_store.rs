@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use neonctl_contract::computes;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -59,10 +61,13 @@ pub struct KubeStore {
 /// a missing CRD show up here).
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The reflectors of both kinds, and the tasks that feed them (stopped with the store).
+/// The reflectors of both kinds and of the computes' objects, and the tasks that feed them
+/// (stopped with the store).
 struct Caches {
     branches: reflector::Store<NeonBranch>,
     endpoints: reflector::Store<NeonEndpoint>,
+    deployments: reflector::Store<Deployment>,
+    services: reflector::Store<Service>,
     feeders: Vec<tokio::task::AbortHandle>,
 }
 
@@ -139,14 +144,21 @@ impl KubeStore {
         self.caches
             .get_or_try_init(|| async {
                 let mut feeders = Vec::new();
+                let all = watcher::Config::default();
+                let computes = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", computes::MANAGED_BY));
                 let caches = Caches {
-                    branches: self.cache(self.branch_api(), &mut feeders),
-                    endpoints: self.cache(self.endpoint_api(), &mut feeders),
+                    branches: self.cache(self.branch_api(), all.clone(), &mut feeders),
+                    endpoints: self.cache(self.endpoint_api(), all, &mut feeders),
+                    deployments: self.cache(self.api(), computes.clone(), &mut feeders),
+                    services: self.cache(self.api(), computes, &mut feeders),
                     feeders,
                 };
                 let plurals = resources::plurals();
                 let synced = tokio::time::timeout(CACHE_SYNC_TIMEOUT, async {
-                    caches.branches.wait_until_ready().await.is_ok() && caches.endpoints.wait_until_ready().await.is_ok()
+                    caches.branches.wait_until_ready().await.is_ok()
+                        && caches.endpoints.wait_until_ready().await.is_ok()
+                        && caches.deployments.wait_until_ready().await.is_ok()
+                        && caches.services.wait_until_ready().await.is_ok()
                 });
                 if !matches!(synced.await, Ok(true)) {
                     return Err(StoreError::Sync {
@@ -159,15 +171,15 @@ impl KubeStore {
             .await
     }
 
-    /// A reflector of `api`'s objects, fed by a task added to `feeders`.
-    fn cache<K>(&self, api: Api<K>, feeders: &mut Vec<tokio::task::AbortHandle>) -> reflector::Store<K>
+    /// A reflector of `api`'s objects (those `config` selects), fed by a task added to `feeders`.
+    fn cache<K>(&self, api: Api<K>, config: watcher::Config, feeders: &mut Vec<tokio::task::AbortHandle>) -> reflector::Store<K>
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
         let (reader, writer) = reflector::store();
         let (namespace, changed) = (self.namespace.clone(), self.changed.clone());
         let plural = K::plural(&()).into_owned();
-        let events = watcher(api, watcher::Config::default()).default_backoff();
+        let events = watcher(api, config).default_backoff();
         let feeder = tokio::spawn(reflector(writer, events).for_each(move |event| {
             match event {
                 // One wake-up however many events: the reload reads them all.
@@ -191,6 +203,34 @@ impl KubeStore {
 
     pub fn endpoint_api(&self) -> Api<NeonEndpoint> {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Objects of kind `K` in the namespace (the computes' Deployments and Services).
+    pub fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(&self) -> Api<K> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The computes' Deployment and Service called `name`, as the caches have them.
+    pub async fn compute_objects(&self, name: &str) -> Result<(Option<Deployment>, Option<Service>), StoreError> {
+        let caches = self.caches().await?;
+        let deployment = caches.deployments.get(&reflector::ObjectRef::new(name).within(&self.namespace));
+        let service = caches.services.get(&reflector::ObjectRef::new(name).within(&self.namespace));
+        Ok((deployment.map(|d| (*d).clone()), service.map(|s| (*s).clone())))
+    }
+
+    /// The names of the computes' Deployments labelled as serving `branch`.
+    pub async fn computes_of(&self, branch: &str) -> Result<Vec<String>, StoreError> {
+        let deployments = self.caches().await?.deployments.state();
+        Ok(deployments
+            .iter()
+            .filter(|d| d.labels().get(computes::BRANCH_LABEL).map(String::as_str) == Some(branch))
+            .map(|d| d.name_any())
+            .collect())
+    }
+
+    /// Every NeonEndpoint as the cache has it (none before it has started).
+    pub fn cached_endpoints(&self) -> Vec<Arc<NeonEndpoint>> {
+        self.caches.get().map(|caches| caches.endpoints.state()).unwrap_or_default()
     }
 
     fn error(&self, what: impl std::fmt::Display) -> impl FnOnce(kube::Error) -> StoreError {
@@ -285,7 +325,10 @@ impl KubeStore {
         }
         for object in endpoints.iter() {
             let spec = object.spec.clone();
-            state.endpoints.insert(object.name_any(), Endpoint { branch_id: spec.branch, allowed_ips: spec.allowed_ips });
+            let running = object.status.as_ref().and_then(|status| status.phase.as_deref()) == Some(resources::endpoint_phase::RUNNING);
+            state
+                .endpoints
+                .insert(object.name_any(), Endpoint { branch_id: spec.branch, allowed_ips: spec.allowed_ips, stopped: !running });
         }
         *self.written.lock().expect("written placements lock") = written;
         Ok(state)

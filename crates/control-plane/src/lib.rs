@@ -17,6 +17,7 @@
 
 mod api;
 mod cli;
+pub mod computes;
 mod http;
 pub mod kube_store;
 pub mod lease;
@@ -38,6 +39,7 @@ pub use neonctl_contract::service::{
 use neonctl_contract::{neon, resources};
 
 pub use self::cli::{Command, ServeArgs, StoreArg};
+use self::computes::{ComputeAddresses, ServiceDns};
 pub use self::http::Running;
 use self::kube_store::KubeStore;
 use self::store::{FileStore, MemoryStore, State, Store, StoreError};
@@ -124,12 +126,15 @@ pub struct ControlPlane {
     retry: Retry,
     client: http::HttpClient,
     metrics: metrics::Metrics,
+    /// Where each endpoint's compute is reached.
+    addresses: Arc<dyn ComputeAddresses>,
 }
 
 impl ControlPlane {
     pub async fn new(topology: Topology, keys: Keys, store: Box<dyn Store>, retry: Retry) -> Result<Self, StoreError> {
         let state = store.load().await?;
         Ok(Self {
+            addresses: Arc::new(ServiceDns(topology.compute.clone())),
             topology,
             keys,
             store,
@@ -140,6 +145,12 @@ impl ControlPlane {
             client: http::client(),
             metrics: metrics::Metrics::default(),
         })
+    }
+
+    /// Reaches computes at `addresses` instead of their Services' DNS names (tests: stand-ins).
+    pub fn with_compute_addresses(mut self, addresses: Arc<dyn ComputeAddresses>) -> Self {
+        self.addresses = addresses;
+        self
     }
 
     /// Binds `listen` and serves until [`Running::stop`], reconciling as `reconciling` says;

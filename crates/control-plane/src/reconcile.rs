@@ -23,7 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt as _;
+use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -33,7 +36,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::kube_store::KubeStore;
-use super::resources::{BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, READY_CONDITION, phase};
+use super::resources::{BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, NeonEndpoint, READY_CONDITION, phase};
+use neonctl_contract::computes;
 use neonctl_contract::service::{PageserverStatus, StorageStatus};
 
 use super::ControlPlane;
@@ -56,8 +60,11 @@ pub(crate) struct Memory {
     configured: BTreeMap<String, i64>,
     /// Tenants known to exist: branches of one tenant look it up once.
     tenants: BTreeSet<String>,
+    /// Timelines this process deleted: a branch seen again before the cache has its finalizer
+    /// gone does not delete them twice.
+    deleted: BTreeSet<String>,
     /// Failed reconciles in a row, by branch: the backoff's exponent.
-    failures: BTreeMap<String, u32>,
+    pub(crate) failures: BTreeMap<String, u32>,
 }
 
 /// The pause before reconciling a branch again after its `failures`-th failure in a row: 1 s,
@@ -150,7 +157,7 @@ fn ready_condition(branch: &NeonBranch) -> Option<&Condition> {
 }
 
 /// Whether `branch`'s status says `phase` with the `Ready` condition, for its generation.
-fn is_ready(branch: &NeonBranch) -> bool {
+pub(crate) fn is_ready(branch: &NeonBranch) -> bool {
     branch
         .status
         .as_ref()
@@ -187,6 +194,15 @@ fn status_of(branch: &NeonBranch, outcome: &Outcome) -> serde_json::Value {
     json!({"phase": outcome.phase(), "message": outcome.message(), "observedGeneration": generation(branch), "conditions": [condition]})
 }
 
+/// Logs what a controller's reconcile came to, at debug level: failures are said by the error
+/// policy.
+fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) -> std::future::Ready<()> {
+    if let Err(e) = result {
+        tracing::debug!("controller: {e}");
+    }
+    std::future::ready(())
+}
+
 /// A deleting branch's status: the phase says so, the message what it waits for.
 fn deleting_status(message: &str) -> serde_json::Value {
     json!({"phase": phase::DELETING, "message": message})
@@ -201,7 +217,7 @@ impl ControlPlane {
         StorageController { url: &self.topology.storage_controller_url, key: self.keys.sign.as_ref(), client: &self.client }
     }
 
-    fn say(&self, subject: &str, line: String) {
+    pub(crate) fn say(&self, subject: &str, line: String) {
         let mut memory = self.memory.lock().expect("operator memory lock");
         if memory.said.get(subject) != Some(&line) {
             tracing::info!("{line}");
@@ -237,6 +253,12 @@ impl ControlPlane {
             }
             if let Err(e) = result {
                 self.say(&format!("branch {name}"), e.to_string());
+            }
+        }
+        for endpoint in kube.cached_endpoints() {
+            let name = endpoint.name_any();
+            if let Err(e) = self.reconcile_endpoint(kube, endpoint).await {
+                self.say(&format!("endpoint {name}"), e.to_string());
             }
         }
         self.report(kube, &storcon).await;
@@ -317,27 +339,49 @@ impl ControlPlane {
                         let kube = control_plane.store.kubernetes().expect("the controller runs with the Kubernetes store");
                         control_plane.reconcile_branch(kube, branch).await
                     },
-                    |branch, error, control_plane| control_plane.error_policy(&branch, error),
+                    |branch, error, control_plane| control_plane.error_policy(&format!("branch {}", branch.name_any()), error),
                     self.clone(),
                 )
-                .for_each(|result| {
-                    if let Err(e) = result {
-                        tracing::debug!("controller: {e}");
-                    }
-                    std::future::ready(())
-                })
+                .for_each(log_result)
                 .await;
         };
-        futures::join!(tend, control);
+        // Each endpoint's compute: woken by its own objects and by its branch's changes.
+        let computes = async {
+            let Some(kube) = self.store.kubernetes() else { return std::future::pending().await };
+            let (namespace, control_plane) = (kube.namespace().to_string(), self.clone());
+            let ours = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", computes::MANAGED_BY));
+            Controller::new(kube.endpoint_api(), watcher::Config::default())
+                .owns(kube.api::<Deployment>(), ours.clone())
+                .owns(kube.api::<Service>(), ours)
+                .watches(kube.branch_api(), watcher::Config::default(), move |branch| {
+                    let kube = control_plane.store.kubernetes().expect("the controller runs with the Kubernetes store");
+                    let name = branch.name_any();
+                    kube.cached_endpoints()
+                        .into_iter()
+                        .filter(|endpoint| endpoint.spec.branch == name)
+                        .map(|endpoint| ObjectRef::<NeonEndpoint>::new(&endpoint.name_any()).within(&namespace))
+                        .collect::<Vec<_>>()
+                })
+                .run(
+                    |endpoint, control_plane: Arc<ControlPlane>| async move {
+                        let kube = control_plane.store.kubernetes().expect("the controller runs with the Kubernetes store");
+                        control_plane.reconcile_endpoint(kube, endpoint).await
+                    },
+                    |endpoint, error, control_plane| control_plane.error_policy(&format!("endpoint {}", endpoint.name_any()), error),
+                    self.clone(),
+                )
+                .for_each(log_result)
+                .await;
+        };
+        futures::join!(tend, control, computes);
     }
 
-    /// The controller's answer to a failed reconcile: log it once, count it, and try the branch
-    /// again after its backoff.
-    fn error_policy(&self, branch: &NeonBranch, error: &ReconcileError) -> Action {
-        let name = branch.name_any();
-        self.say(&format!("branch {name}"), error.to_string());
+    /// The controllers' answer to a failed reconcile of `subject` (`branch x`, `endpoint y`):
+    /// log it once, count it, and try again after its backoff.
+    fn error_policy(&self, subject: &str, error: &ReconcileError) -> Action {
+        self.say(subject, error.to_string());
         let mut memory = self.memory.lock().expect("operator memory lock");
-        let failures = memory.failures.entry(name).or_default();
+        let failures = memory.failures.entry(subject.to_string()).or_default();
         *failures += 1;
         Action::requeue(backoff(*failures))
     }
@@ -362,7 +406,7 @@ impl ControlPlane {
                 other => ReconcileError::Finalizer { branch: name.clone(), source: Box::new(other) },
             }
         })?;
-        self.memory.lock().expect("operator memory lock").failures.remove(&name);
+        self.memory.lock().expect("operator memory lock").failures.remove(&format!("branch {name}"));
         Ok(action)
     }
 
@@ -508,6 +552,8 @@ impl ControlPlane {
         let waiting = |message: String| ReconcileError::Branch { branch: name.clone(), message };
         let step = if !children.is_empty() {
             Err(format!("its child branches {} branch from its timeline: delete them first", children.join(", ")))
+        } else if let Some(computes) = self.stop_computes(kube, &name).await? {
+            Err(format!("stopping its computes first ({computes})"))
         } else {
             self.delete_storage(tenant, timeline, others.is_empty()).await
         };
@@ -535,8 +581,32 @@ impl ControlPlane {
         }
     }
 
+    /// Deletes the NeonEndpoints serving `branch` (their computes go with them); says which
+    /// computes are still there, if any.
+    async fn stop_computes(&self, kube: &KubeStore, branch: &str) -> Result<Option<String>, ReconcileError> {
+        let endpoints = kube.endpoint_api();
+        let mut left = Vec::new();
+        for endpoint in kube.endpoints_of(branch).await? {
+            match endpoints.delete(&endpoint, &DeleteParams::background()).await {
+                Ok(_) => tracing::info!("NeonEndpoint {endpoint} deleted with its branch {branch}"),
+                Err(kube::Error::Api(response)) if response.code == 404 => {}
+                Err(source) => {
+                    let what = format!("deleting NeonEndpoint {endpoint} of branch {branch}");
+                    return Err(StoreError::Kubernetes { what, source }.into());
+                }
+            }
+            left.push(format!("NeonEndpoint {endpoint}"));
+        }
+        // The garbage collector removes an endpoint's compute after the endpoint.
+        left.extend(kube.computes_of(branch).await?.into_iter().map(|name| format!("Deployment {name}")));
+        Ok((!left.is_empty()).then(|| left.join(", ")))
+    }
+
     /// Deletes the timeline, and the tenant with it when `last` of its branches.
     async fn delete_storage(&self, tenant: &str, timeline: &str, last: bool) -> Result<(), String> {
+        if self.memory.lock().expect("operator memory lock").deleted.contains(timeline) {
+            return Ok(());
+        }
         let storcon = self.storage_controller();
         match storcon.delete_timeline(tenant, timeline).await {
             Ok(true) => {}
@@ -553,6 +623,7 @@ impl ControlPlane {
                 Err(e) => return Err(format!("deleting tenant {tenant}: {e}")),
             }
         }
+        self.memory.lock().expect("operator memory lock").deleted.insert(timeline.to_string());
         Ok(())
     }
 

@@ -74,6 +74,10 @@ pub struct Endpoint {
     /// The proxy's allowlist (`10.0.0.0/8`, `1.2.3.4`, `1.2.3.4-1.2.3.9`); none: everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_ips: Option<Vec<String>>,
+    /// Its compute is not running (being made, starting): nobody to push a spec to; it fetches
+    /// its spec when it starts. Only the Kubernetes store knows; the others run every compute.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// Where a tenant's shards are attached, as the storage controller's `notify-attach` says.
@@ -220,7 +224,7 @@ mod tests {
                 pending: false,
             },
         );
-        state.endpoints.insert("main".into(), Endpoint { branch_id: "main".into(), allowed_ips: None });
+        state.endpoints.insert("main".into(), Endpoint { branch_id: "main".into(), allowed_ips: None, stopped: false });
         state.attachments.insert("1f359dd625e519a1a4e8d7509690f6fc".into(), Attachment { pageservers: vec![1], stripe_size: None });
         state
     }

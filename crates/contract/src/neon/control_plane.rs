@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{NeonConfigError, to_json};
+use crate::computes::ComputeTemplate;
 
 /// The URL paths the control plane serves, relative to its base URL. The storage controller,
 /// the proxy and compute_ctl are pointed at these.
@@ -23,7 +24,7 @@ pub mod paths {
     pub const COMPUTE_SPECS: &str = "/compute/api/v2/computes";
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     pub listen: String,
@@ -31,7 +32,8 @@ pub struct Topology {
     pub storage_controller_url: String,
     pub pageservers: Vec<Node>,
     pub safekeepers: Vec<Node>,
-    pub computes: Vec<Compute>,
+    /// What every endpoint's compute is made of; the operator makes one per NeonEndpoint.
+    pub compute: ComputeTemplate,
 }
 
 /// A pageserver or safekeeper: its node id and how to reach it.
@@ -43,17 +45,6 @@ pub struct Node {
     pub pg: String,
     pub http: String,
     pub availability_zone: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Compute {
-    /// compute_ctl's `--compute-id`, also the endpoint id.
-    pub id: String,
-    /// `host:port` the proxy's `wake_compute` answer names.
-    pub pg: String,
-    /// compute_ctl's external HTTP API (`/configure`).
-    pub http: String,
 }
 
 impl Topology {

@@ -1,0 +1,265 @@
+//! Each endpoint's compute, end to end: the operator makes a Deployment and a Service per
+//! NeonEndpoint; a kubelet stand-in runs each compute Deployment as a real Postgres with a
+//! compute_ctl stand-in; the proxy stand-in routes a session by its endpoint through the real
+//! control plane's `wake_compute`; the CLI creates branches, prints their connection strings and
+//! deletes them (computes first).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams};
+use neonctl_contract::computes::{ENDPOINT_LABEL, MANAGED_BY};
+use neonctl_control_plane::Reconciling;
+use serde_json::{Value, json};
+
+use crate::controlplane::{PgServer, StandIn, StandInComputes, call_at};
+use crate::deploy::{ProxyStandIn, Upstream};
+use crate::fake_kube::FakeKube;
+use crate::reconcile::Harness;
+use crate::support::{Workdir, json_events, stderr, stdout};
+
+const NAMESPACE: &str = "neon";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// One running compute: its Postgres and its compute_ctl stand-in.
+struct Compute {
+    _postgres: PgServer,
+    _compute_ctl: StandIn,
+}
+
+/// Plays the kubelet for the computes the operator makes: a compute Deployment with replicas
+/// runs as a real Postgres whose roles and databases come from the spec compute_ctl fetches at
+/// start, as compute_ctl applies them (`compute_tools/src/spec_apply.rs`: roles with their
+/// SCRAM verifier as `PASSWORD`, databases with their owner). Each database gets a table
+/// `whoami` naming the endpoint, so a query tells which compute answered. A Deployment gone
+/// (or at zero replicas) stops its compute.
+struct Kubelet {
+    running: Arc<Mutex<BTreeMap<String, Compute>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Kubelet {
+    fn start(kube: Arc<FakeKube>, computes: Arc<StandInComputes>, control_plane: String) -> Self {
+        kube.pods_run_by_kubelet("app.kubernetes.io/managed-by", MANAGED_BY);
+        let running: Arc<Mutex<BTreeMap<String, Compute>>> = Arc::default();
+        let pods = running.clone();
+        let task = tokio::spawn(async move {
+            let api: Api<Deployment> = Api::namespaced(kube.client(), NAMESPACE);
+            let ours = ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+            loop {
+                let deployments = api.list(&ours).await.map(|list| list.items).unwrap_or_default();
+                let wanted: BTreeMap<String, i32> = deployments
+                    .iter()
+                    .filter_map(|d| Some((d.labels().get(ENDPOINT_LABEL)?.clone(), d.spec.as_ref()?.replicas.unwrap_or(1))))
+                    .collect();
+                let known: Vec<String> = pods.lock().unwrap().keys().cloned().collect();
+                for endpoint in known.iter().filter(|e| wanted.get(*e).copied().unwrap_or(0) < 1) {
+                    computes.remove(endpoint);
+                    let stopped = pods.lock().unwrap().remove(endpoint);
+                    tokio::task::spawn_blocking(move || drop(stopped)).await.unwrap();
+                }
+                for (endpoint, _) in wanted.iter().filter(|(e, replicas)| **replicas >= 1 && !known.contains(e)) {
+                    let compute = start_compute(endpoint, &control_plane).await;
+                    computes.set(endpoint, &format!("127.0.0.1:{}", compute._postgres.port), compute._compute_ctl.addr);
+                    pods.lock().unwrap().insert(endpoint.clone(), compute);
+                }
+                // A running compute's pod is ready (Postgres answers), for its Deployment's spec.
+                for deployment in &deployments {
+                    let Some(endpoint) = deployment.labels().get(ENDPOINT_LABEL) else { continue };
+                    let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+                    if pods.lock().unwrap().contains_key(endpoint) && ready < 1 {
+                        let status = json!({"observedGeneration": deployment.metadata.generation, "replicas": 1,
+                            "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1});
+                        kube.set_status("apps/v1", "deployments", Some(NAMESPACE), &deployment.name_any(), status);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { running, task }
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.running.lock().unwrap().keys().cloned().collect()
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Postgres set up from the spec the control plane serves compute_ctl for `endpoint`.
+async fn start_compute(endpoint: &str, control_plane: &str) -> Compute {
+    let path = format!("/compute/api/v2/computes/{endpoint}/spec");
+    let mut spec = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = call_at(control_plane, hyper::Method::GET, &path, None, None).await;
+        if status == hyper::StatusCode::OK && body["status"] == "attached" {
+            spec = body["spec"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(spec.is_object(), "compute {endpoint} never got an attached spec");
+    let compute_ctl = StandIn::start().await;
+    let endpoint = endpoint.to_string();
+    let postgres = tokio::task::spawn_blocking(move || {
+        let postgres = PgServer::start();
+        for role in spec["cluster"]["roles"].as_array().unwrap() {
+            let (name, verifier) = (role["name"].as_str().unwrap(), role["encrypted_password"].as_str().unwrap());
+            postgres.admin_sql(&format!("CREATE ROLE \"{name}\" LOGIN PASSWORD '{verifier}'"));
+        }
+        for database in spec["cluster"]["databases"].as_array().unwrap() {
+            let (name, owner) = (database["name"].as_str().unwrap(), database["owner"].as_str().unwrap());
+            postgres.admin_sql(&format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""));
+            postgres.admin_sql_in(
+                name,
+                &format!(
+                    "CREATE TABLE whoami AS SELECT '{endpoint}'::text AS endpoint, '{}'::text AS timeline; GRANT SELECT ON whoami TO PUBLIC",
+                    spec["timeline_id"].as_str().unwrap()
+                ),
+            );
+        }
+        postgres
+    })
+    .await
+    .unwrap();
+    Compute { _postgres: postgres, _compute_ctl: compute_ctl }
+}
+
+/// The proxy's certificate for `*.neon.neon.internal` (the default domain of prefix `neon`), in
+/// the Secret deploy would have made.
+fn proxy_certificate(harness: &Harness) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["*.neon.neon.internal".into()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "*.neon.neon.internal");
+    let cert = params.self_signed(&key).unwrap();
+    harness.kube.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "neon-proxy-tls", "namespace": NAMESPACE},
+        "data": {"tls.crt": STANDARD.encode(cert.pem()), "tls.key": STANDARD.encode(key.serialize_pem())}}));
+}
+
+/// `select endpoint from whoami` with psql at `url` (the printed one, with the password).
+fn whoami(url: &str) -> Result<String, String> {
+    let psql = PgServer::psql_bin();
+    let out = std::process::Command::new(psql)
+        .args(["-X", "-w", "-tA", "-c", "select endpoint from whoami"])
+        .arg(url.replace(neonctl_aws::phases::deploy::connect::PASSWORD_PLACEHOLDER, &PASSWORD.replace(' ', "%20")))
+        .output()
+        .unwrap();
+    if out.status.success() { Ok(stdout(&out).trim().to_string()) } else { Err(stderr(&out)) }
+}
+
+/// `branches create` gives a branch its own compute, reached through the proxy by its endpoint
+/// (and not main's); `connection-string` prints the way there; `branches delete` stops the
+/// compute, then deletes the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_branch_gets_its_own_compute_behind_the_proxy() {
+    let harness = Harness::start(false).await;
+    harness.computes.remove("main");
+    let (control_plane, first) = harness.control_plane().await;
+    first.stop().await;
+    let running =
+        control_plane.start("127.0.0.1:0", Some(Reconciling { every: Duration::from_millis(200), election: None })).await.unwrap();
+    let control_plane_addr = running.addr().to_string();
+    harness.storcon.set_hooks(format!("http://{control_plane_addr}/storage"));
+    let kubelet = Kubelet::start(harness.kube.clone(), harness.computes.clone(), control_plane_addr.clone());
+    proxy_certificate(&harness);
+    let proxy = ProxyStandIn::start(harness.kube.clone(), Upstream::WakeCompute(control_plane_addr)).await;
+
+    let wd = Workdir::new();
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {NAMESPACE}\n")).unwrap();
+    let kubeconfig = harness.kube.kubeconfig(wd.path()).display().to_string();
+    let cli = |args: &[&str]| {
+        let mut cmd = wd.cmd(&[args, &["--kubeconfig", &kubeconfig]].concat());
+        async move { tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap() }
+    };
+
+    // main's compute: made by the operator from the endpoint deploy would have written.
+    for _ in 0..300 {
+        if kubelet.running().contains(&"main".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = cli(&["branches", "create", "dev", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("endpoint dev: its compute runs"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("postgresql://alice:<password>@dev.neon.neon.internal:5432/neondb?sslmode=require"), "{}", stdout(&out));
+    assert_eq!(kubelet.running(), ["dev", "main"]);
+
+    // What the operator made for dev: owned by its endpoint, selected by it alone.
+    let deployment = harness.kube.get("apps/v1", "deployments", Some(NAMESPACE), "neon-compute-dev").expect("dev's Deployment");
+    let endpoint = harness.kube.get("neonctl-aws.dev/v1alpha1", "neonendpoints", Some(NAMESPACE), "dev").unwrap();
+    let owner = &deployment["metadata"]["ownerReferences"][0];
+    assert_eq!((owner["kind"].as_str(), &owner["uid"]), (Some("NeonEndpoint"), &endpoint["metadata"]["uid"]));
+    assert_eq!(deployment["spec"]["selector"]["matchLabels"][ENDPOINT_LABEL], "dev");
+    assert_eq!(deployment["metadata"]["labels"]["neonctl-aws.dev/branch"], "dev");
+    assert!(deployment["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap().contains(&json!("--compute-id=dev")));
+    let dev_timeline =
+        harness.kube.get("neonctl-aws.dev/v1alpha1", "neonbranches", Some(NAMESPACE), "dev").unwrap()["spec"]["timelineId"].clone();
+    assert_eq!(deployment["spec"]["template"]["metadata"]["annotations"]["neonctl-aws.dev/timeline"], dev_timeline);
+    assert!(harness.kube.get("v1", "services", Some(NAMESPACE), "neon-compute-dev").is_some());
+    assert_eq!(
+        (endpoint["status"]["phase"].as_str(), endpoint["status"]["compute"].as_str()),
+        (Some("Running"), Some("neon-compute-dev")),
+        "{}",
+        endpoint["status"]
+    );
+
+    // Through the proxy, by endpoint: dev's compute answers for dev, main's for main.
+    let proxy_address = proxy.addr.to_string();
+    let mut urls = BTreeMap::new();
+    for branch in ["dev", "main"] {
+        let out = cli(&["connection-string", branch, "--proxy-address", &proxy_address, "--output", "json"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let strings = json_events(&out).into_iter().find(|e| e["kind"] == "connection").expect("the connection result")["data"].clone();
+        assert_eq!(strings["endpoint"], branch);
+        urls.insert(branch, strings["without_dns"].as_str().unwrap().to_string());
+    }
+    assert!(urls["dev"].contains("options=endpoint%3Ddev"), "{}", urls["dev"]);
+    assert_eq!(whoami(&urls["dev"]), Ok("dev".to_string()));
+    assert_eq!(whoami(&urls["main"]), Ok("main".to_string()));
+    let psql = cli(&["connection-string", "dev", "--psql"]).await;
+    assert!(
+        stdout(&psql).contains("psql 'postgresql://alice:<password>@dev.neon.neon.internal:5432/neondb?sslmode=require'"),
+        "{}",
+        stdout(&psql)
+    );
+    let unknown = cli(&["connection-string", "dev", "--role", "mallory"]).await;
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("branch dev has no role mallory; it has: alice"), "{}", stderr(&unknown));
+
+    let list = cli(&["branches", "list"]).await;
+    let dev_row = stdout(&list).lines().find(|l| l.starts_with("dev ")).map(str::to_string).unwrap_or_default();
+    assert!(dev_row.contains(" dev ") && dev_row.contains("Running"), "{}", stdout(&list));
+
+    // Deleting the branch stops its compute first, then deletes its timeline.
+    let plan = cli(&["branches", "delete", "dev", "--plan"]).await;
+    assert!(stdout(&plan).contains("delete NeonEndpoint(s) dev: their computes stop first"), "{}", stdout(&plan));
+    harness.storcon.clear_calls();
+    let out = cli(&["branches", "delete", "dev", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    for kind in [("neonctl-aws.dev/v1alpha1", "neonendpoints"), ("apps/v1", "deployments"), ("v1", "services")] {
+        let name = if kind.1 == "neonendpoints" { "dev" } else { "neon-compute-dev" };
+        assert!(harness.kube.get(kind.0, kind.1, Some(NAMESPACE), name).is_none(), "{kind:?} {name} is gone");
+    }
+    let deletes: Vec<String> = harness.storcon.calls().into_iter().filter(|c| c.method == hyper::Method::DELETE).map(|c| c.path).collect();
+    assert_eq!(deletes, [format!("/v1/tenant/{}/timeline/{}", crate::controlplane::TENANT, dev_timeline.as_str().unwrap())]);
+    for _ in 0..100 {
+        if kubelet.running() == ["main"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(kubelet.running(), ["main"], "dev's compute stopped");
+    assert_eq!(whoami(&urls["main"]), Ok("main".to_string()), "main's untouched");
+    running.stop().await;
+}
