@@ -181,7 +181,8 @@ these commands. The cluster is the one the last deploy used (or the EKS cluster 
         after_help = "Examples:\n  neonctl-aws branches list\n  neonctl-aws branches create dev\n  \
 neonctl-aws branches create before-migration --parent main --at 0/16B5A50\n  \
 neonctl-aws branches create yesterday --at 2026-11-25T09:00:00Z\n  \
-neonctl-aws branches get dev --output json\n  neonctl-aws branches delete dev"
+neonctl-aws branches get dev --output json\n  neonctl-aws branches reset dev\n  \
+neonctl-aws branches restore dev --at 2026-11-26T08:00:00Z\n  neonctl-aws branches delete dev"
     )]
     Branches(BranchesArgs),
 
@@ -351,6 +352,12 @@ pub enum BranchesCommand {
     /// Branch from a parent's data, copy-on-write, with an endpoint of its own; wait until its
     /// compute runs and print its connection string
     Create(BranchCreateArgs),
+    /// Give a branch its parent's current data again: a new timeline from the parent's head,
+    /// same endpoint and connection string; the old timeline is deleted
+    Reset(BranchResetArgs),
+    /// Give a branch its own data as of a time or LSN: same endpoint and connection string; the
+    /// data it has now is kept as the branch `<name>-old-<time>` until you delete it
+    Restore(BranchRestoreArgs),
     /// Delete a branch: its computes stop, then its timeline goes (never `main`, never a branch
     /// others branch from)
     Delete(BranchDeleteArgs),
@@ -371,6 +378,26 @@ pub struct BranchCreateArgs {
     /// Put the password in the printed connection string
     #[arg(long)]
     pub show_password: bool,
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct BranchResetArgs {
+    /// The branch to reset to its parent's head
+    pub name: String,
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct BranchRestoreArgs {
+    /// The branch to restore
+    pub name: String,
+    /// Its data as of this LSN (e.g. 0/16B5A50) or RFC 3339 time (within the pageserver's
+    /// history: 7 days by default)
+    #[arg(long, value_name = "LSN|TIME")]
+    pub at: String,
     #[command(flatten)]
     pub plan: PlanFlag,
 }

@@ -20,7 +20,10 @@ use neonctl_contract::resources::{BranchSpec, EndpointSpec, NeonBranch, NeonEndp
 use serde::Serialize;
 
 use crate::calls::Calls;
-use crate::cli::{BranchCreateArgs, BranchDeleteArgs, BranchesArgs, BranchesCommand, ClusterArgs, ConnectionStringArgs};
+use crate::cli::{
+    BranchCreateArgs, BranchDeleteArgs, BranchResetArgs, BranchRestoreArgs, BranchesArgs, BranchesCommand, ClusterArgs,
+    ConnectionStringArgs,
+};
 use crate::config::Config;
 use crate::exit;
 use crate::neon::Secret;
@@ -98,6 +101,9 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
             BranchPoint::parse(at, time::OffsetDateTime::now_utc()).map_err(usage)?;
         }
     }
+    if let BranchesCommand::Restore(restore) = &args.command {
+        BranchPoint::parse(&restore.at, time::OffsetDateTime::now_utc()).map_err(usage)?;
+    }
     let (client, namespace, state) = cluster(&args.cluster, config, state_dir).await?;
     let branches = Branches::new(client, namespace, Duration::from_secs(args.timeout));
     match &args.command {
@@ -119,6 +125,8 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
                 print_connection(printer, &connection, password.as_ref(), false);
             }
         }
+        BranchesCommand::Reset(reset) => branches.reset(reset, printer).await?,
+        BranchesCommand::Restore(restore) => branches.restore(restore, printer).await?,
         BranchesCommand::Delete(delete) => branches.delete(delete, printer).await?,
     }
     Ok(exit::SUCCESS)
@@ -540,13 +548,9 @@ impl Branches {
         }
     }
 
-    async fn delete(&self, args: &BranchDeleteArgs, printer: &Printer) -> anyhow::Result<()> {
-        let name = &args.name;
-        if name == MAIN {
-            return Err(usage(format!("branch {MAIN} is the deployment's own: `neonctl-aws teardown` removes it with everything else")));
-        }
-        let Some(branch) = self.get(name).await? else { return Err(self.not_found(name)) };
-        let children: Vec<String> = self
+    /// The branches that branch from `branch`'s timeline.
+    async fn children(&self, branch: &NeonBranch) -> anyhow::Result<Vec<String>> {
+        Ok(self
             .all()
             .await?
             .into_iter()
@@ -554,13 +558,156 @@ impl Branches {
                 other.spec.tenant_id == branch.spec.tenant_id && other.spec.parent_timeline_id.as_ref() == Some(&branch.spec.timeline_id)
             })
             .map(|other| other.name_any())
-            .collect();
-        if !children.is_empty() {
+            .collect())
+    }
+
+    /// A branch whose data others depend on keeps its timeline: refused.
+    async fn refuse_with_children(&self, branch: &NeonBranch, doing: &str) -> anyhow::Result<()> {
+        let children = self.children(branch).await?;
+        if children.is_empty() {
+            return Ok(());
+        }
+        Err(usage(format!(
+            "branch {} has child branches ({}): their data depends on its timeline; delete them before you {doing} it",
+            branch.name_any(),
+            children.join(", ")
+        )))
+    }
+
+    /// Points `name` at a new timeline (`spec`'s), then waits until it is ready and every compute
+    /// of the branch runs on it; the operator then retires the previous timeline.
+    async fn move_to(&self, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+        let patch = kube::api::Patch::Merge(serde_json::json!({"spec": spec}));
+        self.api
+            .patch(name, &kube::api::PatchParams::default(), &patch)
+            .await
+            .with_context(|| format!("updating NeonBranch {}/{name}", self.namespace))?;
+        self.wait_ready(name).await?;
+        let timeline = spec["timelineId"].as_str().unwrap_or_default().to_string();
+        let check = || async {
+            let moving: Vec<String> = self
+                .all_endpoints()
+                .await?
+                .into_iter()
+                .filter(|e| e.spec.branch == name)
+                .filter(|e| {
+                    let status = e.status.clone().unwrap_or_default();
+                    status.timeline_id.as_deref() != Some(timeline.as_str()) || status.phase.as_deref() != Some(endpoint_phase::RUNNING)
+                })
+                .map(|e| e.name_any())
+                .collect();
+            Ok::<_, anyhow::Error>(if moving.is_empty() {
+                Check::Done(())
+            } else {
+                Check::Waiting(format!("the computes of {} restart on timeline {timeline}", moving.join(", ")))
+            })
+        };
+        match wait::poll(self.timeout, POLL, check, |_, _| {}).await? {
+            Waited::Done(()) => Ok(()),
+            Waited::TimedOut(last) => Err(anyhow!(
+                "branch {name} has its new timeline, but {last} took over {}s; check the compute's pod, then run `neonctl-aws \
+                 branches get {name}`",
+                self.timeout.as_secs()
+            )),
+        }
+    }
+
+    async fn reset(&self, args: &BranchResetArgs, printer: &Printer) -> anyhow::Result<()> {
+        let name = &args.name;
+        let branch = self.get(name).await?.ok_or_else(|| self.not_found(name))?;
+        if branch.spec.parent_timeline_id.is_none() {
             return Err(usage(format!(
-                "branch {name} has child branches ({}): their data depends on its timeline; delete them first",
-                children.join(", ")
+                "branch {name} has no parent: there is nothing to reset it to (`branches restore` goes back in time)"
             )));
         }
+        self.refuse_with_children(&branch, "reset").await?;
+        let timeline = bootstrap::new_id(&ring::rand::SystemRandom::new())?;
+        let old = &branch.spec.timeline_id;
+        if args.plan.plan {
+            printer.result_line(&format!(
+                "update NeonBranch {}/{name}: timelineId {old} → {timeline}, a new timeline from its parent's head; its computes \
+                 restart on it, then timeline {old} is deleted",
+                self.namespace
+            ));
+            return Ok(());
+        }
+        printer.result_line(&format!("branch {name}: a new timeline {timeline} from its parent's head"));
+        self.move_to(name, serde_json::json!({"timelineId": timeline, "ancestorStartLsn": null, "ancestorTimestamp": null})).await?;
+        printer.result_line(&format!("branch {name} reset to its parent's head; same endpoint and connection string"));
+        Ok(())
+    }
+
+    async fn restore(&self, args: &BranchRestoreArgs, printer: &Printer) -> anyhow::Result<()> {
+        let name = &args.name;
+        let branch = self.get(name).await?.ok_or_else(|| self.not_found(name))?;
+        self.refuse_with_children(&branch, "restore").await?;
+        let now = time::OffsetDateTime::now_utc();
+        let point = BranchPoint::parse(&args.at, now).map_err(usage)?;
+        // Neon keeps the data a restore replaces as `<name>_old_<time>`; as a DNS label:
+        let stamp = format!(
+            "-old-{:04}{:02}{:02}{:02}{:02}{:02}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        let backup = format!("{}{stamp}", &name[..name.len().min(63 - stamp.len())].trim_end_matches('-'));
+        let old = branch.spec.timeline_id.clone();
+        let timeline = bootstrap::new_id(&ring::rand::SystemRandom::new())?;
+        let (lsn, time) = match &point {
+            BranchPoint::Lsn(lsn) => (Some(lsn.clone()), None),
+            BranchPoint::Time(time) => (None, Some(time.clone())),
+        };
+        if args.plan.plan {
+            printer.result_line(&format!("create NeonBranch {}/{backup}: keeps timeline {old}, the data {name} has now", self.namespace));
+            printer.result_line(&format!(
+                "update NeonBranch {}/{name}: timelineId {old} → {timeline}, a child of it at {}; its computes restart on it",
+                self.namespace,
+                BranchPoint::describe(Some(&point))
+            ));
+            return Ok(());
+        }
+        // The backup names the same timeline, made the same way (its time as the LSN it became).
+        let resolved = branch.status.as_ref().and_then(|status| status.branched_at_lsn.clone());
+        let mut kept = branch.spec.clone();
+        if kept.ancestor_timestamp.take().is_some() {
+            kept.ancestor_start_lsn = resolved;
+        }
+        let object = NeonBranch {
+            metadata: ObjectMeta {
+                name: Some(backup.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some([("app.kubernetes.io/part-of".to_string(), "neon".to_string())].into()),
+                ..Default::default()
+            },
+            spec: kept,
+            status: None,
+        };
+        self.api
+            .create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("creating NeonBranch {}/{backup}", self.namespace))?;
+        printer
+            .result_line(&format!("branch {backup} keeps the data {name} has now (timeline {old}); delete it when you no longer need it"));
+        self.wait_ready(&backup).await?;
+        let spec = serde_json::json!({"timelineId": timeline, "parentTimelineId": old, "ancestorStartLsn": lsn, "ancestorTimestamp": time});
+        self.move_to(name, spec).await?;
+        printer.result_line(&format!(
+            "branch {name} restored to {}; same endpoint and connection string",
+            BranchPoint::describe(Some(&point))
+        ));
+        Ok(())
+    }
+
+    async fn delete(&self, args: &BranchDeleteArgs, printer: &Printer) -> anyhow::Result<()> {
+        let name = &args.name;
+        if name == MAIN {
+            return Err(usage(format!("branch {MAIN} is the deployment's own: `neonctl-aws teardown` removes it with everything else")));
+        }
+        let Some(branch) = self.get(name).await? else { return Err(self.not_found(name)) };
+        self.refuse_with_children(&branch, "delete").await?;
         if args.plan.plan {
             let endpoints: Vec<String> =
                 self.all_endpoints().await?.iter().filter(|e| &e.spec.branch == name).map(|e| e.name_any()).collect();

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
-use neonctl_contract::computes::{ENDPOINT_LABEL, MANAGED_BY};
+use neonctl_contract::computes::{ENDPOINT_LABEL, MANAGED_BY, TIMELINE_ANNOTATION};
 use neonctl_control_plane::Reconciling;
 use serde_json::{Value, json};
 
@@ -26,18 +26,20 @@ use crate::support::{Workdir, json_events, stderr, stdout};
 const NAMESPACE: &str = "neon";
 const PASSWORD: &str = "correct horse battery staple";
 
-/// One running compute: its Postgres and its compute_ctl stand-in.
+/// One running compute: its Postgres and its compute_ctl stand-in, on a timeline.
 struct Compute {
     _postgres: PgServer,
     _compute_ctl: StandIn,
+    timeline: String,
 }
 
 /// Plays the kubelet for the computes the operator makes: a compute Deployment with replicas
 /// runs as a real Postgres whose roles and databases come from the spec compute_ctl fetches at
 /// start, as compute_ctl applies them (`compute_tools/src/spec_apply.rs`: roles with their
 /// SCRAM verifier as `PASSWORD`, databases with their owner). Each database gets a table
-/// `whoami` naming the endpoint, so a query tells which compute answered. A Deployment gone
-/// (or at zero replicas) stops its compute.
+/// `whoami` naming the endpoint and timeline, so a query tells which compute answered. A
+/// Deployment gone (or at zero replicas) stops its compute; a new pod template (another
+/// timeline) replaces it.
 struct Kubelet {
     running: Arc<Mutex<BTreeMap<String, Compute>>>,
     task: tokio::task::JoinHandle<()>,
@@ -52,19 +54,46 @@ impl Kubelet {
             let api: Api<Deployment> = Api::namespaced(kube.client(), NAMESPACE);
             let ours = ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
             loop {
-                let deployments = api.list(&ours).await.map(|list| list.items).unwrap_or_default();
-                let wanted: BTreeMap<String, i32> = deployments
+                let deployments = match api.list(&ours).await {
+                    Ok(list) => list.items,
+                    // A failed list says nothing about what should run.
+                    Err(e) => {
+                        eprintln!("kubelet stand-in: listing Deployments: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let timeline_of = |d: &Deployment| -> Option<String> {
+                    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(TIMELINE_ANNOTATION).cloned()
+                };
+                let wanted: BTreeMap<String, (i32, String)> = deployments
                     .iter()
-                    .filter_map(|d| Some((d.labels().get(ENDPOINT_LABEL)?.clone(), d.spec.as_ref()?.replicas.unwrap_or(1))))
+                    .filter_map(|d| {
+                        Some((d.labels().get(ENDPOINT_LABEL)?.clone(), (d.spec.as_ref()?.replicas.unwrap_or(1), timeline_of(d)?)))
+                    })
                     .collect();
-                let known: Vec<String> = pods.lock().unwrap().keys().cloned().collect();
-                for endpoint in known.iter().filter(|e| wanted.get(*e).copied().unwrap_or(0) < 1) {
+                let stale: Vec<String> = pods
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(e, compute)| wanted.get(*e).is_none_or(|(replicas, timeline)| *replicas < 1 || *timeline != compute.timeline))
+                    .map(|(e, _)| e.clone())
+                    .collect();
+                for endpoint in &stale {
                     computes.remove(endpoint);
                     let stopped = pods.lock().unwrap().remove(endpoint);
                     tokio::task::spawn_blocking(move || drop(stopped)).await.unwrap();
                 }
-                for (endpoint, _) in wanted.iter().filter(|(e, replicas)| **replicas >= 1 && !known.contains(e)) {
-                    let compute = start_compute(endpoint, &control_plane).await;
+                let known: Vec<String> = pods.lock().unwrap().keys().cloned().collect();
+                for (endpoint, _) in wanted.iter().filter(|(e, (replicas, _))| *replicas >= 1 && !known.contains(e)) {
+                    let compute = match start_compute(endpoint, &control_plane).await {
+                        Ok(compute) => compute,
+                        // Tried again next round, as a kubelet restarts a failed container.
+                        Err(e) => {
+                            eprintln!("kubelet stand-in: {e}");
+                            continue;
+                        }
+                    };
                     computes.set(endpoint, &format!("127.0.0.1:{}", compute._postgres.port), compute._compute_ctl.addr);
                     pods.lock().unwrap().insert(endpoint.clone(), compute);
                 }
@@ -96,7 +125,7 @@ impl Drop for Kubelet {
 }
 
 /// A Postgres set up from the spec the control plane serves compute_ctl for `endpoint`.
-async fn start_compute(endpoint: &str, control_plane: &str) -> Compute {
+async fn start_compute(endpoint: &str, control_plane: &str) -> Result<Compute, String> {
     let path = format!("/compute/api/v2/computes/{endpoint}/spec");
     let mut spec = Value::Null;
     for _ in 0..100 {
@@ -107,9 +136,12 @@ async fn start_compute(endpoint: &str, control_plane: &str) -> Compute {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(spec.is_object(), "compute {endpoint} never got an attached spec");
+    if !spec.is_object() {
+        return Err(format!("compute {endpoint} got no attached spec within 5 s"));
+    }
     let compute_ctl = StandIn::start().await;
     let endpoint = endpoint.to_string();
+    let timeline = spec["timeline_id"].as_str().unwrap().to_string();
     let postgres = tokio::task::spawn_blocking(move || {
         let postgres = PgServer::start();
         for role in spec["cluster"]["roles"].as_array().unwrap() {
@@ -131,7 +163,7 @@ async fn start_compute(endpoint: &str, control_plane: &str) -> Compute {
     })
     .await
     .unwrap();
-    Compute { _postgres: postgres, _compute_ctl: compute_ctl }
+    Ok(Compute { _postgres: postgres, _compute_ctl: compute_ctl, timeline })
 }
 
 /// The proxy's certificate for `*.neon.neon.internal` (the default domain of prefix `neon`), in
@@ -148,9 +180,13 @@ fn proxy_certificate(harness: &Harness) {
 
 /// `select endpoint from whoami` with psql at `url` (the printed one, with the password).
 fn whoami(url: &str) -> Result<String, String> {
+    query(url, "select endpoint from whoami")
+}
+
+fn query(url: &str, sql: &str) -> Result<String, String> {
     let psql = PgServer::psql_bin();
     let out = std::process::Command::new(psql)
-        .args(["-X", "-w", "-tA", "-c", "select endpoint from whoami"])
+        .args(["-X", "-w", "-tA", "-c", sql])
         .arg(url.replace(neonctl_aws::phases::deploy::connect::PASSWORD_PLACEHOLDER, &PASSWORD.replace(' ', "%20")))
         .output()
         .unwrap();
@@ -241,6 +277,74 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     let dev_row = stdout(&list).lines().find(|l| l.starts_with("dev ")).map(str::to_string).unwrap_or_default();
     assert!(dev_row.contains(" dev ") && dev_row.contains("Running"), "{}", stdout(&list));
 
+    // Reset: a new timeline from main's head, the same connection string, the old timeline gone.
+    let branch_of = |name: &str| harness.kube.get("neonctl-aws.dev/v1alpha1", "neonbranches", Some(NAMESPACE), name);
+    let dev_timeline = dev_timeline.as_str().unwrap().to_string();
+    harness.storcon.clear_calls();
+    let out = cli(&["branches", "reset", "dev", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("branch dev reset to its parent's head; same endpoint and connection string"), "{}", stdout(&out));
+    let reset = branch_of("dev").unwrap();
+    let reset_timeline = reset["spec"]["timelineId"].as_str().unwrap().to_string();
+    assert_ne!(reset_timeline, dev_timeline);
+    assert_eq!(reset["spec"]["parentTimelineId"], crate::controlplane::TIMELINE);
+    assert_eq!(query(&urls["dev"], "select timeline from whoami"), Ok(reset_timeline.clone()), "dev's compute runs on it");
+    let timeline_calls = |storcon: &crate::reconcile::StorageController| -> Vec<String> {
+        storcon.calls().into_iter().filter(|c| c.path.contains("/timeline")).map(|c| format!("{} {}", c.method, c.path)).collect()
+    };
+    let tenant = crate::controlplane::TENANT;
+    for _ in 0..100 {
+        if branch_of("dev").unwrap()["status"]["timelineId"] == reset_timeline.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The new timeline (asked for again while the operator's cache catches up: idempotent),
+    // then the old one goes, once the compute moved.
+    let calls = timeline_calls(&harness.storcon);
+    let (last, creates) = calls.split_last().unwrap();
+    assert_eq!(last, &format!("DELETE /v1/tenant/{tenant}/timeline/{dev_timeline}"), "{calls:?}");
+    assert!(!creates.is_empty() && creates.iter().all(|c| c == &format!("POST /v1/tenant/{tenant}/timeline")), "{calls:?}");
+    assert!(
+        harness
+            .storcon
+            .calls()
+            .iter()
+            .filter(|c| c.method == hyper::Method::POST)
+            .all(|c| c.body["new_timeline_id"] == reset_timeline.as_str()),
+        "only the new timeline is made"
+    );
+
+    // Restore: dev's data as of an LSN, the same connection string; what it had is kept as a branch.
+    harness.storcon.clear_calls();
+    let out = cli(&["branches", "restore", "dev", "--at", "0/1500000", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let restored = branch_of("dev").unwrap();
+    let restored_timeline = restored["spec"]["timelineId"].as_str().unwrap().to_string();
+    assert_eq!(
+        (restored["spec"]["parentTimelineId"].as_str(), restored["spec"]["ancestorStartLsn"].as_str()),
+        (Some(reset_timeline.as_str()), Some("0/1500000"))
+    );
+    let backups: Vec<Value> = harness
+        .kube
+        .list("neonctl-aws.dev/v1alpha1", "neonbranches")
+        .into_iter()
+        .filter(|b| b["metadata"]["name"].as_str().unwrap().starts_with("dev-old-"))
+        .collect();
+    assert_eq!(backups.len(), 1, "the data dev had is kept as a branch");
+    assert_eq!(backups[0]["spec"]["timelineId"], reset_timeline.as_str());
+    assert_eq!(backups[0]["status"]["phase"], "Ready");
+    assert_eq!(query(&urls["dev"], "select timeline from whoami"), Ok(restored_timeline.clone()));
+    let created = harness.storcon.calls().into_iter().find(|c| c.body["new_timeline_id"] == restored_timeline.as_str()).unwrap();
+    assert_eq!(
+        (created.body["ancestor_timeline_id"].as_str(), created.body["ancestor_start_lsn"].as_str()),
+        (Some(reset_timeline.as_str()), Some("0/1500000"))
+    );
+    assert!(!timeline_calls(&harness.storcon).iter().any(|c| c.starts_with("DELETE")), "the kept timeline stays");
+    let backup = backups[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let refused = cli(&["branches", "delete", &backup]).await;
+    assert_eq!(refused.status.code(), Some(2), "dev branches from it now: {}", stderr(&refused));
+
     // Deleting the branch stops its compute first, then deletes its timeline.
     let plan = cli(&["branches", "delete", "dev", "--plan"]).await;
     assert!(stdout(&plan).contains("delete NeonEndpoint(s) dev: their computes stop first"), "{}", stdout(&plan));
@@ -252,7 +356,7 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
         assert!(harness.kube.get(kind.0, kind.1, Some(NAMESPACE), name).is_none(), "{kind:?} {name} is gone");
     }
     let deletes: Vec<String> = harness.storcon.calls().into_iter().filter(|c| c.method == hyper::Method::DELETE).map(|c| c.path).collect();
-    assert_eq!(deletes, [format!("/v1/tenant/{}/timeline/{}", crate::controlplane::TENANT, dev_timeline.as_str().unwrap())]);
+    assert_eq!(deletes, [format!("/v1/tenant/{tenant}/timeline/{restored_timeline}")]);
     for _ in 0..100 {
         if kubelet.running() == ["main"] {
             break;
@@ -261,5 +365,7 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     }
     assert_eq!(kubelet.running(), ["main"], "dev's compute stopped");
     assert_eq!(whoami(&urls["main"]), Ok("main".to_string()), "main's untouched");
+    let out = cli(&["branches", "delete", &backup]).await;
+    assert!(out.status.success(), "once dev is gone, what it kept can go: {}", stderr(&out));
     running.stop().await;
 }

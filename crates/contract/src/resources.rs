@@ -131,6 +131,16 @@ pub struct BranchStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(LSN))]
     pub branched_at_lsn: Option<String>,
+    /// The timeline `branchedAtLsn` was resolved for: a new timeline (a restore) resolves again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(HEX_ID))]
+    pub branched_timeline_id: Option<String>,
+    /// The timeline the branch's computes were last given. When the spec names another (a reset
+    /// or a restore), this one is deleted from storage once the computes have moved, unless
+    /// another branch still needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(HEX_ID))]
+    pub timeline_id: Option<String>,
     /// The last `notify-attach` for the branch's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<AttachmentStatus>,

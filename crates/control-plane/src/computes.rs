@@ -72,12 +72,9 @@ impl ControlPlane {
         let branch: Option<NeonBranch> = kube.branches().await?.into_iter().find(|b| &b.name_any() == branch_name);
         let status = match (branch, live) {
             // Its endpoints go with it (computes first): nothing new is made for it.
-            (Some(branch), live) if branch.metadata.deletion_timestamp.is_some() => status_of(
-                &endpoint,
-                endpoint_phase::PENDING,
-                Some(format!("branch {branch_name} is being deleted")),
-                live.as_ref(),
-            ),
+            (Some(branch), live) if branch.metadata.deletion_timestamp.is_some() => {
+                status_of(&endpoint, endpoint_phase::PENDING, Some(format!("branch {branch_name} is being deleted")), live.as_ref())
+            }
             (Some(branch), live) if is_ready(&branch) => {
                 let desired = template.deployment(&endpoint, &branch.spec.timeline_id, 1);
                 let deployment = self.ensure(&deployments, live, desired).await?;

@@ -415,7 +415,7 @@ impl ControlPlane {
         let served = kube.endpoints_of(&name).await?;
         if is_ready(branch) {
             self.attach_computes(&name, generation(branch), &served).await;
-            return Ok(Action::await_change());
+            return self.retire_previous_timeline(kube, branch).await;
         }
         let outcome = match self.waiting_parent(kube, branch).await? {
             Some(parent) => Outcome::Retry(format!("waiting for the parent branch {parent} to be ready")),
@@ -441,11 +441,53 @@ impl ControlPlane {
                     ),
                 );
                 self.attach_computes(&name, generation(branch), &served).await;
-                Ok(Action::await_change())
+                self.retire_previous_timeline(kube, branch).await
             }
             Outcome::Retry(message) => Err(ReconcileError::Branch { branch: name, message: format!("pending: {message}") }),
             Outcome::Failed(message) => Err(ReconcileError::Branch { branch: name, message: format!("failed: {message}") }),
         }
+    }
+
+    /// After a reset or a restore (the spec names a new timeline, now ready): once every compute
+    /// of the branch runs on the new timeline, the previous one is deleted from storage, unless
+    /// another branch still has it (a restore keeps it as a branch of its own, and the restored
+    /// timeline branches from it). Then the status names the new timeline.
+    async fn retire_previous_timeline(&self, kube: &KubeStore, branch: &NeonBranch) -> Result<Action, ReconcileError> {
+        let name = branch.name_any();
+        let (tenant, timeline) = (&branch.spec.tenant_id, &branch.spec.timeline_id);
+        let previous = branch.status.as_ref().and_then(|status| status.timeline_id.clone());
+        if previous.as_ref() == Some(timeline) {
+            return Ok(Action::await_change());
+        }
+        if let Some(previous) = &previous {
+            let waiting: Vec<String> = kube
+                .cached_endpoints()
+                .iter()
+                .filter(|endpoint| endpoint.spec.branch == name)
+                .filter(|endpoint| endpoint.status.as_ref().and_then(|status| status.timeline_id.as_ref()) != Some(timeline))
+                .map(|endpoint| endpoint.name_any())
+                .collect();
+            if !waiting.is_empty() {
+                // Their computes' status changes wake this branch again.
+                self.say(
+                    &format!("branch {name}"),
+                    format!("branch {name}: waiting for {} to move to timeline {timeline}", waiting.join(", ")),
+                );
+                return Ok(Action::await_change());
+            }
+            let needed = kube.branches().await?.iter().any(|other| {
+                &other.spec.tenant_id == tenant
+                    && (&other.spec.timeline_id == previous || other.spec.parent_timeline_id.as_ref() == Some(previous))
+            });
+            if !needed {
+                if let Err(message) = self.delete_storage(tenant, previous, false).await {
+                    return Err(ReconcileError::Branch { branch: name, message: format!("retiring timeline {previous}: {message}") });
+                }
+                tracing::info!("branch {name}: previous timeline {previous} deleted from storage");
+            }
+        }
+        kube.patch_branch_status(&name, json!({"timelineId": timeline})).await?;
+        Ok(Action::await_change())
     }
 
     /// The branch this one branches from, when it is another NeonBranch not ready yet.
@@ -471,7 +513,10 @@ impl ControlPlane {
         if spec.ancestor_start_lsn.is_some() {
             return Ok(Err(Outcome::Failed("the spec gives both ancestorStartLsn and ancestorTimestamp: keep one".into())));
         }
-        if let Some(lsn) = branch.status.as_ref().and_then(|status| status.branched_at_lsn.clone()) {
+        let status = branch.status.clone().unwrap_or_default();
+        if let (Some(lsn), Some(for_timeline)) = (status.branched_at_lsn, status.branched_timeline_id)
+            && for_timeline == spec.timeline_id
+        {
             return Ok(Ok(Some(lsn)));
         }
         let tenant = &spec.tenant_id;
@@ -483,7 +528,8 @@ impl ControlPlane {
         match found.kind.as_str() {
             // `future`: no commit since then; the parent's data as of then is at that LSN.
             "present" | "future" => {
-                kube.patch_branch_status(&branch.name_any(), json!({"branchedAtLsn": lsn})).await?;
+                let resolved = json!({"branchedAtLsn": lsn, "branchedTimelineId": spec.timeline_id});
+                kube.patch_branch_status(&branch.name_any(), resolved).await?;
                 Ok(Ok(Some(lsn)))
             }
             "past" => Ok(Err(Outcome::Failed(format!(

@@ -57,9 +57,10 @@ pub fn branch_spec(
         tenant_id: id("tenantId")?,
         timeline_id: id("timelineId")?,
         pg_version: spec["pgVersion"].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(PG_VERSION),
-        parent_timeline_id: None,
-        ancestor_start_lsn: None,
-        ancestor_timestamp: None,
+        // A restored `main` branches from the timeline the restore kept: that stays.
+        parent_timeline_id: spec["parentTimelineId"].as_str().map(str::to_string),
+        ancestor_start_lsn: spec["ancestorStartLsn"].as_str().map(str::to_string),
+        ancestor_timestamp: spec["ancestorTimestamp"].as_str().map(str::to_string),
         roles: vec![RoleSpec { name: OWNER_ROLE.into(), verifier }],
         databases: vec![DatabaseSpec { name: DATABASE.into(), owner: OWNER_ROLE.into() }],
     })
