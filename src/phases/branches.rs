@@ -37,8 +37,8 @@ use crate::wait::{self, Check, Waited};
 /// The branch `deploy` makes; never deleted from here.
 const MAIN: &str = bootstrap::BRANCH;
 
-/// How often a wait reads the branch again.
-const POLL: Duration = Duration::from_secs(1);
+/// How often a wait reads the objects again: the operator answers in tens of milliseconds.
+const POLL: Duration = Duration::from_millis(100);
 
 /// One branch as `list` and `get` show it.
 #[derive(Debug, Serialize)]

@@ -14,7 +14,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
 use neonctl_contract::computes::{ENDPOINT_LABEL, MANAGED_BY, TIMELINE_ANNOTATION};
-use neonctl_control_plane::Reconciling;
 use serde_json::{Value, json};
 
 use crate::controlplane::{PgServer, StandIn, StandInComputes, call_at};
@@ -200,12 +199,8 @@ fn query(url: &str, sql: &str) -> Result<String, String> {
 async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     let harness = Harness::start(false).await;
     harness.computes.remove("main");
-    let (control_plane, first) = harness.control_plane().await;
-    first.stop().await;
-    let running =
-        control_plane.start("127.0.0.1:0", Some(Reconciling { every: Duration::from_millis(200), election: None })).await.unwrap();
+    let running = harness.running_operator().await;
     let control_plane_addr = running.addr().to_string();
-    harness.storcon.set_hooks(format!("http://{control_plane_addr}/storage"));
     let kubelet = Kubelet::start(harness.kube.clone(), harness.computes.clone(), control_plane_addr.clone());
     proxy_certificate(&harness);
     let proxy = ProxyStandIn::start(harness.kube.clone(), Upstream::WakeCompute(control_plane_addr)).await;
@@ -367,5 +362,112 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     assert_eq!(whoami(&urls["main"]), Ok("main".to_string()), "main's untouched");
     let out = cli(&["branches", "delete", &backup]).await;
     assert!(out.status.success(), "once dev is gone, what it kept can go: {}", stderr(&out));
+    running.stop().await;
+}
+
+/// `cargo xtask bench` runs this (`--ignored`): `branches create` until the branch is Ready and
+/// its compute Running, with pods ready at once (the product's own time, not a pod's start;
+/// goal ≤ 1 s), and `branches list` among 1,000 branches with their endpoints (goal ≤ 1 s, one
+/// list call per kind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: cargo xtask bench"]
+async fn bench_branches_at_scale() {
+    const COUNT: usize = 1000;
+    let harness = Harness::start(false).await;
+    let running = harness.running_operator().await;
+    let wd = Workdir::new();
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {NAMESPACE}\n")).unwrap();
+    let kubeconfig = harness.kube.kubeconfig(wd.path()).display().to_string();
+    let cli = |args: &[&str]| {
+        let mut cmd = wd.cmd(&[args, &["--kubeconfig", &kubeconfig]].concat());
+        async move {
+            let started = std::time::Instant::now();
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+            (out, started.elapsed())
+        }
+    };
+    // main first: the operator is warm, as in a deployment.
+    for _ in 0..200 {
+        let main = harness.kube.get("neonctl-aws.dev/v1alpha1", "neonendpoints", Some(NAMESPACE), "main");
+        if main.is_some_and(|m| m["status"]["phase"] == "Running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut creates = Vec::new();
+    for n in 0..5 {
+        let (out, took) = cli(&["branches", "create", &format!("dev{n}"), "--timeout", "30"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        creates.push(took.as_secs_f64() * 1000.0);
+    }
+    creates.sort_by(f64::total_cmp);
+    let median = creates[creates.len() / 2];
+
+    let template = harness.kube.get("neonctl-aws.dev/v1alpha1", "neonbranches", Some(NAMESPACE), "dev0").unwrap();
+    for n in 0..COUNT {
+        let mut branch = template.clone();
+        branch["metadata"] = json!({"name": format!("b{n}"), "namespace": NAMESPACE});
+        branch["spec"]["timelineId"] = json!(format!("{:032x}", n + 1));
+        harness.kube.put_object(branch);
+        harness.kube.put_object(json!({"apiVersion": "neonctl-aws.dev/v1alpha1", "kind": "NeonEndpoint",
+            "metadata": {"name": format!("b{n}"), "namespace": NAMESPACE}, "spec": {"branch": format!("b{n}")},
+            "status": {"phase": "Running"}}));
+    }
+    // The operator makes their computes first: the list is timed on a settled cluster.
+    let started = std::time::Instant::now();
+    let settled = || harness.kube.list("neonctl-aws.dev/v1alpha1", "neonendpoints").iter().all(|e| e["status"]["compute"].is_string());
+    while !settled() {
+        assert!(started.elapsed() < Duration::from_secs(300), "the operator never made every compute");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = harness.kube.requests().len();
+    let (out, took) = cli(&["branches", "list", "--output", "json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json_events(&out).into_iter().find(|e| e["kind"] == "branches").unwrap()["data"].as_array().unwrap().len();
+    let requests = harness.kube.requests()[before..].to_vec();
+    let lists = |plural: &str| requests.iter().filter(|r| r.starts_with("GET ") && r.contains(&format!("/{plural}?"))).count();
+    let (branch_lists, endpoint_lists) = (lists("neonbranches"), lists("neonendpoints"));
+    println!(
+        "branches create → Ready and its compute Running (pods ready at once, debug build): median {median:.0} ms of {} (goal ≤ 1000 ms)",
+        creates.len()
+    );
+    println!(
+        "branches list with {rows} branches: {:.0} ms (goal ≤ 1000 ms), list calls: {branch_lists} NeonBranch, {endpoint_lists} NeonEndpoint (goal 1 each), {} requests in all",
+        took.as_secs_f64() * 1000.0,
+        requests.len()
+    );
+    running.stop().await;
+    assert!(median <= 1000.0 && took.as_secs_f64() <= 1.0 && branch_lists == 1 && endpoint_lists == 1, "a goal was missed");
+}
+
+/// Once its computes run, the operator writes nothing but its storage report: no object, no
+/// status rewritten with the same content (a status field it leaves out must be cleared, not
+/// kept by the merge patch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_operator_writes_only_its_report() {
+    let harness = Harness::start(false).await;
+    let running = harness.running_operator().await;
+    let endpoint = || harness.kube.get("neonctl-aws.dev/v1alpha1", "neonendpoints", Some(NAMESPACE), "main").unwrap();
+    for _ in 0..100 {
+        if endpoint()["status"]["phase"] == "Running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = harness.kube.requests().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes: Vec<String> = harness.kube.requests()[before..]
+        .iter()
+        .filter(|r| !r.starts_with("GET") && !r.contains("/configmaps/neon-control-plane-status?"))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "{writes:#?}");
+    let status = endpoint()["status"].clone();
+    assert_eq!(
+        status,
+        json!({"phase": "Running", "observedGeneration": 1, "compute": "neon-compute-main", "timelineId": crate::controlplane::TIMELINE})
+    );
     running.stop().await;
 }

@@ -327,20 +327,16 @@ fn watch(store: Arc<Mutex<Store>>, target: Target, query: &BTreeMap<String, Stri
             }
             loop {
                 let notified = changed.notified();
-                let (events, version, kind) = {
+                let (events, version) = {
                     let store = store.lock().unwrap();
-                    let kind = store
-                        .objects
-                        .iter()
-                        .find(|((v, p, _, _), _)| *v == api_version && *p == plural)
-                        .and_then(|(_, o)| o["kind"].as_str().map(str::to_string))
-                        .unwrap_or_else(|| plural.clone());
                     let events: Vec<_> = if first && last == 0 {
                         store.objects.iter().filter(|(k, o)| matches(k, o)).map(|(_, o)| ("ADDED", o.clone())).collect()
                     } else {
-                        store.events.iter().filter(|(v, k, _, o)| *v > last && matches(k, o)).map(|(_, _, t, o)| (*t, o.clone())).collect()
+                        // Events are kept in resourceVersion order: only the newer ones are read.
+                        let newer = store.events.partition_point(|(v, ..)| *v <= last);
+                        store.events[newer..].iter().filter(|(_, k, _, o)| matches(k, o)).map(|(_, _, t, o)| (*t, o.clone())).collect()
                     };
-                    (events, store.resource_version, kind)
+                    (events, store.resource_version)
                 };
                 if first && last == 0 {
                     last = version;
@@ -358,6 +354,14 @@ fn watch(store: Arc<Mutex<Store>>, target: Target, query: &BTreeMap<String, Stri
                 }
                 if bookmarks && now.duration_since(bookmarked) >= BOOKMARK_EVERY {
                     bookmarked = now;
+                    let kind = store
+                        .lock()
+                        .unwrap()
+                        .objects
+                        .iter()
+                        .find(|((v, p, _, _), _)| *v == api_version && *p == plural)
+                        .and_then(|(_, o)| o["kind"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| plural.clone());
                     let bookmark = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version,
                         "metadata": {"resourceVersion": version.to_string()}}});
                     return Some((vec![line(bookmark)], (false, bookmarked, last)));

@@ -523,6 +523,16 @@ impl Harness {
         (control_plane, running)
     }
 
+    /// A control plane on the fake cluster with its operator running, as `serve` runs it.
+    pub(crate) async fn running_operator(&self) -> Running {
+        let (control_plane, first) = self.control_plane().await;
+        first.stop().await;
+        let every = Duration::from_millis(200);
+        let running = control_plane.start("127.0.0.1:0", Some(neonctl_control_plane::Reconciling { every, election: None })).await.unwrap();
+        self.storcon.set_hooks(format!("http://{}/storage", running.addr()));
+        running
+    }
+
     fn token(&self, scope: &str) -> Option<String> {
         self.signing.as_ref().map(|key| key.sign(&json!({"scope": scope})).0)
     }
@@ -733,14 +743,8 @@ async fn deleting_a_branch_deletes_its_timeline_then_its_tenant_with_the_last_br
 /// again: the same branch), list, refuse what would lose data or cannot be, delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_branches_commands_drive_the_operator() {
-    use neonctl_control_plane::Reconciling;
-
     let harness = Harness::start(false).await;
-    let (control_plane, first) = harness.control_plane().await;
-    first.stop().await;
-    let running =
-        control_plane.start("127.0.0.1:0", Some(Reconciling { every: Duration::from_millis(200), election: None })).await.unwrap();
-    harness.storcon.set_hooks(format!("http://{}/storage", running.addr()));
+    let running = harness.running_operator().await;
     let wd = Workdir::new();
     std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {NAMESPACE}\n")).unwrap();
     let kubeconfig = harness.kube.kubeconfig(wd.path()).display().to_string();
@@ -1211,6 +1215,7 @@ async fn serve_with_the_kubernetes_store_reconciles_at_start() {
 async fn bench_control_plane_at_scale() {
     const COUNT: usize = 1000;
     let harness = Harness::start(false).await;
+    harness.kube.pods_run_by_kubelet("app.kubernetes.io/managed-by", neonctl_contract::computes::MANAGED_BY);
     let hex = |n: usize| format!("{n:032x}");
     // One verifier for all (a debug build takes ~35 ms to derive each).
     let template = branch("template", &hex(0), None);
@@ -1236,7 +1241,7 @@ async fn bench_control_plane_at_scale() {
         .env("KUBECONFIG", harness.kube.kubeconfig(wd.path()))
         .env(NAMESPACE_ENV, NAMESPACE)
         .env(STATUS_CONFIG_MAP_ENV, STATUS_CONFIG_MAP)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(std::env::temp_dir().join("neonctl-control-plane-bench.log")).unwrap())
         .spawn()
         .unwrap();
     // Synced: the first storage report is written after the first round.
@@ -1260,7 +1265,28 @@ async fn bench_control_plane_at_scale() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first_pass = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Then every endpoint's compute: a Deployment and a Service, named in the endpoint's status.
+    // Their pods never start here (no kubelet): the control plane's own work is measured, and
+    // nothing is pushed to computes that do not exist.
+    let made = || harness.kube.list(API_VERSION, "neonendpoints").iter().filter(|e| e["status"]["compute"].is_string()).count();
+    while made() < COUNT + 1 {
+        assert!(started.elapsed() < Duration::from_secs(300), "the operator never made every compute: {}", made());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let computes = started.elapsed();
+    // And the last status writes of that burst.
+    let quiet = std::time::Instant::now();
+    loop {
+        let before = harness.kube.requests().len();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let writes = harness.kube.requests()[before..]
+            .iter()
+            .filter(|r| !r.starts_with("GET ") && !r.contains(&format!("/configmaps/{STATUS_CONFIG_MAP}?")))
+            .count();
+        if writes == 0 || quiet.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
 
     // Idle: what it asks the API server for while nothing changes.
     const WINDOW: Duration = Duration::from_secs(12);
@@ -1298,6 +1324,7 @@ async fn bench_control_plane_at_scale() {
     println!("control plane with {COUNT} NeonBranch + {COUNT} NeonEndpoint objects (debug build):");
     println!("  first storage report after  {:.2}s", synced.as_secs_f64());
     println!("  first pass over all branches {:.2}s (adds each one's finalizer, once)", first_pass.as_secs_f64());
+    println!("  every endpoint's compute (Deployment + Service) made after {:.2}s", computes.as_secs_f64());
     println!(
         "  idle, per minute:           {:.0} list calls (goal 0), {:.0} watch requests, {:.0} writes ({written:?})",
         per_minute(lists),

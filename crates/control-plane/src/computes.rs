@@ -15,7 +15,7 @@ use kube::ResourceExt as _;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use neonctl_contract::computes::{ComputeAddress, ComputeTemplate, TIMELINE_ANNOTATION, is_current};
-use neonctl_contract::resources::{EndpointStatus, NeonBranch, NeonEndpoint, endpoint_phase};
+use neonctl_contract::resources::{EndpointStatus, NeonEndpoint, endpoint_phase};
 use serde_json::json;
 
 use super::ControlPlane;
@@ -69,7 +69,7 @@ impl ControlPlane {
         let error = |what: String| move |source| ReconcileError::Store(StoreError::Kubernetes { what, source });
         let (live, live_service) = kube.compute_objects(&compute).await?;
         let branch_name = &endpoint.spec.branch;
-        let branch: Option<NeonBranch> = kube.branches().await?.into_iter().find(|b| &b.name_any() == branch_name);
+        let branch = kube.branch(branch_name).await?;
         let status = match (branch, live) {
             // Its endpoints go with it (computes first): nothing new is made for it.
             (Some(branch), live) if branch.metadata.deletion_timestamp.is_some() => {
@@ -103,7 +103,12 @@ impl ControlPlane {
         };
         if endpoint.status.as_ref() != Some(&status) {
             let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-            match kube.endpoint_api().patch_status(&name, &params, &Patch::Merge(json!({"status": status}))).await {
+            // Every field, absent ones as null: a merge patch keeps what it does not name.
+            let patch = json!({"status": {
+                "phase": status.phase, "message": status.message, "observedGeneration": status.observed_generation,
+                "compute": status.compute, "timelineId": status.timeline_id,
+            }});
+            match kube.endpoint_api().patch_status(&name, &params, &Patch::Merge(patch)).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(response)) if response.code == 404 => {}
                 Err(source) => return Err(error(format!("writing the status of NeonEndpoint {name}"))(source)),

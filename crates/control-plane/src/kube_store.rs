@@ -146,11 +146,23 @@ impl KubeStore {
                 let mut feeders = Vec::new();
                 let all = watcher::Config::default();
                 let computes = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", computes::MANAGED_BY));
+                // Of the computes' objects only what the operator compares and reports is kept:
+                // at 1,000 endpoints the pod specs would double the control plane's memory.
+                let trim_deployment = |deployment: &mut Deployment| {
+                    deployment.managed_fields_mut().clear();
+                    if let Some(spec) = deployment.spec.as_mut() {
+                        spec.template.spec = None;
+                    }
+                };
+                let trim_service = |service: &mut Service| {
+                    service.managed_fields_mut().clear();
+                    service.spec = None;
+                };
                 let caches = Caches {
-                    branches: self.cache(self.branch_api(), all.clone(), &mut feeders),
-                    endpoints: self.cache(self.endpoint_api(), all, &mut feeders),
-                    deployments: self.cache(self.api(), computes.clone(), &mut feeders),
-                    services: self.cache(self.api(), computes, &mut feeders),
+                    branches: self.cache(self.branch_api(), all.clone(), |_| {}, &mut feeders),
+                    endpoints: self.cache(self.endpoint_api(), all, |_| {}, &mut feeders),
+                    deployments: self.cache(self.api(), computes.clone(), trim_deployment, &mut feeders),
+                    services: self.cache(self.api(), computes, trim_service, &mut feeders),
                     feeders,
                 };
                 let plurals = resources::plurals();
@@ -171,15 +183,22 @@ impl KubeStore {
             .await
     }
 
-    /// A reflector of `api`'s objects (those `config` selects), fed by a task added to `feeders`.
-    fn cache<K>(&self, api: Api<K>, config: watcher::Config, feeders: &mut Vec<tokio::task::AbortHandle>) -> reflector::Store<K>
+    /// A reflector of `api`'s objects (those `config` selects, as `trim` leaves them), fed by a
+    /// task added to `feeders`.
+    fn cache<K>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        trim: impl FnMut(&mut K) + Send + 'static,
+        feeders: &mut Vec<tokio::task::AbortHandle>,
+    ) -> reflector::Store<K>
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
         let (reader, writer) = reflector::store();
         let (namespace, changed) = (self.namespace.clone(), self.changed.clone());
         let plural = K::plural(&()).into_owned();
-        let events = watcher(api, config).default_backoff();
+        let events = watcher(api, config).default_backoff().modify(trim);
         let feeder = tokio::spawn(reflector(writer, events).for_each(move |event| {
             match event {
                 // One wake-up however many events: the reload reads them all.
@@ -243,6 +262,12 @@ impl KubeStore {
         let mut branches: Vec<NeonBranch> = self.caches().await?.branches.state().iter().map(|object| self.freshest(object)).collect();
         branches.sort_by_key(ResourceExt::name_any);
         Ok(branches)
+    }
+
+    /// The NeonBranch `name`, as the cache (or our own later write) has it.
+    pub async fn branch(&self, name: &str) -> Result<Option<NeonBranch>, StoreError> {
+        let cached = self.caches().await?.branches.get(&reflector::ObjectRef::new(name).within(&self.namespace));
+        Ok(cached.map(|branch| self.freshest(&branch)))
     }
 
     /// The names of the NeonEndpoints serving `branch`.

@@ -194,6 +194,14 @@ fn status_of(branch: &NeonBranch, outcome: &Outcome) -> serde_json::Value {
     json!({"phase": outcome.phase(), "message": outcome.message(), "observedGeneration": generation(branch), "conditions": [condition]})
 }
 
+/// At most this many objects reconciled at once per controller: a thousand new objects are
+/// worked through in bounded memory (each reconcile holds its objects and requests).
+const CONCURRENCY: u16 = 64;
+
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
+}
+
 /// Logs what a controller's reconcile came to, at debug level: failures are said by the error
 /// policy.
 fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) -> std::future::Ready<()> {
@@ -331,6 +339,7 @@ impl ControlPlane {
             let Some(kube) = self.store.kubernetes() else { return std::future::pending().await };
             let namespace = kube.namespace().to_string();
             Controller::new(kube.branch_api(), watcher::Config::default())
+                .with_config(controller_config())
                 .watches(kube.endpoint_api(), watcher::Config::default(), move |endpoint| {
                     Some(ObjectRef::<NeonBranch>::new(&endpoint.spec.branch).within(&namespace))
                 })
@@ -351,6 +360,7 @@ impl ControlPlane {
             let (namespace, control_plane) = (kube.namespace().to_string(), self.clone());
             let ours = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", computes::MANAGED_BY));
             Controller::new(kube.endpoint_api(), watcher::Config::default())
+                .with_config(controller_config())
                 .owns(kube.api::<Deployment>(), ours.clone())
                 .owns(kube.api::<Service>(), ours)
                 .watches(kube.branch_api(), watcher::Config::default(), move |branch| {
