@@ -186,6 +186,19 @@ neonctl-aws branches restore dev --at 2026-11-26T08:00:00Z\n  neonctl-aws branch
     )]
     Branches(BranchesArgs),
 
+    /// A branch's roles: list, create (with a generated password kept in a Secret), delete
+    #[command(
+        after_help = "Examples:\n  neonctl-aws roles list --branch dev\n  neonctl-aws roles create app --branch dev --show-password\n  \
+neonctl-aws roles delete app --branch dev"
+    )]
+    Roles(RolesArgs),
+
+    /// A branch's databases: list, create
+    #[command(
+        after_help = "Examples:\n  neonctl-aws databases list --branch dev\n  neonctl-aws databases create shop --owner app --branch dev"
+    )]
+    Databases(DatabasesArgs),
+
     /// Print how to connect to a branch's endpoint through the proxy
     #[command(
         long_about = "The connection string of a branch's endpoint: `<endpoint>.<domain>` once `*.<domain>` points at the \
@@ -400,6 +413,73 @@ pub struct BranchRestoreArgs {
     pub at: String,
     #[command(flatten)]
     pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct RolesArgs {
+    #[command(subcommand)]
+    pub command: RolesCommand,
+    #[command(flatten)]
+    pub on: OnBranch,
+}
+
+/// The branch a `roles` or `databases` command works on, and how to reach its cluster.
+#[derive(Debug, Args)]
+pub struct OnBranch {
+    /// The branch
+    #[arg(long, default_value = "main", global = true)]
+    pub branch: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// How long to wait for the control plane, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, global = true)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolesCommand {
+    /// The branch's roles, and where each one's password is kept
+    List,
+    /// A login role with a generated password (kept only in a Secret and as a SCRAM verifier)
+    Create {
+        /// Lowercase letters, digits and '_', starting with a letter or '_' (at most 40)
+        name: String,
+        /// Print its password in the connection string
+        #[arg(long)]
+        show_password: bool,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
+    /// Remove a role: the proxy lets it in no more (never one that owns a database)
+    Delete {
+        name: String,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DatabasesArgs {
+    #[command(subcommand)]
+    pub command: DatabasesCommand,
+    #[command(flatten)]
+    pub on: OnBranch,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatabasesCommand {
+    /// The branch's databases and their owners
+    List,
+    /// A database the branch's computes create, owned by a role of the branch
+    Create {
+        /// Lowercase letters, digits and '_', starting with a letter or '_' (at most 40)
+        name: String,
+        /// Its owner [default: the branch's first role]
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
 }
 
 #[derive(Debug, Args)]

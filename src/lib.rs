@@ -150,6 +150,16 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             let code = phases::branches::run(args, &config, &global.state_dir, &printer).await?;
             return Ok(Finished { code, calls: Default::default() });
         }
+        Command::Roles(args) => {
+            let config = load_config(None)?;
+            let code = phases::roles::roles(args, &config, &global.state_dir, &printer).await?;
+            return Ok(Finished { code, calls: Default::default() });
+        }
+        Command::Databases(args) => {
+            let config = load_config(None)?;
+            let code = phases::roles::databases(args, &config, &global.state_dir, &printer).await?;
+            return Ok(Finished { code, calls: Default::default() });
+        }
         Command::ConnectionString(args) => {
             let config = load_config(None)?;
             let code = phases::branches::connection_string(args, &config, &global.state_dir, &printer).await?;

@@ -61,7 +61,7 @@ struct Row {
     endpoint_phase: Option<String>,
 }
 
-fn usage(message: String) -> anyhow::Error {
+pub(crate) fn usage(message: String) -> anyhow::Error {
     exit::Coded { code: exit::USAGE, message }.into()
 }
 
@@ -84,7 +84,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// The deployment's cluster (as the state records it, or `--kubeconfig/--context`), its
 /// namespace, and the state.
-async fn cluster(cluster: &ClusterArgs, config: &Config, state_dir: &Path) -> anyhow::Result<(kube::Client, String, State)> {
+pub(crate) async fn cluster(cluster: &ClusterArgs, config: &Config, state_dir: &Path) -> anyhow::Result<(kube::Client, String, State)> {
     let state = crate::state::read(state_dir).unwrap_or_default();
     let access = crate::k8s::cluster_access(cluster.kubeconfig.as_deref(), cluster.context.as_deref(), &state).ok_or_else(|| {
         usage("no cluster yet: run `neonctl-aws up` (or `infra` and `deploy`), or pass --kubeconfig/--context for your own cluster".into())
@@ -149,22 +149,24 @@ pub async fn connection_string(args: &ConnectionStringArgs, config: &Config, sta
 }
 
 /// Which connection string to make.
-struct Target {
-    branch: String,
-    role: Option<String>,
-    database: Option<String>,
-    proxy_address: Option<String>,
+pub(crate) struct Target {
+    pub(crate) branch: String,
+    pub(crate) role: Option<String>,
+    pub(crate) database: Option<String>,
+    pub(crate) proxy_address: Option<String>,
 }
 
 /// What a connection string needs, and how to reach the proxy without DNS when known.
-struct Endpoint {
+pub(crate) struct Endpoint {
     connection: Connection,
+    /// The branch it serves.
+    branch: String,
     /// Whether [`Connection::address`] is the proxy's own address (else only the DNS form).
     direct: bool,
 }
 
 /// The connection strings: on stdout, with the password only when given.
-fn print_connection(printer: &Printer, endpoint: &Endpoint, password: Option<&Secret>, psql: bool) {
+pub(crate) fn print_connection(printer: &Printer, endpoint: &Endpoint, password: Option<&Secret>, psql: bool) {
     #[derive(Serialize)]
     struct Strings {
         endpoint: String,
@@ -184,6 +186,21 @@ fn print_connection(printer: &Printer, endpoint: &Endpoint, password: Option<&Se
         table.row(vec!["without dns".into(), quoted(direct)]);
     }
     printer.table("connection", &table, &strings);
+}
+
+/// The branch a restore keeps the replaced data in: Neon's `<name>_old_<time>`, as a DNS label
+/// of at most 63 characters.
+fn backup_name(name: &str, now: time::OffsetDateTime) -> String {
+    let stamp = format!(
+        "-old-{:04}{:02}{:02}{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    format!("{}{stamp}", name[..name.len().min(63 - stamp.len())].trim_end_matches('-'))
 }
 
 /// Where a branch starts in its parent, as `--at` gives it.
@@ -244,7 +261,7 @@ fn table(rows: &[Row]) -> Table {
     table
 }
 
-struct Branches {
+pub(crate) struct Branches {
     api: Api<NeonBranch>,
     endpoints: Api<NeonEndpoint>,
     client: kube::Client,
@@ -253,7 +270,7 @@ struct Branches {
 }
 
 impl Branches {
-    fn new(client: kube::Client, namespace: String, timeout: Duration) -> Self {
+    pub(crate) fn new(client: kube::Client, namespace: String, timeout: Duration) -> Self {
         Self {
             api: Api::namespaced(client.clone(), &namespace),
             endpoints: Api::namespaced(client.clone(), &namespace),
@@ -263,7 +280,11 @@ impl Branches {
         }
     }
 
-    fn not_found(&self, name: &str) -> anyhow::Error {
+    pub(crate) fn api(&self) -> &Api<NeonBranch> {
+        &self.api
+    }
+
+    pub(crate) fn not_found(&self, name: &str) -> anyhow::Error {
         usage(format!("there is no branch {name} in namespace {}; `neonctl-aws branches list` shows them", self.namespace))
     }
 
@@ -276,7 +297,7 @@ impl Branches {
         Ok(list.items)
     }
 
-    async fn get(&self, name: &str) -> anyhow::Result<Option<NeonBranch>> {
+    pub(crate) async fn get(&self, name: &str) -> anyhow::Result<Option<NeonBranch>> {
         self.api.get_opt(name).await.with_context(|| format!("reading NeonBranch {}/{name}", self.namespace))
     }
 
@@ -464,7 +485,7 @@ impl Branches {
 
     /// How to reach `target`'s endpoint: its role and database (the branch's first unless
     /// named), the proxy's domain and port, and its address when known.
-    async fn connection(&self, target: &Target, config: &Config, state: &State) -> anyhow::Result<Endpoint> {
+    pub(crate) async fn connection(&self, target: &Target, config: &Config, state: &State) -> anyhow::Result<Endpoint> {
         let branch = self.get(&target.branch).await?.ok_or_else(|| self.not_found(&target.branch))?;
         let endpoints = self.all_endpoints().await?;
         let endpoint = Self::endpoint_of(&endpoints, &target.branch).ok_or_else(|| {
@@ -490,40 +511,62 @@ impl Branches {
         let direct = address.is_some();
         let address =
             address.unwrap_or_else(|| Address { host: format!("{}.{domain}", endpoint.name_any()), port: crate::neon::ports::PROXY_PG });
-        Ok(Endpoint { connection: Connection { role, database, endpoint: endpoint.name_any(), domain, address }, direct })
+        Ok(Endpoint {
+            connection: Connection { role, database, endpoint: endpoint.name_any(), domain, address },
+            branch: target.branch.clone(),
+            direct,
+        })
     }
 
-    /// The owner's password from the deployment's Secret, when asked for; other roles' passwords
-    /// are not kept anywhere.
+    /// The role's password, when asked for: the deployment's owner Secret for the owner, else the
+    /// Secret `roles create` made on this branch or the one it inherited the role from.
     async fn password(&self, endpoint: &Endpoint, config: &Config, show: bool) -> anyhow::Result<Option<Secret>> {
         if !show {
             return Ok(None);
         }
-        if endpoint.connection.role != secrets::OWNER_ROLE {
-            return Err(usage(format!(
-                "the password of role {} is not kept by neonctl-aws; only {}'s is (Secret {})",
-                endpoint.connection.role,
-                secrets::OWNER_ROLE,
-                secrets::role_secret(&config.prefix)
-            )));
+        let (role, branch) = (&endpoint.connection.role, &endpoint.branch);
+        let found = if role == secrets::OWNER_ROLE {
+            self.secret_password(&secrets::role_secret(&config.prefix)).await?
+        } else {
+            self.role_password(branch, role, config).await?
+        };
+        found.map(Some).ok_or_else(|| {
+            usage(format!(
+                "the password of role {role} is not kept by neonctl-aws (only for roles `neonctl-aws roles create` made, and \
+                 {}): connect without --show-password and give it yourself",
+                secrets::OWNER_ROLE
+            ))
+        })
+    }
+
+    /// The password of `role` from the Secret of `branch`, or of the branch it comes from.
+    pub(crate) async fn role_password(&self, branch: &str, role: &str, config: &Config) -> anyhow::Result<Option<Secret>> {
+        let all = self.all().await?;
+        let mut current = all.iter().find(|b| b.name_any() == branch);
+        while let Some(on) = current {
+            if let Some(password) = self.secret_password(&crate::phases::roles::role_secret(&config.prefix, &on.name_any(), role)).await? {
+                return Ok(Some(password));
+            }
+            current = on.spec.parent_timeline_id.as_ref().and_then(|parent| all.iter().find(|b| &b.spec.timeline_id == parent));
         }
-        let name = secrets::role_secret(&config.prefix);
+        Ok(None)
+    }
+
+    /// The `password` key of Secret `name`, if it exists.
+    async fn secret_password(&self, name: &str) -> anyhow::Result<Option<Secret>> {
         let secret = Api::<SecretObject>::namespaced(self.client.clone(), &self.namespace)
-            .get_opt(&name)
+            .get_opt(name)
             .await
-            .with_context(|| format!("reading Secret {}/{name}", self.namespace))?
-            .ok_or_else(|| {
-                anyhow!("Secret {}/{name} with the owner's password is missing: run `neonctl-aws deploy` again", self.namespace)
-            })?;
-        let value = secret.data.and_then(|data| data.get(secrets::PASSWORD_KEY).cloned()).ok_or_else(|| {
-            anyhow!("Secret {}/{name} has no key {}: run `neonctl-aws deploy` again", self.namespace, secrets::PASSWORD_KEY)
-        })?;
-        Ok(Some(Secret(String::from_utf8(value.0).context("the owner's password is not UTF-8")?)))
+            .with_context(|| format!("reading Secret {}/{name}", self.namespace))?;
+        let Some(value) = secret.and_then(|s| s.data).and_then(|data| data.get(secrets::PASSWORD_KEY).cloned()) else {
+            return Ok(None);
+        };
+        Ok(Some(Secret(String::from_utf8(value.0).with_context(|| format!("the password in Secret {name} is not UTF-8"))?)))
     }
 
     /// Until the operator reports the branch `Ready` at its generation; a `Failed` phase is an
     /// error with the operator's message.
-    async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
+    pub(crate) async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
         let check = || async {
             let branch =
                 self.get(name).await?.ok_or_else(|| anyhow!("NeonBranch {}/{name} disappeared while waiting for it", self.namespace))?;
@@ -643,17 +686,7 @@ impl Branches {
         self.refuse_with_children(&branch, "restore").await?;
         let now = time::OffsetDateTime::now_utc();
         let point = BranchPoint::parse(&args.at, now).map_err(usage)?;
-        // Neon keeps the data a restore replaces as `<name>_old_<time>`; as a DNS label:
-        let stamp = format!(
-            "-old-{:04}{:02}{:02}{:02}{:02}{:02}",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
-        let backup = format!("{}{stamp}", &name[..name.len().min(63 - stamp.len())].trim_end_matches('-'));
+        let backup = backup_name(name, now);
         let old = branch.spec.timeline_id.clone();
         let timeline = bootstrap::new_id(&ring::rand::SystemRandom::new())?;
         let (lsn, time) = match &point {
@@ -762,6 +795,15 @@ mod tests {
         for bad in ["", "Dev", "-dev", "dev-", "dev_1", "dev.1", &"x".repeat(64)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_restore_keeps_the_data_in_a_dated_branch() {
+        let now = time::macros::datetime!(2026-11-26 10:15:02 UTC);
+        assert_eq!(backup_name("dev", now), "dev-old-20261126101502");
+        let long = backup_name(&format!("{}-x", "a".repeat(60)), now);
+        assert!(long.len() <= 63 && check_name(&long).is_ok(), "{long}");
+        assert_eq!(check_name(&backup_name(&"b".repeat(63), now)), Ok(()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod kubeconfig;
 pub mod prereqs;
 pub mod push;
 pub mod render;
+pub mod roles;
 pub mod status;
 pub mod teardown;
 

@@ -20,7 +20,7 @@ use crate::controlplane::{PgServer, StandIn, StandInComputes, call_at};
 use crate::deploy::{ProxyStandIn, Upstream};
 use crate::fake_kube::FakeKube;
 use crate::reconcile::Harness;
-use crate::support::{Workdir, json_events, stderr, stdout};
+use crate::support::{json_events, stderr, stdout};
 
 const NAMESPACE: &str = "neon";
 const PASSWORD: &str = "correct horse battery staple";
@@ -203,11 +203,9 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     let control_plane_addr = running.addr().to_string();
     let kubelet = Kubelet::start(harness.kube.clone(), harness.computes.clone(), control_plane_addr.clone());
     proxy_certificate(&harness);
-    let proxy = ProxyStandIn::start(harness.kube.clone(), Upstream::WakeCompute(control_plane_addr)).await;
+    let proxy = ProxyStandIn::start(harness.kube.clone(), Upstream::WakeCompute(control_plane_addr.clone())).await;
 
-    let wd = Workdir::new();
-    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {NAMESPACE}\n")).unwrap();
-    let kubeconfig = harness.kube.kubeconfig(wd.path()).display().to_string();
+    let (wd, kubeconfig) = harness.cli_workdir();
     let cli = |args: &[&str]| {
         let mut cmd = wd.cmd(&[args, &["--kubeconfig", &kubeconfig]].concat());
         async move { tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap() }
@@ -267,6 +265,35 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     let unknown = cli(&["connection-string", "dev", "--role", "mallory"]).await;
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("branch dev has no role mallory; it has: alice"), "{}", stderr(&unknown));
+
+    // A role of its own on dev: its password only in a Secret and as the verifier the proxy and
+    // the compute get; a database it owns; a role that owns one stays.
+    let out = cli(&["roles", "create", "app", "--branch", "dev", "--show-password", "--output", "json"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let secret = harness.kube.get("v1", "secrets", Some(NAMESPACE), "neon-role-dev-app").expect("the role's Secret");
+    let password = String::from_utf8(STANDARD.decode(secret["data"]["password"].as_str().unwrap()).unwrap()).unwrap();
+    let printed = json_events(&out).into_iter().find(|e| e["kind"] == "connection").unwrap()["data"]["connection_string"].clone();
+    assert_eq!(printed, format!("postgresql://app:{password}@dev.neon.neon.internal:5432/neondb?sslmode=require"));
+    let access = "/proxy/get_endpoint_access_control?session_id=s&endpointish=dev&role=app";
+    let (status, body) = call_at(&control_plane_addr, hyper::Method::GET, access, None, None).await;
+    assert_eq!(status, hyper::StatusCode::OK, "{body}");
+    let verifier = neonctl_aws::neon::Secret(body["role_secret"].as_str().unwrap().to_string());
+    assert!(neonctl_contract::scram::matches(&verifier, &password), "the proxy checks the generated password");
+    let (_, spec) = call_at(&control_plane_addr, hyper::Method::GET, "/compute/api/v2/computes/dev/spec", None, None).await;
+    assert!(spec["spec"]["cluster"]["roles"].as_array().unwrap().iter().any(|r| r["name"] == "app"), "dev's compute gets it");
+    let out = cli(&["databases", "create", "shop", "--owner", "app", "--branch", "dev"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dev_spec = harness.kube.get("neonctl-aws.dev/v1alpha1", "neonbranches", Some(NAMESPACE), "dev").unwrap()["spec"].clone();
+    assert!(dev_spec["databases"].as_array().unwrap().contains(&json!({"name": "shop", "owner": "app"})), "{dev_spec}");
+    let refused = cli(&["roles", "delete", "app", "--branch", "dev"]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("role app owns the database(s) shop on branch dev"), "{}", stderr(&refused));
+    let shown = cli(&["connection-string", "dev", "--role", "app", "--database", "shop", "--show-password"]).await;
+    assert!(stdout(&shown).contains(&format!("postgresql://app:{password}@dev.neon.neon.internal:5432/shop")), "{}", stdout(&shown));
+    let roles = cli(&["roles", "list", "--branch", "dev"]).await;
+    assert!(stdout(&roles).contains("neon-role-dev-app"), "{}", stdout(&roles));
+    let bad = cli(&["roles", "create", "App-1", "--branch", "dev"]).await;
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 
     let list = cli(&["branches", "list"]).await;
     let dev_row = stdout(&list).lines().find(|l| l.starts_with("dev ")).map(str::to_string).unwrap_or_default();
@@ -375,9 +402,7 @@ async fn bench_branches_at_scale() {
     const COUNT: usize = 1000;
     let harness = Harness::start(false).await;
     let running = harness.running_operator().await;
-    let wd = Workdir::new();
-    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {NAMESPACE}\n")).unwrap();
-    let kubeconfig = harness.kube.kubeconfig(wd.path()).display().to_string();
+    let (wd, kubeconfig) = harness.cli_workdir();
     let cli = |args: &[&str]| {
         let mut cmd = wd.cmd(&[args, &["--kubeconfig", &kubeconfig]].concat());
         async move {

@@ -533,6 +533,14 @@ impl Harness {
         running
     }
 
+    /// A workdir whose config names this deployment, and the kubeconfig of the fake cluster.
+    pub(crate) fn cli_workdir(&self) -> (Workdir, String) {
+        let wd = Workdir::new();
+        std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {NAMESPACE}\n")).unwrap();
+        let kubeconfig = self.kube.kubeconfig(wd.path()).display().to_string();
+        (wd, kubeconfig)
+    }
+
     fn token(&self, scope: &str) -> Option<String> {
         self.signing.as_ref().map(|key| key.sign(&json!({"scope": scope})).0)
     }
@@ -745,9 +753,7 @@ async fn deleting_a_branch_deletes_its_timeline_then_its_tenant_with_the_last_br
 async fn the_branches_commands_drive_the_operator() {
     let harness = Harness::start(false).await;
     let running = harness.running_operator().await;
-    let wd = Workdir::new();
-    std::fs::write(wd.path().join("neonctl-aws.yaml"), format!("prefix: {NAMESPACE}\n")).unwrap();
-    let kubeconfig = harness.kube.kubeconfig(wd.path()).display().to_string();
+    let (wd, kubeconfig) = harness.cli_workdir();
     let cli = |args: &[&str]| {
         let mut cmd = wd.cmd(&[&["branches"], args, &["--kubeconfig", &kubeconfig, "--timeout", "20"]].concat());
         async move { tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap() }
