@@ -39,8 +39,9 @@ impl ComputeAddresses for ServiceDns {
 
 /// Whether a Deployment has a ready pod for its current spec.
 fn is_running(deployment: &Deployment) -> bool {
-    let status = deployment.status.clone().unwrap_or_default();
-    status.ready_replicas.unwrap_or_default() >= 1 && status.observed_generation >= deployment.metadata.generation
+    deployment.status.as_ref().is_some_and(|status| {
+        status.ready_replicas.unwrap_or_default() >= 1 && status.observed_generation >= deployment.metadata.generation
+    })
 }
 
 /// The status an endpoint should show.
@@ -70,12 +71,15 @@ impl ControlPlane {
         let (live, live_service) = kube.compute_objects(&compute).await?;
         let branch_name = &endpoint.spec.branch;
         let branch = kube.branch(branch_name).await?;
+        // The branch generation whose spec the compute gets, when it is made from a ready branch.
+        let mut served_generation = None;
         let status = match (branch, live) {
             // Its endpoints go with it (computes first): nothing new is made for it.
             (Some(branch), live) if branch.metadata.deletion_timestamp.is_some() => {
                 status_of(&endpoint, endpoint_phase::PENDING, Some(format!("branch {branch_name} is being deleted")), live.as_ref())
             }
             (Some(branch), live) if is_ready(&branch) => {
+                served_generation = branch.metadata.generation;
                 let desired = template.deployment(&endpoint, &branch.spec.timeline_id, 1);
                 let deployment = self.ensure(&deployments, live, desired).await?;
                 self.ensure(&kube.api::<Service>(), live_service, template.service(&endpoint)).await?;
@@ -120,10 +124,19 @@ impl ControlPlane {
             let was = endpoint.status.as_ref().and_then(|status| status.phase.as_deref());
             if status.phase.as_deref() == Some(endpoint_phase::RUNNING) && was != Some(endpoint_phase::RUNNING) {
                 // It fetched its spec when it started; anything that changed while it started
-                // reaches it now.
+                // reaches it now. The APIs' state may not have the endpoint yet.
+                if !self.state.lock().await.endpoints.contains_key(&name) {
+                    self.refresh().await;
+                }
                 let _hook = self.hooks.lock().await;
-                if let Err(e) = self.configure_computes(std::slice::from_ref(&name)).await {
-                    self.say(&format!("endpoint {name}"), format!("endpoint {name} is running, but: {e}"));
+                match self.configure_computes(std::slice::from_ref(&name)).await {
+                    // The branch's own round need not push it again.
+                    Ok(()) => {
+                        if let Some(generation) = served_generation {
+                            self.memory.lock().expect("operator memory lock").configured.insert(name.clone(), generation);
+                        }
+                    }
+                    Err(e) => self.say(&format!("endpoint {name}"), format!("endpoint {name} is running, but: {e}")),
                 }
             }
         }

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::kube_store::KubeStore;
-use super::resources::{BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, NeonEndpoint, READY_CONDITION, phase};
+use super::resources::{BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, NeonEndpoint, READY_CONDITION, endpoint_phase, phase};
 use neonctl_contract::computes;
 use neonctl_contract::service::{PageserverStatus, StorageStatus};
 
@@ -57,7 +57,7 @@ pub(crate) struct Memory {
     said: BTreeMap<String, String>,
     /// Endpoints whose compute got its spec pushed, with the branch generation it was for: an
     /// endpoint made after its branch turned Ready (or a restart) gets its spec once.
-    configured: BTreeMap<String, i64>,
+    pub(crate) configured: BTreeMap<String, i64>,
     /// Tenants known to exist: branches of one tenant look it up once.
     tenants: BTreeSet<String>,
     /// Timelines this process deleted: a branch seen again before the cache has its finalizer
@@ -474,7 +474,11 @@ impl ControlPlane {
                 .cached_endpoints()
                 .iter()
                 .filter(|endpoint| endpoint.spec.branch == name)
-                .filter(|endpoint| endpoint.status.as_ref().and_then(|status| status.timeline_id.as_ref()) != Some(timeline))
+                // Running on the new timeline: the old pod (Recreate) is gone by then.
+                .filter(|endpoint| {
+                    let status = endpoint.status.clone().unwrap_or_default();
+                    status.timeline_id.as_ref() != Some(timeline) || status.phase.as_deref() != Some(endpoint_phase::RUNNING)
+                })
                 .map(|endpoint| endpoint.name_any())
                 .collect();
             if !waiting.is_empty() {
@@ -684,7 +688,7 @@ impl ControlPlane {
     }
 
     /// A replica's reload: the store's state, for the APIs it serves.
-    async fn refresh(&self) {
+    pub(crate) async fn refresh(&self) {
         match self.reload().await {
             Ok((branches, endpoints)) => self.say("store", format!("state: {branches} branch(es), {endpoints} endpoint(s)")),
             Err(e) => self.say("store", format!("could not reload the state, serving the last one: {e}")),
@@ -748,17 +752,25 @@ impl ControlPlane {
     /// a new generation may have changed roles or databases.
     async fn attach_computes(&self, branch_id: &str, generation: i64, served: &[String]) {
         let endpoints: Vec<String> = {
+            let mut state = self.state.lock().await;
+            if let Some(branch) = state.branches.get_mut(branch_id) {
+                branch.pending = false;
+            }
             let memory = self.memory.lock().expect("operator memory lock");
-            served.iter().filter(|id| memory.configured.get(*id) != Some(&generation)).cloned().collect()
+            // Only computes that run can be given the spec; the others get it when they start
+            // (or when their endpoint turns Running), so they are not counted as configured.
+            served
+                .iter()
+                .filter(|id| memory.configured.get(*id) != Some(&generation))
+                .filter(|id| state.endpoints.get(*id).is_some_and(|endpoint| !endpoint.stopped))
+                .cloned()
+                .collect()
         };
-        if let Some(branch) = self.state.lock().await.branches.get_mut(branch_id) {
-            branch.pending = false;
-        }
         if endpoints.is_empty() {
             return;
         }
         let _hook = self.hooks.lock().await;
-        match self.reconfigure(&endpoints).await {
+        match self.configure_computes(&endpoints).await {
             Ok(()) => self.memory.lock().expect("operator memory lock").configured.extend(endpoints.into_iter().map(|id| (id, generation))),
             Err(e) => self.say(&format!("computes of {branch_id}"), format!("branch {branch_id}: {e}")),
         }
