@@ -24,6 +24,11 @@ use crate::resources::{API_VERSION, NeonEndpoint};
 
 /// `app.kubernetes.io/managed-by` of every object the operator makes.
 pub const MANAGED_BY: &str = "neonctl-aws-control-plane";
+/// The label selector of every object the operator makes (what its watches ask for).
+pub fn selector() -> String {
+    format!("app.kubernetes.io/managed-by={MANAGED_BY}")
+}
+
 /// The label naming the endpoint a compute object serves.
 pub const ENDPOINT_LABEL: &str = "neonctl-aws.dev/endpoint";
 /// The label naming the branch an endpoint's compute serves (on the objects, not in selectors:

@@ -303,7 +303,7 @@ impl ControlPlane {
     pub(super) async fn reconfigure(&self, endpoints: &[String]) -> Result<(), String> {
         let running: Vec<String> = {
             let state = self.state.lock().await;
-            endpoints.iter().filter(|id| state.endpoints.get(*id).is_some_and(|endpoint| !endpoint.stopped)).cloned().collect()
+            endpoints.iter().filter(|id| state.runs(id)).cloned().collect()
         };
         self.configure_computes(&running).await
     }

@@ -145,7 +145,7 @@ impl KubeStore {
             .get_or_try_init(|| async {
                 let mut feeders = Vec::new();
                 let all = watcher::Config::default();
-                let computes = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", computes::MANAGED_BY));
+                let computes = watcher::Config::default().labels(&computes::selector());
                 // Of the computes' objects only what the operator compares and reports is kept:
                 // at 1,000 endpoints the pod specs would double the control plane's memory.
                 let trim_deployment = |deployment: &mut Deployment| {

@@ -358,7 +358,7 @@ impl ControlPlane {
         let computes = async {
             let Some(kube) = self.store.kubernetes() else { return std::future::pending().await };
             let (namespace, control_plane) = (kube.namespace().to_string(), self.clone());
-            let ours = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", computes::MANAGED_BY));
+            let ours = watcher::Config::default().labels(&computes::selector());
             Controller::new(kube.endpoint_api(), watcher::Config::default())
                 .with_config(controller_config())
                 .owns(kube.api::<Deployment>(), ours.clone())
@@ -759,12 +759,7 @@ impl ControlPlane {
             let memory = self.memory.lock().expect("operator memory lock");
             // Only computes that run can be given the spec; the others get it when they start
             // (or when their endpoint turns Running), so they are not counted as configured.
-            served
-                .iter()
-                .filter(|id| memory.configured.get(*id) != Some(&generation))
-                .filter(|id| state.endpoints.get(*id).is_some_and(|endpoint| !endpoint.stopped))
-                .cloned()
-                .collect()
+            served.iter().filter(|id| memory.configured.get(*id) != Some(&generation)).filter(|id| state.runs(id)).cloned().collect()
         };
         if endpoints.is_empty() {
             return;

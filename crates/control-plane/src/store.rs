@@ -35,6 +35,13 @@ pub struct State {
     pub safekeeper_sets: BTreeMap<String, SafekeeperSet>,
 }
 
+impl State {
+    /// Whether `endpoint`'s compute runs: one to push a spec to.
+    pub fn runs(&self, endpoint: &str) -> bool {
+        self.endpoints.get(endpoint).is_some_and(|endpoint| !endpoint.stopped)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Branch {
