@@ -186,6 +186,18 @@ neonctl-aws branches restore dev --at 2026-11-26T08:00:00Z\n  neonctl-aws branch
     )]
     Branches(BranchesArgs),
 
+    /// Endpoints (a branch's compute): list, suspend, start, and set when idle ones scale to zero
+    #[command(
+        long_about = "An endpoint is a NeonEndpoint object: the compute serving a branch, reached through the proxy as `<endpoint>.<domain>`. Scale to zero: the control plane asks each active compute's compute_ctl for its last activity (a running query, an open transaction, replication, autovacuum) and, once it has been idle for the endpoint's suspend timeout (300 s unless set; 0 = never), stops Postgres and scales the compute to zero. The next connection through the proxy starts it again (a cold start: the pod's start plus Postgres'), and the proxy holds the connection until it runs. `suspend` and `start` do it now.",
+        after_help = "Examples:
+  neonctl-aws endpoints list
+  neonctl-aws endpoints update dev --suspend-timeout 60
+  neonctl-aws endpoints update main --suspend-timeout 0
+  neonctl-aws endpoints suspend dev
+  neonctl-aws endpoints start dev"
+    )]
+    Endpoints(EndpointsArgs),
+
     /// A branch's roles: list, create (with a generated password kept in a Secret), delete
     #[command(
         after_help = "Examples:\n  neonctl-aws roles list --branch dev\n  neonctl-aws roles create app --branch dev --show-password\n  \
@@ -391,8 +403,52 @@ pub struct BranchCreateArgs {
     /// Put the password in the printed connection string
     #[arg(long)]
     pub show_password: bool,
+    /// Scale its compute to zero after this many idle seconds (0: never) [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    pub suspend_timeout: Option<u32>,
     #[command(flatten)]
     pub plan: PlanFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointsArgs {
+    #[command(subcommand)]
+    pub command: EndpointsCommand,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// How long to wait for the control plane, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, global = true)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointsCommand {
+    /// Every endpoint: its branch, state (Active, Suspended, Starting, Pending), last activity
+    /// and suspend timeout
+    List,
+    /// Change an endpoint's settings
+    Update {
+        /// The endpoint's name
+        name: String,
+        /// Scale its compute to zero after this many idle seconds (0: never)
+        #[arg(long, value_name = "SECONDS")]
+        suspend_timeout: u32,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
+    /// Stop an endpoint's compute now (Postgres shut down cleanly, then scaled to zero); the
+    /// next connection starts it again
+    Suspend {
+        name: String,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
+    /// Start a suspended endpoint's compute and wait until it runs
+    Start {
+        name: String,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -150,6 +150,11 @@ async fn dispatch(cli: Cli, printer: Arc<Printer>) -> anyhow::Result<Finished> {
             let code = phases::branches::run(args, &config, &global.state_dir, &printer).await?;
             return Ok(Finished { code, calls: Default::default() });
         }
+        Command::Endpoints(args) => {
+            let config = load_config(None)?;
+            let code = phases::endpoints::run(args, &config, &global.state_dir, &printer).await?;
+            return Ok(Finished { code, calls: Default::default() });
+        }
         Command::Roles(args) => {
             let config = load_config(None)?;
             let code = phases::roles::roles(args, &config, &global.state_dir, &printer).await?;

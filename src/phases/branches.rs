@@ -2,7 +2,7 @@
 //! `NeonEndpoint` objects of the deployment, which the in-cluster operator turns into timelines
 //! and computes. The custom resources are the API: this writes and reads exactly what `kubectl
 //! apply -f branch.yaml` would, and waits on the status the operator reports (the branch's
-//! `Ready` condition at the object's generation, the endpoint's `Running`, or the object gone).
+//! `Ready` condition at the object's generation, the endpoint's `Active`, or the object gone).
 //!
 //! A branch is a copy-on-write child of its parent's timeline (at its last record, at an LSN, or
 //! as of a time, which the operator turns into an LSN): same tenant and project, a new timeline
@@ -16,7 +16,9 @@ use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use neonctl_contract::resources::{BranchSpec, EndpointSpec, NeonBranch, NeonEndpoint, READY_CONDITION, endpoint_phase, phase};
+use neonctl_contract::resources::{
+    BranchSpec, DEFAULT_SUSPEND_TIMEOUT_SECONDS, EndpointSpec, NeonBranch, NeonEndpoint, READY_CONDITION, endpoint_phase, phase,
+};
 use serde::Serialize;
 
 use crate::calls::Calls;
@@ -56,9 +58,11 @@ struct Row {
     created: Option<String>,
     tenant_id: String,
     timeline_id: String,
-    /// The endpoint serving it (the one named like it, else the first), and its phase.
+    /// The endpoint serving it (the one named like it, else the first), its phase (`Active`,
+    /// `Suspended`, `Starting`, `Pending`) and when its compute was last active.
     endpoint: Option<String>,
     endpoint_phase: Option<String>,
+    last_active: Option<String>,
 }
 
 pub(crate) fn usage(message: String) -> anyhow::Error {
@@ -243,7 +247,8 @@ impl BranchPoint {
 }
 
 fn table(rows: &[Row]) -> Table {
-    let mut table = Table::new(&["BRANCH", "PARENT", "AT LSN", "AT TIME", "PHASE", "READY", "ENDPOINT", "COMPUTE", "CREATED"]);
+    let mut table =
+        Table::new(&["BRANCH", "PARENT", "AT LSN", "AT TIME", "PHASE", "READY", "ENDPOINT", "COMPUTE", "LAST ACTIVE", "CREATED"]);
     for row in rows {
         let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
         table.row(vec![
@@ -255,6 +260,7 @@ fn table(rows: &[Row]) -> Table {
             row.ready.clone(),
             or_dash(&row.endpoint),
             or_dash(&row.endpoint_phase),
+            or_dash(&row.last_active),
             or_dash(&row.created),
         ]);
     }
@@ -301,7 +307,7 @@ impl Branches {
         self.api.get_opt(name).await.with_context(|| format!("reading NeonBranch {}/{name}", self.namespace))
     }
 
-    async fn all_endpoints(&self) -> anyhow::Result<Vec<NeonEndpoint>> {
+    pub(crate) async fn all_endpoints(&self) -> anyhow::Result<Vec<NeonEndpoint>> {
         let list = self
             .endpoints
             .list(&Default::default())
@@ -345,6 +351,7 @@ impl Branches {
                     endpoint: Self::endpoint_of(&endpoints, &branch.name_any()).map(|e| e.name_any()),
                     endpoint_phase: Self::endpoint_of(&endpoints, &branch.name_any())
                         .map(|e| e.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| endpoint_phase::PENDING.into())),
+                    last_active: Self::endpoint_of(&endpoints, &branch.name_any()).and_then(|e| e.status.as_ref()?.last_active.clone()),
                 }
             })
             .collect();
@@ -400,8 +407,12 @@ impl Branches {
                 self.namespace, args.parent, spec.tenant_id, spec.timeline_id
             ));
             let verb = if endpoint.is_some() { "adopt (exists)" } else { "create" };
+            let suspend = match args.suspend_timeout {
+                Some(0) => "never scaled to zero".to_string(),
+                seconds => format!("scaled to zero after {}s idle", seconds.unwrap_or(DEFAULT_SUSPEND_TIMEOUT_SECONDS)),
+            };
             printer.result_line(&format!(
-                "{verb} NeonEndpoint {}/{name}: its compute (the control plane makes it once the branch is ready)",
+                "{verb} NeonEndpoint {}/{name}: its compute (the control plane makes it once the branch is ready; {suspend})",
                 self.namespace
             ));
             return Ok(());
@@ -442,7 +453,7 @@ impl Branches {
                     labels: Some([("app.kubernetes.io/part-of".to_string(), "neon".to_string())].into()),
                     ..Default::default()
                 },
-                spec: EndpointSpec { branch: name.clone(), allowed_ips: None },
+                spec: EndpointSpec { branch: name.clone(), suspend_timeout_seconds: args.suspend_timeout, ..Default::default() },
                 status: None,
             };
             match self.endpoints.create(&PostParams::default(), &object).await {
@@ -457,7 +468,7 @@ impl Branches {
         Ok(())
     }
 
-    /// Until the operator reports the endpoint's compute `Running`.
+    /// Until the operator reports the endpoint's compute `Active` (or already `Suspended`).
     async fn wait_running(&self, name: &str) -> anyhow::Result<()> {
         let check = || async {
             let endpoint = self
@@ -468,7 +479,8 @@ impl Branches {
                 .ok_or_else(|| anyhow!("NeonEndpoint {}/{name} disappeared while waiting for it", self.namespace))?;
             let status = endpoint.status.unwrap_or_default();
             Ok::<_, anyhow::Error>(match status.phase.as_deref() {
-                Some(endpoint_phase::RUNNING) => Check::Done(()),
+                // Suspended already (a short timeout): the first connection starts it.
+                Some(endpoint_phase::ACTIVE | endpoint_phase::SUSPENDED) => Check::Done(()),
                 _ => Check::Waiting(status.message.unwrap_or_else(|| "the control plane has not reported on it yet".into())),
             })
         };
@@ -635,7 +647,8 @@ impl Branches {
                 .filter(|e| e.spec.branch == name)
                 .filter(|e| {
                     let status = e.status.clone().unwrap_or_default();
-                    status.timeline_id.as_deref() != Some(timeline.as_str()) || status.phase.as_deref() != Some(endpoint_phase::RUNNING)
+                    let moved = matches!(status.phase.as_deref(), Some(endpoint_phase::ACTIVE | endpoint_phase::SUSPENDED));
+                    status.timeline_id.as_deref() != Some(timeline.as_str()) || !moved
                 })
                 .map(|e| e.name_any())
                 .collect();

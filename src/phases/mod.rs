@@ -3,6 +3,7 @@
 pub mod branches;
 pub mod build;
 pub mod deploy;
+pub mod endpoints;
 pub mod iam_policy;
 pub mod images;
 pub mod infra;

@@ -188,6 +188,11 @@ async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<C
         Ok(components) => checks.extend(components),
         Err(e) => checks.push(Check::new("components", Outcome::Failed, format!("{e:#}"))),
     }
+    match within("the Kubernetes API", endpoints(client.clone(), &namespace)).await {
+        Ok(Some(check)) => checks.push(check),
+        Ok(None) => {}
+        Err(e) => checks.push(Check::new("endpoints", Outcome::Failed, format!("{e:#}"))),
+    }
     match within("the Kubernetes API", control_plane_report(client.clone(), &namespace, &config.prefix)).await {
         Ok(reported) => checks.extend(reported),
         Err(e) => checks.push(Check::new("storage controller", Outcome::Failed, format!("{e:#}"))),
@@ -300,6 +305,33 @@ async fn components_ready(client: kube::Client, namespace: &str, prefix: &str) -
             Check::new(component, outcome, detail)
         })
         .collect())
+}
+
+/// Each endpoint's state (`Active`, `Suspended`, `Starting`, `Pending`) and last activity: a
+/// suspended compute is as it should be, started by the next connection.
+async fn endpoints(client: kube::Client, namespace: &str) -> anyhow::Result<Option<Check>> {
+    use neonctl_contract::resources::{NeonEndpoint, endpoint_phase};
+    let list = match Api::<NeonEndpoint>::namespaced(client, namespace).list(&ListParams::default()).await {
+        Ok(list) => list,
+        // No CRD yet: nothing deployed, which the components check says.
+        Err(kube::Error::Api(response)) if response.code == 404 => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut states: Vec<String> = list
+        .items
+        .iter()
+        .map(|endpoint| {
+            let status = endpoint.status.clone().unwrap_or_default();
+            let phase = status.phase.unwrap_or_else(|| endpoint_phase::PENDING.into());
+            let active = status.last_active.map(|at| format!(", last active {at}")).unwrap_or_default();
+            format!("{} {phase}{active}", kube::ResourceExt::name_any(endpoint))
+        })
+        .collect();
+    if states.is_empty() {
+        return Ok(None);
+    }
+    states.sort();
+    Ok(Some(Check::new("endpoints", Outcome::Ok, states.join("; "))))
 }
 
 /// What the control plane last reported: the storage controller's pageservers and their

@@ -141,6 +141,20 @@ impl PgServer {
         );
     }
 
+    /// The rows of `sql` as the superuser, unaligned (`|` between columns).
+    pub(crate) fn admin_query(&self, sql: &str) -> String {
+        let port = self.port.to_string();
+        let socket = self.socket_dir.to_str().unwrap();
+        let out = self
+            .run("psql", &["-X", "-tA", "-v", "ON_ERROR_STOP=1", "-h", socket, "-p", &port, "-U", "postgres", "-d", "postgres", "-c", sql]);
+        stdout(&out).trim().to_string()
+    }
+
+    /// Stops Postgres the way compute_ctl's `/terminate` does (a fast shutdown).
+    pub(crate) fn stop_fast(&self) {
+        let _ = self.command("pg_ctl").args(["-D", self.data.to_str().unwrap(), "-m", "fast", "-w", "stop"]).output();
+    }
+
     /// A TCP login (SCRAM, per pg_hba) as `user` with `password`.
     fn login(&self, user: &str, password: &str) -> Output {
         Command::new(self.bin.join("psql"))
@@ -324,9 +338,15 @@ fn state() -> State {
             pending: false,
         },
     );
-    state
-        .endpoints
-        .insert("main".into(), Endpoint { branch_id: "br-main".into(), allowed_ips: Some(vec!["10.0.0.0/8".into()]), stopped: false });
+    state.endpoints.insert(
+        "main".into(),
+        Endpoint {
+            branch_id: "br-main".into(),
+            allowed_ips: Some(vec!["10.0.0.0/8".into()]),
+            stopped: false,
+            suspend_timeout_seconds: None,
+        },
+    );
     state.attachments.insert(TENANT.into(), Attachment { pageservers: vec![1], stripe_size: None });
     state
 }
@@ -356,6 +376,17 @@ pub(crate) async fn call(server: &Running, method: Method, path: &str, token: Op
 
 /// [`call`] to the server at `addr` (`host:port`).
 pub(crate) async fn call_at(addr: &str, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let (status, bytes) = fetch(addr, method, path, token, body).await;
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A `GET` of a text document (the metrics) from the server at `addr`.
+pub(crate) async fn call_at_text(addr: &str, path: &str) -> (StatusCode, String) {
+    let (status, bytes) = fetch(addr, Method::GET, path, None, None).await;
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn fetch(addr: &str, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Bytes) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut request = Request::builder().method(method).uri(format!("http://{addr}{path}"));
     if let Some(token) = token {
@@ -364,8 +395,7 @@ pub(crate) async fn call_at(addr: &str, method: Method, path: &str, token: Optio
     let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let response = client.request(request.body(Full::new(body)).unwrap()).await.unwrap();
     let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (status, response.into_body().collect().await.unwrap().to_bytes())
 }
 
 fn attach(node_id: u64) -> Value {

@@ -127,18 +127,63 @@ pub(crate) enum Upstream {
     WakeCompute(String),
 }
 
+/// Whether neon's proxy asks `wake_compute` again after this error body
+/// (`ControlPlaneErrorMessage::could_retry`, `proxy/src/control_plane/messages.rs`): when it
+/// carries `retry_info`, or a reason `Reason::can_retry` lists; never without a `status`.
+fn proxy_retries(body: &Value) -> bool {
+    let details = &body["status"]["details"];
+    if body["status"].is_null() {
+        return false;
+    }
+    !details["retry_info"].is_null()
+        || matches!(
+            details["error_info"]["reason"].as_str(),
+            Some("RUNNING_OPERATIONS" | "CONCURRENCY_LIMIT_REACHED" | "LOCK_ALREADY_TAKEN" | "ENDPOINT_IDLE" | "PROJECT_UNDER_MAINTENANCE")
+        )
+}
+
+/// neon's `retry_after` (`proxy/src/proxy/retry.rs`): `base * factor^(n-1)`.
+fn retry_after(retries: u32, base: Duration, factor: f64) -> Duration {
+    base.mul_f64(factor.powi(retries as i32 - 1))
+}
+
 impl Upstream {
-    async fn address(&self, endpoint: &str) -> std::io::Result<String> {
+    /// A connection to `endpoint`'s compute, as neon's proxy makes it
+    /// (`proxy/src/proxy/{wake_compute,connect_compute}.rs` with the default
+    /// `--wake-compute-retry num_retries=8,base_retry_wait_duration=100ms,retry_wait_exponent_base=1.6`
+    /// and `--connect-to-compute-retry num_retries=5,base_retry_wait_duration=200ms,retry_wait_exponent_base=2`):
+    /// `wake_compute` retried while its error says so; a refused connection to the address it
+    /// just got (not from a cache, which this stand-in does not keep) retried as is.
+    async fn connect(&self, endpoint: &str) -> std::io::Result<tokio::net::TcpStream> {
+        let mut retries = 0;
+        let address = self.address(endpoint, &mut retries).await?;
+        loop {
+            match tokio::net::TcpStream::connect(&address).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if retries < 5 && matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) => {
+                    tokio::time::sleep(retry_after(retries, Duration::from_millis(200), 2.0)).await;
+                    retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn address(&self, endpoint: &str, retries: &mut u32) -> std::io::Result<String> {
         match self {
             Self::Postgres(port) => Ok(format!("127.0.0.1:{port}")),
-            Self::WakeCompute(control_plane) => {
+            Self::WakeCompute(control_plane) => loop {
                 let path = format!("/proxy/wake_compute?session_id=s&application_name=psql&endpointish={endpoint}");
                 let (status, body) = crate::controlplane::call_at(control_plane, hyper::Method::GET, &path, None, None).await;
                 match body["address"].as_str() {
-                    Some(address) if status == hyper::StatusCode::OK => Ok(address.to_string()),
-                    _ => Err(std::io::Error::other(format!("wake_compute for {endpoint}: {status} {body}"))),
+                    Some(address) if status == hyper::StatusCode::OK => return Ok(address.to_string()),
+                    _ if *retries < 8 && proxy_retries(&body) => {
+                        tokio::time::sleep(retry_after(*retries, Duration::from_millis(100), 1.6)).await;
+                        *retries += 1;
+                    }
+                    _ => return Err(std::io::Error::other(format!("wake_compute for {endpoint}: {status} {body}"))),
                 }
-            }
+            },
         }
     }
 }
@@ -219,7 +264,7 @@ async fn relay(mut client: tokio::net::TcpStream, fake: &FakeKube, upstream: &Up
         startup.push(0);
     }
     startup.push(0);
-    let mut server = tokio::net::TcpStream::connect(upstream.address(&endpoint).await?).await?;
+    let mut server = upstream.connect(&endpoint).await?;
     server.write_all(&(startup.len() as u32 + 4).to_be_bytes()).await?;
     server.write_all(&startup).await?;
     tokio::io::copy_bidirectional(&mut tls, &mut server).await?;

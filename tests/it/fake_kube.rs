@@ -148,6 +148,16 @@ impl FakeKube {
         store.record(&key, "MODIFIED", object);
     }
 
+    /// `kubectl scale`: the Deployment's replicas set, its controller's status with it.
+    pub fn scale_deployment(&self, namespace: &str, name: &str, replicas: i64) {
+        let key = ("apps/v1".to_string(), "deployments".to_string(), Some(namespace.to_string()), name.to_string());
+        let mut store = self.store.lock().unwrap();
+        let mut object = store.objects.get(&key).cloned().unwrap_or_else(|| panic!("no Deployment {name} to scale"));
+        object["spec"]["replicas"] = json!(replicas);
+        let current = store.objects.get(&key).cloned();
+        store.store(key, current, object, Write { dry_run: false, status_only: false, code: StatusCode::OK });
+    }
+
     pub fn delete(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let key = (api_version.to_string(), plural.to_string(), namespace.map(str::to_string), name.to_string());
         self.store.lock().unwrap().delete(&key)
@@ -616,6 +626,11 @@ impl Store {
         }
         if let Some(map) = meta.as_object_mut() {
             map.remove("managedFields");
+        }
+        // The API server's defaulting (`pkg/apis/apps/v1/defaults.go`, `SetDefaults_Deployment`):
+        // a Deployment that names no replicas gets one.
+        if plural == "deployments" && next["spec"].is_object() && next["spec"]["replicas"].is_null() {
+            next["spec"]["replicas"] = json!(1);
         }
         if controllers {
             self.simulate_controllers(plural, &mut next, generation);

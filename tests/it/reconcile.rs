@@ -18,7 +18,7 @@ use neonctl_contract::jwt::{PublicKey, SigningKey};
 use neonctl_contract::scram;
 use neonctl_contract::service::StorageStatus;
 use neonctl_control_plane::kube_store::{KubeStore, STATUS_KEY};
-use neonctl_control_plane::{ControlPlane, Keys, NAMESPACE_ENV, Retry, Running, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, scopes};
+use neonctl_control_plane::{ControlPlane, Keys, NAMESPACE_ENV, Retry, Running, SERVE_ARGS, STATUS_CONFIG_MAP_ENV, Scaling, scopes};
 use serde_json::{Value, json};
 
 use crate::controlplane::{StandIn, StandInComputes, TENANT, TIMELINE, call, compute_template, jwt_claims, key_pem, node};
@@ -508,6 +508,10 @@ impl Harness {
 
     /// A control plane on the fake cluster, serving; rounds run when the test says.
     pub(crate) async fn control_plane(&self) -> (Arc<ControlPlane>, Running) {
+        self.control_plane_with(Scaling::default()).await
+    }
+
+    async fn control_plane_with(&self, scaling: Scaling) -> (Arc<ControlPlane>, Running) {
         let keys = match &self.pem {
             Some(pem) => {
                 Keys { verify: Some(SigningKey::from_pem(pem).unwrap().public_key()), sign: Some(SigningKey::from_pem(pem).unwrap()) }
@@ -517,7 +521,7 @@ impl Harness {
         let store = KubeStore::new(self.kube.client(), NAMESPACE, STATUS_CONFIG_MAP);
         let retry = Retry { first_delay: Duration::from_millis(20), deadline: Duration::from_millis(500) };
         let control_plane = ControlPlane::new(self.topology(), keys, Box::new(store), retry).await.unwrap();
-        let control_plane = Arc::new(control_plane.with_compute_addresses(self.computes.clone()));
+        let control_plane = Arc::new(control_plane.with_compute_addresses(self.computes.clone()).with_scaling(scaling));
         let running = control_plane.clone().start("127.0.0.1:0", None).await.unwrap();
         self.storcon.set_hooks(format!("http://{}/storage", running.addr()));
         (control_plane, running)
@@ -525,7 +529,12 @@ impl Harness {
 
     /// A control plane on the fake cluster with its operator running, as `serve` runs it.
     pub(crate) async fn running_operator(&self) -> Running {
-        let (control_plane, first) = self.control_plane().await;
+        self.running_operator_with(Scaling::default()).await
+    }
+
+    /// The same, pacing scale to zero as `scaling` says.
+    pub(crate) async fn running_operator_with(&self, scaling: Scaling) -> Running {
+        let (control_plane, first) = self.control_plane_with(scaling).await;
         first.stop().await;
         let every = Duration::from_millis(200);
         let running = control_plane.start("127.0.0.1:0", Some(neonctl_control_plane::Reconciling { every, election: None })).await.unwrap();

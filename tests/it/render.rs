@@ -75,12 +75,12 @@ fn default_config_renders_valid_manifests() {
     let config_map = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
     let topology: neonctl_aws::neon::control_plane::Topology =
         serde_json::from_str(config_map["data"]["topology.json"].as_str().unwrap()).unwrap();
-    let spec = neonctl_contract::resources::EndpointSpec { branch: "main".into(), allowed_ips: None };
+    let spec = neonctl_contract::resources::EndpointSpec { branch: "main".into(), ..Default::default() };
     let mut endpoint = neonctl_contract::resources::NeonEndpoint::new("main", spec);
     endpoint.metadata.uid = Some("3f2a6c1e-8d4b-4e5f-9a7b-0c1d2e3f4a5b".into());
     let computes = wd.path().join("computes");
     std::fs::create_dir(&computes).unwrap();
-    let deployment = serde_json::to_string(&topology.compute.deployment(&endpoint, crate::controlplane::TIMELINE, 1)).unwrap();
+    let deployment = serde_json::to_string(&topology.compute.deployment(&endpoint, crate::controlplane::TIMELINE)).unwrap();
     let service = serde_json::to_string(&topology.compute.service(&endpoint)).unwrap();
     std::fs::write(computes.join("compute-main.yaml"), format!("{deployment}\n---\n{service}\n")).unwrap();
     validate(&computes, "1.33");

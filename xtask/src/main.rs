@@ -144,12 +144,13 @@ fn start_moto() -> Result<Moto> {
 
 /// The control plane against 1,000 branches and endpoints in the fake Kubernetes API: idle
 /// calls, RSS, and how soon a new branch reaches the storage controller; `branches create` to a
-/// running compute and `branches list` among 1,000 (ignored tests of the integration binary,
-/// which has the stand-ins).
+/// running compute and `branches list` among 1,000; the control plane's share of a wake and its
+/// calls with 1,000 suspended endpoints (ignored tests of the integration binary, which has the
+/// stand-ins).
 fn bench_control_plane() -> Result<()> {
     let status = cargo()
         .args(["test", "--quiet", "-p", "neonctl-aws", "--test", "it", "--", "--ignored", "--nocapture", "--test-threads", "1"])
-        .args(["bench_control_plane_at_scale", "bench_branches_at_scale"])
+        .args(["bench_control_plane_at_scale", "bench_branches_at_scale", "bench_scale_to_zero"])
         .status()
         .context("running the control plane benchmark")?;
     if !status.success() {

@@ -138,10 +138,13 @@ impl ComputeTemplate {
         }
     }
 
-    /// The endpoint's Deployment: one compute_ctl (`--compute-id` = the endpoint) with
-    /// `replicas` pods, on `timeline`. Readiness is Postgres' port (compute_ctl's `/status`
-    /// needs a JWT), liveness compute_ctl's unauthenticated `/metrics`.
-    pub fn deployment(&self, endpoint: &NeonEndpoint, timeline: &str, replicas: i32) -> Deployment {
+    /// The endpoint's Deployment: one compute_ctl (`--compute-id` = the endpoint) on
+    /// `timeline`. Readiness is Postgres' port (compute_ctl's `/status` needs a JWT), probed
+    /// every second (a wake waits for it), liveness compute_ctl's unauthenticated `/metrics`.
+    ///
+    /// It names no `replicas`: the API server makes a new one 1, and scaling (suspend, wake)
+    /// owns the field, so applying the template again never undoes a suspend or a wake.
+    pub fn deployment(&self, endpoint: &NeonEndpoint, timeline: &str) -> Deployment {
         let name = endpoint.metadata.name.clone().unwrap_or_default();
         let args = ComputeCtlArgs {
             pgdata: format!("{PGDATA_DIR}/pgdata"),
@@ -164,7 +167,7 @@ impl ComputeTemplate {
             ports: Some(vec![port("postgres", self.pg_port), port("http", self.http_port)]),
             readiness_probe: Some(Probe {
                 tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(self.pg_port.into()), ..Default::default() }),
-                period_seconds: Some(2),
+                period_seconds: Some(1),
                 ..Default::default()
             }),
             liveness_probe: Some(Probe {
@@ -185,7 +188,6 @@ impl ComputeTemplate {
         stamped(Deployment {
             metadata: self.metadata(endpoint),
             spec: Some(DeploymentSpec {
-                replicas: Some(replicas),
                 strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
                 selector: LabelSelector { match_labels: Some(self.labels_of(&self.selector, &name)), ..Default::default() },
                 template: PodTemplateSpec {
@@ -290,13 +292,12 @@ pub(crate) mod tests {
         let template = template();
         let endpoint = endpoint("dev");
         let objects = serde_json::json!({
-            "deployment": template.deployment(&endpoint, "de200bd42b49cc1814412c7e592dd6e9", 1),
+            "deployment": template.deployment(&endpoint, "de200bd42b49cc1814412c7e592dd6e9"),
             "service": template.service(&endpoint),
         });
         insta::assert_json_snapshot!("compute-objects", objects);
-        let again = template.deployment(&endpoint, "de200bd42b49cc1814412c7e592dd6e9", 1);
-        assert!(is_current(&again, &template.deployment(&endpoint, "de200bd42b49cc1814412c7e592dd6e9", 1)));
-        assert!(!is_current(&again, &template.deployment(&endpoint, "00000000000000000000000000000001", 1)), "a new timeline");
-        assert!(!is_current(&again, &template.deployment(&endpoint, "de200bd42b49cc1814412c7e592dd6e9", 0)), "scaled");
+        let again = template.deployment(&endpoint, "de200bd42b49cc1814412c7e592dd6e9");
+        assert!(is_current(&again, &template.deployment(&endpoint, "de200bd42b49cc1814412c7e592dd6e9")));
+        assert!(!is_current(&again, &template.deployment(&endpoint, "00000000000000000000000000000001")), "a new timeline");
     }
 }

@@ -181,6 +181,26 @@ pub struct Condition {
     pub last_transition_time: String,
 }
 
+impl Condition {
+    /// The `Ready` condition with `status`, `reason` and `message` at `generation`; it keeps
+    /// the transition time of the one in `previous` while its status stays the same, else `now`.
+    pub fn ready(status: bool, reason: &str, message: String, generation: Option<i64>, previous: &[Condition], now: &str) -> Self {
+        let status = if status { "True" } else { "False" };
+        let since = previous
+            .iter()
+            .find(|c| c.kind == READY_CONDITION && c.status == status)
+            .map_or_else(|| now.to_string(), |c| c.last_transition_time.clone());
+        Self {
+            kind: READY_CONDITION.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: since,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentStatus {
@@ -211,6 +231,7 @@ pub struct SafekeepersStatus {
     doc = "An endpoint of a Neon branch: the compute the proxy routes `<name>.<domain>` to",
     printcolumn(name = "Branch", type_ = "string", json_path = ".spec.branch"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Last Active", type_ = "date", json_path = ".status.lastActive"),
     printcolumn(name = "Compute", type_ = "string", json_path = ".status.compute")
 )]
 #[serde(rename_all = "camelCase")]
@@ -221,7 +242,31 @@ pub struct EndpointSpec {
     /// The proxy's allowlist (`10.0.0.0/8`, `1.2.3.4`, `1.2.3.4-1.2.3.9`); none: everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_ips: Option<Vec<String>>,
+    /// Seconds without activity (as compute_ctl reports it) after which the compute is stopped
+    /// and scaled to zero; the next connection starts it again. `0`: never. None: 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend_timeout_seconds: Option<u32>,
 }
+
+/// Neon's default: a compute idle for five minutes is suspended.
+pub const DEFAULT_SUSPEND_TIMEOUT_SECONDS: u32 = 300;
+
+impl EndpointSpec {
+    /// How long the compute may be idle before it is suspended; `None`: never.
+    pub fn suspend_timeout(&self) -> Option<std::time::Duration> {
+        match self.suspend_timeout_seconds.unwrap_or(DEFAULT_SUSPEND_TIMEOUT_SECONDS) {
+            0 => None,
+            seconds => Some(std::time::Duration::from_secs(seconds.into())),
+        }
+    }
+}
+
+/// An annotation asking the operator to act on an endpoint now (`neonctl-aws endpoints
+/// suspend|start`, or `kubectl annotate`): [`ACTION_SUSPEND`] or [`ACTION_START`]. The operator
+/// removes it once done.
+pub const ACTION_ANNOTATION: &str = "neonctl-aws.dev/action";
+pub const ACTION_SUSPEND: &str = "suspend";
+pub const ACTION_START: &str = "start";
 
 /// `NeonEndpoint` `status.phase` values.
 pub mod endpoint_phase {
@@ -230,14 +275,16 @@ pub mod endpoint_phase {
     /// The compute's Deployment exists; its pod is not ready yet.
     pub const STARTING: &str = "Starting";
     /// The compute is ready: Postgres answers.
-    pub const RUNNING: &str = "Running";
+    pub const ACTIVE: &str = "Active";
+    /// Scaled to zero (idle past its timeout, or by hand): the next connection starts it.
+    pub const SUSPENDED: &str = "Suspended";
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = [endpoint_phase::PENDING, endpoint_phase::STARTING, endpoint_phase::RUNNING]))]
+    #[schemars(extend("enum" = [endpoint_phase::PENDING, endpoint_phase::STARTING, endpoint_phase::ACTIVE, endpoint_phase::SUSPENDED]))]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -250,6 +297,16 @@ pub struct EndpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(HEX_ID))]
     pub timeline_id: Option<String>,
+    /// RFC 3339: when compute_ctl last saw activity (written when the compute is suspended, and
+    /// at most once a minute while it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_active: Option<String>,
+    /// `Ready`: whether the compute serves now, and if not why (`Suspended`, `BranchNotReady`,
+    /// `PodStarting`, or what its pod says: `Unschedulable`, `ImagePullBackOff`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }
 
 /// The plural of each kind, for RBAC rules: `neonbranches`, `neonendpoints`.

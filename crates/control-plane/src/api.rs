@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::http::{Body, read_body};
 use super::jwt::TokenError;
 use super::metrics::RequestLabels;
+use super::scaling::WakeError;
 use super::store::{Attachment, Branch, SafekeeperSet, State as ControlPlaneState, timeline_key};
 use super::{ControlPlane, scopes};
 use crate::neon::compute::{
@@ -74,6 +75,13 @@ pub(super) enum ApiError {
     /// The storage controller retries on 503.
     #[error("{0}")]
     Unavailable(String),
+    /// A compute is starting: the proxy retries a `RUNNING_OPERATIONS` answer
+    /// (`Reason::can_retry`, `messages.rs`).
+    #[error("{0}")]
+    Waking(String),
+    /// A compute cannot start: the proxy gives up and tells the client this message.
+    #[error("{0}")]
+    CannotStart(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -86,7 +94,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Waking(_) | Self::CannotStart(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,12 +103,19 @@ impl ApiError {
     fn response(&self) -> Response {
         let message = self.to_string();
         let mut body = json!({"error": message});
-        if let Self::NotFound { reason, .. } = self {
-            body["status"] = json!({
-                "code": "NOT_FOUND",
-                "message": message,
-                "details": {"error_info": {"reason": reason}, "user_facing_message": {"message": message}},
-            });
+        let (code, reason) = match self {
+            Self::NotFound { reason, .. } => ("NOT_FOUND", Some(*reason)),
+            Self::Waking(_) => ("UNAVAILABLE", Some("RUNNING_OPERATIONS")),
+            // No reason: the proxy does not retry an unknown one, and shows the message.
+            Self::CannotStart(_) => ("UNAVAILABLE", None),
+            _ => ("", None),
+        };
+        if !code.is_empty() {
+            let mut details = json!({"user_facing_message": {"message": message}});
+            if let Some(reason) = reason {
+                details["error_info"] = json!({"reason": reason});
+            }
+            body["status"] = json!({"code": code, "message": message, "details": details});
         }
         let mut response = json(self.status(), &body);
         response.extensions_mut().insert(ErrorMessage(message));
@@ -205,8 +220,15 @@ async fn access_control(State(control_plane): State<Arc<ControlPlane>>, RawQuery
     control_plane.access_control(&state, &endpoint, &role)
 }
 
+/// Starts a suspended compute first (waiting for it, without holding the state).
 async fn wake_compute(State(control_plane): State<Arc<ControlPlane>>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let endpoint = query_param(query.as_deref(), "endpointish")?;
+    endpoint_branch(&*control_plane.state.lock().await, &endpoint)?;
+    control_plane.ensure_running(&endpoint).await.map_err(|error| match error {
+        WakeError::Starting { .. } => ApiError::Waking(error.to_string()),
+        WakeError::CannotStart { .. } => ApiError::CannotStart(error.to_string()),
+        WakeError::Store(e) => ApiError::Internal(e.to_string()),
+    })?;
     let state = control_plane.state.lock().await;
     control_plane.wake_compute(&state, &endpoint)
 }
@@ -368,20 +390,39 @@ impl ControlPlane {
     }
 
     async fn post(&self, compute_id: &str, uri: &str, payload: Vec<u8>) -> Result<(), String> {
-        let mut request = hyper::Request::post(uri).header(CONTENT_TYPE, "application/json");
+        self.compute_ctl_call(Method::POST, compute_id, uri, Some(payload), self.retry.deadline).await.map(drop)
+    }
+
+    /// A call to compute `compute_id`'s compute_ctl with a token for it, within `timeout`: the
+    /// body of a 2xx answer.
+    pub(super) async fn compute_ctl_call(
+        &self,
+        method: Method,
+        compute_id: &str,
+        uri: &str,
+        payload: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Bytes, String> {
+        let mut request = hyper::Request::builder().method(method.clone()).uri(uri);
+        if payload.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
         if let Some(key) = &self.keys.sign {
             request = request.header(AUTHORIZATION, format!("Bearer {}", key.compute_ctl_token(compute_id).0));
         }
-        let request = request.body(Body::from(payload)).map_err(|e| format!("invalid compute_ctl URL {uri}: {e}"))?;
-        let response = self.client.request(request).await.map_err(|e| format!("POST {uri} failed: {e}"))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        // compute_ctl's error bodies are `{"error": "..."}`: a message, no secrets.
-        let text = read_body(response.into_body()).await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
-        Err(format!("POST {uri} answered {status}: {}", text.chars().take(300).collect::<String>()))
+        let request = request.body(Body::from(payload.unwrap_or_default())).map_err(|e| format!("invalid compute_ctl URL {uri}: {e}"))?;
+        let call = async {
+            let response = self.client.request(request).await.map_err(|e| format!("{method} {uri} failed: {e}"))?;
+            let status = response.status();
+            let body = read_body(response.into_body()).await.map_err(|e| format!("{method} {uri}: reading the answer: {e}"))?;
+            if status.is_success() {
+                return Ok(body);
+            }
+            // compute_ctl's error bodies are `{"error": "..."}`: a message, no secrets.
+            let text = String::from_utf8_lossy(&body);
+            Err(format!("{method} {uri} answered {status}: {}", text.chars().take(300).collect::<String>()))
+        };
+        tokio::time::timeout(timeout, call).await.map_err(|_| format!("{method} {uri} got no answer in {timeout:?}"))?
     }
 
     /// What compute_ctl gets for `compute_id` (its endpoint's id): attached with a spec, or
@@ -443,6 +484,7 @@ impl ControlPlane {
                 .map(|db| compute::Database { name: db.name.clone(), owner: db.owner.clone(), options: None })
                 .collect(),
             port,
+            suspend_timeout_seconds: endpoint.suspend_timeout_seconds,
         });
         Ok(ControlPlaneConfigResponse { spec: Some(spec), status: ComputeStatus::Attached, compute_ctl_config })
     }
@@ -543,6 +585,25 @@ mod tests {
         assert_eq!(body["error"], "endpoint x does not exist");
         assert_eq!(body["status"]["details"]["error_info"]["reason"], "ENDPOINT_NOT_FOUND");
         assert!(body["status"]["code"].is_string() && body["status"]["message"].is_string());
+    }
+
+    /// Neon's proxy retries a wake whose error carries a retryable reason
+    /// (`Reason::can_retry`, `proxy/src/control_plane/messages.rs`), and shows the user-facing
+    /// message of one it does not retry.
+    #[tokio::test]
+    async fn wake_errors_say_whether_the_proxy_retries() {
+        use http_body_util::BodyExt as _;
+        let body = |error: ApiError| async move {
+            let response = error.response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        };
+        let waking = body(ApiError::Waking("endpoint dev's compute is starting".into())).await;
+        assert_eq!(waking["status"]["details"]["error_info"]["reason"], "RUNNING_OPERATIONS");
+        let stuck = body(ApiError::CannotStart("endpoint dev's compute cannot start: ImagePullBackOff".into())).await;
+        assert!(stuck["status"]["details"]["error_info"].is_null(), "no reason: not retried");
+        assert_eq!(stuck["status"]["details"]["user_facing_message"]["message"], "endpoint dev's compute cannot start: ImagePullBackOff");
     }
 
     #[test]

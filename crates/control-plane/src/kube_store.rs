@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -33,6 +33,9 @@ use super::store::{Attachment, Branch, Database, Endpoint, Role, SafekeeperSet, 
 /// The field manager of every write: the status subresource and the status ConfigMap.
 pub const FIELD_MANAGER: &str = "neonctl-aws-control-plane";
 pub use neonctl_contract::service::STATUS_KEY;
+/// The field manager of scaling (suspends and wakes): apart from the template's applier, so
+/// that `spec.replicas` is never the applier's.
+pub const SCALER: &str = "neonctl-aws-control-plane-scaler";
 
 /// The placements a NeonBranch's status holds.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,6 +58,8 @@ pub struct KubeStore {
     /// NeonBranches as our own writes left them, until the cache has caught up with them
     /// (read-your-writes: a reconcile right after a write must not act on the older version).
     own_writes: Mutex<BTreeMap<String, NeonBranch>>,
+    /// Bumped on every change to a compute's Deployment: a wake or a suspend waits on it.
+    deployments_changed: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 /// How long the first read waits for the initial lists before it reports an error (RBAC or
@@ -68,6 +73,8 @@ struct Caches {
     endpoints: reflector::Store<NeonEndpoint>,
     deployments: reflector::Store<Deployment>,
     services: reflector::Store<Service>,
+    /// The computes' pods, for what keeps one from running.
+    pods: reflector::Store<Pod>,
     feeders: Vec<tokio::task::AbortHandle>,
 }
 
@@ -115,6 +122,7 @@ impl KubeStore {
             caches: tokio::sync::OnceCell::new(),
             changed: Arc::new(tokio::sync::Notify::new()),
             own_writes: Mutex::new(BTreeMap::new()),
+            deployments_changed: Arc::new(tokio::sync::watch::Sender::new(())),
         }
     }
 
@@ -158,11 +166,22 @@ impl KubeStore {
                     service.managed_fields_mut().clear();
                     service.spec = None;
                 };
+                let trim_pod = |pod: &mut Pod| {
+                    pod.managed_fields_mut().clear();
+                    pod.spec = None;
+                };
                 let caches = Caches {
-                    branches: self.cache(self.branch_api(), all.clone(), |_| {}, &mut feeders),
-                    endpoints: self.cache(self.endpoint_api(), all, |_| {}, &mut feeders),
-                    deployments: self.cache(self.api(), computes.clone(), trim_deployment, &mut feeders),
-                    services: self.cache(self.api(), computes, trim_service, &mut feeders),
+                    branches: self.cache(self.branch_api(), all.clone(), |_| {}, None, &mut feeders),
+                    endpoints: self.cache(self.endpoint_api(), all, |_| {}, None, &mut feeders),
+                    deployments: self.cache(
+                        self.api(),
+                        computes.clone(),
+                        trim_deployment,
+                        Some(self.deployments_changed.clone()),
+                        &mut feeders,
+                    ),
+                    services: self.cache(self.api(), computes.clone(), trim_service, None, &mut feeders),
+                    pods: self.cache(self.api(), computes, trim_pod, None, &mut feeders),
                     feeders,
                 };
                 let plurals = resources::plurals();
@@ -171,6 +190,7 @@ impl KubeStore {
                         && caches.endpoints.wait_until_ready().await.is_ok()
                         && caches.deployments.wait_until_ready().await.is_ok()
                         && caches.services.wait_until_ready().await.is_ok()
+                        && caches.pods.wait_until_ready().await.is_ok()
                 });
                 if !matches!(synced.await, Ok(true)) {
                     return Err(StoreError::Sync {
@@ -184,12 +204,13 @@ impl KubeStore {
     }
 
     /// A reflector of `api`'s objects (those `config` selects, as `trim` leaves them), fed by a
-    /// task added to `feeders`.
+    /// task added to `feeders`, bumping `signal` at every change it applies.
     fn cache<K>(
         &self,
         api: Api<K>,
         config: watcher::Config,
         trim: impl FnMut(&mut K) + Send + 'static,
+        signal: Option<Arc<tokio::sync::watch::Sender<()>>>,
         feeders: &mut Vec<tokio::task::AbortHandle>,
     ) -> reflector::Store<K>
     where
@@ -202,7 +223,12 @@ impl KubeStore {
         let feeder = tokio::spawn(reflector(writer, events).for_each(move |event| {
             match event {
                 // One wake-up however many events: the reload reads them all.
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => changed.notify_one(),
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                    changed.notify_one();
+                    if let Some(signal) = &signal {
+                        signal.send_replace(());
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("watching {plural} in namespace {namespace}: {e}; retrying"),
             }
@@ -235,6 +261,60 @@ impl KubeStore {
         let deployment = caches.deployments.get(&reflector::ObjectRef::new(name).within(&self.namespace));
         let service = caches.services.get(&reflector::ObjectRef::new(name).within(&self.namespace));
         Ok((deployment.map(|d| (*d).clone()), service.map(|s| (*s).clone())))
+    }
+
+    /// The compute's Deployment `name` once `done` says so of it (as the cache has it, absent
+    /// as None), woken by each change the watch brings; None if `deadline` comes first.
+    pub async fn wait_for_deployment(
+        &self,
+        name: &str,
+        done: impl Fn(Option<&Deployment>) -> bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Option<Deployment>>, StoreError> {
+        // Subscribed before the first look, so no change between the two is missed.
+        let mut changes = self.deployments_changed.subscribe();
+        loop {
+            let (deployment, _) = self.compute_objects(name).await?;
+            if done(deployment.as_ref()) {
+                return Ok(Some(deployment));
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+            }
+        }
+    }
+
+    /// Sets the compute Deployment `name`'s replicas (a merge patch, as `kubectl scale` would:
+    /// the applied template names none, so the next apply keeps what this sets).
+    pub async fn scale(&self, name: &str, replicas: i32) -> Result<Deployment, StoreError> {
+        let params = PatchParams { field_manager: Some(SCALER.into()), ..Default::default() };
+        self.api::<Deployment>()
+            .patch(name, &params, &Patch::Merge(json!({"spec": {"replicas": replicas}})))
+            .await
+            .map_err(self.error(format_args!("scaling Deployment {name} to {replicas}")))
+    }
+
+    /// What keeps the pods of the compute of `endpoint` from running, as their status says it
+    /// (unschedulable, an image that cannot be pulled, a crashing container): a reason in
+    /// CamelCase and what the pod says; None if nothing does.
+    pub async fn pod_problem(&self, endpoint: &str) -> Result<Option<(String, String)>, StoreError> {
+        let pods = self.caches().await?.pods.state();
+        Ok(pods.iter().filter(|pod| pod.labels().get(computes::ENDPOINT_LABEL).map(String::as_str) == Some(endpoint)).find_map(|pod| {
+            let status = pod.status.as_ref()?;
+            let unscheduled = status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False");
+            if let Some(condition) = unscheduled {
+                let reason = condition.reason.clone().unwrap_or_else(|| "Unschedulable".into());
+                let message = condition.message.clone().unwrap_or_else(|| reason.clone());
+                return Some((reason, format!("pod {} cannot be scheduled: {message}", pod.name_any())));
+            }
+            status.container_statuses.iter().flatten().find_map(|container| {
+                let waiting = container.state.as_ref()?.waiting.as_ref()?;
+                let reason = waiting.reason.clone().filter(|reason| reason != "ContainerCreating" && reason != "PodInitializing")?;
+                let message = waiting.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
+                Some((reason.clone(), format!("pod {} container {}: {reason}{message}", pod.name_any(), container.name)))
+            })
+        }))
     }
 
     /// The names of the computes' Deployments labelled as serving `branch`.
@@ -350,10 +430,12 @@ impl KubeStore {
         }
         for object in endpoints.iter() {
             let spec = object.spec.clone();
-            let running = object.status.as_ref().and_then(|status| status.phase.as_deref()) == Some(resources::endpoint_phase::RUNNING);
-            state
-                .endpoints
-                .insert(object.name_any(), Endpoint { branch_id: spec.branch, allowed_ips: spec.allowed_ips, stopped: !running });
+            let running = object.status.as_ref().and_then(|status| status.phase.as_deref()) == Some(resources::endpoint_phase::ACTIVE);
+            let suspend_timeout_seconds = spec.suspend_timeout().map(|timeout| timeout.as_secs() as u32);
+            state.endpoints.insert(
+                object.name_any(),
+                Endpoint { branch_id: spec.branch, allowed_ips: spec.allowed_ips, stopped: !running, suspend_timeout_seconds },
+            );
         }
         *self.written.lock().expect("written placements lock") = written;
         Ok(state)

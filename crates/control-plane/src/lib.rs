@@ -23,6 +23,7 @@ pub mod kube_store;
 pub mod lease;
 mod metrics;
 pub mod reconcile;
+pub mod scaling;
 mod storcon;
 pub mod store;
 
@@ -42,6 +43,7 @@ pub use self::cli::{Command, ServeArgs, StoreArg};
 use self::computes::{ComputeAddresses, ServiceDns};
 pub use self::http::Running;
 use self::kube_store::KubeStore;
+pub use self::scaling::Scaling;
 use self::store::{FileStore, MemoryStore, State, Store, StoreError};
 
 /// Keys for incoming and outgoing tokens; either may be absent in an unauthenticated setup.
@@ -128,6 +130,9 @@ pub struct ControlPlane {
     metrics: metrics::Metrics,
     /// Where each endpoint's compute is reached.
     addresses: Arc<dyn ComputeAddresses>,
+    scaling: Scaling,
+    /// One per endpoint: its suspends and wakes happen one at a time.
+    scaling_locks: std::sync::Mutex<std::collections::BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ControlPlane {
@@ -144,7 +149,15 @@ impl ControlPlane {
             retry,
             client: http::client(),
             metrics: metrics::Metrics::default(),
+            scaling: Scaling::default(),
+            scaling_locks: std::sync::Mutex::default(),
         })
+    }
+
+    /// Paces scale to zero as `scaling` says (tests: a shorter poll and wake).
+    pub fn with_scaling(mut self, scaling: Scaling) -> Self {
+        self.scaling = scaling;
+        self
     }
 
     /// Reaches computes at `addresses` instead of their Services' DNS names (tests: stand-ins).

@@ -1,6 +1,7 @@
 //! Prometheus metrics at `GET /metrics` (text exposition format, no token, as neon's own
 //! components serve theirs): API requests by route and status, reconciles, their errors and
-//! durations, what became of each branch, and whether this replica leads.
+//! durations, what became of each branch, whether this replica leads, and scale to zero: wakes,
+//! suspends and how long a wake took.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +31,9 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub branch_outcomes: Family<OutcomeLabels, Counter>,
     pub leader: Gauge,
+    pub wakes: Counter,
+    pub wake_seconds: Histogram,
+    pub suspends: Counter,
 }
 
 impl Default for Metrics {
@@ -48,7 +52,14 @@ impl Default for Metrics {
         registry.register("branch_reconciles", "Branches reconciled, by the phase they ended in", branch_outcomes.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica runs the operator", leader.clone());
-        Self { registry, requests, reconciles, reconcile_errors, reconcile_seconds, branch_outcomes, leader }
+        let wakes = Counter::default();
+        registry.register("wakes", "Suspended computes started by a connection (wake_compute) or by hand", wakes.clone());
+        // 10 ms .. ~160 s.
+        let wake_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 15));
+        registry.register("wake_seconds", "From scaling a suspended compute up to compute_ctl reporting it running", wake_seconds.clone());
+        let suspends = Counter::default();
+        registry.register("suspends", "Computes stopped and scaled to zero (idle past their timeout, or by hand)", suspends.clone());
+        Self { registry, requests, reconciles, reconcile_errors, reconcile_seconds, branch_outcomes, leader, wakes, wake_seconds, suspends }
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt as _;
 use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Controller};
@@ -54,7 +54,7 @@ pub(crate) struct Memory {
     /// Safekeepers the storage controller accepted and activated.
     registered: BTreeSet<u64>,
     /// The last line logged about each subject: an outcome repeated every time is said once.
-    said: BTreeMap<String, String>,
+    pub(crate) said: BTreeMap<String, String>,
     /// Endpoints whose compute got its spec pushed, with the branch generation it was for: an
     /// endpoint made after its branch turned Ready (or a restart) gets its spec once.
     pub(crate) configured: BTreeMap<String, i64>,
@@ -65,6 +65,12 @@ pub(crate) struct Memory {
     deleted: BTreeSet<String>,
     /// Failed reconciles in a row, by branch: the backoff's exponent.
     pub(crate) failures: BTreeMap<String, u32>,
+    /// When the proxy last asked for each endpoint's compute (a connection is activity).
+    pub(crate) touched: BTreeMap<String, time::OffsetDateTime>,
+    /// The last activity compute_ctl reported, by endpoint.
+    pub(crate) last_active: BTreeMap<String, time::OffsetDateTime>,
+    /// Why each compute this process suspended was, by endpoint.
+    pub(crate) suspended: BTreeMap<String, String>,
 }
 
 /// The pause before reconciling a branch again after its `failures`-th failure in a row: 1 s,
@@ -94,11 +100,11 @@ impl Outcome {
     }
 
     /// The `Ready` condition's status and reason.
-    fn condition(&self) -> (&'static str, &'static str) {
+    fn condition(&self) -> (bool, &'static str) {
         match self {
-            Self::Ready => ("True", "TimelineReady"),
-            Self::Retry(_) => ("False", "StorageUnavailable"),
-            Self::Failed(_) => ("False", "StorageError"),
+            Self::Ready => (true, "TimelineReady"),
+            Self::Retry(_) => (false, "StorageUnavailable"),
+            Self::Failed(_) => (false, "StorageError"),
         }
     }
 
@@ -182,15 +188,8 @@ fn status_of(branch: &NeonBranch, outcome: &Outcome) -> serde_json::Value {
         Outcome::Ready => format!("tenant {} and timeline {} exist in storage", branch.spec.tenant_id, branch.spec.timeline_id),
         Outcome::Retry(message) | Outcome::Failed(message) => message.clone(),
     };
-    let since = ready_condition(branch).filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or_else(now_rfc3339);
-    let condition = Condition {
-        kind: READY_CONDITION.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: Some(generation(branch)),
-        last_transition_time: since,
-    };
+    let previous = branch.status.as_ref().map(|status| status.conditions.as_slice()).unwrap_or_default();
+    let condition = Condition::ready(status, reason, message, Some(generation(branch)), previous, &now_rfc3339());
     json!({"phase": outcome.phase(), "message": outcome.message(), "observedGeneration": generation(branch), "conditions": [condition]})
 }
 
@@ -354,15 +353,21 @@ impl ControlPlane {
                 .for_each(log_result)
                 .await;
         };
-        // Each endpoint's compute: woken by its own objects and by its branch's changes.
+        // Each endpoint's compute: woken by its own objects, its pods and its branch's changes.
         let computes = async {
             let Some(kube) = self.store.kubernetes() else { return std::future::pending().await };
             let (namespace, control_plane) = (kube.namespace().to_string(), self.clone());
             let ours = watcher::Config::default().labels(&computes::selector());
+            let pods_namespace = namespace.clone();
             Controller::new(kube.endpoint_api(), watcher::Config::default())
                 .with_config(controller_config())
                 .owns(kube.api::<Deployment>(), ours.clone())
-                .owns(kube.api::<Service>(), ours)
+                .owns(kube.api::<Service>(), ours.clone())
+                // What keeps a pod from running shows in its endpoint's status.
+                .watches(kube.api::<Pod>(), ours, move |pod| {
+                    let endpoint = pod.labels().get(computes::ENDPOINT_LABEL)?;
+                    Some(ObjectRef::<NeonEndpoint>::new(endpoint).within(&pods_namespace))
+                })
                 .watches(kube.branch_api(), watcher::Config::default(), move |branch| {
                     let kube = control_plane.store.kubernetes().expect("the controller runs with the Kubernetes store");
                     let name = branch.name_any();
@@ -383,7 +388,14 @@ impl ControlPlane {
                 .for_each(log_result)
                 .await;
         };
-        futures::join!(tend, control, computes);
+        // Scale to zero: idle computes suspended.
+        let idle = async {
+            loop {
+                self.suspend_idle().await;
+                tokio::time::sleep(self.scaling.poll).await;
+            }
+        };
+        futures::join!(tend, control, computes, idle);
     }
 
     /// The controllers' answer to a failed reconcile of `subject` (`branch x`, `endpoint y`):
@@ -474,10 +486,12 @@ impl ControlPlane {
                 .cached_endpoints()
                 .iter()
                 .filter(|endpoint| endpoint.spec.branch == name)
-                // Running on the new timeline: the old pod (Recreate) is gone by then.
+                // Running on the new timeline (the old pod, Recreate, is gone by then) or suspended.
                 .filter(|endpoint| {
                     let status = endpoint.status.clone().unwrap_or_default();
-                    status.timeline_id.as_ref() != Some(timeline) || status.phase.as_deref() != Some(endpoint_phase::RUNNING)
+                    // A suspended one starts on the new timeline.
+                    let moved = matches!(status.phase.as_deref(), Some(endpoint_phase::ACTIVE | endpoint_phase::SUSPENDED));
+                    status.timeline_id.as_ref() != Some(timeline) || !moved
                 })
                 .map(|endpoint| endpoint.name_any())
                 .collect();

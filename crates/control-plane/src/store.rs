@@ -85,6 +85,10 @@ pub struct Endpoint {
     /// its spec when it starts. Only the Kubernetes store knows; the others run every compute.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopped: bool,
+    /// Its compute is suspended after this many idle seconds (what its spec tells compute_ctl);
+    /// none: never. Only the Kubernetes store suspends computes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend_timeout_seconds: Option<u32>,
 }
 
 /// Where a tenant's shards are attached, as the storage controller's `notify-attach` says.
@@ -231,7 +235,9 @@ mod tests {
                 pending: false,
             },
         );
-        state.endpoints.insert("main".into(), Endpoint { branch_id: "main".into(), allowed_ips: None, stopped: false });
+        state
+            .endpoints
+            .insert("main".into(), Endpoint { branch_id: "main".into(), allowed_ips: None, stopped: false, suspend_timeout_seconds: None });
         state.attachments.insert("1f359dd625e519a1a4e8d7509690f6fc".into(), Attachment { pageservers: vec![1], stripe_size: None });
         state
     }

@@ -86,7 +86,7 @@ pub fn branch_probe(namespace: &str, prefix: &str) -> DynamicObject {
 }
 
 pub fn endpoint_object(namespace: &str, prefix: &str) -> DynamicObject {
-    let spec = EndpointSpec { branch: BRANCH.into(), allowed_ips: None };
+    let spec = EndpointSpec { branch: BRANCH.into(), ..Default::default() };
     object(&NeonEndpoint::kind(&()), ENDPOINT, namespace, prefix, serde_json::to_value(spec).expect("an endpoint spec serializes"))
 }
 

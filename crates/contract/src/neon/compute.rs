@@ -8,7 +8,7 @@
 //! does not add `shared_preload_libraries=neon` or `synchronous_standby_names=walproposer`
 //! itself, so [`ComputeSpec::primary`] always sets them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{NeonConfigError, Secret, flag, to_json};
 
@@ -60,6 +60,34 @@ pub enum ComputeStatus {
     /// Known but not attached: compute_ctl waits for `POST /configure`.
     Empty,
     Attached,
+}
+
+/// `ComputeStatusResponse` (`libs/compute_api/src/responses.rs`): compute_ctl's `GET /status`,
+/// the fields the operator reads. `last_active` is when compute_tools/src/monitor.rs last saw
+/// activity: a query running, a transaction open, a logical replication sender or subscriber,
+/// autovacuum (None: none since it started); RFC 3339 times.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ComputeStatusResponse {
+    pub start_time: String,
+    /// `ComputeStatus` in snake_case: `empty`, `init`, `running`, `configuration`, `failed`,
+    /// `termination_pending_fast`, `terminated`, …
+    pub status: String,
+    pub last_active: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The `ComputeStatus` of a compute that serves queries.
+pub const COMPUTE_RUNNING: &str = "running";
+
+/// How `POST /terminate?mode=…` stops Postgres (`TerminateMode`): `immediate` answers as soon as
+/// Postgres is stopped and its WAL synced to the safekeepers, and compute_ctl exits 0.3 s later
+/// (`fast` keeps it 30 s more, for a control plane that wants to read an error).
+pub const TERMINATE_IMMEDIATE: &str = "immediate";
+
+/// `TerminateResponse`: the LSN the safekeepers were synced to (primaries only).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TerminateResponse {
+    pub lsn: Option<String>,
 }
 
 /// `ConfigurationRequest`: the body of compute_ctl's `POST /configure`.
@@ -190,6 +218,8 @@ pub struct PrimaryTarget {
     pub roles: Vec<Role>,
     pub databases: Vec<Database>,
     pub port: u16,
+    /// The endpoint's suspend timeout; none: never (-1, as neon_local says it).
+    pub suspend_timeout_seconds: Option<u32>,
 }
 
 impl ComputeSpec {
@@ -239,7 +269,7 @@ impl ComputeSpec {
             project_id: target.project_id,
             branch_id: target.branch_id,
             endpoint_id: target.endpoint_id,
-            suspend_timeout_seconds: -1,
+            suspend_timeout_seconds: target.suspend_timeout_seconds.map_or(-1, i64::from),
         }
     }
 }
@@ -267,6 +297,7 @@ mod tests {
             }],
             databases: vec![Database { name: "neondb".into(), owner: "neondb_owner".into(), options: None }],
             port: 5432,
+            suspend_timeout_seconds: None,
         });
         ControlPlaneConfigResponse {
             spec: Some(spec),
