@@ -42,10 +42,30 @@ struct Compute {
 /// - `POST /terminate[?mode=fast|immediate]`: only from `running` or `empty`, else 412
 ///   (`compute_tools/src/http/routes/terminate.rs`); Postgres stopped fast, then `{"lsn"}`;
 /// - `POST /configure`: only in `running` or `empty`, else 412 (`routes/configure.rs`).
+///
+/// With a key, every route needs a token as `http/middleware/authorize.rs` checks it: EdDSA by
+/// that key, not expired, and `compute_id` this compute's id (or scope `compute_ctl:admin` with
+/// audience `compute`); else 401.
 struct ComputeCtl {
     addr: std::net::SocketAddr,
     state: Arc<Mutex<CtlState>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The key and compute id a compute_ctl stand-in checks tokens against.
+type CtlAuth = Option<(neonctl_contract::jwt::PublicKey, String)>;
+
+fn authorized(auth: &CtlAuth, header: Option<&str>) -> Result<(), String> {
+    let Some((key, compute_id)) = auth else { return Ok(()) };
+    let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or("missing authorization header")?;
+    key.scope_of(token).map_err(|e| format!("invalid token: {e}"))?;
+    let claims = crate::controlplane::jwt_claims(token);
+    let admin = claims["scope"] == "compute_ctl:admin" && claims["aud"].as_array().is_some_and(|aud| aud.contains(&json!("compute")));
+    if claims["compute_id"] == compute_id.as_str() || admin {
+        Ok(())
+    } else {
+        Err(format!("invalid compute ID in token: {}", claims["compute_id"]))
+    }
 }
 
 struct CtlState {
@@ -74,6 +94,11 @@ const ACTIVITY: &str = "select \
 impl ComputeCtl {
     /// Over `postgres`; without one, a compute that runs and never has any activity.
     async fn start(postgres: Option<Arc<PgServer>>) -> Self {
+        Self::start_checking(postgres, None).await
+    }
+
+    async fn start_checking(postgres: Option<Arc<PgServer>>, auth: CtlAuth) -> Self {
+        let auth = Arc::new(auth);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(CtlState {
@@ -86,12 +111,16 @@ impl ComputeCtl {
         let task = tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let (state, postgres) = (served.clone(), postgres.clone());
+                let (state, postgres, auth) = (served.clone(), postgres.clone(), auth.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let (state, postgres) = (state.clone(), postgres.clone());
+                        let (state, postgres, auth) = (state.clone(), postgres.clone(), auth.clone());
                         async move {
-                            let (status, body) = Self::answer(request.method(), request.uri().path(), &state, &postgres).await;
+                            let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+                            let (status, body) = match authorized(&auth, header) {
+                                Ok(()) => Self::answer(request.method(), request.uri().path(), &state, &postgres).await,
+                                Err(error) => (401, json!({"error": error})),
+                            };
                             let body = http_body_util::Full::new(hyper::body::Bytes::from(body.to_string()));
                             Ok::<_, std::convert::Infallible>(hyper::Response::builder().status(status).body(body).unwrap())
                         }
@@ -982,4 +1011,25 @@ async fn a_compute_that_cannot_start_is_reported_and_another_replica_finishes_a_
     assert_eq!(body["address"], "compute-main:55432");
     assert_eq!(scalings(&harness, "neon-compute-main").len(), scaled + 1, "started once");
     follower.stop().await;
+}
+
+/// With keys, the operator asks compute_ctl for activity and stops it with the token compute_ctl
+/// checks (`compute_id` of that compute, signed by the key whose public half is in the spec's
+/// `jwks`): a compute idle past its timeout is stopped and scaled to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_calls_compute_ctl_with_the_token_it_checks() {
+    let harness = Harness::start(true).await;
+    let public = neonctl_contract::jwt::SigningKey::from_pem(harness.pem.as_deref().unwrap()).unwrap().public_key();
+    let compute_ctl = ComputeCtl::start_checking(None, Some((public, "main".into()))).await;
+    harness.computes.set("main", "compute-main:55432", compute_ctl.addr);
+    let mut main = harness.kube.get("neonctl-aws.dev/v1alpha1", "neonendpoints", Some(NAMESPACE), "main").unwrap();
+    main["spec"]["suspendTimeoutSeconds"] = json!(1);
+    harness.kube.put_object(main);
+    let scaling = neonctl_control_plane::Scaling { poll: Duration::from_millis(100), ..Default::default() };
+    let running = harness.running_operator_with(scaling).await;
+    until_phase(&harness, "main", "Suspended", 30).await;
+    assert_eq!(compute_ctl.status(), "terminated", "stopped through /terminate, with a token it accepted");
+    let deployment = harness.kube.get("apps/v1", "deployments", Some(NAMESPACE), "neon-compute-main").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 0);
+    running.stop().await;
 }

@@ -477,7 +477,7 @@ pub(crate) struct Harness {
     /// Where each endpoint's compute is.
     pub(crate) computes: Arc<StandInComputes>,
     signing: Option<Arc<SigningKey>>,
-    pem: Option<String>,
+    pub(crate) pem: Option<String>,
     safekeepers: u64,
 }
 
