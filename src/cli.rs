@@ -180,7 +180,7 @@ these commands. The cluster is the one the last deploy used (or the EKS cluster 
 --kubeconfig/--context).",
         after_help = "Examples:\n  neonctl-aws branches list\n  neonctl-aws branches create dev\n  \
 neonctl-aws branches create before-migration --parent main --at 0/16B5A50\n  \
-neonctl-aws branches create yesterday --at 2026-11-25T09:00:00Z\n  \
+neonctl-aws branches create yesterday --at 2026-11-25T09:00:00Z --read-only\n  \
 neonctl-aws branches get dev --output json\n  neonctl-aws branches reset dev\n  \
 neonctl-aws branches restore dev --at 2026-11-26T08:00:00Z\n  neonctl-aws branches delete dev"
     )]
@@ -406,6 +406,10 @@ pub struct BranchCreateArgs {
     /// Scale its compute to zero after this many idle seconds (0: never) [default: 300]
     #[arg(long, value_name = "SECONDS")]
     pub suspend_timeout: Option<u32>,
+    /// Give it a read-only endpoint: a hot standby following the branch (Neon's replica
+    /// compute), which refuses writes
+    #[arg(long)]
+    pub read_only: bool,
     #[command(flatten)]
     pub plan: PlanFlag,
 }

@@ -63,6 +63,8 @@ struct Row {
     endpoint: Option<String>,
     endpoint_phase: Option<String>,
     last_active: Option<String>,
+    /// Whether its endpoint is read-only (a hot standby).
+    read_only: bool,
 }
 
 pub(crate) fn usage(message: String) -> anyhow::Error {
@@ -258,7 +260,7 @@ fn table(rows: &[Row]) -> Table {
             or_dash(&row.branched_at_time),
             row.phase.clone(),
             row.ready.clone(),
-            or_dash(&row.endpoint),
+            row.endpoint.as_ref().map_or_else(|| "-".into(), |e| if row.read_only { format!("{e} (read-only)") } else { e.clone() }),
             or_dash(&row.endpoint_phase),
             or_dash(&row.last_active),
             or_dash(&row.created),
@@ -352,6 +354,7 @@ impl Branches {
                     endpoint_phase: Self::endpoint_of(&endpoints, &branch.name_any())
                         .map(|e| e.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| endpoint_phase::PENDING.into())),
                     last_active: Self::endpoint_of(&endpoints, &branch.name_any()).and_then(|e| e.status.as_ref()?.last_active.clone()),
+                    read_only: Self::endpoint_of(&endpoints, &branch.name_any()).is_some_and(|e| e.spec.read_only),
                 }
             })
             .collect();
@@ -394,6 +397,13 @@ impl Branches {
         };
         let at = BranchPoint::describe(point.as_ref());
         let endpoint = self.endpoints.get_opt(name).await.with_context(|| format!("reading NeonEndpoint {}/{name}", self.namespace))?;
+        if let Some(other) = endpoint.as_ref().filter(|e| &e.spec.branch == name && e.spec.read_only != args.read_only) {
+            let kind = if other.spec.read_only { "read-only" } else { "read-write" };
+            return Err(usage(format!(
+                "endpoint {name} already exists in namespace {} and is {kind}; delete the branch first to change that",
+                self.namespace
+            )));
+        }
         if let Some(other) = endpoint.as_ref().filter(|e| &e.spec.branch != name) {
             return Err(usage(format!(
                 "endpoint {name} already exists in namespace {} and serves branch {}: pick another name",
@@ -411,8 +421,9 @@ impl Branches {
                 Some(0) => "never scaled to zero".to_string(),
                 seconds => format!("scaled to zero after {}s idle", seconds.unwrap_or(DEFAULT_SUSPEND_TIMEOUT_SECONDS)),
             };
+            let kind = if args.read_only { "its read-only compute, a hot standby" } else { "its compute" };
             printer.result_line(&format!(
-                "{verb} NeonEndpoint {}/{name}: its compute (the control plane makes it once the branch is ready; {suspend})",
+                "{verb} NeonEndpoint {}/{name}: {kind} (the control plane makes it once the branch is ready; {suspend})",
                 self.namespace
             ));
             return Ok(());
@@ -453,7 +464,12 @@ impl Branches {
                     labels: Some([("app.kubernetes.io/part-of".to_string(), "neon".to_string())].into()),
                     ..Default::default()
                 },
-                spec: EndpointSpec { branch: name.clone(), suspend_timeout_seconds: args.suspend_timeout, ..Default::default() },
+                spec: EndpointSpec {
+                    branch: name.clone(),
+                    suspend_timeout_seconds: args.suspend_timeout,
+                    read_only: args.read_only,
+                    ..Default::default()
+                },
                 status: None,
             };
             match self.endpoints.create(&PostParams::default(), &object).await {

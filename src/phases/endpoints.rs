@@ -36,6 +36,8 @@ struct Row {
     last_active: Option<String>,
     /// Seconds idle before it is scaled to zero; none: never.
     suspend_timeout_seconds: Option<u32>,
+    /// A hot standby of its branch.
+    read_only: bool,
     message: Option<String>,
 }
 
@@ -47,16 +49,18 @@ fn row(endpoint: &NeonEndpoint) -> Row {
         state: status.phase.unwrap_or_else(|| endpoint_phase::PENDING.into()),
         last_active: status.last_active,
         suspend_timeout_seconds: endpoint.spec.suspend_timeout().map(|timeout| timeout.as_secs() as u32),
+        read_only: endpoint.spec.read_only,
         message: status.message,
     }
 }
 
 fn table(rows: &[Row]) -> Table {
-    let mut table = Table::new(&["ENDPOINT", "BRANCH", "STATE", "LAST ACTIVE", "SUSPEND AFTER"]);
+    let mut table = Table::new(&["ENDPOINT", "BRANCH", "TYPE", "STATE", "LAST ACTIVE", "SUSPEND AFTER"]);
     for row in rows {
         table.row(vec![
             row.name.clone(),
             row.branch.clone(),
+            if row.read_only { "read-only" } else { "read-write" }.into(),
             row.state.clone(),
             row.last_active.clone().unwrap_or_else(|| "-".into()),
             row.suspend_timeout_seconds.map_or_else(|| "never".into(), |seconds| format!("{seconds}s")),

@@ -200,7 +200,7 @@ impl Drop for ComputeCtl {
 
 /// Plays the kubelet for the computes the operator makes: a compute Deployment with replicas
 /// runs as a real Postgres whose roles and databases come from the spec compute_ctl fetches at
-/// start, as compute_ctl applies them (`compute_tools/src/spec_apply.rs`: roles with their
+/// start (a `Replica`'s refuse writes, as a hot standby does), as compute_ctl applies them (`compute_tools/src/spec_apply.rs`: roles with their
 /// SCRAM verifier as `PASSWORD`, databases with their owner). Each database gets a table
 /// `whoami` naming the endpoint and timeline, so a query tells which compute answered. A
 /// Deployment gone (or at zero replicas) stops its compute; a new pod template (another
@@ -327,6 +327,7 @@ async fn start_compute(endpoint: &str, control_plane: &str) -> Result<Compute, S
     }
     let endpoint = endpoint.to_string();
     let timeline = spec["timeline_id"].as_str().unwrap().to_string();
+    let replica = spec["mode"] == "Replica";
     let postgres = tokio::task::spawn_blocking(move || {
         let postgres = PgServer::start();
         for role in spec["cluster"]["roles"].as_array().unwrap() {
@@ -343,6 +344,11 @@ async fn start_compute(endpoint: &str, control_plane: &str) -> Result<Compute, S
                     spec["timeline_id"].as_str().unwrap()
                 ),
             );
+            // A hot standby (`Replica`) has its primary's catalog and refuses every write with
+            // the error a read-only transaction gives.
+            if replica {
+                postgres.admin_sql(&format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"));
+            }
         }
         Arc::new(postgres)
     })
@@ -464,6 +470,22 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     assert!(urls["dev"].contains("options=endpoint%3Ddev"), "{}", urls["dev"]);
     assert_eq!(whoami(&urls["dev"]), Ok("dev".to_string()));
     assert_eq!(whoami(&urls["main"]), Ok("main".to_string()));
+    // A read-only branch: its compute is a hot standby (`Replica`) that reads and refuses writes.
+    let out = cli.run(&["branches", "create", "ro", "--read-only", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let (_, spec) = call_at(&control_plane_addr, hyper::Method::GET, "/compute/api/v2/computes/ro/spec", None, None).await;
+    assert_eq!((&spec["spec"]["mode"], &spec["spec"]["skip_pg_catalog_updates"]), (&json!("Replica"), &json!(true)));
+    let out = cli.run(&["connection-string", "ro", "--proxy-address", &proxy_address, "--output", "json"]).await;
+    let ro =
+        json_events(&out).into_iter().find(|e| e["kind"] == "connection").unwrap()["data"]["without_dns"].as_str().unwrap().to_string();
+    assert_eq!(whoami(&ro), Ok("ro".to_string()));
+    let refused = query(&ro, "create table t (x int)").unwrap_err();
+    assert!(refused.contains("cannot execute CREATE TABLE in a read-only transaction"), "{refused}");
+    let list = cli.run(&["branches", "list"]).await;
+    assert!(stdout(&list).lines().any(|l| l.starts_with("ro ") && l.contains("ro (read-only)")), "{}", stdout(&list));
+    let out = cli.run(&["branches", "delete", "ro", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+
     let psql = cli.run(&["connection-string", "dev", "--psql"]).await;
     assert!(
         stdout(&psql).contains("psql 'postgresql://alice:<password>@dev.neon.neon.internal:5432/neondb?sslmode=require'"),

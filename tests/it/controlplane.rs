@@ -345,6 +345,7 @@ fn state() -> State {
             allowed_ips: Some(vec!["10.0.0.0/8".into()]),
             stopped: false,
             suspend_timeout_seconds: None,
+            read_only: false,
         },
     );
     state.attachments.insert(TENANT.into(), Attachment { pageservers: vec![1], stripe_size: None });

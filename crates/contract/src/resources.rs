@@ -246,6 +246,10 @@ pub struct EndpointSpec {
     /// and scaled to zero; the next connection starts it again. `0`: never. None: 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend_timeout_seconds: Option<u32>,
+    /// A read-only endpoint: a hot standby following its branch's writes (Neon's `Replica`
+    /// compute mode); writes are refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// Neon's default: a compute idle for five minutes is suspended.

@@ -26,7 +26,7 @@ use super::scaling::WakeError;
 use super::store::{Attachment, Branch, SafekeeperSet, State as ControlPlaneState, timeline_key};
 use super::{ControlPlane, scopes};
 use crate::neon::compute::{
-    self, ComputeCtlConfig, ComputeSpec, ComputeStatus, ConfigurationRequest, ControlPlaneConfigResponse, JwkSet, PrimaryTarget,
+    self, ComputeCtlConfig, ComputeSpec, ComputeStatus, ComputeTarget, ConfigurationRequest, ControlPlaneConfigResponse, JwkSet,
 };
 use crate::neon::control_plane::{Node, paths};
 
@@ -462,7 +462,7 @@ impl ControlPlane {
             None => (self.topology.safekeepers.iter().map(|node| node.pg.clone()).collect(), None),
         };
         let port = self.topology.compute.pg_port;
-        let spec = ComputeSpec::primary(PrimaryTarget {
+        let spec = ComputeSpec::new(ComputeTarget {
             project_id: branch.project_id.clone(),
             branch_id: endpoint.branch_id.clone(),
             endpoint_id: compute_id.into(),
@@ -485,6 +485,7 @@ impl ControlPlane {
                 .collect(),
             port,
             suspend_timeout_seconds: endpoint.suspend_timeout_seconds,
+            read_only: endpoint.read_only,
         });
         Ok(ControlPlaneConfigResponse { spec: Some(spec), status: ComputeStatus::Attached, compute_ctl_config })
     }

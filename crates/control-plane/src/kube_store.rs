@@ -434,7 +434,13 @@ impl KubeStore {
             let suspend_timeout_seconds = spec.suspend_timeout().map(|timeout| timeout.as_secs() as u32);
             state.endpoints.insert(
                 object.name_any(),
-                Endpoint { branch_id: spec.branch, allowed_ips: spec.allowed_ips, stopped: !running, suspend_timeout_seconds },
+                Endpoint {
+                    branch_id: spec.branch,
+                    allowed_ips: spec.allowed_ips,
+                    stopped: !running,
+                    suspend_timeout_seconds,
+                    read_only: spec.read_only,
+                },
             );
         }
         *self.written.lock().expect("written placements lock") = written;

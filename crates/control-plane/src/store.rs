@@ -89,6 +89,9 @@ pub struct Endpoint {
     /// none: never. Only the Kubernetes store suspends computes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend_timeout_seconds: Option<u32>,
+    /// A hot standby of its branch (Neon's `Replica` compute mode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// Where a tenant's shards are attached, as the storage controller's `notify-attach` says.
@@ -235,9 +238,10 @@ mod tests {
                 pending: false,
             },
         );
-        state
-            .endpoints
-            .insert("main".into(), Endpoint { branch_id: "main".into(), allowed_ips: None, stopped: false, suspend_timeout_seconds: None });
+        state.endpoints.insert(
+            "main".into(),
+            Endpoint { branch_id: "main".into(), allowed_ips: None, stopped: false, suspend_timeout_seconds: None, read_only: false },
+        );
         state.attachments.insert("1f359dd625e519a1a4e8d7509690f6fc".into(), Attachment { pageservers: vec![1], stripe_size: None });
         state
     }

@@ -6,7 +6,7 @@
 //! `settings`), `suspend_timeout_seconds`. Required to start a primary: `tenant_id`,
 //! `timeline_id`, `pageserver_connstring`, `safekeeper_connstrings` (`host:port`). compute_ctl
 //! does not add `shared_preload_libraries=neon` or `synchronous_standby_names=walproposer`
-//! itself, so [`ComputeSpec::primary`] always sets them.
+//! itself, so [`ComputeSpec::new`] always sets them for a primary.
 
 use serde::{Deserialize, Serialize};
 
@@ -158,7 +158,10 @@ pub struct ComputeSpec {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ComputeMode {
+    /// Read-write: writes WAL through the safekeepers (walproposer).
     Primary,
+    /// A hot standby that follows the branch's tip from the safekeepers: reads only.
+    Replica,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -199,9 +202,9 @@ impl Setting {
     }
 }
 
-/// Where a primary compute's data lives and who may log in.
+/// Where a compute's data lives, who may log in, and whether it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrimaryTarget {
+pub struct ComputeTarget {
     pub project_id: String,
     pub branch_id: String,
     pub endpoint_id: String,
@@ -220,11 +223,19 @@ pub struct PrimaryTarget {
     pub port: u16,
     /// The endpoint's suspend timeout; none: never (-1, as neon_local says it).
     pub suspend_timeout_seconds: Option<u32>,
+    /// A read-only endpoint: a [`ComputeMode::Replica`].
+    pub read_only: bool,
 }
 
 impl ComputeSpec {
-    pub fn primary(target: PrimaryTarget) -> Self {
-        let settings = vec![
+    /// The spec of `target`'s compute. A primary writes through the walproposer (and never
+    /// changes the catalog of a standby); a replica streams from the safekeepers as neon_local
+    /// sets one up (`control_plane/src/endpoint.rs`: `primary_conninfo` naming every safekeeper
+    /// with the tenant and timeline, slot `repl_<timeline>_`, hot standby), with the storage
+    /// token as its password when storage checks tokens, and leaves the catalog to the primary
+    /// (`skip_pg_catalog_updates`: a standby cannot create roles).
+    pub fn new(target: ComputeTarget) -> Self {
+        let mut settings = vec![
             Setting::new("listen_addresses", "0.0.0.0", "string"),
             Setting::new("port", target.port, "integer"),
             Setting::new("max_connections", 100, "integer"),
@@ -243,6 +254,24 @@ impl ComputeSpec {
             Setting::new("restart_after_crash", "off", "bool"),
             Setting::new("password_encryption", "scram-sha-256", "enum"),
         ];
+        if target.read_only {
+            // A standby neither proposes WAL nor is throttled by its replication lag.
+            const PRIMARY_ONLY: [&str; 3] = ["synchronous_standby_names", "max_replication_write_lag", "max_replication_flush_lag"];
+            settings.retain(|setting| !PRIMARY_ONLY.contains(&setting.name.as_str()));
+            let (hosts, ports): (Vec<&str>, Vec<&str>) = target.safekeepers.iter().filter_map(|address| address.rsplit_once(':')).unzip();
+            let password = target.storage_auth_token.as_ref().map(|token| format!(" password={}", token.0)).unwrap_or_default();
+            let conninfo = format!(
+                "host={} port={} options='-c timeline_id={} tenant_id={}' application_name=replica replication=true{password}",
+                hosts.join(","),
+                ports.join(","),
+                target.timeline_id,
+                target.tenant_id
+            );
+            settings.extend([
+                Setting::new("primary_conninfo", conninfo, "string"),
+                Setting::new("primary_slot_name", format!("repl_{}_", target.timeline_id), "string"),
+            ]);
+        }
         Self {
             format_version: 1.0,
             cluster: Cluster {
@@ -252,7 +281,7 @@ impl ComputeSpec {
                 databases: target.databases,
                 settings,
             },
-            skip_pg_catalog_updates: false,
+            skip_pg_catalog_updates: target.read_only,
             tenant_id: target.tenant_id,
             timeline_id: target.timeline_id,
             pageserver_connstring: target
@@ -264,7 +293,7 @@ impl ComputeSpec {
             shard_stripe_size: target.stripe_size,
             safekeeper_connstrings: target.safekeepers,
             safekeepers_generation: target.safekeepers_generation,
-            mode: ComputeMode::Primary,
+            mode: if target.read_only { ComputeMode::Replica } else { ComputeMode::Primary },
             storage_auth_token: target.storage_auth_token,
             project_id: target.project_id,
             branch_id: target.branch_id,
@@ -279,7 +308,7 @@ mod tests {
     use super::*;
 
     fn sample() -> ControlPlaneConfigResponse {
-        let spec = ComputeSpec::primary(PrimaryTarget {
+        let spec = ComputeSpec::new(ComputeTarget {
             project_id: "neon".into(),
             branch_id: "main".into(),
             endpoint_id: "main".into(),
@@ -298,6 +327,7 @@ mod tests {
             databases: vec![Database { name: "neondb".into(), owner: "neondb_owner".into(), options: None }],
             port: 5432,
             suspend_timeout_seconds: None,
+            read_only: false,
         });
         ControlPlaneConfigResponse {
             spec: Some(spec),
@@ -335,6 +365,45 @@ mod tests {
         assert_eq!(setting("synchronous_standby_names"), Some("walproposer".into()));
         assert_eq!(setting("port"), Some("5432".into()));
         insta::assert_snapshot!("compute-spec.json", text);
+    }
+
+    /// A read-only endpoint is a hot standby: `Replica` mode, no walproposer, the safekeepers
+    /// as its primary (neon_local's `primary_conninfo`), the catalog left alone.
+    #[test]
+    fn a_read_only_compute_is_a_replica_of_the_safekeepers() {
+        let mut response = sample();
+        let primary = response.spec.take().unwrap();
+        let mut target = ComputeTarget {
+            project_id: primary.project_id.clone(),
+            branch_id: primary.branch_id.clone(),
+            endpoint_id: "ro".into(),
+            tenant_id: primary.tenant_id.clone(),
+            timeline_id: primary.timeline_id.clone(),
+            pageservers: vec!["ps-1:6400".into()],
+            stripe_size: None,
+            safekeepers: vec!["sk-1:5454".into(), "sk-2:5454".into()],
+            safekeepers_generation: None,
+            storage_auth_token: Some(Secret("tok".into())),
+            roles: Vec::new(),
+            databases: Vec::new(),
+            port: 5432,
+            suspend_timeout_seconds: Some(60),
+            read_only: true,
+        };
+        let replica = serde_json::to_value(ComputeSpec::new(target.clone())).unwrap();
+        assert_eq!((&replica["mode"], &replica["skip_pg_catalog_updates"]), (&serde_json::json!("Replica"), &serde_json::json!(true)));
+        let setting =
+            |name: &str| replica["cluster"]["settings"].as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["value"].clone());
+        assert_eq!(setting("synchronous_standby_names"), None);
+        assert_eq!(
+            setting("primary_conninfo").unwrap(),
+            "host=sk-1,sk-2 port=5454,5454 options='-c timeline_id=de200bd42b49cc1814412c7e592dd6e9 tenant_id=1f359dd625e519a1a4e8d7509690f6fc' \
+             application_name=replica replication=true password=tok"
+        );
+        assert_eq!(setting("primary_slot_name").unwrap(), "repl_de200bd42b49cc1814412c7e592dd6e9_");
+        assert_eq!(replica["suspend_timeout_seconds"], 60);
+        target.read_only = false;
+        assert_eq!(serde_json::to_value(ComputeSpec::new(target)).unwrap()["mode"], "Primary");
     }
 
     #[test]
