@@ -186,7 +186,8 @@ neonctl-aws branches restore dev --at 2026-11-26T08:00:00Z\n  neonctl-aws branch
     )]
     Branches(BranchesArgs),
 
-    /// Endpoints (a branch's compute): list, suspend, start, and set when idle ones scale to zero
+    /// Endpoints (a branch's computes): list, create (read-only ones too), delete, suspend, start,
+    /// and set when idle ones scale to zero
     #[command(
         long_about = "An endpoint is a NeonEndpoint object: the compute serving a branch, reached through the proxy as `<endpoint>.<domain>`. Scale to zero: the control plane asks each active compute's compute_ctl for its last activity (a running query, an open transaction, replication, autovacuum) and, once it has been idle for the endpoint's suspend timeout (300 s unless set; 0 = never), stops Postgres and scales the compute to zero. The next connection through the proxy starts it again (a cold start: the pod's start plus Postgres'), and the proxy holds the connection until it runs. `suspend` and `start` do it now.",
         after_help = "Examples:
@@ -427,9 +428,35 @@ pub struct EndpointsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointsCommand {
-    /// Every endpoint: its branch, state (Active, Suspended, Starting, Pending), last activity
-    /// and suspend timeout
+    /// Every endpoint: its branch, type, state (Active, Suspended, Starting, Pending), last
+    /// activity and suspend timeout
     List,
+    /// Another endpoint of a branch (a read-only one: a hot standby following its writes); wait
+    /// until its compute runs and print its connection string
+    Create {
+        /// The endpoint's name: a DNS label, the first label of its host name
+        name: String,
+        /// The branch it serves
+        #[arg(long)]
+        branch: String,
+        /// A hot standby of the branch (Neon's replica compute), which refuses writes
+        #[arg(long)]
+        read_only: bool,
+        /// Scale its compute to zero after this many idle seconds (0: never) [default: 300]
+        #[arg(long, value_name = "SECONDS")]
+        suspend_timeout: Option<u32>,
+        /// Put the password in the printed connection string
+        #[arg(long)]
+        show_password: bool,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
+    /// Remove an endpoint: its compute stops (the branch and its data stay)
+    Delete {
+        name: String,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
     /// Change an endpoint's settings
     Update {
         /// The endpoint's name
@@ -562,6 +589,10 @@ pub struct ConnectionStringArgs {
     /// The proxy's address for the form without DNS [default: the one deploy reached]
     #[arg(long, value_name = "HOST:PORT")]
     pub proxy_address: Option<String>,
+    /// Connect to this endpoint of the branch (a read-only one, say) [default: the one named
+    /// like the branch]
+    #[arg(long)]
+    pub endpoint: Option<String>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::ResourceExt as _;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use neonctl_contract::resources::{
     BranchSpec, DEFAULT_SUSPEND_TIMEOUT_SECONDS, EndpointSpec, NeonBranch, NeonEndpoint, READY_CONDITION, endpoint_phase, phase,
 };
@@ -71,9 +71,14 @@ pub(crate) fn usage(message: String) -> anyhow::Error {
     exit::Coded { code: exit::USAGE, message }.into()
 }
 
-/// A branch name is the object's name: an RFC 1123 DNS label, as the endpoint hostnames built
-/// from it must be too.
+/// A branch (or endpoint) name is the object's name: an RFC 1123 DNS label, as the endpoint
+/// hostnames built from it must be too.
 pub fn check_name(name: &str) -> Result<(), String> {
+    check_label("branch", name)
+}
+
+/// `name` of a `what` (branch, endpoint) is an RFC 1123 DNS label.
+pub(crate) fn check_label(what: &str, name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -83,7 +88,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "branch name {name:?} is not valid: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+            "{what} name {name:?} is not valid: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
         ))
     }
 }
@@ -125,7 +130,7 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
         BranchesCommand::Create(create) => {
             branches.create(create, printer).await?;
             if !create.plan.plan {
-                let target = Target { branch: create.name.clone(), role: None, database: None, proxy_address: None };
+                let target = Target { branch: create.name.clone(), ..Default::default() };
                 let connection = branches.connection(&target, config, &state).await?;
                 let password = branches.password(&connection, config, create.show_password).await?;
                 print_connection(printer, &connection, password.as_ref(), false);
@@ -144,6 +149,7 @@ pub async fn connection_string(args: &ConnectionStringArgs, config: &Config, sta
     let branches = Branches::new(client, namespace, Duration::from_secs(0));
     let target = Target {
         branch: args.branch.clone(),
+        endpoint: args.endpoint.clone(),
         role: args.role.clone(),
         database: args.database.clone(),
         proxy_address: args.proxy_address.clone(),
@@ -155,8 +161,11 @@ pub async fn connection_string(args: &ConnectionStringArgs, config: &Config, sta
 }
 
 /// Which connection string to make.
+#[derive(Default)]
 pub(crate) struct Target {
     pub(crate) branch: String,
+    /// One of the branch's endpoints; none: the one named like it, else its first.
+    pub(crate) endpoint: Option<String>,
     pub(crate) role: Option<String>,
     pub(crate) database: Option<String>,
     pub(crate) proxy_address: Option<String>,
@@ -267,6 +276,23 @@ fn table(rows: &[Row]) -> Table {
         ]);
     }
     table
+}
+
+/// Creates `object` (named, in `namespace`, labelled part of neon) as `kubectl create` would;
+/// false if an object of that name exists already.
+pub(crate) async fn create_new<K>(api: &Api<K>, mut object: K, namespace: &str) -> anyhow::Result<bool>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + serde::de::DeserializeOwned,
+{
+    let meta = object.meta_mut();
+    meta.namespace = Some(namespace.to_string());
+    meta.labels.get_or_insert_default().insert("app.kubernetes.io/part-of".into(), "neon".into());
+    let name = object.name_any();
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(response)) if response.code == 409 => Ok(false),
+        Err(e) => Err(anyhow!(e).context(format!("creating {} {namespace}/{name}", K::kind(&())))),
+    }
 }
 
 pub(crate) struct Branches {
@@ -428,27 +454,9 @@ impl Branches {
             ));
             return Ok(());
         }
-        if existing.is_none() {
-            let branch = NeonBranch {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(self.namespace.clone()),
-                    labels: Some([("app.kubernetes.io/part-of".to_string(), "neon".to_string())].into()),
-                    ..Default::default()
-                },
-                spec,
-                status: None,
-            };
-            match self.api.create(&PostParams::default(), &branch).await {
-                Ok(_) => {}
-                // Two creates of one name: one branch, and a clear conflict for the other.
-                Err(kube::Error::Api(response)) if response.code == 409 => {
-                    return Err(usage(format!(
-                        "branch {name} was created meanwhile by someone else; see `neonctl-aws branches get {name}`"
-                    )));
-                }
-                Err(e) => return Err(anyhow!(e).context(format!("creating NeonBranch {}/{name}", self.namespace))),
-            }
+        // Two creates of one name: one branch, and a clear conflict for the other.
+        if existing.is_none() && !create_new(&self.api, NeonBranch::new(name, spec), &self.namespace).await? {
+            return Err(usage(format!("branch {name} was created meanwhile by someone else; see `neonctl-aws branches get {name}`")));
         }
         printer.result_line(&format!(
             "branch {name}: a child of {} at {at}; waiting for the control plane to create its timeline",
@@ -457,27 +465,14 @@ impl Branches {
         self.wait_ready(name).await?;
         printer.result_line(&format!("branch {name} is ready"));
         if endpoint.is_none() {
-            let object = NeonEndpoint {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(self.namespace.clone()),
-                    labels: Some([("app.kubernetes.io/part-of".to_string(), "neon".to_string())].into()),
-                    ..Default::default()
-                },
-                spec: EndpointSpec {
-                    branch: name.clone(),
-                    suspend_timeout_seconds: args.suspend_timeout,
-                    read_only: args.read_only,
-                    ..Default::default()
-                },
-                status: None,
+            let spec = EndpointSpec {
+                branch: name.clone(),
+                suspend_timeout_seconds: args.suspend_timeout,
+                read_only: args.read_only,
+                ..Default::default()
             };
-            match self.endpoints.create(&PostParams::default(), &object).await {
-                Ok(_) => {}
-                // Made meanwhile by another create of this branch: the same endpoint.
-                Err(kube::Error::Api(response)) if response.code == 409 => {}
-                Err(e) => return Err(anyhow!(e).context(format!("creating NeonEndpoint {}/{name}", self.namespace))),
-            }
+            // Made meanwhile by another create of this branch: the same endpoint.
+            create_new(&self.endpoints, NeonEndpoint::new(name, spec), &self.namespace).await?;
         }
         self.wait_running(name).await?;
         printer.result_line(&format!("endpoint {name}: its compute runs"));
@@ -485,7 +480,7 @@ impl Branches {
     }
 
     /// Until the operator reports the endpoint's compute `Active` (or already `Suspended`).
-    async fn wait_running(&self, name: &str) -> anyhow::Result<()> {
+    pub(crate) async fn wait_running(&self, name: &str) -> anyhow::Result<()> {
         let check = || async {
             let endpoint = self
                 .endpoints
@@ -516,12 +511,17 @@ impl Branches {
     pub(crate) async fn connection(&self, target: &Target, config: &Config, state: &State) -> anyhow::Result<Endpoint> {
         let branch = self.get(&target.branch).await?.ok_or_else(|| self.not_found(&target.branch))?;
         let endpoints = self.all_endpoints().await?;
-        let endpoint = Self::endpoint_of(&endpoints, &target.branch).ok_or_else(|| {
-            usage(format!(
-                "branch {} has no endpoint: create a NeonEndpoint with spec.branch {0} (`branches create` makes one)",
-                target.branch
-            ))
-        })?;
+        let endpoint = match &target.endpoint {
+            Some(name) => endpoints.iter().find(|e| &e.name_any() == name && e.spec.branch == target.branch).ok_or_else(|| {
+                usage(format!("branch {} has no endpoint {name}; `neonctl-aws endpoints list` shows them", target.branch))
+            })?,
+            None => Self::endpoint_of(&endpoints, &target.branch).ok_or_else(|| {
+                usage(format!(
+                    "branch {} has no endpoint: create a NeonEndpoint with spec.branch {0} (`branches create` makes one)",
+                    target.branch
+                ))
+            })?,
+        };
         let pick = |wanted: &Option<String>, names: Vec<String>, what: &str| -> anyhow::Result<String> {
             match wanted {
                 Some(name) if names.contains(name) => Ok(name.clone()),
@@ -548,7 +548,7 @@ impl Branches {
 
     /// The role's password, when asked for: the deployment's owner Secret for the owner, else the
     /// Secret `roles create` made on this branch or the one it inherited the role from.
-    async fn password(&self, endpoint: &Endpoint, config: &Config, show: bool) -> anyhow::Result<Option<Secret>> {
+    pub(crate) async fn password(&self, endpoint: &Endpoint, config: &Config, show: bool) -> anyhow::Result<Option<Secret>> {
         if !show {
             return Ok(None);
         }
@@ -737,20 +737,9 @@ impl Branches {
         if kept.ancestor_timestamp.take().is_some() {
             kept.ancestor_start_lsn = resolved;
         }
-        let object = NeonBranch {
-            metadata: ObjectMeta {
-                name: Some(backup.clone()),
-                namespace: Some(self.namespace.clone()),
-                labels: Some([("app.kubernetes.io/part-of".to_string(), "neon".to_string())].into()),
-                ..Default::default()
-            },
-            spec: kept,
-            status: None,
-        };
-        self.api
-            .create(&PostParams::default(), &object)
-            .await
-            .with_context(|| format!("creating NeonBranch {}/{backup}", self.namespace))?;
+        if !create_new(&self.api, NeonBranch::new(&backup, kept), &self.namespace).await? {
+            return Err(usage(format!("branch {backup} exists already: run the restore again in a second")));
+        }
         printer
             .result_line(&format!("branch {backup} keeps the data {name} has now (timeline {old}); delete it when you no longer need it"));
         self.wait_ready(&backup).await?;

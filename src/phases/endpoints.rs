@@ -1,4 +1,5 @@
-//! `endpoints list|update|suspend|start`: the `NeonEndpoint` objects, each a branch's compute.
+//! `endpoints list|create|delete|update|suspend|start`: the `NeonEndpoint` objects, each a
+//! branch's compute (a read-only one is a hot standby of the branch).
 //! The operator scales an endpoint's compute to zero once it has been idle for its
 //! `suspendTimeoutSeconds` and back up at the next connection; `suspend` and `start` ask it to
 //! do so now through the endpoint's `neonctl-aws.dev/action` annotation (what `kubectl
@@ -9,14 +10,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use kube::ResourceExt as _;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use neonctl_contract::resources::{
-    ACTION_ANNOTATION, ACTION_START, ACTION_SUSPEND, DEFAULT_SUSPEND_TIMEOUT_SECONDS, NeonEndpoint, endpoint_phase,
+    ACTION_ANNOTATION, ACTION_START, ACTION_SUSPEND, DEFAULT_SUSPEND_TIMEOUT_SECONDS, EndpointSpec, NeonEndpoint, endpoint_phase,
 };
 use serde::Serialize;
 use serde_json::json;
 
-use super::branches::{cluster, usage};
+use super::branches::{Branches, Target, check_label, cluster, create_new, print_connection, usage};
 use crate::cli::{EndpointsArgs, EndpointsCommand};
 use crate::config::Config;
 use crate::exit;
@@ -78,9 +79,80 @@ fn describe_timeout(seconds: Option<u32>) -> String {
 }
 
 pub async fn run(args: &EndpointsArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<u8> {
-    let (client, namespace, _) = cluster(&args.cluster, config, state_dir).await?;
-    let endpoints = Endpoints { api: Api::namespaced(client, &namespace), namespace, timeout: Duration::from_secs(args.timeout) };
+    if let EndpointsCommand::Create { name, .. } = &args.command {
+        check_label("endpoint", name).map_err(usage)?;
+    }
+    let (client, namespace, state) = cluster(&args.cluster, config, state_dir).await?;
+    let timeout = Duration::from_secs(args.timeout);
+    let endpoints = Endpoints { api: Api::namespaced(client.clone(), &namespace), namespace: namespace.clone(), timeout };
     match &args.command {
+        EndpointsCommand::Create { name, branch, read_only, suspend_timeout, show_password, plan } => {
+            let branches = Branches::new(client, namespace, timeout);
+            branches.get(branch).await?.ok_or_else(|| branches.not_found(branch))?;
+            let spec = EndpointSpec {
+                branch: branch.clone(),
+                suspend_timeout_seconds: *suspend_timeout,
+                read_only: *read_only,
+                ..Default::default()
+            };
+            let existing =
+                endpoints.api.get_opt(name).await.with_context(|| format!("reading NeonEndpoint {}/{name}", endpoints.namespace))?;
+            let kind = if *read_only { "read-only endpoint (a hot standby)" } else { "endpoint" };
+            match &existing {
+                // A create interrupted after the write: the same endpoint, waited for again.
+                Some(live) if live.spec.branch == spec.branch && live.spec.read_only == spec.read_only => {}
+                Some(live) => {
+                    return Err(usage(format!(
+                        "endpoint {name} already exists in namespace {} (branch {}, {}); pick another name",
+                        endpoints.namespace,
+                        live.spec.branch,
+                        if live.spec.read_only { "read-only" } else { "read-write" }
+                    )));
+                }
+                None if plan.plan => {
+                    printer.result_line(&format!(
+                        "create NeonEndpoint {}/{name}: a {kind} of branch {branch}, scaled to zero after {} idle",
+                        endpoints.namespace,
+                        describe_timeout(*suspend_timeout)
+                    ));
+                    return Ok(exit::SUCCESS);
+                }
+                None => {
+                    if !create_new(&endpoints.api, NeonEndpoint::new(name, spec), &endpoints.namespace).await? {
+                        return Err(usage(format!(
+                            "endpoint {name} was created meanwhile by someone else; see `neonctl-aws endpoints list`"
+                        )));
+                    }
+                }
+            }
+            if plan.plan {
+                printer.result_line(&format!("adopt (exists) NeonEndpoint {}/{name}", endpoints.namespace));
+                return Ok(exit::SUCCESS);
+            }
+            printer.result_line(&format!("endpoint {name}: a {kind} of branch {branch}; waiting for its compute"));
+            branches.wait_running(name).await?;
+            printer.result_line(&format!("endpoint {name}: its compute runs"));
+            let target = Target { branch: branch.clone(), endpoint: Some(name.clone()), ..Default::default() };
+            let connection = branches.connection(&target, config, &state).await?;
+            let password = branches.password(&connection, config, *show_password).await?;
+            print_connection(printer, &connection, password.as_ref(), false);
+        }
+        EndpointsCommand::Delete { name, plan } => {
+            let endpoint = endpoints.get(name).await?;
+            if plan.plan {
+                printer.result_line(&format!(
+                    "delete NeonEndpoint {}/{name}: its compute stops; branch {} and its data stay",
+                    endpoints.namespace, endpoint.spec.branch
+                ));
+                return Ok(exit::SUCCESS);
+            }
+            match endpoints.api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(response)) if response.code == 404 => {}
+                Err(e) => return Err(anyhow!(e).context(format!("deleting NeonEndpoint {}/{name}", endpoints.namespace))),
+            }
+            printer.result_line(&format!("endpoint {name} deleted: Kubernetes removes its compute with it"));
+        }
         EndpointsCommand::List => {
             let list = endpoints
                 .api

@@ -105,7 +105,7 @@ pub async fn roles(args: &RolesArgs, config: &Config, state_dir: &Path, printer:
             roles.push(RoleSpec { name: name.clone(), verifier: neonctl_contract::scram::verifier(&kept.0) });
             update(&branches, &branch, serde_json::json!({"roles": roles})).await?;
             printer.result_line(&format!("role {name} on branch {on}: its password is in Secret {namespace}/{secret}"));
-            let target = Target { branch: on.clone(), role: Some(name.clone()), database: None, proxy_address: None };
+            let target = Target { branch: on.clone(), role: Some(name.clone()), ..Default::default() };
             let connection = branches.connection(&target, config, &state).await?;
             print_connection(printer, &connection, show_password.then_some(&kept), false);
         }

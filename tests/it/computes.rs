@@ -486,6 +486,26 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     let out = cli.run(&["branches", "delete", "ro", "--timeout", "60"]).await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
 
+    // A read-only endpoint of main: a compute of its own, a hot standby of main's data.
+    let out = cli.run(&["endpoints", "create", "main-ro", "--branch", "main", "--read-only", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("postgresql://alice:<password>@main-ro.neon.neon.internal:5432/neondb"), "{}", stdout(&out));
+    let args = ["connection-string", "main", "--endpoint", "main-ro", "--proxy-address", &proxy_address, "--output", "json"];
+    let out = cli.run(&args).await;
+    let replica =
+        json_events(&out).into_iter().find(|e| e["kind"] == "connection").unwrap()["data"]["without_dns"].as_str().unwrap().to_string();
+    assert_eq!(whoami(&replica), Ok("main-ro".to_string()));
+    assert!(query(&replica, "insert into whoami values ('x', 'y')").unwrap_err().contains("read-only transaction"));
+    let list = cli.run(&["endpoints", "list"]).await;
+    assert!(
+        stdout(&list).lines().any(|l| l.starts_with("main-ro ") && l.contains("read-only") && l.contains("Active")),
+        "{}",
+        stdout(&list)
+    );
+    let out = cli.run(&["endpoints", "delete", "main-ro"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(harness.kube.get("apps/v1", "deployments", Some(NAMESPACE), "neon-compute-main-ro").is_none(), "its compute goes with it");
+
     let psql = cli.run(&["connection-string", "dev", "--psql"]).await;
     assert!(
         stdout(&psql).contains("psql 'postgresql://alice:<password>@dev.neon.neon.internal:5432/neondb?sslmode=require'"),
