@@ -206,9 +206,10 @@ neonctl-aws roles delete app --branch dev"
     )]
     Roles(RolesArgs),
 
-    /// A branch's databases: list, create
+    /// A branch's databases: list, create, delete
     #[command(
-        after_help = "Examples:\n  neonctl-aws databases list --branch dev\n  neonctl-aws databases create shop --owner app --branch dev"
+        after_help = "Examples:\n  neonctl-aws databases list --branch dev\n  neonctl-aws databases create shop --owner app --branch dev\n  \
+neonctl-aws databases delete shop --branch dev"
     )]
     Databases(DatabasesArgs),
 
@@ -564,6 +565,13 @@ pub enum DatabasesCommand {
         /// Its owner [default: the branch's first role]
         #[arg(long)]
         owner: Option<String>,
+        #[command(flatten)]
+        plan: PlanFlag,
+    },
+    /// Drop a database from the branch's computes (its data on this branch goes; other branches
+    /// keep theirs)
+    Delete {
+        name: String,
         #[command(flatten)]
         plan: PlanFlag,
     },

@@ -1,6 +1,8 @@
-//! `roles list|create|delete` and `databases list|create`: a branch's roles and databases are
-//! its NeonBranch's `spec.roles` (SCRAM verifiers) and `spec.databases`; the operator pushes
-//! them to the branch's computes, and the proxy lets a role in with the same verifier. A
+//! `roles list|create|delete` and `databases list|create|delete`: a branch's roles and databases
+//! are its NeonBranch's `spec.roles` (SCRAM verifiers) and `spec.databases`; the operator pushes
+//! them to the branch's computes, and the proxy lets a role in with the same verifier. Deleted
+//! ones are listed in `spec.droppedRoles`/`droppedDatabases`, which the computes drop
+//! (compute_ctl's `delta_operations`) until a create of the same name takes them back. A
 //! created role's password is generated here and kept only in a Secret
 //! (`<prefix>-role-<branch>-<role>`), written before the role, so that no role exists whose
 //! password is lost. Child branches made later inherit the role (and find its password there).
@@ -103,7 +105,8 @@ pub async fn roles(args: &RolesArgs, config: &Config, state_dir: &Path, printer:
             };
             let mut roles = branch.spec.roles.clone();
             roles.push(RoleSpec { name: name.clone(), verifier: neonctl_contract::scram::verifier(&kept.0) });
-            update(&branches, &branch, serde_json::json!({"roles": roles})).await?;
+            let dropped = without(&branch.spec.dropped_roles, name);
+            update(&branches, &branch, serde_json::json!({"roles": roles, "droppedRoles": dropped})).await?;
             printer.result_line(&format!("role {name} on branch {on}: its password is in Secret {namespace}/{secret}"));
             let target = Target { branch: on.clone(), role: Some(name.clone()), ..Default::default() };
             let connection = branches.connection(&target, config, &state).await?;
@@ -119,25 +122,26 @@ pub async fn roles(args: &RolesArgs, config: &Config, state_dir: &Path, printer:
             }
             let secret = role_secret(&config.prefix, on, name);
             if plan.plan {
-                printer.result_line(&format!("update NeonBranch {namespace}/{on}: remove role {name}"));
+                printer.result_line(&format!("update NeonBranch {namespace}/{on}: remove role {name} (its computes drop it)"));
                 printer.result_line(&format!("delete Secret {namespace}/{secret} (if this branch made it)"));
                 return Ok(exit::SUCCESS);
             }
             let roles: Vec<&RoleSpec> = branch.spec.roles.iter().filter(|role| &role.name != name).collect();
-            update(&branches, &branch, serde_json::json!({"roles": roles})).await?;
+            let dropped = with(&branch.spec.dropped_roles, name);
+            update(&branches, &branch, serde_json::json!({"roles": roles, "droppedRoles": dropped})).await?;
             match secrets_api.delete(&secret, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(response)) if response.code == 404 => {}
                 Err(e) => return Err(anyhow!(e).context(format!("deleting Secret {namespace}/{secret}"))),
             }
-            printer.result_line(&format!("role {name} removed from branch {on}: the proxy lets it in no more"));
+            printer.result_line(&format!("role {name} removed from branch {on}: the proxy lets it in no more, its computes drop it"));
         }
     }
     Ok(exit::SUCCESS)
 }
 
 pub async fn databases(args: &DatabasesArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<u8> {
-    if let DatabasesCommand::Create { name, .. } = &args.command {
+    if let DatabasesCommand::Create { name, .. } | DatabasesCommand::Delete { name, .. } = &args.command {
         check_name("database", name)?;
     }
     let (client, namespace, _) = cluster(&args.on.cluster, config, state_dir).await?;
@@ -174,11 +178,42 @@ pub async fn databases(args: &DatabasesArgs, config: &Config, state_dir: &Path, 
             }
             let mut databases = branch.spec.databases.clone();
             databases.push(DatabaseSpec { name: name.clone(), owner: owner.clone() });
-            update(&branches, &branch, serde_json::json!({"databases": databases})).await?;
+            let dropped = without(&branch.spec.dropped_databases, name);
+            update(&branches, &branch, serde_json::json!({"databases": databases, "droppedDatabases": dropped})).await?;
             printer.result_line(&format!("database {name} on branch {on}, owned by {owner}"));
+        }
+        DatabasesCommand::Delete { name, plan } => {
+            if !branch.spec.databases.iter().any(|db| &db.name == name) {
+                return Err(usage(format!("branch {on} has no database {name}")));
+            }
+            if on == crate::phases::deploy::bootstrap::BRANCH && name == secrets::DATABASE {
+                return Err(usage(format!(
+                    "database {name} on branch {on} is the deployment's own (`deploy` and `status` use it): it stays"
+                )));
+            }
+            if plan.plan {
+                printer.result_line(&format!("update NeonBranch {namespace}/{on}: remove database {name} (its computes drop it)"));
+                return Ok(exit::SUCCESS);
+            }
+            let databases: Vec<&DatabaseSpec> = branch.spec.databases.iter().filter(|db| &db.name != name).collect();
+            let dropped = with(&branch.spec.dropped_databases, name);
+            update(&branches, &branch, serde_json::json!({"databases": databases, "droppedDatabases": dropped})).await?;
+            printer.result_line(&format!("database {name} removed from branch {on}: its computes drop it"));
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// `names` and `name`, once.
+fn with(names: &[String], name: &str) -> Vec<String> {
+    let mut names = without(names, name);
+    names.push(name.to_string());
+    names
+}
+
+/// `names` without `name`.
+fn without(names: &[String], name: &str) -> Vec<String> {
+    names.iter().filter(|n| *n != name).cloned().collect()
 }
 
 /// Merges `spec` into the branch (resourceVersion-checked: a concurrent change is a conflict,

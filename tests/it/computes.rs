@@ -41,7 +41,8 @@ struct Compute {
 ///   newer; now while a logical walsender, a subscription or an autovacuum worker runs;
 /// - `POST /terminate[?mode=fast|immediate]`: only from `running` or `empty`, else 412
 ///   (`compute_tools/src/http/routes/terminate.rs`); Postgres stopped fast, then `{"lsn"}`;
-/// - `POST /configure`: only in `running` or `empty`, else 412 (`routes/configure.rs`).
+/// - `POST /configure`: only in `running` or `empty`, else 412 (`routes/configure.rs`); the
+///   spec's roles, databases and delta operations applied to the running Postgres.
 ///
 /// With a key, every route needs a token as `http/middleware/authorize.rs` checks it: EdDSA by
 /// that key, not expired, and `compute_id` this compute's id (or scope `compute_ctl:admin` with
@@ -116,9 +117,13 @@ impl ComputeCtl {
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                         let (state, postgres, auth) = (state.clone(), postgres.clone(), auth.clone());
                         async move {
-                            let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
-                            let (status, body) = match authorized(&auth, header) {
-                                Ok(()) => Self::answer(request.method(), request.uri().path(), &state, &postgres).await,
+                            let header = request.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+                            let (method, path) = (request.method().clone(), request.uri().path().to_string());
+                            let bytes =
+                                http_body_util::BodyExt::collect(request.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                            let (status, body) = match authorized(&auth, header.as_deref()) {
+                                Ok(()) => Self::answer(&method, &path, body, &state, &postgres).await,
                                 Err(error) => (401, json!({"error": error})),
                             };
                             let body = http_body_util::Full::new(hyper::body::Bytes::from(body.to_string()));
@@ -133,7 +138,13 @@ impl ComputeCtl {
         Self { addr, state, task }
     }
 
-    async fn answer(method: &hyper::Method, path: &str, state: &Mutex<CtlState>, postgres: &Option<Arc<PgServer>>) -> (u16, Value) {
+    async fn answer(
+        method: &hyper::Method,
+        path: &str,
+        body: Value,
+        state: &Mutex<CtlState>,
+        postgres: &Option<Arc<PgServer>>,
+    ) -> (u16, Value) {
         let status = state.lock().unwrap().status;
         let invalid = |status: &str| (412, json!({"error": format!("invalid compute status: {status}")}));
         match (method.as_str(), path) {
@@ -174,7 +185,13 @@ impl ComputeCtl {
                 (200, json!({"lsn": lsn}))
             }
             ("POST", "/terminate") => invalid(status),
-            ("POST", "/configure") if matches!(status, "running" | "empty") => (200, json!({})),
+            ("POST", "/configure") if matches!(status, "running" | "empty") => {
+                if let Some(postgres) = postgres.clone().filter(|_| status == "running") {
+                    let spec = body["spec"].clone();
+                    tokio::task::spawn_blocking(move || apply_spec(&postgres, &spec, false)).await.unwrap();
+                }
+                (200, json!({}))
+            }
             ("POST", "/configure") => invalid(status),
             _ => (404, json!({"error": format!("no route {method} {path}")})),
         }
@@ -302,6 +319,21 @@ impl Kubelet {
     fn running(&self) -> Vec<String> {
         self.running.lock().unwrap().keys().cloned().collect()
     }
+
+    /// What `sql` answers in `endpoint`'s Postgres, once it is `wanted` (or after 10 s).
+    async fn until(&self, endpoint: &str, sql: &str, wanted: &str) -> String {
+        let mut answer = String::new();
+        for _ in 0..100 {
+            let Some(postgres) = self.running.lock().unwrap().get(endpoint).map(|c| c.postgres.clone()) else { break };
+            let sql = sql.to_string();
+            answer = tokio::task::spawn_blocking(move || postgres.admin_query(&sql)).await.unwrap();
+            if answer == wanted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        answer
+    }
 }
 
 impl Drop for Kubelet {
@@ -325,37 +357,70 @@ async fn start_compute(endpoint: &str, control_plane: &str) -> Result<Compute, S
     if !spec.is_object() {
         return Err(format!("compute {endpoint} got no attached spec within 5 s"));
     }
-    let endpoint = endpoint.to_string();
     let timeline = spec["timeline_id"].as_str().unwrap().to_string();
-    let replica = spec["mode"] == "Replica";
     let postgres = tokio::task::spawn_blocking(move || {
         let postgres = PgServer::start();
-        for role in spec["cluster"]["roles"].as_array().unwrap() {
-            let (name, verifier) = (role["name"].as_str().unwrap(), role["encrypted_password"].as_str().unwrap());
-            postgres.admin_sql(&format!("CREATE ROLE \"{name}\" LOGIN PASSWORD '{verifier}'"));
-        }
-        for database in spec["cluster"]["databases"].as_array().unwrap() {
-            let (name, owner) = (database["name"].as_str().unwrap(), database["owner"].as_str().unwrap());
-            postgres.admin_sql(&format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""));
-            postgres.admin_sql_in(
-                name,
-                &format!(
-                    "CREATE TABLE whoami AS SELECT '{endpoint}'::text AS endpoint, '{}'::text AS timeline; GRANT SELECT ON whoami TO PUBLIC",
-                    spec["timeline_id"].as_str().unwrap()
-                ),
-            );
-            // A hot standby (`Replica`) has its primary's catalog and refuses every write with
-            // the error a read-only transaction gives.
-            if replica {
-                postgres.admin_sql(&format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"));
-            }
-        }
+        apply_spec(&postgres, &spec, true);
         Arc::new(postgres)
     })
     .await
     .unwrap();
     let compute_ctl = ComputeCtl::start(Some(postgres.clone())).await;
     Ok(Compute { postgres, compute_ctl, timeline })
+}
+
+/// What compute_ctl does to the catalog with a spec (`compute_tools/src/spec_apply.rs`, in its
+/// order): roles created (or their password set), databases of `delete_db` dropped, databases
+/// created with their owner (each with a table `whoami` naming the endpoint and timeline),
+/// roles of `delete_role` dropped; nothing with `skip_pg_catalog_updates`. A hot standby
+/// (`Replica`) has its primary's catalog instead, which the stand-in makes `at_start`, and
+/// refuses writes with the error a read-only transaction gives.
+fn apply_spec(postgres: &PgServer, spec: &Value, at_start: bool) {
+    let replica = spec["mode"] == "Replica";
+    if spec["skip_pg_catalog_updates"] == true && !(replica && at_start) {
+        return;
+    }
+    let list = |sql: &str| postgres.admin_query(sql).lines().map(str::to_string).collect::<Vec<String>>();
+    let deltas = |action: &str| -> Vec<String> {
+        spec["delta_operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|op| op["action"] == action)
+            .map(|op| op["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let roles = list("select rolname from pg_roles");
+    for role in spec["cluster"]["roles"].as_array().unwrap() {
+        let (name, verifier) = (role["name"].as_str().unwrap(), role["encrypted_password"].as_str().unwrap());
+        let verb = if roles.iter().any(|r| r == name) { "ALTER" } else { "CREATE" };
+        postgres.admin_sql(&format!("{verb} ROLE \"{name}\" LOGIN PASSWORD '{verifier}'"));
+    }
+    for name in deltas("delete_db") {
+        postgres.admin_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+    }
+    let databases = list("select datname from pg_database");
+    for database in spec["cluster"]["databases"].as_array().unwrap() {
+        let (name, owner) = (database["name"].as_str().unwrap(), database["owner"].as_str().unwrap());
+        if databases.iter().any(|d| d == name) {
+            continue;
+        }
+        postgres.admin_sql(&format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""));
+        postgres.admin_sql_in(
+            name,
+            &format!(
+                "CREATE TABLE whoami AS SELECT '{}'::text AS endpoint, '{}'::text AS timeline; GRANT SELECT ON whoami TO PUBLIC",
+                spec["endpoint_id"].as_str().unwrap(),
+                spec["timeline_id"].as_str().unwrap()
+            ),
+        );
+        if replica {
+            postgres.admin_sql(&format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"));
+        }
+    }
+    for name in deltas("delete_role") {
+        postgres.admin_sql(&format!("DROP ROLE IF EXISTS \"{name}\""));
+    }
 }
 
 /// The proxy's certificate for `*.neon.neon.internal` (the default domain of prefix `neon`), in
@@ -544,6 +609,25 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     assert!(stdout(&roles).contains("neon-role-dev-app"), "{}", stdout(&roles));
     let bad = cli.run(&["roles", "create", "App-1", "--branch", "dev"]).await;
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let shop = "select count(*) from pg_database where datname = 'shop'";
+    assert_eq!(kubelet.until("dev", shop, "1").await, "1", "dev's compute made shop");
+
+    // Deleted, the database and then its owner are dropped from dev's compute (compute_ctl's
+    // delta operations), and stay dropped.
+    let out = cli.run(&["databases", "delete", "shop", "--branch", "dev"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli.run(&["roles", "delete", "app", "--branch", "dev"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, spec) = call_at(&control_plane_addr, hyper::Method::GET, "/compute/api/v2/computes/dev/spec", None, None).await;
+    assert_eq!(
+        spec["spec"]["delta_operations"],
+        json!([{"action": "delete_db", "name": "shop"}, {"action": "delete_role", "name": "app"}])
+    );
+    assert_eq!(kubelet.until("dev", shop, "0").await, "0", "shop dropped");
+    let app = "select count(*) from pg_roles where rolname = 'app'";
+    assert_eq!(kubelet.until("dev", app, "0").await, "0", "app dropped");
+    let owners = cli.run(&["databases", "delete", "neondb", "--branch", "main"]).await;
+    assert_eq!(owners.status.code(), Some(2), "deploy's own database stays: {}", stderr(&owners));
 
     let list = cli.run(&["branches", "list"]).await;
     let dev_row = stdout(&list).lines().find(|l| l.starts_with("dev ")).map(str::to_string).unwrap_or_default();

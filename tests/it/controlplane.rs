@@ -335,7 +335,7 @@ fn state() -> State {
             timeline_id: TIMELINE.into(),
             roles: vec![Role { name: "alice".into(), verifier: scram::verifier(PASSWORD) }],
             databases: vec![Database { name: "neondb".into(), owner: "alice".into() }],
-            pending: false,
+            ..Default::default()
         },
     );
     state.endpoints.insert(

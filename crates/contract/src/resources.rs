@@ -49,7 +49,7 @@ pub const LSN: &str = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$";
 /// A NeonBranch's wish: the tenant and timeline it names, how to make the timeline, and the roles
 /// and databases its computes get.
 #[allow(clippy::duplicated_attributes)] // Each `printcolumn` repeats the same keys.
-#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "neonctl-aws.dev",
     version = "v1alpha1",
@@ -95,6 +95,14 @@ pub struct BranchSpec {
     pub roles: Vec<RoleSpec>,
     #[serde(default)]
     pub databases: Vec<DatabaseSpec>,
+    /// Roles removed from the branch: its computes drop them (compute_ctl's
+    /// `delta_operations`, `DROP ROLE IF EXISTS`), however often they start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_roles: Vec<String>,
+    /// Databases removed from the branch: its computes drop them (`DROP DATABASE IF EXISTS …
+    /// WITH (FORCE)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_databases: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -348,6 +356,8 @@ mod tests {
             ancestor_timestamp: None,
             roles: vec![RoleSpec { name: "neondb_owner".into(), verifier: Secret("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()) }],
             databases: vec![DatabaseSpec { name: "neondb".into(), owner: "neondb_owner".into() }],
+            dropped_roles: Vec::new(),
+            dropped_databases: Vec::new(),
         };
         let value = serde_json::to_value(&spec).unwrap();
         assert_eq!(value["tenantId"], "1f359dd625e519a1a4e8d7509690f6fc");

@@ -486,6 +486,8 @@ impl ControlPlane {
             port,
             suspend_timeout_seconds: endpoint.suspend_timeout_seconds,
             read_only: endpoint.read_only,
+            dropped_databases: branch.dropped_databases.clone(),
+            dropped_roles: branch.dropped_roles.clone(),
         });
         Ok(ControlPlaneConfigResponse { spec: Some(spec), status: ComputeStatus::Attached, compute_ctl_config })
     }

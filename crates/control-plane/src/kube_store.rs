@@ -424,6 +424,8 @@ impl KubeStore {
                     timeline_id: spec.timeline_id,
                     roles: spec.roles.into_iter().map(|role| Role { name: role.name, verifier: role.verifier }).collect(),
                     databases: spec.databases.into_iter().map(|db| Database { name: db.name, owner: db.owner }).collect(),
+                    dropped_roles: spec.dropped_roles,
+                    dropped_databases: spec.dropped_databases,
                     pending: status.phase.as_deref() != Some(resources::phase::READY),
                 },
             );

@@ -843,8 +843,7 @@ mod tests {
             parent_timeline_id: None,
             ancestor_start_lsn: None,
             ancestor_timestamp: None,
-            roles: Vec::new(),
-            databases: Vec::new(),
+            ..Default::default()
         };
         let mut branch = NeonBranch::new("main", spec);
         branch.metadata.generation = Some(2);

@@ -42,7 +42,7 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Branch {
     pub project_id: String,
@@ -52,6 +52,11 @@ pub struct Branch {
     pub roles: Vec<Role>,
     #[serde(default)]
     pub databases: Vec<Database>,
+    /// Removed from the branch: its computes drop them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_databases: Vec<String>,
     /// Its timeline is not created in storage yet: its computes get an empty spec and wait.
     /// Only the Kubernetes store has branches the control plane creates itself; the others
     /// hold branches created beforehand.
@@ -235,7 +240,7 @@ mod tests {
                 timeline_id: "de200bd42b49cc1814412c7e592dd6e9".into(),
                 roles: vec![Role { name: "alice".into(), verifier: Secret("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()) }],
                 databases: vec![Database { name: "neondb".into(), owner: "alice".into() }],
-                pending: false,
+                ..Default::default()
             },
         );
         state.endpoints.insert(

@@ -63,6 +63,8 @@ pub fn branch_spec(
         ancestor_timestamp: spec["ancestorTimestamp"].as_str().map(str::to_string),
         roles: vec![RoleSpec { name: OWNER_ROLE.into(), verifier }],
         databases: vec![DatabaseSpec { name: DATABASE.into(), owner: OWNER_ROLE.into() }],
+        dropped_roles: Vec::new(),
+        dropped_databases: Vec::new(),
     })
 }
 

@@ -154,6 +154,17 @@ pub struct ComputeSpec {
     pub endpoint_id: String,
     /// -1: never suspend.
     pub suspend_timeout_seconds: i64,
+    /// Roles and databases to drop (`delete_db`, `delete_role`; compute_ctl's
+    /// `compute_tools/src/spec_apply.rs` runs them with `IF EXISTS`, so they may repeat).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delta_operations: Vec<DeltaOp>,
+}
+
+/// `DeltaOp`: one catalog change compute_ctl applies before the roles and databases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeltaOp {
+    pub action: &'static str,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -225,6 +236,9 @@ pub struct ComputeTarget {
     pub suspend_timeout_seconds: Option<u32>,
     /// A read-only endpoint: a [`ComputeMode::Replica`].
     pub read_only: bool,
+    /// Databases, then roles, its Postgres must not have (dropped from the branch).
+    pub dropped_databases: Vec<String>,
+    pub dropped_roles: Vec<String>,
 }
 
 impl ComputeSpec {
@@ -299,6 +313,13 @@ impl ComputeSpec {
             branch_id: target.branch_id,
             endpoint_id: target.endpoint_id,
             suspend_timeout_seconds: target.suspend_timeout_seconds.map_or(-1, i64::from),
+            // Databases first: a role that owned one can go once it has.
+            delta_operations: target
+                .dropped_databases
+                .into_iter()
+                .map(|name| DeltaOp { action: "delete_db", name })
+                .chain(target.dropped_roles.into_iter().map(|name| DeltaOp { action: "delete_role", name }))
+                .collect(),
         }
     }
 }
@@ -328,6 +349,8 @@ mod tests {
             port: 5432,
             suspend_timeout_seconds: None,
             read_only: false,
+            dropped_databases: Vec::new(),
+            dropped_roles: Vec::new(),
         });
         ControlPlaneConfigResponse {
             spec: Some(spec),
@@ -389,6 +412,8 @@ mod tests {
             port: 5432,
             suspend_timeout_seconds: Some(60),
             read_only: true,
+            dropped_databases: vec!["shop".into()],
+            dropped_roles: vec!["app".into()],
         };
         let replica = serde_json::to_value(ComputeSpec::new(target.clone())).unwrap();
         assert_eq!((&replica["mode"], &replica["skip_pg_catalog_updates"]), (&serde_json::json!("Replica"), &serde_json::json!(true)));
@@ -402,6 +427,10 @@ mod tests {
         );
         assert_eq!(setting("primary_slot_name").unwrap(), "repl_de200bd42b49cc1814412c7e592dd6e9_");
         assert_eq!(replica["suspend_timeout_seconds"], 60);
+        assert_eq!(
+            replica["delta_operations"],
+            serde_json::json!([{"action": "delete_db", "name": "shop"}, {"action": "delete_role", "name": "app"}])
+        );
         target.read_only = false;
         assert_eq!(serde_json::to_value(ComputeSpec::new(target)).unwrap()["mode"], "Primary");
     }
