@@ -182,7 +182,8 @@ these commands. The cluster is the one the last deploy used (or the EKS cluster 
 neonctl-aws branches create before-migration --parent main --at 0/16B5A50\n  \
 neonctl-aws branches create yesterday --at 2026-11-25T09:00:00Z --read-only\n  \
 neonctl-aws branches get dev --output json\n  neonctl-aws branches reset dev\n  \
-neonctl-aws branches restore dev --at 2026-11-26T08:00:00Z\n  neonctl-aws branches delete dev"
+neonctl-aws branches restore dev --at 2026-11-26T08:00:00Z\n  neonctl-aws branches rename dev feature\n  \
+neonctl-aws branches delete dev"
     )]
     Branches(BranchesArgs),
 
@@ -388,6 +389,9 @@ pub enum BranchesCommand {
     /// Delete a branch: its computes stop, then its timeline goes (never `main`, never a branch
     /// others branch from)
     Delete(BranchDeleteArgs),
+    /// Give a branch another name: the same timeline, endpoints and connection strings (never
+    /// `main`)
+    Rename(BranchRenameArgs),
 }
 
 #[derive(Debug, Args)]
@@ -603,6 +607,16 @@ pub struct ConnectionStringArgs {
     pub endpoint: Option<String>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BranchRenameArgs {
+    /// The branch to rename
+    pub name: String,
+    /// Its new name: a DNS label
+    pub new_name: String,
+    #[command(flatten)]
+    pub plan: PlanFlag,
 }
 
 #[derive(Debug, Args)]

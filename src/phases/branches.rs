@@ -15,15 +15,16 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::ResourceExt as _;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use neonctl_contract::resources::{
-    BranchSpec, DEFAULT_SUSPEND_TIMEOUT_SECONDS, EndpointSpec, NeonBranch, NeonEndpoint, READY_CONDITION, endpoint_phase, phase,
+    BranchSpec, DEFAULT_SUSPEND_TIMEOUT_SECONDS, EndpointSpec, NeonBranch, NeonEndpoint, READY_CONDITION, RENAMED_TO_ANNOTATION,
+    endpoint_phase, phase,
 };
 use serde::Serialize;
 
 use crate::calls::Calls;
 use crate::cli::{
-    BranchCreateArgs, BranchDeleteArgs, BranchResetArgs, BranchRestoreArgs, BranchesArgs, BranchesCommand, ClusterArgs,
+    BranchCreateArgs, BranchDeleteArgs, BranchRenameArgs, BranchResetArgs, BranchRestoreArgs, BranchesArgs, BranchesCommand, ClusterArgs,
     ConnectionStringArgs,
 };
 use crate::config::Config;
@@ -112,6 +113,9 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
             BranchPoint::parse(at, time::OffsetDateTime::now_utc()).map_err(usage)?;
         }
     }
+    if let BranchesCommand::Rename(rename) = &args.command {
+        check_name(&rename.new_name).map_err(usage)?;
+    }
     if let BranchesCommand::Restore(restore) = &args.command {
         BranchPoint::parse(&restore.at, time::OffsetDateTime::now_utc()).map_err(usage)?;
     }
@@ -139,6 +143,7 @@ pub async fn run(args: &BranchesArgs, config: &Config, state_dir: &Path, printer
         BranchesCommand::Reset(reset) => branches.reset(reset, printer).await?,
         BranchesCommand::Restore(restore) => branches.restore(restore, printer).await?,
         BranchesCommand::Delete(delete) => branches.delete(delete, printer).await?,
+        BranchesCommand::Rename(rename) => branches.rename(rename, &config.prefix, printer).await?,
     }
     Ok(exit::SUCCESS)
 }
@@ -732,12 +737,7 @@ impl Branches {
             return Ok(());
         }
         // The backup names the same timeline, made the same way (its time as the LSN it became).
-        let resolved = branch.status.as_ref().and_then(|status| status.branched_at_lsn.clone());
-        let mut kept = branch.spec.clone();
-        if kept.ancestor_timestamp.take().is_some() {
-            kept.ancestor_start_lsn = resolved;
-        }
-        if !create_new(&self.api, NeonBranch::new(&backup, kept), &self.namespace).await? {
+        if !create_new(&self.api, NeonBranch::new(&backup, Self::as_made(&branch)), &self.namespace).await? {
             return Err(usage(format!("branch {backup} exists already: run the restore again in a second")));
         }
         printer
@@ -750,6 +750,108 @@ impl Branches {
             BranchPoint::describe(Some(&point))
         ));
         Ok(())
+    }
+
+    /// The spec a branch's timeline is made again with: its time as the LSN it became (a copy
+    /// must not resolve the time again).
+    fn as_made(branch: &NeonBranch) -> BranchSpec {
+        let mut spec = branch.spec.clone();
+        if spec.ancestor_timestamp.take().is_some() {
+            spec.ancestor_start_lsn = branch.status.as_ref().and_then(|status| status.branched_at_lsn.clone());
+        }
+        spec
+    }
+
+    /// `branches rename OLD NEW`: a NeonBranch NEW naming the same timeline, the role Secrets
+    /// and endpoints moved to it, then OLD deleted with its annotation telling the control plane
+    /// to leave the timeline. Run again after an interruption, it finishes.
+    async fn rename(&self, args: &BranchRenameArgs, prefix: &str, printer: &Printer) -> anyhow::Result<()> {
+        let (old, new) = (&args.name, &args.new_name);
+        if old == MAIN {
+            return Err(usage(format!("branch {MAIN} is the deployment's own (`deploy` and `status` use its name): it keeps it")));
+        }
+        let current = self.get(old).await?;
+        let renamed = self.get(new).await?;
+        let branch = match (current, &renamed) {
+            (Some(branch), Some(other)) if other.spec.timeline_id != branch.spec.timeline_id => {
+                return Err(usage(format!("branch {new} exists already in namespace {}: pick another name", self.namespace)));
+            }
+            (Some(branch), _) => branch,
+            (None, Some(_)) => {
+                printer.result_line(&format!("branch {old} is {new} already"));
+                return Ok(());
+            }
+            (None, None) => return Err(self.not_found(old)),
+        };
+        let endpoints: Vec<String> = self.all_endpoints().await?.iter().filter(|e| &e.spec.branch == old).map(|e| e.name_any()).collect();
+        if args.plan.plan {
+            printer.result_line(&format!("create NeonBranch {}/{new}: timeline {} (the same)", self.namespace, branch.spec.timeline_id));
+            for endpoint in &endpoints {
+                printer.result_line(&format!(
+                    "update NeonEndpoint {}/{endpoint}: branch {old} -> {new} (same connection string)",
+                    self.namespace
+                ));
+            }
+            printer.result_line(&format!("delete NeonBranch {}/{old}: its timeline stays, {new}'s", self.namespace));
+            return Ok(());
+        }
+        let mark = serde_json::json!({"metadata": {"annotations": {RENAMED_TO_ANNOTATION: new}}});
+        self.api
+            .patch(old, &PatchParams::default(), &Patch::Merge(mark))
+            .await
+            .with_context(|| format!("marking NeonBranch {}/{old} as renamed", self.namespace))?;
+        if renamed.is_none() {
+            create_new(&self.api, NeonBranch::new(new, Self::as_made(&branch)), &self.namespace).await?;
+        }
+        self.wait_ready(new).await?;
+        let secrets: Api<SecretObject> = Api::namespaced(self.client.clone(), &self.namespace);
+        for role in &branch.spec.roles {
+            let secret = |branch: &str| crate::phases::roles::role_secret(prefix, branch, &role.name);
+            let (from, to) = (secret(old), secret(new));
+            let Some(kept) = secrets.get_opt(&from).await.with_context(|| format!("reading Secret {}/{from}", self.namespace))? else {
+                continue;
+            };
+            create_new(&secrets, SecretObject { metadata: ObjectMeta { name: Some(to), ..Default::default() }, ..kept }, &self.namespace)
+                .await?;
+            secrets.delete(&from, &DeleteParams::default()).await.with_context(|| format!("deleting Secret {}/{from}", self.namespace))?;
+        }
+        for endpoint in &endpoints {
+            let patch = serde_json::json!({"spec": {"branch": new}});
+            self.endpoints
+                .patch(endpoint, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .with_context(|| format!("moving NeonEndpoint {}/{endpoint} to branch {new}", self.namespace))?;
+        }
+        self.remove(old).await?;
+        printer.result_line(&format!(
+            "branch {old} is now {new}: the same timeline{}",
+            if endpoints.is_empty() { String::new() } else { format!(", endpoint(s) {} and connection strings", endpoints.join(", ")) }
+        ));
+        Ok(())
+    }
+
+    /// Deletes NeonBranch `name` and waits until the control plane has let it go.
+    async fn remove(&self, name: &str) -> anyhow::Result<()> {
+        match self.api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(response)) if response.code == 404 => {}
+            Err(e) => return Err(anyhow!(e).context(format!("deleting NeonBranch {}/{name}", self.namespace))),
+        }
+        let check = || async {
+            Ok::<_, anyhow::Error>(match self.get(name).await? {
+                None => Check::Done(()),
+                Some(branch) => {
+                    Check::Waiting(branch.status.and_then(|s| s.message).unwrap_or_else(|| "waiting for the control plane".into()))
+                }
+            })
+        };
+        match wait::poll(self.timeout, POLL, check, |_, _| {}).await? {
+            Waited::Done(()) => Ok(()),
+            Waited::TimedOut(last) => Err(anyhow!(
+                "branch {name} was still being deleted after {}s: {last}. Check the control plane's log; the deletion goes on",
+                self.timeout.as_secs()
+            )),
+        }
     }
 
     async fn delete(&self, args: &BranchDeleteArgs, printer: &Printer) -> anyhow::Result<()> {
@@ -774,30 +876,10 @@ impl Branches {
             ));
             return Ok(());
         }
-        match self.api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(response)) if response.code == 404 => {}
-            Err(e) => return Err(anyhow!(e).context(format!("deleting NeonBranch {}/{name}", self.namespace))),
-        }
         printer.result_line(&format!("branch {name}: deleting its timeline from storage"));
-        let check = || async {
-            Ok::<_, anyhow::Error>(match self.get(name).await? {
-                None => Check::Done(()),
-                Some(branch) => {
-                    Check::Waiting(branch.status.and_then(|s| s.message).unwrap_or_else(|| "waiting for the control plane".into()))
-                }
-            })
-        };
-        match wait::poll(self.timeout, POLL, check, |_, _| {}).await? {
-            Waited::Done(()) => {
-                printer.result_line(&format!("branch {name} deleted"));
-                Ok(())
-            }
-            Waited::TimedOut(last) => Err(anyhow!(
-                "branch {name} was still being deleted after {}s: {last}. Check the control plane's log; the deletion goes on",
-                self.timeout.as_secs()
-            )),
-        }
+        self.remove(name).await?;
+        printer.result_line(&format!("branch {name} deleted"));
+        Ok(())
     }
 }
 

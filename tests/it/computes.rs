@@ -701,11 +701,30 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     let refused = cli.run(&["branches", "delete", &backup]).await;
     assert_eq!(refused.status.code(), Some(2), "dev branches from it now: {}", stderr(&refused));
 
+    // Renamed: the same timeline, endpoint and connection string, role passwords kept; nothing
+    // leaves storage.
+    let out = cli.run(&["roles", "create", "bob", "--branch", "dev"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    harness.storcon.clear_calls();
+    let out = cli.run(&["branches", "rename", "dev", "feature", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(branch_of("dev").is_none(), "the old name is gone");
+    assert_eq!(branch_of("feature").unwrap()["spec"]["timelineId"], restored_timeline.as_str());
+    let endpoint = harness.kube.get("neonctl-aws.dev/v1alpha1", "neonendpoints", Some(NAMESPACE), "dev").unwrap();
+    assert_eq!(endpoint["spec"]["branch"], "feature");
+    assert!(!timeline_calls(&harness.storcon).iter().any(|c| c.starts_with("DELETE")), "{:?}", timeline_calls(&harness.storcon));
+    assert_eq!(whoami(&urls["dev"]), Ok("dev".to_string()));
+    assert!(harness.kube.get("v1", "secrets", Some(NAMESPACE), "neon-role-dev-bob").is_none());
+    let bob = cli.run(&["connection-string", "feature", "--role", "bob", "--show-password"]).await;
+    assert!(bob.status.success() && !stdout(&bob).contains("<password>"), "{}\n{}", stdout(&bob), stderr(&bob));
+    let again = cli.run(&["branches", "rename", "dev", "feature"]).await;
+    assert!(stdout(&again).contains("branch dev is feature already"), "{}", stdout(&again));
+
     // Deleting the branch stops its compute first, then deletes its timeline.
-    let plan = cli.run(&["branches", "delete", "dev", "--plan"]).await;
+    let plan = cli.run(&["branches", "delete", "feature", "--plan"]).await;
     assert!(stdout(&plan).contains("delete NeonEndpoint(s) dev: their computes stop first"), "{}", stdout(&plan));
     harness.storcon.clear_calls();
-    let out = cli.run(&["branches", "delete", "dev", "--timeout", "60"]).await;
+    let out = cli.run(&["branches", "delete", "feature", "--timeout", "60"]).await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     for kind in [("neonctl-aws.dev/v1alpha1", "neonendpoints"), ("apps/v1", "deployments"), ("v1", "services")] {
         let name = if kind.1 == "neonendpoints" { "dev" } else { "neon-compute-dev" };

@@ -29,6 +29,11 @@ pub const API_VERSION: &str = "neonctl-aws.dev/v1alpha1";
 /// deletes its timeline first (and the tenant with its last branch).
 pub const BRANCH_FINALIZER: &str = "neonctl-aws.dev/timeline";
 
+/// On a NeonBranch being renamed (`branches rename`): the name of the NeonBranch that now holds
+/// its timeline. Deleting the object then leaves the timeline in storage, as long as that branch
+/// names the same one.
+pub const RENAMED_TO_ANNOTATION: &str = "neonctl-aws.dev/renamed-to";
+
 /// `status.phase` values.
 pub mod phase {
     /// Not created in storage yet (or being created).

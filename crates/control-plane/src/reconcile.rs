@@ -36,7 +36,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::kube_store::KubeStore;
-use super::resources::{BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, NeonEndpoint, READY_CONDITION, endpoint_phase, phase};
+use super::resources::{
+    BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, NeonEndpoint, READY_CONDITION, RENAMED_TO_ANNOTATION, endpoint_phase, phase,
+};
 use neonctl_contract::computes;
 use neonctl_contract::service::{PageserverStatus, StorageStatus};
 
@@ -624,6 +626,16 @@ impl ControlPlane {
         let children: Vec<String> =
             others.iter().filter(|other| other.spec.parent_timeline_id.as_ref() == Some(timeline)).map(|other| other.name_any()).collect();
         let waiting = |message: String| ReconcileError::Branch { branch: name.clone(), message };
+        // Renamed: the new NeonBranch holds the timeline (and the children hang on it).
+        let renamed_to = branch.annotations().get(RENAMED_TO_ANNOTATION).filter(|new| {
+            others.iter().any(|other| {
+                &other.name_any() == *new && &other.spec.timeline_id == timeline && other.metadata.deletion_timestamp.is_none()
+            })
+        });
+        if let Some(new) = renamed_to {
+            self.say(&format!("branch {name}"), format!("branch {name} renamed to {new}: timeline {timeline} stays"));
+            return Ok(Action::await_change());
+        }
         let step = if !children.is_empty() {
             Err(format!("its child branches {} branch from its timeline: delete them first", children.join(", ")))
         } else if let Some(computes) = self.stop_computes(kube, &name).await? {
