@@ -857,6 +857,10 @@ async fn the_branches_commands_drive_the_operator() {
         ]
     );
 
+    // The table people read: the tree, branch points, readiness, each endpoint and its compute.
+    let table = cli(&["list"]).await;
+    insta::assert_snapshot!("branches-list", stdout(&table));
+
     let out = cli(&["delete", "before"]).await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(harness.kube.get(API_VERSION, "neonbranches", Some(NAMESPACE), "before").is_none());
