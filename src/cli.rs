@@ -63,6 +63,15 @@ pub struct GlobalArgs {
     pub output: OutputMode,
 }
 
+/// A command on one named object, planned or done.
+#[derive(Debug, Args)]
+pub struct Named {
+    /// Its name
+    pub name: String,
+    #[command(flatten)]
+    pub plan: PlanFlag,
+}
+
 #[derive(Debug, Args, Clone, Default)]
 pub struct PlanFlag {
     /// Print the actions this would take and make no mutating call
@@ -457,11 +466,7 @@ pub enum EndpointsCommand {
         plan: PlanFlag,
     },
     /// Remove an endpoint: its compute stops (the branch and its data stay)
-    Delete {
-        name: String,
-        #[command(flatten)]
-        plan: PlanFlag,
-    },
+    Delete(Named),
     /// Change an endpoint's settings
     Update {
         /// The endpoint's name
@@ -474,17 +479,9 @@ pub enum EndpointsCommand {
     },
     /// Stop an endpoint's compute now (Postgres shut down cleanly, then scaled to zero); the
     /// next connection starts it again
-    Suspend {
-        name: String,
-        #[command(flatten)]
-        plan: PlanFlag,
-    },
+    Suspend(Named),
     /// Start a suspended endpoint's compute and wait until it runs
-    Start {
-        name: String,
-        #[command(flatten)]
-        plan: PlanFlag,
-    },
+    Start(Named),
 }
 
 #[derive(Debug, Args)]
@@ -543,11 +540,7 @@ pub enum RolesCommand {
         plan: PlanFlag,
     },
     /// Remove a role: the proxy lets it in no more (never one that owns a database)
-    Delete {
-        name: String,
-        #[command(flatten)]
-        plan: PlanFlag,
-    },
+    Delete(Named),
 }
 
 #[derive(Debug, Args)]
@@ -574,11 +567,7 @@ pub enum DatabasesCommand {
     },
     /// Drop a database from the branch's computes (its data on this branch goes; other branches
     /// keep theirs)
-    Delete {
-        name: String,
-        #[command(flatten)]
-        plan: PlanFlag,
-    },
+    Delete(Named),
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::branches::{Branches, Target, check_label, cluster, create_new, print_connection, usage};
-use crate::cli::{EndpointsArgs, EndpointsCommand};
+use crate::cli::{EndpointsArgs, EndpointsCommand, Named};
 use crate::config::Config;
 use crate::exit;
 use crate::output::{Printer, Table};
@@ -137,7 +137,7 @@ pub async fn run(args: &EndpointsArgs, config: &Config, state_dir: &Path, printe
             let password = branches.password(&connection, config, *show_password).await?;
             print_connection(printer, &connection, password.as_ref(), false);
         }
-        EndpointsCommand::Delete { name, plan } => {
+        EndpointsCommand::Delete(Named { name, plan }) => {
             let endpoint = endpoints.get(name).await?;
             if plan.plan {
                 printer.result_line(&format!(
@@ -185,8 +185,8 @@ pub async fn run(args: &EndpointsArgs, config: &Config, state_dir: &Path, printe
                 printer.result_line(&format!("endpoint {name}: suspend timeout {}", describe_timeout(Some(*suspend_timeout))));
             }
         }
-        EndpointsCommand::Suspend { name, plan } => endpoints.act(name, ACTION_SUSPEND, plan.plan, printer).await?,
-        EndpointsCommand::Start { name, plan } => endpoints.act(name, ACTION_START, plan.plan, printer).await?,
+        EndpointsCommand::Suspend(Named { name, plan }) => endpoints.act(name, ACTION_SUSPEND, plan.plan, printer).await?,
+        EndpointsCommand::Start(Named { name, plan }) => endpoints.act(name, ACTION_START, plan.plan, printer).await?,
     }
     Ok(exit::SUCCESS)
 }

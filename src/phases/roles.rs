@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use neonctl_contract::resources::{DatabaseSpec, NeonBranch, RoleSpec};
 use serde::Serialize;
 
-use crate::cli::{DatabasesArgs, DatabasesCommand, RolesArgs, RolesCommand};
+use crate::cli::{DatabasesArgs, DatabasesCommand, Named, RolesArgs, RolesCommand};
 use crate::config::Config;
 use crate::exit;
 use crate::output::{Printer, Table};
@@ -50,7 +50,7 @@ struct RoleRow {
 }
 
 pub async fn roles(args: &RolesArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<u8> {
-    if let RolesCommand::Create { name, .. } | RolesCommand::Delete { name, .. } = &args.command {
+    if let RolesCommand::Create { name, .. } | RolesCommand::Delete(Named { name, .. }) = &args.command {
         check_name("role", name)?;
     }
     let (client, namespace, state) = cluster(&args.on.cluster, config, state_dir).await?;
@@ -112,7 +112,7 @@ pub async fn roles(args: &RolesArgs, config: &Config, state_dir: &Path, printer:
             let connection = branches.connection(&target, config, &state).await?;
             print_connection(printer, &connection, show_password.then_some(&kept), false);
         }
-        RolesCommand::Delete { name, plan } => {
+        RolesCommand::Delete(Named { name, plan }) => {
             if !branch.spec.roles.iter().any(|role| &role.name == name) {
                 return Err(usage(format!("branch {on} has no role {name}")));
             }
@@ -141,7 +141,7 @@ pub async fn roles(args: &RolesArgs, config: &Config, state_dir: &Path, printer:
 }
 
 pub async fn databases(args: &DatabasesArgs, config: &Config, state_dir: &Path, printer: &Printer) -> anyhow::Result<u8> {
-    if let DatabasesCommand::Create { name, .. } | DatabasesCommand::Delete { name, .. } = &args.command {
+    if let DatabasesCommand::Create { name, .. } | DatabasesCommand::Delete(Named { name, .. }) = &args.command {
         check_name("database", name)?;
     }
     let (client, namespace, _) = cluster(&args.on.cluster, config, state_dir).await?;
@@ -182,7 +182,7 @@ pub async fn databases(args: &DatabasesArgs, config: &Config, state_dir: &Path, 
             update(&branches, &branch, serde_json::json!({"databases": databases, "droppedDatabases": dropped})).await?;
             printer.result_line(&format!("database {name} on branch {on}, owned by {owner}"));
         }
-        DatabasesCommand::Delete { name, plan } => {
+        DatabasesCommand::Delete(Named { name, plan }) => {
             if !branch.spec.databases.iter().any(|db| &db.name == name) {
                 return Err(usage(format!("branch {on} has no database {name}")));
             }
