@@ -59,6 +59,12 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     };
     let report = |unauthenticated: bool| report_at(now(), unauthenticated);
     fake.put_object(report(false));
+    // Endpoints as the operator reports them: one running, one scaled to zero.
+    for (name, phase, last_active) in [("main", "Active", "2026-11-26T09:00:00Z"), ("dev", "Suspended", "2026-11-26T08:00:00Z")] {
+        fake.put_object(json!({"apiVersion": "neonctl-aws.dev/v1alpha1", "kind": "NeonEndpoint",
+            "metadata": {"name": name, "namespace": "neon"}, "spec": {"branch": name},
+            "status": {"phase": phase, "lastActive": last_active}}));
+    }
 
     let out = wd.run(&["status", "--kubeconfig", kubeconfig, "--context", "fake", "--output", "json"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -70,6 +76,10 @@ async fn status_checks_nodes_components_and_storage_on_a_kubeconfig_cluster() {
     let storage = check(&live, "storage controller")["detail"].as_str().unwrap().to_string();
     assert!(storage.starts_with("2/2 pageservers active (reported ") && storage.ends_with("s ago)"), "{storage}");
     assert_eq!(check(&live, "control plane authentication")["outcome"], "ok");
+    assert_eq!(
+        check(&live, "endpoints")["detail"],
+        "dev Suspended, last active 2026-11-26T08:00:00Z; main Active, last active 2026-11-26T09:00:00Z"
+    );
 
     // A control plane started with --insecure-no-auth: said, without failing status.
     fake.put_object(report(true));
