@@ -17,8 +17,7 @@ use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use neonctl_contract::resources::{
-    BranchSpec, DEFAULT_SUSPEND_TIMEOUT_SECONDS, EndpointSpec, NeonBranch, NeonEndpoint, READY_CONDITION, RENAMED_TO_ANNOTATION,
-    endpoint_phase, phase,
+    BranchSpec, EndpointSpec, NeonBranch, NeonEndpoint, READY_CONDITION, RENAMED_TO_ANNOTATION, endpoint_phase, phase,
 };
 use serde::Serialize;
 
@@ -369,6 +368,7 @@ impl Branches {
             .iter()
             .map(|branch| {
                 let status = branch.status.clone().unwrap_or_default();
+                let serving = Self::endpoint_of(&endpoints, &branch.name_any());
                 let ready = status.conditions.iter().find(|c| c.kind == READY_CONDITION).map_or("Unknown".into(), |c| c.status.clone());
                 Row {
                     name: branch.name_any(),
@@ -381,11 +381,11 @@ impl Branches {
                     created: branch.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
                     tenant_id: branch.spec.tenant_id.clone(),
                     timeline_id: branch.spec.timeline_id.clone(),
-                    endpoint: Self::endpoint_of(&endpoints, &branch.name_any()).map(|e| e.name_any()),
-                    endpoint_phase: Self::endpoint_of(&endpoints, &branch.name_any())
+                    endpoint: serving.map(|e| e.name_any()),
+                    endpoint_phase: serving
                         .map(|e| e.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| endpoint_phase::PENDING.into())),
-                    last_active: Self::endpoint_of(&endpoints, &branch.name_any()).and_then(|e| e.status.as_ref()?.last_active.clone()),
-                    read_only: Self::endpoint_of(&endpoints, &branch.name_any()).is_some_and(|e| e.spec.read_only),
+                    last_active: serving.and_then(|e| e.status.as_ref()?.last_active.clone()),
+                    read_only: serving.is_some_and(|e| e.spec.read_only),
                 }
             })
             .collect();
@@ -448,10 +448,7 @@ impl Branches {
                 self.namespace, args.parent, spec.tenant_id, spec.timeline_id
             ));
             let verb = if endpoint.is_some() { "adopt (exists)" } else { "create" };
-            let suspend = match args.suspend_timeout {
-                Some(0) => "never scaled to zero".to_string(),
-                seconds => format!("scaled to zero after {}s idle", seconds.unwrap_or(DEFAULT_SUSPEND_TIMEOUT_SECONDS)),
-            };
+            let suspend = crate::phases::endpoints::scaling_phrase(args.suspend_timeout);
             let kind = if args.read_only { "its read-only compute, a hot standby" } else { "its compute" };
             printer.result_line(&format!(
                 "{verb} NeonEndpoint {}/{name}: {kind} (the control plane makes it once the branch is ready; {suspend})",
@@ -666,11 +663,7 @@ impl Branches {
                 .await?
                 .into_iter()
                 .filter(|e| e.spec.branch == name)
-                .filter(|e| {
-                    let status = e.status.clone().unwrap_or_default();
-                    let moved = matches!(status.phase.as_deref(), Some(endpoint_phase::ACTIVE | endpoint_phase::SUSPENDED));
-                    status.timeline_id.as_deref() != Some(timeline.as_str()) || !moved
-                })
+                .filter(|e| !e.status.as_ref().is_some_and(|status| status.is_on(&timeline)))
                 .map(|e| e.name_any())
                 .collect();
             Ok::<_, anyhow::Error>(if moving.is_empty() {

@@ -49,7 +49,7 @@ fn row(endpoint: &NeonEndpoint) -> Row {
         branch: endpoint.spec.branch.clone(),
         state: status.phase.unwrap_or_else(|| endpoint_phase::PENDING.into()),
         last_active: status.last_active,
-        suspend_timeout_seconds: endpoint.spec.suspend_timeout().map(|timeout| timeout.as_secs() as u32),
+        suspend_timeout_seconds: endpoint.spec.suspends_after_seconds(),
         read_only: endpoint.spec.read_only,
         message: status.message,
     }
@@ -68,6 +68,14 @@ fn table(rows: &[Row]) -> Table {
         ]);
     }
     table
+}
+
+/// How an endpoint with this timeout scales to zero, for a plan line.
+pub(crate) fn scaling_phrase(seconds: Option<u32>) -> String {
+    match seconds.unwrap_or(DEFAULT_SUSPEND_TIMEOUT_SECONDS) {
+        0 => "never scaled to zero".into(),
+        seconds => format!("scaled to zero after {seconds}s idle"),
+    }
 }
 
 /// What an endpoint's timeout says, for people.
@@ -111,9 +119,9 @@ pub async fn run(args: &EndpointsArgs, config: &Config, state_dir: &Path, printe
                 }
                 None if plan.plan => {
                     printer.result_line(&format!(
-                        "create NeonEndpoint {}/{name}: a {kind} of branch {branch}, scaled to zero after {} idle",
+                        "create NeonEndpoint {}/{name}: a {kind} of branch {branch}, {}",
                         endpoints.namespace,
-                        describe_timeout(*suspend_timeout)
+                        scaling_phrase(*suspend_timeout)
                     ));
                     return Ok(exit::SUCCESS);
                 }

@@ -269,12 +269,14 @@ pub struct EndpointSpec {
 pub const DEFAULT_SUSPEND_TIMEOUT_SECONDS: u32 = 300;
 
 impl EndpointSpec {
-    /// How long the compute may be idle before it is suspended; `None`: never.
+    /// How many seconds the compute may be idle before it is suspended; `None`: never.
+    pub fn suspends_after_seconds(&self) -> Option<u32> {
+        Some(self.suspend_timeout_seconds.unwrap_or(DEFAULT_SUSPEND_TIMEOUT_SECONDS)).filter(|&seconds| seconds > 0)
+    }
+
+    /// The same as a duration.
     pub fn suspend_timeout(&self) -> Option<std::time::Duration> {
-        match self.suspend_timeout_seconds.unwrap_or(DEFAULT_SUSPEND_TIMEOUT_SECONDS) {
-            0 => None,
-            seconds => Some(std::time::Duration::from_secs(seconds.into())),
-        }
+        self.suspends_after_seconds().map(|seconds| std::time::Duration::from_secs(seconds.into()))
     }
 }
 
@@ -324,6 +326,15 @@ pub struct EndpointStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+impl EndpointStatus {
+    /// Whether the compute has moved to `timeline`: it runs there, or it is suspended with a
+    /// template naming it (it starts there) — the previous timeline has no compute left.
+    pub fn is_on(&self, timeline: &str) -> bool {
+        self.timeline_id.as_deref() == Some(timeline)
+            && matches!(self.phase.as_deref(), Some(endpoint_phase::ACTIVE | endpoint_phase::SUSPENDED))
+    }
 }
 
 /// The plural of each kind, for RBAC rules: `neonbranches`, `neonendpoints`.

@@ -20,12 +20,11 @@ use neonctl_contract::resources::{
 };
 use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::ControlPlane;
 use super::kube_store::{FIELD_MANAGER, KubeStore};
 use super::reconcile::{ReconcileError, is_ready};
-use super::scaling::{replicas, rfc3339};
+use super::scaling::{parse_time, replicas, rfc3339};
 use super::store::StoreError;
 
 /// Where an endpoint's compute is reached, if it is anywhere.
@@ -67,8 +66,7 @@ impl Shown {
 /// is newer, and the condition's transition time unless its status changes.
 fn status_of(endpoint: &NeonEndpoint, shown: Shown, compute: Option<&Deployment>, last_active: Option<OffsetDateTime>) -> EndpointStatus {
     let status = endpoint.status.clone().unwrap_or_default();
-    let newer = last_active
-        .filter(|at| status.last_active.as_deref().and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok()).is_none_or(|s| *at > s));
+    let newer = last_active.filter(|at| parse_time(status.last_active.as_deref()).is_none_or(|s| *at > s));
     let ready = shown.phase == endpoint_phase::ACTIVE;
     let said = shown.message.clone().unwrap_or_else(|| "its compute runs".into());
     let now = rfc3339(OffsetDateTime::now_utc());
@@ -84,9 +82,9 @@ fn status_of(endpoint: &NeonEndpoint, shown: Shown, compute: Option<&Deployment>
     }
 }
 
-/// How an endpoint whose compute is `deployment` shows; `problem` is what keeps its pod from
-/// running, if anything does.
-fn compute_phase(deployment: &Deployment, suspended_why: Option<&str>, problem: Option<(String, String)>) -> Shown {
+/// How an endpoint whose compute is `deployment` shows; `problem` says what keeps its pod from
+/// running, if anything does (asked only of a compute that is starting).
+fn compute_phase(deployment: &Deployment, suspended_why: Option<&str>, problem: impl FnOnce() -> Option<(String, String)>) -> Shown {
     if replicas(deployment) == 0 {
         let why = suspended_why.map(|why| format!(" ({why})")).unwrap_or_default();
         return Shown::new(endpoint_phase::SUSPENDED, "Suspended", Some(format!("suspended{why}: the next connection starts it")));
@@ -95,7 +93,7 @@ fn compute_phase(deployment: &Deployment, suspended_why: Option<&str>, problem: 
         return Shown::new(endpoint_phase::ACTIVE, "ComputeRunning", None);
     }
     let waiting = format!("waiting for the compute's pod (Deployment {}) to be ready", deployment.name_any());
-    match problem {
+    match problem() {
         Some((reason, problem)) => Shown::new(endpoint_phase::STARTING, &reason, Some(format!("{waiting}: {problem}"))),
         None => Shown::new(endpoint_phase::STARTING, "PodStarting", Some(waiting)),
     }
@@ -123,7 +121,7 @@ impl ControlPlane {
             let memory = self.memory.lock().expect("operator memory lock");
             (memory.last_active.get(&name).copied(), memory.suspended.get(&name).cloned())
         };
-        let problem = kube.pod_problem(&name).await?;
+        let problem = || kube.pod_problem(&name);
         let status_of = |shown: Shown, compute: Option<&Deployment>| status_of(&endpoint, shown, compute, last_active);
         let pending = |reason: &str, message: String| Shown::new(endpoint_phase::PENDING, reason, Some(message));
         // The branch generation whose spec the compute gets, when it is made from a ready branch.
@@ -263,7 +261,7 @@ mod tests {
     #[test]
     fn the_phase_follows_the_deployment() {
         let phase = |d: Deployment, problem: Option<(String, String)>| {
-            let shown = compute_phase(&d, Some("idle since x"), problem);
+            let shown = compute_phase(&d, Some("idle since x"), || problem);
             (shown.phase, shown.reason, shown.message.unwrap_or_default())
         };
         let (suspended, reason, message) = phase(deployment(Some(0), 1, 2), None);
@@ -283,7 +281,7 @@ mod tests {
     fn last_active_only_moves_forward() {
         let mut endpoint = NeonEndpoint::new("dev", EndpointSpec { branch: "dev".into(), ..Default::default() });
         endpoint.status = Some(EndpointStatus { last_active: Some("2026-11-26T10:00:00Z".into()), ..Default::default() });
-        let at = |text: &str| OffsetDateTime::parse(text, &Rfc3339).ok();
+        let at = |text: &str| parse_time(Some(text));
         let shown = |last_active| {
             let active = Shown::new(endpoint_phase::ACTIVE, "ComputeRunning", None);
             status_of(&endpoint, active, None, last_active).last_active.unwrap()

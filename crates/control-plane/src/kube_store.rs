@@ -297,10 +297,10 @@ impl KubeStore {
 
     /// What keeps the pods of the compute of `endpoint` from running, as their status says it
     /// (unschedulable, an image that cannot be pulled, a crashing container): a reason in
-    /// CamelCase and what the pod says; None if nothing does.
-    pub async fn pod_problem(&self, endpoint: &str) -> Result<Option<(String, String)>, StoreError> {
-        let pods = self.caches().await?.pods.state();
-        Ok(pods.iter().filter(|pod| pod.labels().get(computes::ENDPOINT_LABEL).map(String::as_str) == Some(endpoint)).find_map(|pod| {
+    /// CamelCase and what the pod says; None if nothing does (or the caches have not started).
+    pub fn pod_problem(&self, endpoint: &str) -> Option<(String, String)> {
+        let pods = self.caches.get()?.pods.state();
+        pods.iter().filter(|pod| pod.labels().get(computes::ENDPOINT_LABEL).map(String::as_str) == Some(endpoint)).find_map(|pod| {
             let status = pod.status.as_ref()?;
             let unscheduled = status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False");
             if let Some(condition) = unscheduled {
@@ -314,7 +314,7 @@ impl KubeStore {
                 let message = waiting.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
                 Some((reason.clone(), format!("pod {} container {}: {reason}{message}", pod.name_any(), container.name)))
             })
-        }))
+        })
     }
 
     /// The names of the computes' Deployments labelled as serving `branch`.
@@ -433,7 +433,7 @@ impl KubeStore {
         for object in endpoints.iter() {
             let spec = object.spec.clone();
             let running = object.status.as_ref().and_then(|status| status.phase.as_deref()) == Some(resources::endpoint_phase::ACTIVE);
-            let suspend_timeout_seconds = spec.suspend_timeout().map(|timeout| timeout.as_secs() as u32);
+            let suspend_timeout_seconds = spec.suspends_after_seconds();
             state.endpoints.insert(
                 object.name_any(),
                 Endpoint {

@@ -36,13 +36,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::kube_store::KubeStore;
-use super::resources::{
-    BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, NeonEndpoint, READY_CONDITION, RENAMED_TO_ANNOTATION, endpoint_phase, phase,
-};
+use super::resources::{BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, NeonEndpoint, READY_CONDITION, RENAMED_TO_ANNOTATION, phase};
 use neonctl_contract::computes;
 use neonctl_contract::service::{PageserverStatus, StorageStatus};
 
 use super::ControlPlane;
+use super::scaling::rfc3339;
 use super::storcon::{StorageController, StorconError};
 use super::store::{SafekeeperSet, StoreError};
 
@@ -218,7 +217,7 @@ fn deleting_status(message: &str) -> serde_json::Value {
 }
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    rfc3339(time::OffsetDateTime::now_utc())
 }
 
 impl ControlPlane {
@@ -488,13 +487,8 @@ impl ControlPlane {
                 .cached_endpoints()
                 .iter()
                 .filter(|endpoint| endpoint.spec.branch == name)
-                // Running on the new timeline (the old pod, Recreate, is gone by then) or suspended.
-                .filter(|endpoint| {
-                    let status = endpoint.status.clone().unwrap_or_default();
-                    // A suspended one starts on the new timeline.
-                    let moved = matches!(status.phase.as_deref(), Some(endpoint_phase::ACTIVE | endpoint_phase::SUSPENDED));
-                    status.timeline_id.as_ref() != Some(timeline) || !moved
-                })
+                // Not yet on the new timeline (a running one's old pod, Recreate, is gone by then).
+                .filter(|endpoint| !endpoint.status.as_ref().is_some_and(|status| status.is_on(timeline)))
                 .map(|endpoint| endpoint.name_any())
                 .collect();
             if !waiting.is_empty() {

@@ -78,7 +78,7 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()
 }
 
-fn parse_time(text: Option<&str>) -> Option<OffsetDateTime> {
+pub(crate) fn parse_time(text: Option<&str>) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text?, &Rfc3339).ok()
 }
 
@@ -273,7 +273,7 @@ impl ControlPlane {
         let woke = self.start_compute_locked(kube, endpoint).await?;
         let waited = || started.elapsed().as_secs_f64();
         if kube.wait_for_deployment(&compute, running, deadline).await?.is_none() {
-            return Err(match kube.pod_problem(endpoint).await? {
+            return Err(match kube.pod_problem(endpoint) {
                 Some((_, reason)) => WakeError::CannotStart { endpoint: endpoint.into(), reason },
                 None => WakeError::Starting { endpoint: endpoint.into(), waited: waited() },
             });
