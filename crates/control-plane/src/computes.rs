@@ -27,6 +27,9 @@ use super::reconcile::{ReconcileError, is_ready};
 use super::scaling::{parse_time, replicas, rfc3339};
 use super::store::StoreError;
 
+/// How soon a compute still starting is looked at again.
+const STARTING_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where an endpoint's compute is reached, if it is anywhere.
 pub trait ComputeAddresses: Send + Sync {
     fn of(&self, endpoint: &str) -> Option<ComputeAddress>;
@@ -191,7 +194,14 @@ impl ControlPlane {
             }
         }
         self.memory.lock().expect("operator memory lock").failures.remove(&format!("endpoint {name}"));
-        Ok(Action::await_change())
+        // The controller's own watches can wake this before the store's caches have the change
+        // that woke it: a compute still starting is looked at again, so a missed readiness (or
+        // a pod's new problem) shows within a second.
+        Ok(if status.phase.as_deref() == Some(endpoint_phase::STARTING) {
+            Action::requeue(STARTING_RECHECK)
+        } else {
+            Action::await_change()
+        })
     }
 
     /// An action asked of the endpoint by its annotation (`endpoints suspend|start`): done,
