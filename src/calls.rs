@@ -6,10 +6,14 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct CallCount {
     pub read: u64,
     pub mutating: u64,
+    /// How often each mutating operation was called (`ModifySubnetAttribute`: 1): the call log
+    /// that proves a phase did what its plan said and nothing else.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mutations: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -29,7 +33,12 @@ impl Calls {
     /// Records an operation by its API name: Describe*, List*, Get*, Head* and friends read;
     /// everything else mutates.
     pub fn record_operation(&self, service: &str, operation: &str) {
-        self.record(service, !is_read_operation(operation));
+        let mutating = !is_read_operation(operation);
+        self.record(service, mutating);
+        if mutating {
+            let mut map = self.0.lock().expect("call counter lock");
+            *map.entry(service.to_string()).or_default().mutations.entry(operation.to_string()).or_default() += 1;
+        }
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, CallCount> {
@@ -54,6 +63,8 @@ mod tests {
         for op in ["DescribeVpcs", "ListRoles", "GetRole", "HeadBucket", "CreateVpc", "DeleteBucket", "PutBucketPolicy"] {
             calls.record_operation("aws", op);
         }
-        assert_eq!(calls.snapshot()["aws"], CallCount { read: 4, mutating: 3 });
+        let counted = &calls.snapshot()["aws"];
+        assert_eq!((counted.read, counted.mutating), (4, 3));
+        assert_eq!(counted.mutations.keys().collect::<Vec<_>>(), ["CreateVpc", "DeleteBucket", "PutBucketPolicy"]);
     }
 }

@@ -96,6 +96,8 @@ pub enum Verb {
     Delete,
     Run,
     Wait,
+    /// Cannot be done in place: apply refuses, and the detail says the way out.
+    Refuse,
 }
 
 impl Verb {
@@ -107,6 +109,7 @@ impl Verb {
             Verb::Delete => "-",
             Verb::Run => ">",
             Verb::Wait => "…",
+            Verb::Refuse => "!",
         }
     }
 }

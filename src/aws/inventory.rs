@@ -80,7 +80,7 @@ pub struct Found {
 }
 
 impl Found {
-    fn new(component: Option<&str>, id: Option<&str>) -> Self {
+    pub fn new(component: Option<&str>, id: Option<&str>) -> Self {
         Self { component: component.unwrap_or_default().to_string(), id: id.unwrap_or_default().to_string(), ..Self::default() }
     }
     pub fn has_link(&self, target: &str) -> bool {
@@ -143,7 +143,14 @@ pub async fn network(aws: &Aws, prefix: &str) -> Result<Inventory, CallError> {
         async { all_pages!(ec2.describe_vpc_endpoints().filters(filter()), "DescribeVpcEndpoints", &what) },
     )?;
     let mut inv = Inventory::default();
-    inv.add(Kind::Vpc, vpcs.iter().map(|v| Found::new(component(v.tags()).as_deref(), v.vpc_id())));
+    inv.add(
+        Kind::Vpc,
+        vpcs.iter().map(|v| {
+            let mut f = Found::new(component(v.tags()).as_deref(), v.vpc_id());
+            f.extra.insert("cidr".into(), v.cidr_block().unwrap_or_default().into());
+            f
+        }),
+    );
     inv.add(
         Kind::Subnet,
         subnets.iter().map(|s| {
@@ -288,6 +295,30 @@ pub async fn nodegroups(aws: &Aws, prefix: &str) -> Result<Vec<Found>, CallError
     )?
     .unwrap_or_default();
     Ok(names.iter().map(|n| Found::new(Some("nodegroup"), Some(n))).collect())
+}
+
+/// The nodegroup `name` of the cluster `prefix` with what a config change can differ in:
+/// `instance_types`, `disk_size`, `ami_type`, `nodes` (min/max/desired), `version`.
+pub async fn nodegroup(aws: &Aws, prefix: &str, name: &str) -> Result<Option<Found>, CallError> {
+    let described = found(
+        aws.eks.describe_nodegroup().cluster_name(prefix).nodegroup_name(name).send().await.map_err(call("DescribeNodegroup", name)),
+    )?;
+    let Some(group) = described.as_ref().and_then(|d| d.nodegroup()) else { return Ok(None) };
+    let mut f = Found::new(Some("nodegroup"), Some(name));
+    f.state = group.status().map(|s| s.as_str().to_string());
+    f.extra.insert("instance_types".into(), group.instance_types().join(","));
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            f.extra.insert(k.to_string(), v);
+        }
+    };
+    put("disk_size", group.disk_size().map(|d| d.to_string()));
+    put("ami_type", group.ami_type().map(|a| a.as_str().to_string()));
+    put("version", group.version().map(str::to_string));
+    let scaling = group.scaling_config();
+    let size = |n: Option<i32>| n.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+    put("nodes", scaling.map(|s| format!("{}/{}/{}", size(s.min_size()), size(s.max_size()), size(s.desired_size()))));
+    Ok(Some(f))
 }
 
 /// OIDC providers tagged with the prefix (one GetOpenIDConnectProvider per provider in the

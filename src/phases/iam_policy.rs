@@ -52,8 +52,10 @@ pub fn policy(config: &Config, wanted: &[PolicyFor]) -> Value {
                 "ec2:DescribeRouteTables",
                 "ec2:DescribeVpcEndpoints",
                 "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSecurityGroupRules",
                 "ec2:DescribeNetworkInterfaces",
                 "eks:DescribeAddonVersions",
+                "eks:DescribeClusterVersions",
                 "ecr:DescribeRepositories",
                 "ecr:GetAuthorizationToken",
                 "s3:ListAllMyBuckets",
@@ -126,7 +128,8 @@ pub fn policy(config: &Config, wanted: &[PolicyFor]) -> Value {
         Statement {
             sid: "Ec2DeleteTheEksClusterSecurityGroup",
             phases: &[Teardown],
-            actions: &["ec2:DeleteSecurityGroup"],
+            // Rules referencing another group are revoked first: they block both groups' deletion.
+            actions: &["ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress", "ec2:DeleteSecurityGroup"],
             resources: vec![ec2("security-group")],
             condition: Some(json!({"StringEquals": {"aws:ResourceTag/aws:eks:cluster-name": p}})),
         },
@@ -206,6 +209,11 @@ pub fn policy(config: &Config, wanted: &[PolicyFor]) -> Value {
                 "eks:CreateAccessEntry",
                 "eks:DescribeAccessEntry",
                 "eks:AssociateAccessPolicy",
+                "eks:UpdateNodegroupConfig",
+                "eks:UpdateClusterVersion",
+                "eks:UpdateNodegroupVersion",
+                "eks:UpdateAddon",
+                "eks:DescribeUpdate",
                 "eks:DeleteAddon",
                 "eks:DeleteNodegroup",
                 "eks:DeleteCluster",
@@ -315,6 +323,50 @@ mod tests {
                 assert!(scoped, "{} is not scoped to the prefix", statement["Sid"]);
             }
         }
+    }
+
+    /// Every AWS operation the phases call (the names their errors carry) is in the policy, so
+    /// a new call cannot ship without its permission.
+    #[test]
+    fn every_operation_the_phases_call_is_allowed() {
+        let sources = [
+            include_str!("infra.rs"),
+            include_str!("infra/network.rs"),
+            include_str!("infra/iam.rs"),
+            include_str!("infra/eks.rs"),
+            include_str!("infra/storage.rs"),
+            include_str!("infra/cost.rs"),
+            include_str!("teardown.rs"),
+            include_str!("push.rs"),
+            include_str!("../aws/inventory.rs"),
+            include_str!("../aws/ecr_auth.rs"),
+        ];
+        let doc = policy(&Config::default(), PolicyFor::ALL).to_string();
+        // Needs no permission: STS answers it for any credentials.
+        let free = ["GetCallerIdentity"];
+        // S3's IAM actions are named apart from its API operations.
+        fn action(operation: &str) -> &str {
+            match operation {
+                "PutPublicAccessBlock" => "PutBucketPublicAccessBlock",
+                "PutBucketEncryption" => "PutEncryptionConfiguration",
+                "PutBucketLifecycleConfiguration" => "PutLifecycleConfiguration",
+                "ListObjectVersions" => "ListBucketVersions",
+                "ListMultipartUploads" => "ListBucketMultipartUploads",
+                "DeleteObjects" => "DeleteObjectVersion",
+                "ListBuckets" => "ListAllMyBuckets",
+                other => other,
+            }
+        }
+        let mut missing = Vec::new();
+        for source in sources {
+            for operation in source.split("call(\"").skip(1).filter_map(|rest| rest.split('"').next()) {
+                let granted = doc.contains(&format!(":{}\"", action(operation))) || free.contains(&operation);
+                if !granted && !missing.contains(&operation) {
+                    missing.push(operation);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "operations without a permission: {missing:?}");
     }
 
     #[test]

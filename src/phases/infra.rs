@@ -10,6 +10,7 @@
 //! component's record (with its deterministic client token) is persisted; the id right after.
 
 mod cost;
+mod drift;
 pub(crate) mod eks;
 mod iam;
 mod network;
@@ -24,7 +25,7 @@ use futures::future::BoxFuture;
 
 use crate::aws::Aws;
 use crate::aws::call::{CallError, call};
-use crate::aws::inventory::{Found, Kind};
+use crate::aws::inventory::{self, Found, Kind};
 use crate::engine::{Context, Phase, PhaseName, PhasePlan};
 use crate::output::PhaseReporter;
 use crate::state::ResourceRecord;
@@ -113,7 +114,23 @@ impl<'a> Run<'a> {
     async fn converge(&self) -> anyhow::Result<()> {
         // A cluster of our name that is not ours, or a bucket name someone else owns, stops the
         // run before anything is created.
-        let cluster = crate::aws::inventory::cluster(&self.aws, &self.prefix).await?;
+        let (cluster, network) =
+            futures::try_join!(inventory::cluster(&self.aws, &self.prefix), inventory::network(&self.aws, &self.prefix))?;
+        // What the config asks to change is decided from these lookups, as `--plan` decides it:
+        // anything that cannot change in place stops the run before its first mutating call.
+        let mut live = network.clone();
+        if let Some(cluster) = &cluster {
+            live.add(Kind::Cluster, [cluster.clone()]);
+            live.add(Kind::Nodegroup, inventory::nodegroup(&self.aws, &self.prefix, &eks::nodegroup_name(&self.prefix)).await?);
+        }
+        let existing_network = !self.cx.state().infra.azs.is_empty() || !network.of(Kind::Subnet).is_empty();
+        let zones_in_use = if existing_network { self.zones.as_slice() } else { &[] };
+        let recorded = self.cx.state().infra;
+        let live = drift::Live { inventory: &live, zones: zones_in_use, configured: &[], recorded: &recorded };
+        let changes = drift::changes(&self.cx.config, &live);
+        if let Some(refused) = drift::refusal_error(&changes) {
+            return Err(refused);
+        }
         let bucket = storage::bucket(self).await?;
         let (account, zones) = (self.id.account.clone(), self.zones.clone());
         if self.cx.state().infra.azs != zones {
@@ -123,7 +140,7 @@ impl<'a> Run<'a> {
             })?;
         }
         let (net, (cluster_role, node_role), ()) =
-            futures::try_join!(network::converge(self), iam::base_roles(self), storage::repositories(self))?;
+            futures::try_join!(network::converge(self, &network), iam::base_roles(self), storage::repositories(self))?;
         eks::converge(self, cluster, &net, &cluster_role, &node_role, &bucket).await
     }
 
@@ -187,18 +204,19 @@ impl<'a> Run<'a> {
         Ok(id)
     }
 
-    /// Runs `apply` unless the same `settings` were applied to `component` already.
-    pub async fn configure<Fut>(&self, component: &str, what: &str, settings: &str, apply: impl FnOnce() -> Fut) -> anyhow::Result<()>
+    /// Runs `apply` unless the same settings were applied to the component already.
+    pub async fn configure<Fut>(&self, configured: &drift::Configured, apply: impl FnOnce() -> Fut) -> anyhow::Result<()>
     where
         Fut: Future<Output = Result<(), CallError>>,
     {
-        let fingerprint = spec::fingerprint(settings);
-        if self.record(component).and_then(|r| r.applied).as_deref() == Some(fingerprint.as_str()) {
+        if configured.is_applied(&self.cx.state().infra) {
             return Ok(());
         }
+        let what = &configured.what;
         let step = self.reporter.step(format!("configure {what}"));
         apply().await.with_context(|| format!("configuring {what}"))?;
-        self.cx.update_state(|s| s.infra.resources.entry(component.to_string()).or_default().applied = Some(fingerprint))?;
+        let fingerprint = configured.fingerprint();
+        self.cx.update_state(|s| s.infra.resources.entry(configured.component.clone()).or_default().applied = Some(fingerprint))?;
         step.finish();
         Ok(())
     }
@@ -253,7 +271,7 @@ pub async fn pick_zones(aws: &Aws, config: &crate::config::Config) -> anyhow::Re
 }
 
 /// The zones of the prefix's existing private subnets, if there are any.
-async fn zones_in_use(aws: &Aws, prefix: &str) -> anyhow::Result<Option<Vec<String>>> {
+pub(crate) async fn zones_in_use(aws: &Aws, prefix: &str) -> anyhow::Result<Option<Vec<String>>> {
     let subnets = aws
         .ec2
         .describe_subnets()

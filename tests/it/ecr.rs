@@ -66,7 +66,7 @@ async fn ecr_tokens_are_decoded_cached_and_refreshed() {
     assert_eq!(creds.username.as_deref(), Some("AWS"));
     assert!(creds.password.as_deref().is_some_and(|p| !p.is_empty()));
     assert_eq!(creds.serveraddress.as_deref(), Some(registry.as_str()));
-    assert_eq!(calls.snapshot()["ecr"], CallCount { read: 1, mutating: 0 });
+    assert_eq!(calls.snapshot()["ecr"], CallCount { read: 1, mutating: 0, ..Default::default() });
     assert!(!format!("{auth:?}").contains(creds.password.as_deref().unwrap()), "Debug never shows the token");
 
     // moto's token "expired" in 2015: it is used for the fallback window, then fetched again.

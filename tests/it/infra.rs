@@ -1,10 +1,33 @@
 //! `infra` against moto: full creation, convergence, crash safety, bad input, no leaked secret.
 
-use crate::moto::{Moto, SECRET_KEY, assert_complete, call_counts, mutating_calls};
+use crate::moto::{Moto, SECRET_KEY, assert_complete, call_counts, mutating_calls, mutations};
 use crate::support::{Workdir, stderr, stdout};
 
 fn state(wd: &Workdir) -> neonctl_aws::state::State {
     neonctl_aws::state::read(&wd.state_dir()).unwrap()
+}
+
+/// The plan's changes other than adopt (and the emulator's skips), one line each.
+fn updates(plan: &std::process::Output) -> Vec<String> {
+    plan_actions(plan)
+        .iter()
+        .filter(|a| a["verb"] != "adopt" && a["verb"] != "run")
+        .map(|a| format!("{} {}: {}", a["verb"].as_str().unwrap(), a["target"].as_str().unwrap(), a["detail"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// What a run re-applied settings to (its `configure …` steps).
+fn configure_steps(run: &std::process::Output) -> Vec<String> {
+    crate::support::json_events(run)
+        .iter()
+        .filter(|e| e["event"] == "step_started")
+        .filter_map(|e| e["step"].as_str()?.strip_prefix("configure ").map(str::to_string))
+        .collect()
+}
+
+fn plan_actions(output: &std::process::Output) -> Vec<serde_json::Value> {
+    let events = crate::support::json_events(output);
+    events.iter().find(|e| e["event"] == "plan").expect("a plan event")["actions"].as_array().unwrap().clone()
 }
 
 #[test]
@@ -32,18 +55,84 @@ fn infra_from_nothing_creates_everything_once_then_only_reads() {
     assert_complete(&moto.census("neon"));
     assert_eq!(state(&wd).infra, infra, "nothing changed in the state either");
 
-    // A changed node count resizes the nodegroup and nothing else.
+    // Drift made outside the tool and a changed node count: the plan names both changes, with
+    // the field, before and after, and apply makes exactly those calls.
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk());
+    let public = infra.resources["subnet-public-us-east-1b"].id.clone().unwrap();
+    let off = aws_sdk_ec2::types::AttributeBooleanValue::builder().value(false).build();
+    moto.block_on(ec2.modify_subnet_attribute().subnet_id(&public).map_public_ip_on_launch(off).send()).unwrap();
     std::fs::write(wd.path().join("neonctl-aws.yaml"), "aws:\n  emulator: true\ncluster:\n  node_count: 5\n").unwrap();
-    let resized = moto.run(&wd, &["infra", "--output", "json"]);
-    assert!(resized.status.success(), "{}", stdout(&resized));
-    assert_eq!(mutating_calls(&resized), 1, "{}", call_counts(&resized));
+    let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    assert_eq!(
+        updates(&plan),
+        [
+            format!("update subnet neon-subnet-public-us-east-1b ({public}): map public IP on launch: false → true"),
+            "update eks nodegroup neon-nodes: nodes (min/max/desired): 3/3/3 → 5/5/5".to_string(),
+        ]
+    );
+    let applied = moto.run(&wd, &["infra", "--output", "json"]);
+    assert!(applied.status.success(), "{}", stdout(&applied));
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("ec2 ModifySubnetAttribute".to_string(), 1), ("eks UpdateNodegroupConfig".to_string(), 1)].into();
+    assert_eq!(mutations(&applied), expected, "apply made exactly the planned changes");
     let eks = aws_sdk_eks::Client::new(&moto.sdk());
     let group = moto.block_on(eks.describe_nodegroup().cluster_name("neon").nodegroup_name("neon-nodes").send()).unwrap();
     assert_eq!(group.nodegroup().unwrap().scaling_config().unwrap().desired_size(), Some(5));
+    let converged = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
+    assert!(plan_actions(&converged).iter().all(|a| a["verb"] == "adopt" || a["verb"] == "run"), "{}", stdout(&converged));
 
-    // With the state file lost, a run adopts everything again, in the same zones.
+    // What cannot change in place is listed by the plan and refused by apply before any
+    // mutating call, each with the way out; the state stays as it was.
+    let fixed =
+        "aws:\n  emulator: true\nnetwork:\n  vpc_cidr: 10.9.0.0/16\n  az_count: 2\ncluster:\n  node_count: 5\n  node_disk_gib: 200\n";
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), fixed).unwrap();
+    let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let refused: Vec<String> =
+        plan_actions(&plan).iter().filter(|a| a["verb"] == "refuse").map(|a| a["detail"].as_str().unwrap().to_string()).collect();
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    assert!(refused[0].starts_with("cannot change in place: network.vpc_cidr: 10.42.0.0/16 → 10.9.0.0/16. "), "{refused:#?}");
+    assert!(refused[1].contains("network.az_count: 3 (us-east-1a, us-east-1b, us-east-1c) → 2"), "{refused:#?}");
+    assert!(refused[2].contains("cluster.node_disk_gib: 100 → 200"), "{refused:#?}");
+    let before = state(&wd).infra;
+    let out = moto.run(&wd, &["infra", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let error = stdout(&out) + &stderr(&out);
+    assert!(error.contains("infra changed nothing") && error.contains("Set network.vpc_cidr back to 10.42.0.0/16"), "{error}");
+    assert_eq!(mutating_calls(&out), 0, "{}", call_counts(&out));
+    assert_eq!(state(&wd).infra, before);
+
+    // A changed setting of an existing resource: the plan names it, apply re-applies just it.
+    let tiering = "aws:\n  emulator: true\ncluster:\n  node_count: 5\nbucket:\n  intelligent_tiering_after_days: 60\n";
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), tiering).unwrap();
+    let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
+    assert_eq!(
+        updates(&plan),
+        ["update s3 bucket neon-123456789012-us-east-1: settings: applied with other values → as configured"],
+        "{}",
+        stdout(&plan)
+    );
+    let applied = moto.run(&wd, &["infra", "--output", "json"]);
+    assert!(applied.status.success(), "{}", stdout(&applied));
+    assert!(mutations(&applied).keys().all(|k| k.starts_with("s3 ")), "{:?}", mutations(&applied));
+    assert_eq!(configure_steps(&applied), ["s3 bucket neon-123456789012-us-east-1"]);
+
+    // With the state file lost, a run adopts everything again, in the same zones, and applies
+    // every resource's settings again: the plan says which.
     std::fs::remove_dir_all(wd.state_dir()).unwrap();
+    let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
+    let planned: Vec<String> = updates(&plan)
+        .iter()
+        .map(|u| u.strip_prefix("update ").unwrap().split(": settings: not recorded as applied").next().unwrap().to_string())
+        .collect();
     let adopted = moto.run(&wd, &["infra", "--output", "json"]);
+    let mut configured = configure_steps(&adopted);
+    let mut planned_sorted = planned.clone();
+    configured.sort();
+    planned_sorted.sort();
+    assert_eq!(planned_sorted, configured, "the plan names every settings change apply makes");
+    assert_eq!(planned.len(), 15, "vpc, bucket, 7 repositories, 6 roles: {planned:#?}");
     assert!(adopted.status.success(), "{}", stdout(&adopted));
     assert_complete(&moto.census("neon"));
     assert_eq!(state(&wd).infra.azs, infra.azs);
@@ -52,8 +141,7 @@ fn infra_from_nothing_creates_everything_once_then_only_reads() {
     // The plan now adopts everything and creates nothing.
     let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
     assert!(plan.status.success());
-    let events = crate::support::json_events(&plan);
-    let actions = events.iter().find(|e| e["event"] == "plan").unwrap()["actions"].as_array().unwrap().clone();
+    let actions = plan_actions(&plan);
     assert!(actions.iter().all(|a| a["verb"] != "create"), "{actions:#?}");
     assert_eq!(actions.iter().filter(|a| a["verb"] == "adopt").count(), 32);
     assert_eq!(mutating_calls(&plan), 0);

@@ -256,3 +256,14 @@ pub fn call_counts(output: &Output) -> serde_json::Value {
 pub fn mutating_calls(output: &Output) -> u64 {
     call_counts(output).as_object().unwrap().values().map(|c| c["mutating"].as_u64().unwrap()).sum()
 }
+
+/// The mutating operations of a `--output json` run: `"ec2 ModifySubnetAttribute" → 1`.
+pub fn mutations(output: &Output) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (service, counts) in call_counts(output).as_object().unwrap() {
+        for (operation, n) in counts["mutations"].as_object().into_iter().flatten() {
+            out.insert(format!("{service} {operation}"), n.as_u64().unwrap());
+        }
+    }
+    out
+}

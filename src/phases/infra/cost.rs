@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use super::{eks, iam, identity, network, pick_zones, spec, versions};
+use super::drift::{self, Change, Configured, Live};
+use super::spec::Trust;
+use super::{Identity, eks, iam, identity, network, pick_zones, spec, storage, versions, zones_in_use};
 use crate::aws::Aws;
 use crate::aws::inventory::{self, Found, Inventory, Kind};
 use crate::config::Config;
@@ -18,7 +20,11 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 struct Observed {
     account: String,
     zones: Vec<String>,
+    /// The zones the network already lives in (empty for a new deployment).
+    zones_in_use: Vec<String>,
     inventory: Inventory,
+    /// The settings of the resources that exist, as `infra` would apply them.
+    configured: Vec<Configured>,
 }
 
 pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
@@ -52,7 +58,7 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
     let account = observed.as_ref().map(|o| o.account.clone()).or(recorded.account).unwrap_or_else(|| "<account id>".into());
     let empty = Inventory::default();
     let inventory = observed.as_ref().map(|o| &o.inventory).unwrap_or(&empty);
-    let actions: Vec<PlannedAction> = desired(config, &zones, &account)
+    let mut actions: Vec<PlannedAction> = desired(config, &zones, &account)
         .into_iter()
         .map(|(kind, component, name)| {
             let skipped = config.aws.emulator && matches!(kind, Kind::Addon | Kind::AccessEntry);
@@ -69,6 +75,14 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
             }
         })
         .collect();
+    let in_use = observed.as_ref().map(|o| o.zones_in_use.as_slice()).unwrap_or_default();
+    let configured = observed.as_ref().map(|o| o.configured.as_slice()).unwrap_or_default();
+    let recorded_infra = cx.state().infra;
+    let changes = drift::changes(config, &Live { inventory, zones: in_use, configured, recorded: &recorded_infra });
+    actions.extend(changes.iter().map(|change| change_action(config, change)));
+    if changes.iter().any(Change::is_refusal) {
+        notes.push("infra will refuse to run, and change nothing, until the config asks only for what can change in place".into());
+    }
     let today = versions::today();
     let existing = inventory.of(Kind::Cluster).first().and_then(|cluster| cluster.extra.get("version").cloned());
     let version = match (existing, &config.cluster.kubernetes_version) {
@@ -92,24 +106,43 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
     Ok(PhasePlan { actions, notes })
 }
 
+/// An update or refusal as a plan line; the emulator lacks EKS's version upgrades.
+fn change_action(config: &Config, change: &Change) -> PlannedAction {
+    let (resource, what) = change.describe();
+    let upgrade = resource.starts_with("eks ") && what.contains("Kubernetes version") || resource.starts_with("eks addons");
+    match change {
+        Change::Update { .. } if config.aws.emulator && upgrade => {
+            PlannedAction::new(Verb::Run, resource).detail(format!("skipped: aws.emulator ({what})"))
+        }
+        Change::Update { .. } => PlannedAction::new(Verb::Update, resource).detail(what),
+        Change::Refuse { .. } => PlannedAction::new(Verb::Refuse, resource).detail(what),
+    }
+}
+
 async fn observe(cx: &Context) -> anyhow::Result<Observed> {
     let aws = Aws::connect(&cx.config, cx.calls.clone()).await?;
     let id = identity(&aws).await?;
     let prefix = &cx.config.prefix;
     let recorded = cx.state().infra.azs;
-    let zones = if recorded.is_empty() { pick_zones(&aws, &cx.config).await? } else { recorded };
+    // As `infra` chooses them: recorded, else where the subnets are, else new ones.
+    let zones_in_use = match recorded.is_empty() {
+        false => recorded,
+        true => zones_in_use(&aws, prefix).await?.unwrap_or_default(),
+    };
+    let zones = if zones_in_use.is_empty() { pick_zones(&aws, &cx.config).await? } else { zones_in_use.clone() };
     let bucket = spec::bucket_name(&cx.config, &id.account);
-    let (mut inventory, roles, cluster, nodegroups, repos, bucket) = futures::try_join!(
+    let nodegroup = eks::nodegroup_name(prefix);
+    let (mut inventory, roles, cluster, nodegroup, repos, bucket) = futures::try_join!(
         inventory::network(&aws, prefix),
         inventory::roles(&aws, prefix),
         inventory::cluster(&aws, prefix),
-        inventory::nodegroups(&aws, prefix),
+        inventory::nodegroup(&aws, prefix, &nodegroup),
         inventory::repositories(&aws, prefix),
         inventory::bucket(&aws, &bucket),
     )?;
     inventory.add(Kind::Role, roles);
     inventory.add(Kind::Repository, repos);
-    inventory.add(Kind::Nodegroup, nodegroups);
+    inventory.add(Kind::Nodegroup, nodegroup);
     inventory.add(Kind::Bucket, bucket);
     if let Some(cluster) = cluster {
         // The provider's ARN follows from the cluster's issuer.
@@ -122,10 +155,56 @@ async fn observe(cx: &Context) -> anyhow::Result<Observed> {
             let addons = aws.eks.list_addons().cluster_name(prefix).send().await.map_err(crate::aws::call::call("ListAddons", prefix))?;
             let found = addons.addons().iter().map(|a| Found { component: format!("addon-{a}"), id: a.clone(), ..Found::default() });
             inventory.add(Kind::Addon, found.collect::<Vec<_>>());
+            let entry = eks::existing_access_entry(&aws, prefix, &id).await?;
+            inventory.add(Kind::AccessEntry, entry.state.is_some().then_some(entry));
         }
         inventory.add(Kind::Cluster, [cluster]);
     }
-    Ok(Observed { account: id.account, zones, inventory })
+    let configured = existing_settings(&cx.config, &id, &inventory);
+    Ok(Observed { account: id.account, zones, zones_in_use, inventory, configured })
+}
+
+/// The settings `infra` would apply to the resources that exist (compared with what the state
+/// says was applied, they become "update" lines).
+fn existing_settings(config: &Config, id: &Identity, inv: &Inventory) -> Vec<Configured> {
+    let p = &config.prefix;
+    let mut out = Vec::new();
+    if let Some(vpc) = inv.get(Kind::Vpc, "vpc") {
+        out.push(network::dns_settings(&vpc.id));
+    }
+    let bucket = spec::bucket_name(config, &id.account);
+    if inv.of(Kind::Bucket).iter().any(|b| b.id == bucket) {
+        out.push(storage::bucket_settings(config, &bucket));
+    }
+    let lifecycle = spec::ecr_lifecycle(config.ecr.keep_images).to_string();
+    for image in crate::IMAGES {
+        let (component, name) = (format!("ecr-{image}"), format!("{p}/{image}"));
+        if inv.of(Kind::Repository).iter().any(|r| r.id == name) {
+            out.push(storage::repository_settings(&component, &name, &lifecycle));
+        }
+    }
+    let issuer = inv.get(Kind::Cluster, "cluster").and_then(|c| c.extra.get("oidc_issuer"));
+    let provider = issuer.map(|i| format!("arn:{}:iam::{}:oidc-provider/{}", id.partition, id.account, i.trim_start_matches("https://")));
+    for role in [spec::CLUSTER_ROLE, spec::NODE_ROLE].iter().chain(&spec::IRSA_ROLES) {
+        if !inv.of(Kind::Role).iter().any(|r| r.id == format!("{p}-{}", role.suffix)) {
+            continue;
+        }
+        let oidc = match (role.trust, &provider, issuer) {
+            (Trust::Service(_), ..) => None,
+            (_, Some(provider), Some(issuer)) => Some((provider.as_str(), issuer.as_str())),
+            // Trusts a cluster that does not exist yet: its policies change once it does.
+            _ => {
+                let what = format!("iam role {p}-{} (trust of the new cluster's OIDC provider)", role.suffix);
+                out.push(Configured::new(iam::role_component(role.suffix), what, "the new cluster's"));
+                continue;
+            }
+        };
+        out.push(iam::RolePolicies::of(role, p, &id.partition, oidc, &bucket).settings(p, role));
+    }
+    if let Some(entry) = inv.get(Kind::AccessEntry, "access-entry") {
+        out.push(eks::access_settings(&entry.id));
+    }
+    out
 }
 
 /// Every resource `infra` manages: `(kind, component, name)`.

@@ -7,6 +7,7 @@ use futures::TryFutureExt;
 
 use aws_sdk_eks::types as ekst;
 
+use super::drift::UpgradeStep;
 use super::network::Net;
 use super::{Run, iam, spec};
 use crate::aws::call::{Backoff, CallError, call, created_id, found, is_iam_propagation, wait_for};
@@ -30,10 +31,18 @@ pub async fn converge(
     bucket: &str,
 ) -> anyhow::Result<()> {
     let cluster = cluster(run, existing, net, cluster_role).await?;
-    let version = match cluster.extra.get("version") {
+    let mut version = match cluster.extra.get("version") {
         Some(version) => version.clone(),
         None => kubernetes_version(run).await,
     };
+    if let Some(target) = run.cx.config.cluster.kubernetes_version.as_ref().filter(|t| **t != version) {
+        if run.aws.emulator {
+            run.skipped(&format!("the upgrade of eks cluster {} from Kubernetes {version} to {target}", run.prefix));
+        } else {
+            upgrade(run, target).await?;
+            version = target.clone();
+        }
+    }
     if let Some(warning) = super::versions::warning(
         &version,
         super::versions::today(),
@@ -272,21 +281,11 @@ async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Follows `cluster.node_count` (true when it changed the nodegroup); the instance type and
-/// disk of a nodegroup cannot change.
+/// Follows `cluster.node_count` (true when it changed the nodegroup). The instance type, disk
+/// and AMI type cannot change: `drift` refuses such a config before the run changes anything.
 async fn resize(run: &Run<'_>, group: &ekst::Nodegroup) -> anyhow::Result<bool> {
     let c = &run.cx.config.cluster;
     let name = group.nodegroup_name().unwrap_or_default();
-    if !group.instance_types().contains(&c.node_instance_type) || group.disk_size().is_some_and(|d| d != c.node_disk_gib as i32) {
-        run.reporter.warn(format!(
-            "eks nodegroup {name} runs {} with {} GiB disks; the config asks for {} with {} GiB, which needs a new nodegroup \
-             (run `neonctl-aws teardown` and infra again, or replace it by hand)",
-            group.instance_types().join(","),
-            group.disk_size().unwrap_or_default(),
-            c.node_instance_type,
-            c.node_disk_gib
-        ));
-    }
     let count = c.node_count as i32;
     let current = group.scaling_config().map(|s| (s.min_size(), s.max_size(), s.desired_size()));
     if current == Some((Some(count), Some(count), Some(count))) {
@@ -305,6 +304,191 @@ async fn resize(run: &Run<'_>, group: &ekst::Nodegroup) -> anyhow::Result<bool> 
         .map_err(call("UpdateNodegroupConfig", name))?;
     step.finish();
     Ok(true)
+}
+
+/// Moves the cluster to `target` one minor version at a time, in AWS's order for each (control
+/// plane, add-ons, nodegroup), waiting for each update. Every step starts from the live versions,
+/// so a run killed half-way goes on from where AWS is.
+async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
+    let name = &run.prefix;
+    let group_name = nodegroup_name(name);
+    let current = inventory::cluster(&run.aws, name).await?.and_then(|c| c.extra.get("version").cloned()).unwrap_or_default();
+    let nodes = inventory::nodegroup(&run.aws, name, &group_name).await?.and_then(|g| g.extra.get("version").cloned());
+    for step in super::drift::upgrade_steps(&current, nodes.as_deref(), target) {
+        match step {
+            UpgradeStep::Cluster(version) => {
+                let live = wait_cluster(run).await?;
+                if live.extra.get("version").is_some_and(|v| minor(v) >= minor(&version)) {
+                    continue;
+                }
+                let step = run.reporter.step(format!("upgrade eks cluster {name} to Kubernetes {version} (about 10 minutes)"));
+                let token = spec::token(name, &run.region, &format!("cluster-version-{version}"), "");
+                let out = run
+                    .aws
+                    .eks
+                    .update_cluster_version()
+                    .name(name)
+                    .version(&version)
+                    .client_request_token(token)
+                    .send()
+                    .await
+                    .map_err(call("UpdateClusterVersion", format!("{name} to {version}")))?;
+                crate::crash::point("infra:upgrade:cluster-started");
+                wait_update(run, out.update().and_then(|u| u.id()), Updated::Cluster, &step).await?;
+                step.finish();
+            }
+            UpgradeStep::Addons(version) => {
+                for (addon, _) in spec::ADDONS {
+                    upgrade_addon(run, addon, &version).await?;
+                }
+            }
+            UpgradeStep::Nodegroup(version) => {
+                let live = wait_nodegroup_idle(run, &group_name).await?;
+                if live.is_some_and(|v| minor(&v) >= minor(&version)) {
+                    continue;
+                }
+                let step = run.reporter.step(format!(
+                    "upgrade eks nodegroup {group_name} to Kubernetes {version} (nodes replaced one at a time, 10-30 minutes)"
+                ));
+                let token = spec::token(name, &run.region, &format!("nodegroup-version-{version}"), "");
+                let out = run
+                    .aws
+                    .eks
+                    .update_nodegroup_version()
+                    .cluster_name(name)
+                    .nodegroup_name(&group_name)
+                    .version(&version)
+                    .client_request_token(token)
+                    .send()
+                    .await
+                    .map_err(call("UpdateNodegroupVersion", format!("{group_name} to {version}")))?;
+                wait_update(run, out.update().and_then(|u| u.id()), Updated::Nodegroup(&group_name), &step).await?;
+                step.finish();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn minor(version: &str) -> u32 {
+    super::versions::minor_number(version).unwrap_or_default()
+}
+
+/// Moves an installed addon to EKS's default version for `kubernetes`; one not installed yet is
+/// created at that version later.
+async fn upgrade_addon(run: &Run<'_>, addon: &str, kubernetes: &str) -> anyhow::Result<()> {
+    let eks = &run.aws.eks;
+    let cluster = &run.prefix;
+    let described = found(eks.describe_addon().cluster_name(cluster).addon_name(addon).send().await.map_err(call("DescribeAddon", addon)))?;
+    let Some(current) = described.as_ref().and_then(|d| d.addon()).and_then(|a| a.addon_version()) else { return Ok(()) };
+    let versions = eks
+        .describe_addon_versions()
+        .addon_name(addon)
+        .kubernetes_version(kubernetes)
+        .send()
+        .await
+        .map_err(call("DescribeAddonVersions", addon))?;
+    let Some(wanted) = addon_version(versions.addons(), kubernetes) else {
+        anyhow::bail!(
+            "EKS lists no version of addon {addon} for Kubernetes {kubernetes}; the cluster stays where it is. Run infra again later"
+        )
+    };
+    if wanted == current {
+        return Ok(());
+    }
+    let step = run.reporter.step(format!("upgrade eks addon {addon} {current} → {wanted} (for Kubernetes {kubernetes})"));
+    let out = eks
+        .update_addon()
+        .cluster_name(cluster)
+        .addon_name(addon)
+        .addon_version(&wanted)
+        .resolve_conflicts(ekst::ResolveConflicts::Overwrite)
+        .client_request_token(spec::token(cluster, &run.region, &format!("addon-{addon}-{wanted}"), ""))
+        .send()
+        .await
+        .map_err(call("UpdateAddon", format!("{addon} to {wanted}")))?;
+    wait_update(run, out.update().and_then(|u| u.id()), Updated::Addon(addon), &step).await?;
+    step.finish();
+    Ok(())
+}
+
+/// What an EKS update changes; DescribeUpdate names the nodegroup or addon beside the cluster.
+#[derive(Clone, Copy)]
+enum Updated<'a> {
+    Cluster,
+    Nodegroup(&'a str),
+    Addon(&'a str),
+}
+
+/// Waits for an EKS update to succeed; a failed or cancelled one is an error with EKS's reasons.
+async fn wait_update(run: &Run<'_>, id: Option<&str>, what: Updated<'_>, step: &crate::output::Step) -> anyhow::Result<()> {
+    let cluster = &run.prefix;
+    let id = id.ok_or_else(|| anyhow::anyhow!("EKS answered the update of {cluster} without an update id; run infra again to resume"))?;
+    let (nodegroup, addon) = match what {
+        Updated::Cluster => (None, None),
+        Updated::Nodegroup(n) => (Some(n.to_string()), None),
+        Updated::Addon(a) => (None, Some(a.to_string())),
+    };
+    wait_for(
+        &format!("eks update {id} of {cluster}"),
+        Duration::from_secs(90 * 60),
+        Duration::from_secs(20),
+        |secs| step.progress(secs, None, Unit::Items),
+        || async {
+            let out = run
+                .aws
+                .eks
+                .describe_update()
+                .name(cluster)
+                .update_id(id)
+                .set_nodegroup_name(nodegroup.clone())
+                .set_addon_name(addon.clone())
+                .send()
+                .await
+                .map_err(call("DescribeUpdate", id))?;
+            let update = out.update();
+            match update.and_then(|u| u.status()) {
+                Some(ekst::UpdateStatus::Successful) => Ok(Some(())),
+                Some(status @ (ekst::UpdateStatus::Failed | ekst::UpdateStatus::Cancelled)) => {
+                    let errors: Vec<String> = update
+                        .map(|u| {
+                            u.errors()
+                                .iter()
+                                .map(|e| {
+                                    format!("{}: {}", e.error_code().map(|c| c.as_str()).unwrap_or("?"), e.error_message().unwrap_or(""))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    anyhow::bail!(
+                        "eks update {id} of {cluster} is {}: {}. Fix the cause, then run infra again to retry from where it stopped",
+                        status.as_str(),
+                        errors.join("; ")
+                    )
+                }
+                _ => Ok(None),
+            }
+        },
+    )
+    .await
+}
+
+/// The nodegroup's version once no update runs on it (a resumed run may find one running).
+async fn wait_nodegroup_idle(run: &Run<'_>, name: &str) -> anyhow::Result<Option<String>> {
+    wait_for(
+        &format!("eks nodegroup {name} to finish its update"),
+        Duration::from_secs(90 * 60),
+        Duration::from_secs(20),
+        |_| {},
+        || async {
+            let group = inventory::nodegroup(&run.aws, &run.prefix, name).await?;
+            match group.as_ref().and_then(|g| g.state.as_deref()) {
+                Some("UPDATING" | "CREATING") => Ok(None),
+                _ => Ok(Some(group.and_then(|g| g.extra.get("version").cloned()))),
+            }
+        },
+    )
+    .await
 }
 
 /// The version EKS marks as default for `kubernetes_version`, else the newest compatible one.
@@ -340,17 +524,21 @@ async fn ensure_addon(run: &Run<'_>, addon: &str, role: Option<&str>, k8s: &str)
             status: Some(200),
             detail: format!("no version of {addon} supports Kubernetes {k8s}; choose another cluster.kubernetes_version"),
         })?;
-        eks.create_addon()
-            .cluster_name(cluster)
-            .addon_name(addon)
-            .addon_version(version)
-            .set_service_account_role_arn(role.map(str::to_string))
-            .resolve_conflicts(ekst::ResolveConflicts::Overwrite)
-            .set_tags(Some(tags.map()))
-            .client_request_token(token)
-            .send()
-            .await
-            .map_err(call("CreateAddon", addon))?;
+        // The addon's service account role may have been created seconds ago.
+        Backoff::IAM_PROPAGATION
+            .retry(is_iam_propagation, || {
+                eks.create_addon()
+                    .cluster_name(cluster)
+                    .addon_name(addon)
+                    .addon_version(&version)
+                    .set_service_account_role_arn(role.map(str::to_string))
+                    .resolve_conflicts(ekst::ResolveConflicts::Overwrite)
+                    .set_tags(Some(tags.map()))
+                    .client_request_token(&token)
+                    .send()
+                    .map_err(call("CreateAddon", addon))
+            })
+            .await?;
         Ok(addon.to_string())
     })
     .await?;
@@ -384,26 +572,45 @@ async fn wait_addon(run: &Run<'_>, addon: &str) -> anyhow::Result<()> {
     .await
 }
 
-/// Cluster-admin access for the IAM identity running this (its role, not the STS session).
-async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
-    let eks = &run.aws.eks;
-    let cluster = &run.prefix;
-    let principal = match spec::principal(&run.id.caller_arn) {
+/// The cluster admin policy associated with the access entry of `principal`.
+pub fn access_settings(principal: &str) -> super::drift::Configured {
+    super::drift::Configured::new("access-entry", format!("cluster admin access for {principal}"), principal)
+}
+
+/// The caller's access entry: `id` is its principal (the IAM role of an STS session), `state`
+/// is set when the entry exists.
+pub async fn existing_access_entry(aws: &crate::aws::Aws, cluster: &str, id: &super::Identity) -> anyhow::Result<Found> {
+    let principal = match spec::principal(&id.caller_arn) {
         spec::Principal::Arn(arn) => arn,
         spec::Principal::Role(role) => {
-            let out = run.aws.iam.get_role().role_name(&role).send().await.map_err(call("GetRole", &role))?;
+            let out = aws.iam.get_role().role_name(&role).send().await.map_err(call("GetRole", &role))?;
             created_id("GetRole", &role, out.role().map(|r| r.arn()))?
         }
     };
-    let existing = found(
-        eks.describe_access_entry()
+    let described = found(
+        aws.eks
+            .describe_access_entry()
             .cluster_name(cluster)
             .principal_arn(&principal)
             .send()
             .await
             .map_err(call("DescribeAccessEntry", &principal)),
-    )?
-    .map(|_| Found { component: "access-entry".into(), id: principal.clone(), ..Found::default() });
+    )?;
+    Ok(Found {
+        component: "access-entry".into(),
+        id: principal,
+        state: described.map(|_| "exists".to_string()),
+        ..Found::default()
+    })
+}
+
+/// Cluster-admin access for the IAM identity running this (its role, not the STS session).
+async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
+    let eks = &run.aws.eks;
+    let cluster = &run.prefix;
+    let existing = existing_access_entry(&run.aws, cluster, &run.id).await?;
+    let principal = existing.id.clone();
+    let existing = existing.state.is_some().then_some(existing);
     let tags = Tags::new(&run.prefix, "access-entry");
     run.ensure(Kind::AccessEntry, "access-entry", &principal, existing.as_ref(), |token| async {
         eks.create_access_entry()
@@ -418,7 +625,7 @@ async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
         Ok(principal.clone())
     })
     .await?;
-    run.configure("access-entry", &format!("cluster admin access for {principal}"), &principal, || async {
+    run.configure(&access_settings(&principal), || async {
         let scope = ekst::AccessScope::builder().r#type(ekst::AccessScopeType::Cluster).build();
         eks.associate_access_policy()
             .cluster_name(cluster)
@@ -563,6 +770,138 @@ pub mod tests {
         configured.config.cluster.kubernetes_version = Some("1.34".into());
         let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[] as &[&Rule]);
         assert_eq!(kubernetes_version(&run(&configured, eks, iam_unused())).await, "1.34", "the config's, without asking");
+    }
+
+    /// EKS as far as an upgrade sees it: versions, a pending cluster update that finishes when
+    /// it is next described, and the log of every mutating call.
+    #[derive(Default)]
+    struct UpgradingEks {
+        cluster: String,
+        pending: Option<String>,
+        nodes: String,
+        addons: std::collections::BTreeMap<String, String>,
+        log: Vec<String>,
+        /// DescribeUpdate fails (as a killed run would stop) for this update id.
+        fail: Option<String>,
+    }
+
+    fn upgrading_eks(fake: &Arc<std::sync::Mutex<UpgradingEks>>) -> (Eks, Vec<Rule>) {
+        use aws_sdk_eks::operation as op;
+        let f = fake.clone();
+        let describe_cluster = mock!(Eks::describe_cluster).then_compute_output(move |_| {
+            let mut f = f.lock().unwrap();
+            let status = match f.pending.take() {
+                Some(version) => {
+                    f.cluster = version;
+                    ekst::ClusterStatus::Updating
+                }
+                None => ekst::ClusterStatus::Active,
+            };
+            let cluster =
+                ekst::Cluster::builder().name("neon").version(&f.cluster).status(status).tags("neonctl-aws/cluster", "neon").build();
+            op::describe_cluster::DescribeClusterOutput::builder().cluster(cluster).build()
+        });
+        let f = fake.clone();
+        let describe_nodegroup = mock!(Eks::describe_nodegroup).then_compute_output(move |_| {
+            let f = f.lock().unwrap();
+            let group =
+                ekst::Nodegroup::builder().nodegroup_name("neon-nodes").version(&f.nodes).status(ekst::NodegroupStatus::Active).build();
+            op::describe_nodegroup::DescribeNodegroupOutput::builder().nodegroup(group).build()
+        });
+        let update = |id: String| ekst::Update::builder().id(id).build();
+        let f = fake.clone();
+        let update_cluster = mock!(Eks::update_cluster_version).then_compute_output(move |r| {
+            let version = r.version().unwrap().to_string();
+            let mut f = f.lock().unwrap();
+            f.log.push(format!("cluster {version}"));
+            f.pending = Some(version.clone());
+            op::update_cluster_version::UpdateClusterVersionOutput::builder().update(update(format!("cluster-{version}"))).build()
+        });
+        let f = fake.clone();
+        let update_nodegroup = mock!(Eks::update_nodegroup_version).then_compute_output(move |r| {
+            let version = r.version().unwrap().to_string();
+            let mut f = f.lock().unwrap();
+            f.log.push(format!("nodegroup {version}"));
+            f.nodes = version.clone();
+            op::update_nodegroup_version::UpdateNodegroupVersionOutput::builder().update(update(format!("nodes-{version}"))).build()
+        });
+        let f = fake.clone();
+        let describe_addon = mock!(Eks::describe_addon).then_compute_output(move |r| {
+            let f = f.lock().unwrap();
+            let name = r.addon_name().unwrap();
+            let addon = ekst::Addon::builder().addon_name(name).addon_version(&f.addons[name]).build();
+            op::describe_addon::DescribeAddonOutput::builder().addon(addon).build()
+        });
+        let addon_versions = mock!(Eks::describe_addon_versions).then_compute_output(|r| {
+            let (name, k8s) = (r.addon_name().unwrap(), r.kubernetes_version().unwrap());
+            let compat = ekst::Compatibility::builder().cluster_version(k8s).default_version(true).build();
+            let version = ekst::AddonVersionInfo::builder().addon_version(format!("{name}-for-{k8s}")).compatibilities(compat).build();
+            let info = ekst::AddonInfo::builder().addon_name(name).addon_versions(version).build();
+            op::describe_addon_versions::DescribeAddonVersionsOutput::builder().addons(info).build()
+        });
+        let f = fake.clone();
+        let update_addon = mock!(Eks::update_addon).then_compute_output(move |r| {
+            let mut f = f.lock().unwrap();
+            let (name, version) = (r.addon_name().unwrap().to_string(), r.addon_version().unwrap().to_string());
+            f.log.push(format!("addon {version}"));
+            f.addons.insert(name.clone(), version.clone());
+            op::update_addon::UpdateAddonOutput::builder().update(update(format!("{name}-{version}"))).build()
+        });
+        let f = fake.clone();
+        let describe_update = mock!(Eks::describe_update).then_compute_response(move |r| {
+            let id = r.update_id().unwrap();
+            if f.lock().unwrap().fail.as_deref() == Some(id) {
+                return aws_smithy_mocks::MockResponse::Error(
+                    aws_sdk_eks::operation::describe_update::DescribeUpdateError::ResourceNotFoundException(not_found()),
+                );
+            }
+            let done = ekst::Update::builder().id(id).status(ekst::UpdateStatus::Successful).build();
+            aws_smithy_mocks::MockResponse::Output(op::describe_update::DescribeUpdateOutput::builder().update(done).build())
+        });
+        let rules = vec![
+            describe_cluster,
+            describe_nodegroup,
+            update_cluster,
+            update_nodegroup,
+            describe_addon,
+            addon_versions,
+            update_addon,
+            describe_update,
+        ];
+        let eks = mock_client!(aws_sdk_eks, RuleMode::MatchAny, &rules.iter().collect::<Vec<_>>());
+        (eks, rules)
+    }
+
+    /// Two minor versions: control plane, add-ons, nodegroup for each, in that order; a run that
+    /// stops while the control plane moves to the second goes on from there without repeating it.
+    #[tokio::test(start_paused = true)]
+    async fn an_upgrade_goes_one_minor_at_a_time_and_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context(dir.path());
+        let addons = spec::ADDONS.iter().map(|(a, _)| (a.to_string(), format!("{a}-for-1.33"))).collect();
+        let fake = Arc::new(std::sync::Mutex::new(UpgradingEks {
+            cluster: "1.33".into(),
+            nodes: "1.33".into(),
+            addons,
+            fail: Some("cluster-1.35".into()),
+            ..Default::default()
+        }));
+        let (eks, _rules) = upgrading_eks(&fake);
+        let stopped = upgrade(&run(&cx, eks, iam_unused()), "1.35").await.unwrap_err();
+        assert!(format!("{stopped:#}").contains("DescribeUpdate"), "{stopped:#}");
+
+        fake.lock().unwrap().fail = None;
+        let (eks, _rules) = upgrading_eks(&fake);
+        upgrade(&run(&cx, eks, iam_unused()), "1.35").await.unwrap();
+        let f = fake.lock().unwrap();
+        let addon_steps = |k8s: &'static str| spec::ADDONS.iter().map(move |(a, _)| format!("addon {a}-for-{k8s}"));
+        let mut expected = vec!["cluster 1.34".to_string()];
+        expected.extend(addon_steps("1.34"));
+        expected.extend(["nodegroup 1.34".to_string(), "cluster 1.35".to_string()]);
+        expected.extend(addon_steps("1.35"));
+        expected.push("nodegroup 1.35".into());
+        assert_eq!(f.log, expected, "each step once, in AWS's order, the interrupted one not repeated");
+        assert_eq!((f.cluster.as_str(), f.nodes.as_str()), ("1.35", "1.35"));
     }
 
     #[tokio::test]

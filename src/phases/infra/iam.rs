@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::Run;
+use super::drift::Configured;
 use super::spec::{self, RoleSpec, Trust};
 use crate::aws::call::{CallError, call, found};
 use crate::aws::inventory::{self, Found, Kind};
@@ -16,9 +17,10 @@ pub fn role_component(suffix: &str) -> String {
 /// The cluster role and the node role: `(cluster ARN, node ARN)`.
 pub async fn base_roles(run: &Run<'_>) -> anyhow::Result<(String, String)> {
     let existing = inventory::roles(&run.aws, &run.prefix).await?;
+    let policies = |role: &RoleSpec| RolePolicies::of(role, &run.prefix, &run.id.partition, None, "");
     let (cluster, node) = futures::try_join!(
-        ensure_role(run, &existing, &spec::CLUSTER_ROLE, trust(&spec::CLUSTER_ROLE, &run.prefix, "", ""), None),
-        ensure_role(run, &existing, &spec::NODE_ROLE, trust(&spec::NODE_ROLE, &run.prefix, "", ""), None),
+        ensure_role(run, &existing, &spec::CLUSTER_ROLE, policies(&spec::CLUSTER_ROLE)),
+        ensure_role(run, &existing, &spec::NODE_ROLE, policies(&spec::NODE_ROLE)),
     )?;
     Ok((cluster, node))
 }
@@ -72,11 +74,35 @@ pub async fn oidc_provider(run: &Run<'_>, issuer: &str) -> anyhow::Result<String
 pub async fn irsa_roles(run: &Run<'_>, provider_arn: &str, issuer: &str, bucket: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
     let existing = inventory::roles(&run.aws, &run.prefix).await?;
     let roles = spec::IRSA_ROLES.iter().map(|role| async {
-        let arn =
-            ensure_role(run, &existing, role, trust(role, &run.prefix, provider_arn, issuer), role.bucket_access.then_some(bucket)).await?;
+        let policies = RolePolicies::of(role, &run.prefix, &run.id.partition, Some((provider_arn, issuer)), bucket);
+        let arn = ensure_role(run, &existing, role, policies).await?;
         anyhow::Ok((role.suffix, arn))
     });
     futures::future::try_join_all(roles).await
+}
+
+/// What a role's policies are: trust, managed policy ARNs, the inline bucket policy.
+pub struct RolePolicies {
+    trust: String,
+    managed: Vec<String>,
+    inline: Option<String>,
+}
+
+impl RolePolicies {
+    /// `oidc`: the provider ARN and issuer, which roles for service accounts trust.
+    pub fn of(role: &RoleSpec, prefix: &str, partition: &str, oidc: Option<(&str, &str)>, bucket: &str) -> Self {
+        let (provider_arn, issuer) = oidc.unwrap_or_default();
+        RolePolicies {
+            trust: trust(role, prefix, provider_arn, issuer).to_string(),
+            managed: role.managed.iter().map(|p| format!("arn:{partition}:iam::aws:policy/{p}")).collect(),
+            inline: role.bucket_access.then(|| spec::bucket_access(bucket).to_string()),
+        }
+    }
+
+    pub fn settings(&self, prefix: &str, role: &RoleSpec) -> Configured {
+        let settings = format!("{}|{:?}|{:?}", self.trust, self.managed, self.inline);
+        Configured::new(role_component(role.suffix), format!("iam role {prefix}-{}", role.suffix), settings)
+    }
 }
 
 /// The trust policy of `role`; service accounts need the OIDC provider and issuer.
@@ -93,20 +119,20 @@ fn trust(role: &RoleSpec, prefix: &str, provider_arn: &str, issuer: &str) -> Val
 
 /// Creates or adopts `<prefix>-<suffix>` under the prefix's path, then makes its trust policy,
 /// managed policies and bucket policy match (once per distinct setting).
-async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, trust: Value, bucket: Option<&str>) -> anyhow::Result<String> {
+async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, policies: RolePolicies) -> anyhow::Result<String> {
     let iam = &run.aws.iam;
     let name = format!("{}-{}", run.prefix, role.suffix);
     let component = role_component(role.suffix);
     let found = existing.iter().find(|f| f.id == name);
     let path = inventory::role_path(&run.prefix);
     let tags = Tags::new(&run.prefix, &component);
-    let trust_text = trust.to_string();
+    let trust_text = &policies.trust;
     run.ensure(Kind::Role, &component, &name, found, |_| async {
         let out = iam
             .create_role()
             .role_name(&name)
             .path(&path)
-            .assume_role_policy_document(&trust_text)
+            .assume_role_policy_document(trust_text)
             .description(format!("neonctl-aws {}: {}", run.prefix, role.suffix))
             .set_tags(Some(tags.iam()))
             .send()
@@ -120,17 +146,15 @@ async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, trust: 
         None => format!("arn:{}:iam::{}:role{path}{name}", run.id.partition, run.id.account),
     };
     run.output(&component, "arn", &arn)?;
-    let managed: Vec<String> = role.managed.iter().map(|p| format!("arn:{}:iam::aws:policy/{p}", run.id.partition)).collect();
-    let inline = bucket.map(|b| spec::bucket_access(b).to_string());
-    let settings = format!("{trust_text}|{managed:?}|{inline:?}");
-    run.configure(&component, &format!("iam role {name}"), &settings, || async {
+    let (managed, inline) = (&policies.managed, &policies.inline);
+    run.configure(&policies.settings(&run.prefix, role), || async {
         iam.update_assume_role_policy()
             .role_name(&name)
-            .policy_document(&trust_text)
+            .policy_document(trust_text)
             .send()
             .await
             .map_err(call("UpdateAssumeRolePolicy", &name))?;
-        for policy in &managed {
+        for policy in managed {
             iam.attach_role_policy()
                 .role_name(&name)
                 .policy_arn(policy)
@@ -138,7 +162,7 @@ async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, trust: 
                 .await
                 .map_err(call("AttachRolePolicy", format!("{policy} to {name}")))?;
         }
-        if let Some(document) = &inline {
+        if let Some(document) = inline {
             iam.put_role_policy()
                 .role_name(&name)
                 .policy_name("bucket-access")

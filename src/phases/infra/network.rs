@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, NatGatewayState, ResourceType, VpcEndpointType};
 
+use super::drift::Configured;
 use super::{Run, spec};
 use crate::aws::call::{CallError, call, created_id, wait_for};
 use crate::aws::inventory::{self, Kind};
@@ -19,14 +20,19 @@ pub struct Net {
     pub private: Vec<(String, String)>,
 }
 
+/// DNS support and host names, which EKS nodes need.
+pub fn dns_settings(vpc: &str) -> Configured {
+    Configured::new("vpc", format!("vpc {vpc} dns support and hostnames"), format!("dns {vpc}"))
+}
+
 pub fn subnet_component(public: bool, zone: &str) -> String {
     format!("subnet-{}-{zone}", if public { "public" } else { "private" })
 }
 
-pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
+/// `inv`: the network as looked up at the start of the run.
+pub async fn converge(run: &Run<'_>, inv: &inventory::Inventory) -> anyhow::Result<Net> {
     let ec2 = &run.aws.ec2;
     let config = &run.cx.config;
-    let inv = inventory::network(&run.aws, &run.prefix).await?;
     let tags = |component: &str| Tags::new(&run.prefix, component);
     let bool_value = |b: bool| AttributeBooleanValue::builder().value(b).build();
 
@@ -43,7 +49,7 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
             created_id("CreateVpc", cidr, out.vpc().and_then(|v| v.vpc_id()))
         })
         .await?;
-    run.configure("vpc", "vpc dns support and hostnames", &format!("dns {vpc}"), || async {
+    run.configure(&dns_settings(&vpc), || async {
         // The API takes one attribute per call.
         ec2.modify_vpc_attribute()
             .vpc_id(&vpc)
@@ -165,10 +171,10 @@ pub async fn converge(run: &Run<'_>) -> anyhow::Result<Net> {
     // Route tables: one public (to the internet gateway), one private per zone (to its NAT).
     let mut tables = Vec::new();
     let public_subnets: Vec<String> = public.iter().map(|(_, s)| s.clone()).collect();
-    tables.push(route_table(run, &inv, &vpc, "rtb-public", Target::Gateway(igw.clone()), &public_subnets).await?);
+    tables.push(route_table(run, inv, &vpc, "rtb-public", Target::Gateway(igw.clone()), &public_subnets).await?);
     for (zone, subnet) in &private {
         tables.push(
-            route_table(run, &inv, &vpc, &format!("rtb-private-{zone}"), Target::Nat(nat_of(zone)), std::slice::from_ref(subnet)).await?,
+            route_table(run, inv, &vpc, &format!("rtb-private-{zone}"), Target::Nat(nat_of(zone)), std::slice::from_ref(subnet)).await?,
         );
     }
 

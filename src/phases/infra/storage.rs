@@ -2,6 +2,7 @@
 
 use aws_sdk_s3::types as s3t;
 
+use super::drift::Configured;
 use super::{Run, spec};
 use crate::aws::call::{CallError, call};
 use crate::aws::inventory::{self, Kind};
@@ -14,6 +15,21 @@ pub enum BucketError {
          Set bucket.name in the config to a name of your own and run infra again"
     )]
     Taken(String),
+}
+
+/// Tags, public access block, encryption, versioning, lifecycle and policy of the bucket.
+pub fn bucket_settings(config: &crate::config::Config, name: &str) -> Configured {
+    let b = &config.bucket;
+    Configured::new(
+        "bucket",
+        format!("s3 bucket {name}"),
+        format!("v1 {} {} {name}", b.intelligent_tiering_after_days, b.noncurrent_version_expiration_days),
+    )
+}
+
+/// The lifecycle policy of a repository (`lifecycle`: `spec::ecr_lifecycle`'s text).
+pub fn repository_settings(component: &str, name: &str, lifecycle: &str) -> Configured {
+    Configured::new(component, format!("ecr lifecycle of {name}"), lifecycle)
 }
 
 /// Creates or adopts the bucket, then applies its settings. Returns its name.
@@ -41,8 +57,7 @@ pub async fn bucket(run: &Run<'_>) -> anyhow::Result<String> {
     })?;
 
     let config = &run.cx.config.bucket;
-    let settings = format!("v1 {} {} {name}", config.intelligent_tiering_after_days, config.noncurrent_version_expiration_days);
-    run.configure("bucket", &format!("s3 bucket {name}"), &settings, || async {
+    run.configure(&bucket_settings(&run.cx.config, &name), || async {
         s3.put_bucket_tagging().bucket(&name).tagging(tags.s3()).send().await.map_err(call("PutBucketTagging", &name))?;
         let block = s3t::PublicAccessBlockConfiguration::builder()
             .block_public_acls(true)
@@ -157,7 +172,7 @@ pub async fn repositories(run: &Run<'_>) -> anyhow::Result<()> {
                 None => format!("{}.dkr.ecr.{}.amazonaws.com/{name}", run.id.account, run.region),
             };
             run.output(&component, "uri", &uri)?;
-            run.configure(&component, &format!("ecr lifecycle of {name}"), lifecycle, || async {
+            run.configure(&repository_settings(&component, &name, lifecycle), || async {
                 ecr.put_lifecycle_policy()
                     .repository_name(&name)
                     .lifecycle_policy_text(lifecycle)
