@@ -126,6 +126,14 @@ impl Backoff {
                 Err(e) if retryable(&e) && started.elapsed() < self.budget => {
                     tokio::time::sleep(delays.next().expect("endless")).await;
                 }
+                Err(mut e) if retryable(&e) => {
+                    e.detail = format!(
+                        "{} (still so after retrying for {} s; AWS may need longer: run the same command again to resume)",
+                        e.detail,
+                        self.budget.as_secs()
+                    );
+                    return Err(e);
+                }
                 other => return other,
             }
         }
@@ -137,9 +145,11 @@ pub fn is_dependency(e: &CallError) -> bool {
     e.is_any(&["DependencyViolation", "DeleteConflict", "ResourceInUseException", "InvalidIPAddress.InUse"])
 }
 
-/// An IAM role that was just created, not yet visible to EKS or EC2.
+/// An IAM role that was just created, not yet visible to EKS or EC2; or a trust policy naming a
+/// role or OIDC provider IAM itself does not see yet ("Invalid principal in policy").
 pub fn is_iam_propagation(e: &CallError) -> bool {
-    e.is("InvalidParameterException") && (e.detail.contains("could not be assumed") || e.detail.contains("Role with arn"))
+    (e.is("InvalidParameterException") && (e.detail.contains("could not be assumed") || e.detail.contains("Role with arn")))
+        || (e.is("MalformedPolicyDocument") && e.detail.contains("Invalid principal"))
 }
 
 /// Polls `check` every `every` until it returns `Some`, reporting elapsed seconds to `tick`;
@@ -171,6 +181,49 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn error(code: &str, detail: &str) -> CallError {
+        CallError {
+            operation: "CreateRole",
+            resource: "neon-pageserver".into(),
+            code: Some(code.into()),
+            status: Some(400),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn iam_propagation_errors() {
+        assert!(is_iam_propagation(&error("InvalidParameterException", "Role with arn: arn:aws:iam::1:role/x, could not be assumed")));
+        assert!(is_iam_propagation(&error("MalformedPolicyDocument", "Invalid principal in policy: \"Federated\":\"arn:…\"")));
+        assert!(!is_iam_propagation(&error("MalformedPolicyDocument", "Syntax errors in policy.")));
+        assert!(!is_iam_propagation(&error("AccessDenied", "not authorized")));
+    }
+
+    /// Retries stop at the budget, with an error that says so and what to do.
+    #[tokio::test(start_paused = true)]
+    async fn propagation_retries_are_bounded_with_a_clear_final_error() {
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result: Result<(), CallError> = Backoff::IAM_PROPAGATION
+            .retry(is_iam_propagation, || async {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err(error("MalformedPolicyDocument", "Invalid principal in policy"))
+            })
+            .await;
+        let e = result.unwrap_err();
+        assert!(e.detail.contains("still so after retrying for 150 s") && e.detail.contains("run the same command again"), "{e}");
+        assert!(started.elapsed() >= Duration::from_secs(150) && started.elapsed() < Duration::from_secs(170));
+        assert!(attempts.load(std::sync::atomic::Ordering::SeqCst) > 5);
+        let once = std::sync::atomic::AtomicU32::new(0);
+        let other: Result<(), CallError> = Backoff::IAM_PROPAGATION
+            .retry(is_iam_propagation, || async {
+                once.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err(error("AccessDenied", "not authorized"))
+            })
+            .await;
+        assert_eq!((other.unwrap_err().detail.as_str(), once.load(std::sync::atomic::Ordering::SeqCst)), ("not authorized", 1));
+    }
 
     #[test]
     fn a_create_without_an_id_is_an_error_naming_the_call() {

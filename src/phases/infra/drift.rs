@@ -408,13 +408,14 @@ mod tests {
         let mut config = config();
         config.cluster.node_count = 5;
         config.cluster.kubernetes_version = Some("1.35".into());
-        let described: Vec<String> = changes(&config, &Live { inventory: &inv, zones: &zones(), configured: &[], recorded: &InfraState::default() })
-            .iter()
-            .map(|c| {
-                let (resource, what) = c.describe();
-                format!("{resource}: {what}")
-            })
-            .collect();
+        let described: Vec<String> =
+            changes(&config, &Live { inventory: &inv, zones: &zones(), configured: &[], recorded: &InfraState::default() })
+                .iter()
+                .map(|c| {
+                    let (resource, what) = c.describe();
+                    format!("{resource}: {what}")
+                })
+                .collect();
         assert_eq!(
             described,
             [

@@ -596,12 +596,7 @@ pub async fn existing_access_entry(aws: &crate::aws::Aws, cluster: &str, id: &su
             .await
             .map_err(call("DescribeAccessEntry", &principal)),
     )?;
-    Ok(Found {
-        component: "access-entry".into(),
-        id: principal,
-        state: described.map(|_| "exists".to_string()),
-        ..Found::default()
-    })
+    Ok(Found { component: "access-entry".into(), id: principal, state: described.map(|_| "exists".to_string()), ..Found::default() })
 }
 
 /// Cluster-admin access for the IAM identity running this (its role, not the STS session).

@@ -6,7 +6,9 @@ use serde_json::Value;
 use super::Run;
 use super::drift::Configured;
 use super::spec::{self, RoleSpec, Trust};
-use crate::aws::call::{CallError, call, found};
+use futures::TryFutureExt;
+
+use crate::aws::call::{Backoff, CallError, call, found, is_iam_propagation};
 use crate::aws::inventory::{self, Found, Kind};
 use crate::aws::tags::{CLUSTER_TAG, Tags};
 
@@ -128,16 +130,19 @@ async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, policie
     let tags = Tags::new(&run.prefix, &component);
     let trust_text = &policies.trust;
     run.ensure(Kind::Role, &component, &name, found, |_| async {
-        let out = iam
-            .create_role()
-            .role_name(&name)
-            .path(&path)
-            .assume_role_policy_document(trust_text)
-            .description(format!("neonctl-aws {}: {}", run.prefix, role.suffix))
-            .set_tags(Some(tags.iam()))
-            .send()
-            .await
-            .map_err(call("CreateRole", &name))?;
+        // A trust naming the OIDC provider created a moment ago can be refused until IAM sees it.
+        let out = Backoff::IAM_PROPAGATION
+            .retry(is_iam_propagation, || {
+                iam.create_role()
+                    .role_name(&name)
+                    .path(&path)
+                    .assume_role_policy_document(trust_text)
+                    .description(format!("neonctl-aws {}: {}", run.prefix, role.suffix))
+                    .set_tags(Some(tags.iam()))
+                    .send()
+                    .map_err(call("CreateRole", &name))
+            })
+            .await?;
         Ok(out.role().map(|r| r.role_name().to_string()).unwrap_or_else(|| name.clone()))
     })
     .await?;
@@ -148,12 +153,15 @@ async fn ensure_role(run: &Run<'_>, existing: &[Found], role: &RoleSpec, policie
     run.output(&component, "arn", &arn)?;
     let (managed, inline) = (&policies.managed, &policies.inline);
     run.configure(&policies.settings(&run.prefix, role), || async {
-        iam.update_assume_role_policy()
-            .role_name(&name)
-            .policy_document(trust_text)
-            .send()
-            .await
-            .map_err(call("UpdateAssumeRolePolicy", &name))?;
+        Backoff::IAM_PROPAGATION
+            .retry(is_iam_propagation, || {
+                iam.update_assume_role_policy()
+                    .role_name(&name)
+                    .policy_document(trust_text)
+                    .send()
+                    .map_err(call("UpdateAssumeRolePolicy", &name))
+            })
+            .await?;
         for policy in managed {
             iam.attach_role_policy()
                 .role_name(&name)

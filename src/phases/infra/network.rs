@@ -300,3 +300,109 @@ pub fn ignore<T>(result: Result<T, CallError>, codes: &[&str]) -> Result<(), Cal
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use aws_sdk_ec2::Client as Ec2;
+    use aws_sdk_ec2::operation as op;
+    use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, mock};
+
+    use super::*;
+    use crate::aws::Aws;
+    use crate::aws::tags::{CLUSTER_TAG, COMPONENT_TAG};
+    use crate::engine::{Context, PhaseName};
+    use crate::output::Recorder;
+    use crate::phases::infra::Identity;
+    use crate::state::StateStore;
+
+    fn run(cx: &Context, ec2: Ec2) -> Run<'_> {
+        let id =
+            Identity { account: "123456789012".into(), partition: "aws".into(), caller_arn: "arn:aws:iam::123456789012:user/ci".into() };
+        let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).to_vec();
+        let aws = Aws { ec2, ..Aws::unreachable(&cx.config) };
+        Run { cx, aws, id, prefix: "neon".into(), region: "us-east-1".into(), zones, reporter: cx.reporter(PhaseName::Infra) }
+    }
+
+    /// An EC2 client answered by `rules` (what `mock_client!` builds, without the SDK's test-util
+    /// feature: aws-sdk-ec2 is the slowest crate to compile).
+    fn mocked(rules: &[Rule]) -> Ec2 {
+        let interceptor = rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny), |i, rule| i.with_rule(rule));
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::for_tests())
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(interceptor)
+            .build();
+        Ec2::from_conf(config)
+    }
+
+    /// The lookups of a network that has only the VPC `tagged` finds (or nothing).
+    fn lookups(tagged: Option<&'static str>) -> Vec<Rule> {
+        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+        vec![
+            mock!(Ec2::describe_vpcs).then_output(move || {
+                let vpcs = tagged.map(|id| {
+                    aws_sdk_ec2::types::Vpc::builder()
+                        .vpc_id(id)
+                        .cidr_block("10.42.0.0/16")
+                        .tags(tag(CLUSTER_TAG, "neon"))
+                        .tags(tag(COMPONENT_TAG, "vpc"))
+                        .build()
+                });
+                op::describe_vpcs::DescribeVpcsOutput::builder().set_vpcs(Some(vpcs.into_iter().collect())).build()
+            }),
+            mock!(Ec2::describe_subnets).then_output(|| op::describe_subnets::DescribeSubnetsOutput::builder().build()),
+            mock!(Ec2::describe_internet_gateways)
+                .then_output(|| op::describe_internet_gateways::DescribeInternetGatewaysOutput::builder().build()),
+            mock!(Ec2::describe_addresses).then_output(|| op::describe_addresses::DescribeAddressesOutput::builder().build()),
+            mock!(Ec2::describe_nat_gateways).then_output(|| op::describe_nat_gateways::DescribeNatGatewaysOutput::builder().build()),
+            mock!(Ec2::describe_route_tables).then_output(|| op::describe_route_tables::DescribeRouteTablesOutput::builder().build()),
+            mock!(Ec2::describe_vpc_endpoints).then_output(|| op::describe_vpc_endpoints::DescribeVpcEndpointsOutput::builder().build()),
+        ]
+    }
+
+    /// A create whose answer lacks the new id is an error naming the call, never an id of "";
+    /// the next run finds the resource by its tags and adopts it instead of creating a twin.
+    #[tokio::test]
+    async fn a_create_answered_without_an_id_fails_and_the_next_run_adopts_it_by_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = Context::new(
+            crate::config::Config::default(),
+            StateStore::open(dir.path(), "test").unwrap(),
+            Arc::new(Recorder::default()),
+            false,
+        );
+        let create_vpc = mock!(Ec2::create_vpc)
+            .match_requests(|r| r.cidr_block() == Some("10.42.0.0/16"))
+            .then_output(|| op::create_vpc::CreateVpcOutput::builder().build());
+        let mut rules = lookups(None);
+        rules.push(create_vpc);
+        let ec2 = mocked(&rules);
+        let first = run(&cx, ec2);
+        let inv = inventory::network(&first.aws, "neon").await.unwrap();
+        let error = format!("{:#}", converge(&first, &inv).await.unwrap_err());
+        assert!(error.contains("CreateVpc") && error.contains("without the new resource's id"), "{error}");
+        assert_eq!(cx.state().infra.resources.get("vpc").and_then(|r| r.id.clone()), None, "no empty id recorded");
+        assert_eq!(rules.last().unwrap().num_calls(), 1);
+
+        // The next run: the VPC is found by tag and adopted; it stops at the subnets here.
+        let create_vpc = mock!(Ec2::create_vpc).then_output(|| op::create_vpc::CreateVpcOutput::builder().build());
+        let dns = mock!(Ec2::modify_vpc_attribute)
+            .match_requests(|r| r.vpc_id() == Some("vpc-0tagged"))
+            .then_output(|| op::modify_vpc_attribute::ModifyVpcAttributeOutput::builder().build());
+        let subnet = mock!(Ec2::create_subnet).then_output(|| op::create_subnet::CreateSubnetOutput::builder().build());
+        let mut rules = lookups(Some("vpc-0tagged"));
+        rules.extend([create_vpc, dns, subnet]);
+        let ec2 = mocked(&rules);
+        let second = run(&cx, ec2);
+        let inv = inventory::network(&second.aws, "neon").await.unwrap();
+        let error = format!("{:#}", converge(&second, &inv).await.unwrap_err());
+        assert!(error.contains("CreateSubnet"), "{error}");
+        let n = rules.len();
+        assert_eq!((rules[n - 3].num_calls(), rules[n - 2].num_calls()), (0, 2), "adopted, not created again; dns configured");
+        assert_eq!(cx.state().infra.resources["vpc"].id.as_deref(), Some("vpc-0tagged"));
+    }
+}
