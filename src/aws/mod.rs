@@ -31,6 +31,20 @@ pub enum AwsSetupError {
     EmulatorWithoutEndpoint,
 }
 
+/// Waits that take minutes on AWS and no time on an emulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pace {
+    /// Between two looks at something being deleted.
+    pub poll: std::time::Duration,
+    /// How long a delete blocked by a dependency is retried.
+    pub dependency_budget: std::time::Duration,
+}
+
+impl Pace {
+    pub const AWS: Pace = Pace { poll: std::time::Duration::from_secs(15), dependency_budget: call::Backoff::DEPENDENCY.budget };
+    pub const EMULATOR: Pace = Pace { poll: std::time::Duration::from_secs(1), dependency_budget: std::time::Duration::from_secs(5) };
+}
+
 /// The clients of one run.
 #[derive(Clone, Debug)]
 pub struct Aws {
@@ -38,8 +52,8 @@ pub struct Aws {
     pub region: String,
     /// Set when the endpoint is overridden (an emulator or a private endpoint).
     pub endpoint: Option<String>,
-    /// Running against an emulator: calls it lacks are skipped with a warning.
-    pub emulator: bool,
+    /// How long to wait for what AWS does slowly and an emulator at once.
+    pub pace: Pace,
     pub ec2: aws_sdk_ec2::Client,
     pub eks: aws_sdk_eks::Client,
     pub iam: aws_sdk_iam::Client,
@@ -73,7 +87,7 @@ impl Aws {
         Ok(Self {
             region: config.region.clone(),
             endpoint,
-            emulator: config.aws.emulator,
+            pace: if config.aws.emulator { Pace::EMULATOR } else { Pace::AWS },
             ec2: aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
             eks: aws_sdk_eks::Client::from_conf(aws_sdk_eks::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
             iam: aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&sdk).interceptor(counter.clone()).build()),

@@ -12,6 +12,7 @@
 mod cost;
 mod drift;
 pub(crate) mod eks;
+pub(crate) mod extras;
 mod iam;
 mod network;
 pub mod spec;
@@ -230,11 +231,6 @@ impl<'a> Run<'a> {
             s.infra.resources.entry(component.to_string()).or_default().outputs.insert(key.to_string(), value.to_string());
         })?;
         Ok(())
-    }
-
-    /// Tell the user about a call skipped because the emulator lacks it.
-    pub fn skipped(&self, what: &str) {
-        self.reporter.warn(format!("aws.emulator: skipping {what} (the emulator does not implement it)"));
     }
 }
 

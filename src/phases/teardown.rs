@@ -21,6 +21,7 @@ use crate::exit::{Coded, LEFTOVERS};
 use crate::output::{PhaseReporter, PlannedAction, Printer, Verb};
 use crate::state::InfraState;
 
+use super::infra::extras::{self, EksExtras};
 use super::infra::{identity, kind_slug, spec};
 
 pub struct Teardown {
@@ -46,13 +47,9 @@ impl Phase for Teardown {
             };
             let mut actions = Vec::new();
             if !inventory.of(Kind::Cluster).is_empty() {
-                if cx.config.aws.emulator {
-                    notes.push(EMULATOR_KUBERNETES_NOTE.to_string());
-                } else {
-                    actions.push(
-                        PlannedAction::new(Verb::Delete, format!("kubernetes load balancers and volumes of cluster {}", cx.config.prefix))
-                            .detail("first, while the nodes run: our namespaces, every LoadBalancer service and claim"),
-                    );
+                match extras::of(&cx.config).release_plan(&cx.config.prefix) {
+                    Ok(action) => actions.push(action),
+                    Err(note) => notes.push(note),
                 }
             }
             for (kind, found) in inventory.list() {
@@ -79,9 +76,6 @@ impl Phase for Teardown {
         Box::pin(self.run(cx))
     }
 }
-
-const EMULATOR_KUBERNETES_NOTE: &str =
-    "aws.emulator: the cluster endpoint is not a real API server, so Kubernetes load balancers and volumes are not removed first";
 
 /// The resources the state file names, for a plan that could not look anything up.
 fn from_state(infra: &InfraState) -> Inventory {
@@ -214,12 +208,14 @@ impl Teardown {
                 );
             }
         }
-        if aws.emulator && !inventory.of(Kind::Cluster).is_empty() {
-            reporter.warn(EMULATOR_KUBERNETES_NOTE);
-        }
-        let budget = if aws.emulator { Duration::from_secs(5) } else { Backoff::DEPENDENCY.budget };
-        let del =
-            Deleter { aws: &aws, reporter: &reporter, errors: Mutex::default(), unreleased: Mutex::default(), backoff: Backoff { budget } };
+        let del = Deleter {
+            aws: &aws,
+            extras: extras::of(&cx.config),
+            reporter: &reporter,
+            errors: Mutex::default(),
+            unreleased: Mutex::default(),
+            backoff: Backoff { budget: aws.pace.dependency_budget },
+        };
         let mut inventory = inventory;
         for round in 1..=3 {
             if inventory.list().iter().all(|(kind, f)| *kind == Kind::Bucket && kept(&inventory).contains(&f.id)) {
@@ -299,6 +295,7 @@ impl Teardown {
 /// Deletes with progress, retrying while dependencies go away; "not found" counts as deleted.
 struct Deleter<'a> {
     aws: &'a Aws,
+    extras: &'static dyn EksExtras,
     reporter: &'a PhaseReporter,
     errors: Mutex<Vec<String>>,
     /// Kubernetes objects whose AWS resources (ELBs, EBS volumes) were not released in time.
@@ -342,7 +339,7 @@ impl Deleter<'_> {
         let waited = wait_for(
             &what,
             timeout,
-            Duration::from_secs(if self.aws.emulator { 1 } else { 15 }),
+            self.aws.pace.poll,
             |_| {},
             || {
                 let check = exists();
@@ -362,9 +359,8 @@ async fn delete_eks(del: &Deleter<'_>, inv: &Inventory, prefix: &str) {
     if inv.of(Kind::Cluster).is_empty() {
         return;
     }
-    if !del.aws.emulator {
-        release_from_kubernetes(del, prefix).await;
-    }
+    let unreleased = del.extras.release_kubernetes(del.aws, del.reporter, prefix).await;
+    del.unreleased.lock().expect("unreleased list").extend(unreleased);
     del.each(inv, Kind::Nodegroup, |n| async {
         eks.delete_nodegroup().cluster_name(prefix).nodegroup_name(&n.id).send().await.map_err(call("DeleteNodegroup", &n.id)).map(drop)
     })
@@ -382,14 +378,11 @@ async fn delete_eks(del: &Deleter<'_>, inv: &Inventory, prefix: &str) {
         })
         .await;
     }
-    if !del.aws.emulator {
-        let addons = found(eks.list_addons().cluster_name(prefix).send().await.map_err(call("ListAddons", prefix))).ok().flatten();
-        for addon in addons.iter().flat_map(|a| a.addons()) {
-            del.one(Kind::Addon, addon, || async {
-                eks.delete_addon().cluster_name(prefix).addon_name(addon).send().await.map_err(call("DeleteAddon", addon)).map(drop)
-            })
-            .await;
-        }
+    for addon in del.extras.addons(del.aws, prefix).await {
+        del.one(Kind::Addon, &addon, || async {
+            eks.delete_addon().cluster_name(prefix).addon_name(&addon).send().await.map_err(call("DeleteAddon", &addon)).map(drop)
+        })
+        .await;
     }
     del.one(Kind::Cluster, prefix, || async {
         eks.delete_cluster().name(prefix).send().await.map_err(call("DeleteCluster", prefix)).map(drop)
@@ -403,24 +396,6 @@ async fn delete_eks(del: &Deleter<'_>, inv: &Inventory, prefix: &str) {
 
 /// LoadBalancer services and volumes go first, while the controllers that delete their ELBs
 /// and EBS volumes still run on the nodes.
-async fn release_from_kubernetes(del: &Deleter<'_>, cluster: &str) {
-    let client = match crate::k8s::eks_cluster_client(del.aws, cluster).await {
-        Ok(client) => client,
-        Err(e) => {
-            del.reporter.warn(format!(
-                "cluster {cluster} is not reachable ({e:#}), so its LoadBalancer services and volumes were not deleted first: \
-                 after teardown, check for load balancers and EBS volumes tagged with the cluster name"
-            ));
-            return;
-        }
-    };
-    let wait = Duration::from_secs(10 * 60);
-    match crate::k8s::cleanup::release_cloud_resources(&client, del.reporter, wait, Duration::from_secs(10)).await {
-        Ok(remaining) => del.unreleased.lock().expect("unreleased list").extend(remaining.0),
-        Err(e) => del.reporter.warn(format!("removing Kubernetes load balancers and volumes of cluster {cluster} failed: {e}")),
-    }
-}
-
 async fn delete_iam(del: &Deleter<'_>, inv: &Inventory) {
     let iam = &del.aws.iam;
     del.each(inv, Kind::OidcProvider, |p| async {
@@ -671,6 +646,7 @@ mod tests {
         let reporter = PhaseReporter::new(PhaseName::Teardown, recorder.clone());
         let del = Deleter {
             aws: &aws,
+            extras: &extras::RealEks,
             reporter: &reporter,
             errors: Mutex::default(),
             unreleased: Mutex::default(),

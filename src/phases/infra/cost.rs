@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::drift::{self, Change, Configured, Live};
+use super::extras::EksExtras;
 use super::spec::Trust;
 use super::{Identity, eks, iam, identity, network, pick_zones, spec, storage, versions, zones_in_use};
 use crate::aws::Aws;
@@ -58,20 +59,19 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
     let account = observed.as_ref().map(|o| o.account.clone()).or(recorded.account).unwrap_or_else(|| "<account id>".into());
     let empty = Inventory::default();
     let inventory = observed.as_ref().map(|o| &o.inventory).unwrap_or(&empty);
+    let extras = super::extras::of(config);
     let mut actions: Vec<PlannedAction> = desired(config, &zones, &account)
         .into_iter()
         .map(|(kind, component, name)| {
-            let skipped = config.aws.emulator && matches!(kind, Kind::Addon | Kind::AccessEntry);
             let existing = inventory.get(kind, &component).or_else(|| inventory.of(kind).iter().find(|f| f.id == name && !name.is_empty()));
-            let (verb, detail) = match (skipped, existing) {
-                (true, _) => (Verb::Run, Some("skipped: aws.emulator".to_string())),
-                (false, Some(found)) => (Verb::Adopt, Some(found.id.clone())),
-                (false, None) => (Verb::Create, None),
+            let target = format!("{} {name}", kind.label());
+            let action = match existing {
+                Some(found) => PlannedAction::new(Verb::Adopt, target).detail(found.id.clone()),
+                None => PlannedAction::new(Verb::Create, target),
             };
-            let action = PlannedAction::new(verb, format!("{} {name}", kind.label()));
-            match detail {
-                Some(d) => action.detail(d),
-                None => action,
+            match kind {
+                Kind::Addon | Kind::AccessEntry => extras.planned(action),
+                _ => action,
             }
         })
         .collect();
@@ -79,7 +79,7 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
     let configured = observed.as_ref().map(|o| o.configured.as_slice()).unwrap_or_default();
     let recorded_infra = cx.state().infra;
     let changes = drift::changes(config, &Live { inventory, zones: in_use, configured, recorded: &recorded_infra });
-    actions.extend(changes.iter().map(|change| change_action(config, change)));
+    actions.extend(changes.iter().map(|change| change_action(extras, change)));
     if changes.iter().any(Change::is_refusal) {
         notes.push("infra will refuse to run, and change nothing, until the config asks only for what can change in place".into());
     }
@@ -106,15 +106,12 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
     Ok(PhasePlan { actions, notes })
 }
 
-/// An update or refusal as a plan line; the emulator lacks EKS's version upgrades.
-fn change_action(config: &Config, change: &Change) -> PlannedAction {
+/// An update, upgrade step or refusal as a plan line.
+fn change_action(extras: &dyn EksExtras, change: &Change) -> PlannedAction {
     let (resource, what) = change.describe();
-    let upgrade = resource.starts_with("eks ") && what.contains("Kubernetes version") || resource.starts_with("eks addons");
     match change {
-        Change::Update { .. } if config.aws.emulator && upgrade => {
-            PlannedAction::new(Verb::Run, resource).detail(format!("skipped: aws.emulator ({what})"))
-        }
         Change::Update { .. } => PlannedAction::new(Verb::Update, resource).detail(what),
+        Change::Upgrade { .. } => extras.planned(PlannedAction::new(Verb::Update, resource).detail(what)),
         Change::Refuse { .. } => PlannedAction::new(Verb::Refuse, resource).detail(what),
     }
 }
@@ -151,13 +148,7 @@ async fn observe(cx: &Context) -> anyhow::Result<Observed> {
             let exists = aws.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.is_ok();
             inventory.add(Kind::OidcProvider, exists.then(|| Found { component: "oidc-provider".into(), id: arn, ..Found::default() }));
         }
-        if !cx.config.aws.emulator {
-            let addons = aws.eks.list_addons().cluster_name(prefix).send().await.map_err(crate::aws::call::call("ListAddons", prefix))?;
-            let found = addons.addons().iter().map(|a| Found { component: format!("addon-{a}"), id: a.clone(), ..Found::default() });
-            inventory.add(Kind::Addon, found.collect::<Vec<_>>());
-            let entry = eks::existing_access_entry(&aws, prefix, &id).await?;
-            inventory.add(Kind::AccessEntry, entry.state.is_some().then_some(entry));
-        }
+        super::extras::of(&cx.config).observe(&aws, prefix, &id, &mut inventory).await?;
         inventory.add(Kind::Cluster, [cluster]);
     }
     let configured = existing_settings(&cx.config, &id, &inventory);

@@ -14,6 +14,8 @@ use crate::state::InfraState;
 pub enum Change {
     /// Changed in place by `infra`, in this order.
     Update { resource: String, field: String, before: String, after: String },
+    /// One step of a Kubernetes version upgrade (EKS's own update calls).
+    Upgrade { resource: String, field: String, before: String, after: String },
     /// Cannot change in place: `infra` refuses before any mutating call.
     Refuse { resource: String, field: String, before: String, after: String, way_out: String },
 }
@@ -30,7 +32,9 @@ impl Change {
     /// `resource`, and `field: before → after` (with the way out of a refusal).
     pub fn describe(&self) -> (String, String) {
         match self {
-            Change::Update { resource, field, before, after } => (resource.clone(), format!("{field}: {before} → {after}")),
+            Change::Update { resource, field, before, after } | Change::Upgrade { resource, field, before, after } => {
+                (resource.clone(), format!("{field}: {before} → {after}"))
+            }
             Change::Refuse { resource, field, before, after, way_out } => {
                 (resource.clone(), format!("cannot change in place: {field}: {before} → {after}. {way_out}"))
             }
@@ -190,23 +194,19 @@ pub fn changes(config: &Config, live: &Live<'_>) -> Vec<Change> {
                 let mut cluster_at = current.clone();
                 let mut nodes_at = nodes.unwrap_or_default().to_string();
                 for step in upgrade_steps(&current, nodes, target) {
-                    out.push(match step {
-                        UpgradeStep::Cluster(v) => {
-                            Change::update(&name, "Kubernetes version", std::mem::replace(&mut cluster_at, v.clone()), v)
+                    let (resource, field, before, after) = match step {
+                        UpgradeStep::Cluster(v) => (name.clone(), "Kubernetes version", std::mem::replace(&mut cluster_at, v.clone()), v),
+                        UpgradeStep::Addons(v) => {
+                            (format!("eks addons of {}", cluster.id), "versions", "as installed".into(), format!("EKS's default for {v}"))
                         }
-                        UpgradeStep::Addons(v) => Change::update(
-                            format!("eks addons of {}", cluster.id),
-                            "versions",
-                            "as installed",
-                            format!("EKS's default for {v}"),
-                        ),
-                        UpgradeStep::Nodegroup(v) => Change::update(
+                        UpgradeStep::Nodegroup(v) => (
                             format!("eks nodegroup {group_name}"),
                             "Kubernetes version (nodes replaced one at a time)",
                             std::mem::replace(&mut nodes_at, v.clone()),
                             v,
                         ),
-                    });
+                    };
+                    out.push(Change::Upgrade { resource, field: field.into(), before, after });
                 }
             }
             _ => {}

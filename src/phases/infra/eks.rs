@@ -31,17 +31,13 @@ pub async fn converge(
     bucket: &str,
 ) -> anyhow::Result<()> {
     let cluster = cluster(run, existing, net, cluster_role).await?;
+    let extras = super::extras::of(&run.cx.config);
     let mut version = match cluster.extra.get("version") {
         Some(version) => version.clone(),
         None => kubernetes_version(run).await,
     };
     if let Some(target) = run.cx.config.cluster.kubernetes_version.as_ref().filter(|t| **t != version) {
-        if run.aws.emulator {
-            run.skipped(&format!("the upgrade of eks cluster {} from Kubernetes {version} to {target}", run.prefix));
-        } else {
-            upgrade(run, target).await?;
-            version = target.clone();
-        }
+        version = extras.upgrade(run, &version, target).await?;
     }
     if let Some(warning) = super::versions::warning(
         &version,
@@ -55,35 +51,24 @@ pub async fn converge(
         cluster.extra.get("oidc_issuer").cloned().ok_or_else(|| anyhow::anyhow!("eks cluster {} reports no OIDC issuer", run.prefix))?;
     let provider = iam::oidc_provider(run, &issuer).await?;
     let roles = iam::irsa_roles(run, &provider, &issuer, bucket).await?;
-    let role_of = |suffix: &str| roles.iter().find(|(s, _)| *s == suffix).map(|(_, arn)| arn.clone());
-
-    if run.aws.emulator {
-        run.skipped("the EKS addons (vpc-cni, kube-proxy, coredns, aws-ebs-csi-driver) and the cluster access entry");
-    } else {
-        for (addon, _) in spec::ADDONS.iter().filter(|(_, before)| *before) {
-            ensure_addon(run, addon, role_of(addon_role(addon)).as_deref(), &version).await?;
-        }
-        access_entry(run).await?;
-    }
+    extras.before_nodes(run, &roles, &version).await?;
     nodegroup(run, net, node_role).await?;
-    if !run.aws.emulator {
-        for (addon, _) in spec::ADDONS.iter().filter(|(_, before)| !*before) {
-            ensure_addon(run, addon, role_of(addon_role(addon)).as_deref(), &version).await?;
-        }
-        for (addon, _) in spec::ADDONS {
-            wait_addon(run, addon).await?;
-        }
-    }
-    Ok(())
+    extras.after_nodes(run, &roles, &version).await
 }
 
-/// The IRSA role suffix an addon runs with ("" for none).
-fn addon_role(addon: &str) -> &'static str {
-    match addon {
+/// The managed add-ons that run before the nodes join (`before`), or after.
+pub(super) fn addons(before: bool) -> impl Iterator<Item = &'static (&'static str, bool)> {
+    spec::ADDONS.iter().filter(move |(_, b)| *b == before)
+}
+
+/// The role ARN an add-on runs with, if any.
+pub(super) fn addon_role<'r>(roles: &'r super::extras::IrsaRoles, addon: &str) -> Option<&'r str> {
+    let suffix = match addon {
         "vpc-cni" => "vpc-cni",
         "aws-ebs-csi-driver" => "ebs-csi",
-        _ => "",
-    }
+        _ => return None,
+    };
+    roles.iter().find(|(s, _)| *s == suffix).map(|(_, arn)| arn.as_str())
 }
 
 async fn cluster(run: &Run<'_>, existing: Option<Found>, net: &Net, role_arn: &str) -> anyhow::Result<Found> {
@@ -309,7 +294,7 @@ async fn resize(run: &Run<'_>, group: &ekst::Nodegroup) -> anyhow::Result<bool> 
 /// Moves the cluster to `target` one minor version at a time, in AWS's order for each (control
 /// plane, add-ons, nodegroup), waiting for each update. Every step starts from the live versions,
 /// so a run killed half-way goes on from where AWS is.
-async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
+pub(super) async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
     let name = &run.prefix;
     let group_name = nodegroup_name(name);
     let current = inventory::cluster(&run.aws, name).await?.and_then(|c| c.extra.get("version").cloned()).unwrap_or_default();
@@ -502,7 +487,7 @@ pub fn addon_version(addons: &[ekst::AddonInfo], kubernetes_version: &str) -> Op
     default.or_else(|| versions.iter().find(compatible)).and_then(|v| v.addon_version()).map(str::to_string)
 }
 
-async fn ensure_addon(run: &Run<'_>, addon: &str, role: Option<&str>, k8s: &str) -> anyhow::Result<()> {
+pub(super) async fn ensure_addon(run: &Run<'_>, addon: &str, role: Option<&str>, k8s: &str) -> anyhow::Result<()> {
     let eks = &run.aws.eks;
     let cluster = &run.prefix;
     let component = format!("addon-{addon}");
@@ -545,7 +530,7 @@ async fn ensure_addon(run: &Run<'_>, addon: &str, role: Option<&str>, k8s: &str)
     Ok(())
 }
 
-async fn wait_addon(run: &Run<'_>, addon: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_addon(run: &Run<'_>, addon: &str) -> anyhow::Result<()> {
     let eks = &run.aws.eks;
     let cluster = &run.prefix;
     wait_for(
@@ -600,7 +585,7 @@ pub async fn existing_access_entry(aws: &crate::aws::Aws, cluster: &str, id: &su
 }
 
 /// Cluster-admin access for the IAM identity running this (its role, not the STS session).
-async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
+pub(super) async fn access_entry(run: &Run<'_>) -> anyhow::Result<()> {
     let eks = &run.aws.eks;
     let cluster = &run.prefix;
     let existing = existing_access_entry(&run.aws, cluster, &run.id).await?;
