@@ -161,9 +161,14 @@ async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<C
         // A version in (or close to) extended support costs six times as much an hour.
         let pricing = &config.pricing;
         let today = crate::phases::infra::versions::today();
-        if let Some(warning) = version.as_deref().and_then(|v| {
-            crate::phases::infra::versions::warning(v, today, pricing.eks_cluster_per_hour, pricing.eks_extended_cluster_per_hour)
-        }) {
+        let calendar = match Aws::connect(config, Arc::new(Calls::default())).await {
+            Ok(aws) => within("EKS", async { Ok(crate::phases::infra::versions::calendar(&aws).await.0) }).await.ok(),
+            Err(_) => None,
+        };
+        let calendar = calendar.unwrap_or_else(crate::phases::infra::versions::Calendar::table);
+        if let Some(warning) =
+            version.as_deref().and_then(|v| calendar.warning(v, today, pricing.eks_cluster_per_hour, pricing.eks_extended_cluster_per_hour))
+        {
             checks.push(Check::new("Kubernetes version", Outcome::Warning, warning));
         }
         if !active {

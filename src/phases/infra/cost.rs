@@ -26,6 +26,8 @@ struct Observed {
     inventory: Inventory,
     /// The settings of the resources that exist, as `infra` would apply them.
     configured: Vec<Configured>,
+    /// EKS's calendar of versions, or the dated table when EKS does not answer.
+    calendar: versions::Calendar,
 }
 
 pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
@@ -84,21 +86,19 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
         notes.push("infra will refuse to run, and change nothing, until the config asks only for what can change in place".into());
     }
     let today = versions::today();
+    let calendar = observed.as_ref().map(|o| o.calendar.clone()).unwrap_or_else(versions::Calendar::table);
     let existing = inventory.of(Kind::Cluster).first().and_then(|cluster| cluster.extra.get("version").cloned());
     let version = match (existing, &config.cluster.kubernetes_version) {
         (Some(version), _) => version,
         (None, Some(version)) => version.clone(),
         (None, None) => {
-            let version = versions::newest_in_standard(today);
-            notes.push(format!(
-                "Kubernetes {version}: the newest in EKS standard support in the table of {} (infra asks EKS when it creates the cluster)",
-                versions::TABLE_AS_OF
-            ));
+            let version = calendar.newest_in_standard(today);
+            notes.push(format!("Kubernetes {version}: the newest in EKS standard support by {}", calendar.source));
             version.to_string()
         }
     };
-    notes.extend(versions::warning(&version, today, config.pricing.eks_cluster_per_hour, config.pricing.eks_extended_cluster_per_hour));
-    let estimate = spec::estimate(config, spec::nat_zones(config, &zones).len(), &version, today);
+    notes.extend(calendar.warning(&version, today, config.pricing.eks_cluster_per_hour, config.pricing.eks_extended_cluster_per_hour));
+    let estimate = spec::estimate(config, spec::nat_zones(config, &zones).len(), &version, &calendar, today);
     // The estimate is information, not something the phase does: a note, not an action.
     let lines = estimate.lines.iter().map(|(what, usd)| format!("{what} ${usd:.2}")).collect::<Vec<_>>().join(", ");
     notes.push(format!("estimated cost ${:.2}/month ({lines})", estimate.total));
@@ -152,7 +152,8 @@ async fn observe(cx: &Context) -> anyhow::Result<Observed> {
         inventory.add(Kind::Cluster, [cluster]);
     }
     let configured = existing_settings(&cx.config, &id, &inventory);
-    Ok(Observed { account: id.account, zones, zones_in_use, inventory, configured })
+    let (calendar, _) = versions::calendar(&aws).await;
+    Ok(Observed { account: id.account, zones, zones_in_use, inventory, configured, calendar })
 }
 
 /// The settings `infra` would apply to the resources that exist (compared with what the state

@@ -39,12 +39,11 @@ pub async fn converge(
     if let Some(target) = run.cx.config.cluster.kubernetes_version.as_ref().filter(|t| **t != version) {
         version = extras.upgrade(run, &version, target).await?;
     }
-    if let Some(warning) = super::versions::warning(
-        &version,
-        super::versions::today(),
-        run.cx.config.pricing.eks_cluster_per_hour,
-        run.cx.config.pricing.eks_extended_cluster_per_hour,
-    ) {
+    let pricing = &run.cx.config.pricing;
+    let (calendar, _) = super::versions::calendar(&run.aws).await;
+    if let Some(warning) =
+        calendar.warning(&version, super::versions::today(), pricing.eks_cluster_per_hour, pricing.eks_extended_cluster_per_hour)
+    {
         run.reporter.warn(warning);
     }
     let issuer =
@@ -122,40 +121,17 @@ async fn cluster(run: &Run<'_>, existing: Option<Found>, net: &Net, role_arn: &s
     Ok(active)
 }
 
-/// The Kubernetes version a new cluster gets: the config's, else the newest EKS has in standard
-/// support (`DescribeClusterVersions`), else the newest the dated table has.
+/// The Kubernetes version a new cluster gets: the config's, else the newest in standard support
+/// by EKS's calendar (`DescribeClusterVersions`), else by the dated table.
 async fn kubernetes_version(run: &Run<'_>) -> String {
     if let Some(version) = &run.cx.config.cluster.kubernetes_version {
         return version.clone();
     }
-    let asked = run.aws.eks.describe_cluster_versions().version_status(ekst::VersionStatus::StandardSupport).send().await;
-    let newest = match &asked {
-        Ok(out) => out
-            .cluster_versions()
-            .iter()
-            .filter_map(|v| v.cluster_version())
-            .max_by_key(|v| super::versions::minor_number(v))
-            .map(str::to_string),
-        Err(_) => None,
-    };
-    match newest {
-        Some(version) => {
-            run.reporter.info(format!("Kubernetes {version}: the newest version in EKS standard support"));
-            version
-        }
-        None => {
-            let version = super::versions::newest_in_standard(super::versions::today());
-            let why = match asked {
-                Ok(_) => "EKS listed no version in standard support".to_string(),
-                Err(e) => format!("DescribeClusterVersions failed: {}", call("DescribeClusterVersions", "")(e)),
-            };
-            run.reporter.info(format!(
-                "Kubernetes {version}: the newest in standard support in the table of {} ({why})",
-                super::versions::TABLE_AS_OF
-            ));
-            version.to_string()
-        }
-    }
+    let (calendar, why) = super::versions::calendar(&run.aws).await;
+    let version = calendar.newest_in_standard(super::versions::today()).to_string();
+    let why = why.map(|why| format!(" ({why})")).unwrap_or_default();
+    run.reporter.info(format!("Kubernetes {version}: the newest in standard support by {}{why}", calendar.source));
+    version
 }
 
 async fn wait_cluster(run: &Run<'_>) -> anyhow::Result<Found> {
@@ -720,16 +696,22 @@ pub mod tests {
         use aws_sdk_eks::operation::describe_cluster_versions::DescribeClusterVersionsOutput;
         let dir = tempfile::tempdir().unwrap();
         let cx = context(dir.path());
-        let listed = mock!(Eks::describe_cluster_versions)
-            .match_requests(|r| r.version_status() == Some(&ekst::VersionStatus::StandardSupport))
-            .then_output(|| {
-                let version = |v: &str| ekst::ClusterVersionInformation::builder().cluster_version(v).build();
-                DescribeClusterVersionsOutput::builder()
-                    .cluster_versions(version("1.35"))
-                    .cluster_versions(version("1.36"))
-                    .cluster_versions(version("1.34"))
+        let listed = mock!(Eks::describe_cluster_versions).match_requests(|r| r.include_all() == Some(true)).then_output(|| {
+            let day = |d: &str| aws_smithy_types::DateTime::from_str(d, aws_smithy_types::date_time::Format::DateTime).unwrap();
+            let version = |v: &str, released: &str, standard: &str| {
+                ekst::ClusterVersionInformation::builder()
+                    .cluster_version(v)
+                    .release_date(day(released))
+                    .end_of_standard_support_date(day(standard))
+                    .end_of_extended_support_date(day("2029-01-01T00:00:00Z"))
                     .build()
-            });
+            };
+            DescribeClusterVersionsOutput::builder()
+                .cluster_versions(version("1.35", "2026-01-28T00:00:00Z", "2027-03-27T00:00:00Z"))
+                .cluster_versions(version("1.36", "2026-06-10T00:00:00Z", "2027-08-10T00:00:00Z"))
+                .cluster_versions(version("1.34", "2025-10-06T00:00:00Z", "2026-12-02T00:00:00Z"))
+                .build()
+        });
         let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&listed]);
         assert_eq!(kubernetes_version(&run(&cx, eks, iam_unused())).await, "1.36");
 
@@ -740,9 +722,10 @@ pub mod tests {
             )
         });
         let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&failing]);
+        let today = super::super::versions::today();
         assert_eq!(
             kubernetes_version(&run(&cx, eks, iam_unused())).await,
-            super::super::versions::newest_in_standard(super::super::versions::today())
+            super::super::versions::Calendar::table().newest_in_standard(today)
         );
 
         let other = tempfile::tempdir().unwrap();

@@ -221,10 +221,10 @@ pub const HOURS_PER_MONTH: f64 = 730.0;
 
 /// The monthly cost of what `config` asks for, with the cluster on Kubernetes `version` as of
 /// `today` (a version in extended support costs more an hour).
-pub fn estimate(config: &Config, nat_count: usize, version: &str, today: time::Date) -> Estimate {
+pub fn estimate(config: &Config, nat_count: usize, version: &str, calendar: &super::versions::Calendar, today: time::Date) -> Estimate {
     let p = &config.pricing;
     let c = &config.cluster;
-    let (control_plane, per_hour) = match super::versions::support(version, today) {
+    let (control_plane, per_hour) = match calendar.support(version, today) {
         super::versions::Support::Extended { .. } => {
             (format!("eks control plane (Kubernetes {version}, extended support)"), p.eks_extended_cluster_per_hour)
         }
@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn cost_estimate() {
         let config = Config::default();
-        insta::assert_json_snapshot!(estimate(&config, 1, "1.35", time::macros::date!(2026 - 11 - 26)), @r#"
+        insta::assert_json_snapshot!(estimate(&config, 1, "1.35", &super::super::versions::Calendar::table(), time::macros::date!(2026 - 11 - 26)), @r#"
         {
           "lines": [
             [
@@ -395,11 +395,11 @@ mod tests {
         "#);
         let mut unknown = Config::default();
         unknown.cluster.node_instance_type = "x9z.huge".into();
-        let e = estimate(&unknown, 3, "1.35", time::macros::date!(2026 - 11 - 26));
+        let e = estimate(&unknown, 3, "1.35", &super::super::versions::Calendar::table(), time::macros::date!(2026 - 11 - 26));
         assert!(e.notes.iter().any(|n| n.contains("x9z.huge")));
         assert_eq!(e.lines.len(), 4);
         // A version in extended support costs six times as much an hour.
-        let extended = estimate(&config, 1, "1.33", time::macros::date!(2026 - 11 - 26));
+        let extended = estimate(&config, 1, "1.33", &super::super::versions::Calendar::table(), time::macros::date!(2026 - 11 - 26));
         assert_eq!(extended.lines[0], ("eks control plane (Kubernetes 1.33, extended support)".to_string(), 438.0));
     }
 }
