@@ -177,12 +177,13 @@ impl Calendar {
 /// EKS's calendar when `DescribeClusterVersions` answers (every version it supports in some
 /// way), else the table; the second value says why the table was used.
 pub async fn calendar(aws: &crate::aws::Aws) -> (Calendar, Option<String>) {
-    let asked = aws.eks.describe_cluster_versions().include_all(true).send().await;
-    match asked.as_ref().map(|out| Calendar::from_eks(out.cluster_versions())) {
-        Ok(Some(calendar)) => (calendar, None),
-        Ok(None) => (Calendar::table(), Some("EKS listed no version".to_string())),
-        Err(_) => {
-            let e = crate::aws::call::call("DescribeClusterVersions", "")(asked.err().expect("an error"));
+    match aws.eks.describe_cluster_versions().include_all(true).send().await {
+        Ok(out) => match Calendar::from_eks(out.cluster_versions()) {
+            Some(calendar) => (calendar, None),
+            None => (Calendar::table(), Some("EKS listed no version".to_string())),
+        },
+        Err(e) => {
+            let e = crate::aws::call::call("DescribeClusterVersions", "")(e);
             (Calendar::table(), Some(format!("DescribeClusterVersions failed: {e}")))
         }
     }
