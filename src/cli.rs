@@ -113,7 +113,10 @@ Example:\n  neonctl-aws images")]
 
     /// Create the AWS infrastructure: VPC, EKS cluster and nodes, IAM, S3 bucket, ECR repositories
     #[command(after_help = "Needs: AWS credentials (the usual environment, profile or SSO chain).\n\
-Every resource is tagged neonctl-aws/cluster=<prefix>; a re-run adopts what exists.\n\n\
+Every resource is tagged neonctl-aws/cluster=<prefix>; a re-run adopts what exists.\n\
+--plan lists every change: + create, = adopt, ~ update (field: before → after, upgrade steps one \
+Kubernetes minor version at a time) and ! what cannot change in place, which infra refuses before \
+changing anything.\n\n\
 Examples:\n  neonctl-aws infra --plan\n  neonctl-aws infra --region eu-west-1")]
     Infra(PhaseArgs),
 
