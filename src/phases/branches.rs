@@ -65,6 +65,8 @@ struct Row {
     last_active: Option<String>,
     /// Whether its endpoint is read-only (a hot standby).
     read_only: bool,
+    /// Its logical size in bytes, as the pageserver last reported it.
+    logical_size: Option<u64>,
 }
 
 pub(crate) fn usage(message: String) -> anyhow::Error {
@@ -263,7 +265,7 @@ impl BranchPoint {
 
 fn table(rows: &[Row]) -> Table {
     let mut table =
-        Table::new(&["BRANCH", "PARENT", "AT LSN", "AT TIME", "PHASE", "READY", "ENDPOINT", "COMPUTE", "LAST ACTIVE", "CREATED"]);
+        Table::new(&["BRANCH", "PARENT", "AT LSN", "AT TIME", "PHASE", "READY", "SIZE", "ENDPOINT", "COMPUTE", "LAST ACTIVE", "CREATED"]);
     for row in rows {
         let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
         table.row(vec![
@@ -273,6 +275,7 @@ fn table(rows: &[Row]) -> Table {
             or_dash(&row.branched_at_time),
             row.phase.clone(),
             row.ready.clone(),
+            row.logical_size.map_or_else(|| "-".into(), |bytes| indicatif::HumanBytes(bytes).to_string()),
             row.endpoint.as_ref().map_or_else(|| "-".into(), |e| if row.read_only { format!("{e} (read-only)") } else { e.clone() }),
             or_dash(&row.endpoint_phase),
             or_dash(&row.last_active),
@@ -386,6 +389,7 @@ impl Branches {
                         .map(|e| e.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| endpoint_phase::PENDING.into())),
                     last_active: serving.and_then(|e| e.status.as_ref()?.last_active.clone()),
                     read_only: serving.is_some_and(|e| e.spec.read_only),
+                    logical_size: status.logical_size,
                 }
             })
             .collect();

@@ -51,6 +51,8 @@ struct Timeline {
     /// Its safekeepers and membership generation (`--timelines-onto-safekeepers`).
     safekeepers: Vec<u64>,
     generation: u32,
+    /// Its logical size in bytes (a child starts with its parent's).
+    size: u64,
 }
 
 #[derive(Default)]
@@ -88,7 +90,9 @@ fn allowed_scopes(method: &Method, path: &str) -> &'static [&'static str] {
         // `handle_tenant_timeline_safekeeper_migrate`.
         ("POST", ["v1", "tenant", _, "timeline", _, "safekeeper_migrate"]) => &["pageserverapi", "admin"],
         // `handle_tenant_timeline_passthrough` for `/v1/tenant/:tenant_id/*` GETs.
-        ("GET", ["v1", "tenant", _, "timeline", _, "get_lsn_by_timestamp"]) => &["pageserverapi", "admin"],
+        ("GET", ["v1", "tenant", _, "timeline", _, "get_lsn_by_timestamp"]) | ("GET", ["v1", "tenant", _, "timeline", _]) => {
+            &["pageserverapi", "admin"]
+        }
         // `handle_tenant_timeline_delete`, `handle_tenant_delete`.
         ("DELETE", ["v1", "tenant", _, "timeline", _]) | ("DELETE", ["v1", "tenant", _]) => &["pageserverapi", "admin"],
         _ => panic!("the stand-in does not serve {method} {path}"),
@@ -299,7 +303,9 @@ async fn answer(
                             Ok(ids) => ids,
                             Err(message) => return error(StatusCode::INTERNAL_SERVER_ERROR, &message),
                         };
-                        Timeline { pg_version, ancestor, safekeepers, generation: 1 }
+                        // initdb's cluster is about 22 MiB (Postgres 17); a branch shares its parent's data.
+                        let size = ancestor.as_ref().and_then(|a| timelines.get(a)).map_or(22 << 20, |parent| parent.size);
+                        Timeline { pg_version, ancestor, safekeepers, generation: 1, size }
                     }
                 };
                 storage.tenants.get_mut(*tenant).unwrap().insert(timeline.clone(), created.clone());
@@ -351,6 +357,28 @@ async fn answer(
                     (Some(_), Some((_, lsn))) => (lsn.clone(), "present"),
                 };
                 return reply(StatusCode::OK, json!({"lsn": lsn, "kind": kind}));
+            }
+            // The pageserver's `timeline_detail_handler` (`pageserver/src/http/routes.rs`) through
+            // the controller's pass-through: `TimelineInfo` (`libs/pageserver_api/src/models.rs`),
+            // whose `current_logical_size` is an estimate until computed, unless the caller asked
+            // it to wait (`force-await-initial-logical-size`); 404 for a timeline it lacks.
+            ("GET", ["v1", "tenant", tenant, "timeline", timeline]) => {
+                let Some(found) = storage.tenants.get(*tenant).and_then(|t| t.get(*timeline)) else {
+                    return error(StatusCode::NOT_FOUND, "timeline not found");
+                };
+                let waited = form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "force-await-initial-logical-size" && v == "true");
+                return reply(
+                    StatusCode::OK,
+                    json!({
+                        "tenant_id": tenant,
+                        "timeline_id": timeline,
+                        "ancestor_timeline_id": found.ancestor,
+                        "current_logical_size": if waited { found.size } else { found.size / 2 },
+                        "current_logical_size_is_accurate": waited,
+                        "pg_version": found.pg_version,
+                        "state": "Active",
+                    }),
+                );
             }
             // `tenant_timeline_delete` (`storage_controller/src/service.rs`): 404 for a tenant it
             // does not know; the pageserver refuses a timeline with children (412, `HasChildren`
@@ -586,6 +614,7 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
         (&format!("GET /control/v1/tenant/{TENANT}"), "scrubber"),
         ("POST /v1/tenant", "pageserverapi"),
         (&format!("POST /v1/tenant/{TENANT}/timeline"), "pageserverapi"),
+        (&format!("GET /v1/tenant/{TENANT}/timeline/{TIMELINE}"), "pageserverapi"),
         ("GET /control/v1/node", "infra"),
     ]
     .map(|(path, scope)| (path.to_string(), Some(scope.to_string())));
@@ -609,6 +638,7 @@ async fn a_round_creates_tenant_and_timeline_marks_the_branch_ready_and_attaches
     assert_eq!(ready["observedGeneration"], 1);
     assert!(status.get("message").is_none(), "{status}");
     assert_eq!(status["attachment"], json!({"pageservers": [1]}), "the controller's notify-attach is kept in the branch");
+    assert_eq!(status["logicalSize"], 22 << 20, "the pageserver's size once computed, for `branches list`");
 
     let configure = harness.compute.configures().pop().expect("the waiting compute got its spec");
     assert_eq!(configure.body["spec"]["tenant_id"], TENANT);
@@ -935,7 +965,7 @@ async fn a_storage_controller_failure_is_reported_and_the_next_round_recovers() 
 #[tokio::test]
 async fn a_timeline_that_exists_with_other_parameters_fails_with_a_conflict() {
     let harness = Harness::start(false).await;
-    let existing = Timeline { pg_version: 16, ancestor: None, safekeepers: vec![1, 2, 3], generation: 1 };
+    let existing = Timeline { pg_version: 16, ancestor: None, safekeepers: vec![1, 2, 3], generation: 1, size: 0 };
     harness.storcon.storage.lock().unwrap().tenants.insert(TENANT.into(), BTreeMap::from([(TIMELINE.to_string(), existing)]));
     let (control_plane, server) = harness.control_plane().await;
     control_plane.reconcile().await;
@@ -1247,6 +1277,16 @@ async fn bench_control_plane_at_scale() {
         harness.kube.put_object(object);
         harness.kube.put_object(endpoint(&format!("e{n}"), &format!("b{n}")));
     }
+    // Their timelines exist in storage, so each branch's size is read once.
+    {
+        let mut storage = harness.storcon.storage.lock().unwrap();
+        let timelines = storage.tenants.entry(TENANT.to_string()).or_default();
+        for n in 0..COUNT {
+            let timeline =
+                Timeline { pg_version: 17, ancestor: None, safekeepers: vec![1, 2, 3], generation: 1, size: (n as u64 + 1) << 20 };
+            timelines.insert(hex(n + 1), timeline);
+        }
+    }
     let wd = Workdir::new();
     let mut topology = harness.topology();
     topology.listen = format!("127.0.0.1:{}", free_port());
@@ -1306,10 +1346,21 @@ async fn bench_control_plane_at_scale() {
         }
     }
 
-    // Idle: what it asks the API server for while nothing changes.
+    let sized = || harness.kube.list(API_VERSION, "neonbranches").iter().filter(|b| b["status"]["logicalSize"].is_u64()).count();
+    let size_reads = |calls: &[Call]| calls.iter().filter(|c| c.method == Method::GET && c.path.contains("/timeline/")).count();
+    while sized() < COUNT {
+        assert!(started.elapsed() < Duration::from_secs(300), "the operator never read every branch's size: {}", sized());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sizes = started.elapsed();
+    let first_size_reads = size_reads(&harness.storcon.calls());
+
+    // Idle: what it asks the API server (and storage) for while nothing changes.
     const WINDOW: Duration = Duration::from_secs(12);
     let before = harness.kube.requests().len();
+    harness.storcon.clear_calls();
     tokio::time::sleep(WINDOW).await;
+    let idle_size_reads = size_reads(&harness.storcon.calls());
     let idle: Vec<String> = harness.kube.requests()[before..].to_vec();
     let per_minute = |n: usize| n as f64 * 60.0 / WINDOW.as_secs_f64();
     let lists = idle.iter().filter(|r| r.starts_with("GET ") && !r.contains("watch=")).count();
@@ -1349,9 +1400,14 @@ async fn bench_control_plane_at_scale() {
         per_minute(watches),
         per_minute(writes)
     );
+    println!(
+        "  every branch's logical size read once after {:.2}s ({first_size_reads} reads); idle: {idle_size_reads} size reads",
+        sizes.as_secs_f64()
+    );
     println!("  RSS                         {:.1} MB (goal <= 100 MB)", rss_kib as f64 / 1024.0);
     println!("  new NeonBranch -> storage controller call: {} ms (goal <= 1000 ms)", latency.as_millis());
     assert_eq!(lists, 0, "no list while idle: {idle:?}");
+    assert_eq!(idle_size_reads, 0, "suspended or idle branches are not asked for their size again");
     assert!(rss_kib <= 100 * 1024, "RSS {rss_kib} KiB");
     assert!(latency <= Duration::from_secs(1), "{latency:?}");
 }

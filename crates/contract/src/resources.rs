@@ -154,6 +154,10 @@ pub struct BranchStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(HEX_ID))]
     pub timeline_id: Option<String>,
+    /// The branch's logical size in bytes: the pageserver's `current_logical_size` of its
+    /// timeline, read again while a compute of the branch runs and once after it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_size: Option<u64>,
     /// The last `notify-attach` for the branch's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<AttachmentStatus>,

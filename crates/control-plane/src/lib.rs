@@ -24,6 +24,7 @@ pub mod lease;
 mod metrics;
 pub mod reconcile;
 pub mod scaling;
+mod sizes;
 mod storcon;
 pub mod store;
 

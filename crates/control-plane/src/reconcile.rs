@@ -72,6 +72,8 @@ pub(crate) struct Memory {
     pub(crate) last_active: BTreeMap<String, time::OffsetDateTime>,
     /// Why each compute this process suspended was, by endpoint.
     pub(crate) suspended: BTreeMap<String, String>,
+    /// When this process last asked storage for each branch's size.
+    pub(crate) sized: BTreeMap<String, time::OffsetDateTime>,
 }
 
 /// The pause before reconciling a branch again after its `failures`-th failure in a row: 1 s,
@@ -221,7 +223,7 @@ fn now_rfc3339() -> String {
 }
 
 impl ControlPlane {
-    fn storage_controller(&self) -> StorageController<'_> {
+    pub(crate) fn storage_controller(&self) -> StorageController<'_> {
         StorageController { url: &self.topology.storage_controller_url, key: self.keys.sign.as_ref(), client: &self.client }
     }
 
@@ -269,6 +271,7 @@ impl ControlPlane {
                 self.say(&format!("endpoint {name}"), e.to_string());
             }
         }
+        self.refresh_sizes(kube).await;
         self.report(kube, &storcon).await;
     }
 
@@ -742,11 +745,12 @@ impl ControlPlane {
     }
 
     /// Registers the safekeepers (with the storage controller) and, with the Kubernetes store,
-    /// writes the storage report.
+    /// reads the branch sizes that are due and writes the storage report.
     async fn tend_storage(&self) {
         let storcon = self.storage_controller();
         self.register_safekeepers(&storcon).await;
         if let Some(kube) = self.store.kubernetes() {
+            self.refresh_sizes(kube).await;
             self.report(kube, &storcon).await;
         }
     }

@@ -135,6 +135,14 @@ pub struct LsnForTimestamp {
     pub kind: String,
 }
 
+/// What the operator reads of the pageserver's `TimelineInfo` (`libs/pageserver_api/src/models.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TimelineSize {
+    pub current_logical_size: u64,
+    /// False while the pageserver still computes the size after loading the timeline.
+    pub current_logical_size_is_accurate: bool,
+}
+
 /// A pageserver as `GET /control/v1/node` describes it (`NodeDescribeResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct NodeDescription {
@@ -258,6 +266,16 @@ impl StorageController<'_> {
     pub async fn lsn_by_timestamp(&self, tenant_id: &str, timeline_id: &str, timestamp: &str) -> Result<LsnForTimestamp, StorconError> {
         let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("timestamp", timestamp).finish();
         let path = format!("/v1/tenant/{tenant_id}/timeline/{timeline_id}/get_lsn_by_timestamp?{query}");
+        let (_, bytes) = self.call(Method::GET, &path, scope::PAGESERVER_API, None, &[]).await?;
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        serde_json::from_slice(&bytes).map_err(|e| StorconError::Body { method: Method::GET, url, reason: e.to_string() })
+    }
+
+    /// The timeline's logical size: the pageserver's `timeline_detail_handler`
+    /// (`pageserver/src/http/routes.rs`) through the controller's pass-through of tenant GETs.
+    pub async fn timeline_size(&self, tenant_id: &str, timeline_id: &str) -> Result<TimelineSize, StorconError> {
+        // Waits for the size to be computed rather than answering an estimate.
+        let path = format!("/v1/tenant/{tenant_id}/timeline/{timeline_id}?force-await-initial-logical-size=true");
         let (_, bytes) = self.call(Method::GET, &path, scope::PAGESERVER_API, None, &[]).await?;
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         serde_json::from_slice(&bytes).map_err(|e| StorconError::Body { method: Method::GET, url, reason: e.to_string() })
