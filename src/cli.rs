@@ -615,6 +615,10 @@ pub struct BranchRenameArgs {
 pub struct BranchDeleteArgs {
     /// The branch to delete
     pub name: String,
+    /// Also delete the branches made from it, and theirs (their data hangs on its timeline);
+    /// without it, a branch with children is refused
+    #[arg(long)]
+    pub with_children: bool,
     #[command(flatten)]
     pub plan: PlanFlag,
 }

@@ -644,11 +644,32 @@ impl Branches {
         if children.is_empty() {
             return Ok(());
         }
+        let also = if doing == "delete" { ", or pass --with-children to delete them with it" } else { "" };
         Err(usage(format!(
-            "branch {} has child branches ({}): their data depends on its timeline; delete them before you {doing} it",
+            "branch {} has child branches ({}): their data depends on its timeline; delete them before you {doing} it{also}",
             branch.name_any(),
             children.join(", ")
         )))
+    }
+
+    /// `branch` and every branch made from it, children before their parents.
+    async fn with_descendants(&self, branch: NeonBranch) -> anyhow::Result<Vec<NeonBranch>> {
+        let mut ordered = Vec::new();
+        let mut stack = vec![(branch, false)];
+        while let Some((branch, expanded)) = stack.pop() {
+            if expanded {
+                ordered.push(branch);
+                continue;
+            }
+            let children = self.children(&branch).await?;
+            stack.push((branch, true));
+            for child in children {
+                if let Some(child) = self.get(&child).await? {
+                    stack.push((child, false));
+                }
+            }
+        }
+        Ok(ordered)
     }
 
     /// Points `name` at a new timeline (`spec`'s), then waits until it is ready and every compute
@@ -857,25 +878,37 @@ impl Branches {
             return Err(usage(format!("branch {MAIN} is the deployment's own: `neonctl-aws teardown` removes it with everything else")));
         }
         let Some(branch) = self.get(name).await? else { return Err(self.not_found(name)) };
-        self.refuse_with_children(&branch, "delete").await?;
+        let doomed = if args.with_children {
+            self.with_descendants(branch).await?
+        } else {
+            self.refuse_with_children(&branch, "delete").await?;
+            vec![branch]
+        };
         if args.plan.plan {
-            let endpoints: Vec<String> =
-                self.all_endpoints().await?.iter().filter(|e| &e.spec.branch == name).map(|e| e.name_any()).collect();
-            if !endpoints.is_empty() {
+            let endpoints = self.all_endpoints().await?;
+            for branch in &doomed {
+                let name = branch.name_any();
+                let served: Vec<String> = endpoints.iter().filter(|e| e.spec.branch == name).map(|e| e.name_any()).collect();
+                if !served.is_empty() {
+                    printer.result_line(&format!(
+                        "delete NeonEndpoint(s) {}: their computes stop first (the control plane deletes them with the branch)",
+                        served.join(", ")
+                    ));
+                }
                 printer.result_line(&format!(
-                    "delete NeonEndpoint(s) {}: their computes stop first (the control plane deletes them with the branch)",
-                    endpoints.join(", ")
+                    "delete NeonBranch {}/{name}: its timeline {} goes from storage; its parent is untouched",
+                    self.namespace, branch.spec.timeline_id
                 ));
             }
-            printer.result_line(&format!(
-                "delete NeonBranch {}/{name}: its timeline {} goes from storage; its parent is untouched",
-                self.namespace, branch.spec.timeline_id
-            ));
             return Ok(());
         }
-        printer.result_line(&format!("branch {name}: deleting its timeline from storage"));
-        self.remove(name).await?;
-        printer.result_line(&format!("branch {name} deleted"));
+        // Children first: a parent's timeline goes only once nothing branches from it.
+        for branch in &doomed {
+            let name = branch.name_any();
+            printer.result_line(&format!("branch {name}: deleting its timeline from storage"));
+            self.remove(&name).await?;
+            printer.result_line(&format!("branch {name} deleted"));
+        }
         Ok(())
     }
 }

@@ -700,6 +700,7 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     let backup = backups[0]["metadata"]["name"].as_str().unwrap().to_string();
     let refused = cli.run(&["branches", "delete", &backup]).await;
     assert_eq!(refused.status.code(), Some(2), "dev branches from it now: {}", stderr(&refused));
+    assert!(stderr(&refused).contains("or pass --with-children"), "{}", stderr(&refused));
 
     // Renamed: the same timeline, endpoint and connection string, role passwords kept; nothing
     // leaves storage.
@@ -720,18 +721,33 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     let again = cli.run(&["branches", "rename", "dev", "feature"]).await;
     assert!(stdout(&again).contains("branch dev is feature already"), "{}", stdout(&again));
 
-    // Deleting the branch stops its compute first, then deletes its timeline.
-    let plan = cli.run(&["branches", "delete", "feature", "--plan"]).await;
-    assert!(stdout(&plan).contains("delete NeonEndpoint(s) dev: their computes stop first"), "{}", stdout(&plan));
+    // Deleting the kept branch with its child: the child first (its compute stops, then its
+    // timeline goes), then the kept one.
+    let plan = cli.run(&["branches", "delete", &backup, "--with-children", "--plan"]).await;
+    let planned = stdout(&plan);
+    let planned: Vec<&str> = planned.lines().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(
+        planned,
+        [
+            "delete NeonEndpoint(s) dev",
+            &format!("delete NeonBranch {NAMESPACE}/feature"),
+            &format!("delete NeonBranch {NAMESPACE}/{backup}")
+        ],
+        "{}",
+        stdout(&plan)
+    );
     harness.storcon.clear_calls();
-    let out = cli.run(&["branches", "delete", "feature", "--timeout", "60"]).await;
+    let out = cli.run(&["branches", "delete", &backup, "--with-children", "--timeout", "60"]).await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     for kind in [("neonctl-aws.dev/v1alpha1", "neonendpoints"), ("apps/v1", "deployments"), ("v1", "services")] {
         let name = if kind.1 == "neonendpoints" { "dev" } else { "neon-compute-dev" };
         assert!(harness.kube.get(kind.0, kind.1, Some(NAMESPACE), name).is_none(), "{kind:?} {name} is gone");
     }
     let deletes: Vec<String> = harness.storcon.calls().into_iter().filter(|c| c.method == hyper::Method::DELETE).map(|c| c.path).collect();
-    assert_eq!(deletes, [format!("/v1/tenant/{tenant}/timeline/{restored_timeline}")]);
+    assert_eq!(
+        deletes,
+        [format!("/v1/tenant/{tenant}/timeline/{restored_timeline}"), format!("/v1/tenant/{tenant}/timeline/{reset_timeline}")]
+    );
     for _ in 0..100 {
         if kubelet.running() == ["main"] {
             break;
@@ -740,8 +756,7 @@ async fn each_branch_gets_its_own_compute_behind_the_proxy() {
     }
     assert_eq!(kubelet.running(), ["main"], "dev's compute stopped");
     assert_eq!(whoami(&urls["main"]), Ok("main".to_string()), "main's untouched");
-    let out = cli.run(&["branches", "delete", &backup]).await;
-    assert!(out.status.success(), "once dev is gone, what it kept can go: {}", stderr(&out));
+    assert!(branch_of(&backup).is_none() && branch_of("feature").is_none());
     running.stop().await;
 }
 
