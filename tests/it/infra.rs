@@ -27,7 +27,9 @@ fn configure_steps(run: &std::process::Output) -> Vec<String> {
 
 fn plan_actions(output: &std::process::Output) -> Vec<serde_json::Value> {
     let events = crate::support::json_events(output);
-    events.iter().find(|e| e["event"] == "plan").expect("a plan event")["actions"].as_array().unwrap().clone()
+    let plan = events.iter().find(|e| e["event"] == "plan");
+    let plan = plan.unwrap_or_else(|| panic!("no plan event in:\n{}\n{}", stdout(output), stderr(output)));
+    plan["actions"].as_array().unwrap().clone()
 }
 
 #[test]
@@ -117,6 +119,50 @@ fn infra_from_nothing_creates_everything_once_then_only_reads() {
     assert!(applied.status.success(), "{}", stdout(&applied));
     assert!(mutations(&applied).keys().all(|k| k.starts_with("s3 ")), "{:?}", mutations(&applied));
     assert_eq!(configure_steps(&applied), ["s3 bucket neon-123456789012-us-east-1"]);
+
+    // NAT gateways per zone, then back to one: the plan lists the new gateways and addresses,
+    // the moved routes, then the deletions; apply makes exactly those calls.
+    let nat_config = |mode: &str| format!("{tiering}network:\n  nat_gateways: {mode}\n");
+    let verbs = |plan: &std::process::Output| {
+        let mut verbs: Vec<String> = updates(plan).iter().map(|u| u.split(':').next().unwrap().to_string()).collect();
+        verbs.sort();
+        verbs
+    };
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), nat_config("per-az")).unwrap();
+    let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
+    assert_eq!(
+        verbs(&plan),
+        [
+            "create elastic ip neon-eip-nat-us-east-1b",
+            "create elastic ip neon-eip-nat-us-east-1c",
+            "create nat gateway neon-nat-us-east-1b",
+            "create nat gateway neon-nat-us-east-1c",
+            &format!("update route table neon-rtb-private-us-east-1b ({})", infra.resources["rtb-private-us-east-1b"].id.clone().unwrap()),
+            &format!("update route table neon-rtb-private-us-east-1c ({})", infra.resources["rtb-private-us-east-1c"].id.clone().unwrap()),
+        ],
+        "{}",
+        stdout(&plan)
+    );
+    let applied = moto.run(&wd, &["infra", "--output", "json"]);
+    assert!(applied.status.success(), "{}", stdout(&applied));
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("ec2 AllocateAddress", 2), ("ec2 CreateNatGateway", 2), ("ec2 ReplaceRoute", 2)].map(|(k, n)| (k.to_string(), n)).into();
+    assert_eq!(mutations(&applied), expected);
+    std::fs::write(wd.path().join("neonctl-aws.yaml"), nat_config("single")).unwrap();
+    let plan = moto.run(&wd, &["infra", "--plan", "--output", "json"]);
+    let planned = verbs(&plan);
+    assert_eq!(planned.iter().filter(|v| v.starts_with("update route table")).count(), 2, "{planned:#?}");
+    assert_eq!(planned.iter().filter(|v| v.starts_with("delete nat gateway")).count(), 2, "{planned:#?}");
+    assert_eq!(planned.iter().filter(|v| v.starts_with("delete elastic ip")).count(), 2, "{planned:#?}");
+    assert_eq!(planned.len(), 6, "{planned:#?}");
+    let applied = moto.run(&wd, &["infra", "--output", "json"]);
+    assert!(applied.status.success(), "{}", stdout(&applied));
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("ec2 DeleteNatGateway", 2), ("ec2 ReleaseAddress", 2), ("ec2 ReplaceRoute", 2)].map(|(k, n)| (k.to_string(), n)).into();
+    assert_eq!(mutations(&applied), expected);
+    assert_complete(&moto.census("neon"));
+    let converged = moto.run(&wd, &["infra", "--output", "json"]);
+    assert_eq!(mutating_calls(&converged), 0, "{}", call_counts(&converged));
 
     // With the state file lost, a run adopts everything again, in the same zones, and applies
     // every resource's settings again: the plan says which.

@@ -112,6 +112,7 @@ fn change_action(extras: &dyn EksExtras, change: &Change) -> PlannedAction {
     match change {
         Change::Update { .. } => PlannedAction::new(Verb::Update, resource).detail(what),
         Change::Upgrade { .. } => extras.planned(PlannedAction::new(Verb::Update, resource).detail(what)),
+        Change::Delete { .. } => PlannedAction::new(Verb::Delete, resource).detail(what),
         Change::Refuse { .. } => PlannedAction::new(Verb::Refuse, resource).detail(what),
     }
 }

@@ -16,6 +16,8 @@ pub enum Change {
     Update { resource: String, field: String, before: String, after: String },
     /// One step of a Kubernetes version upgrade (EKS's own update calls).
     Upgrade { resource: String, field: String, before: String, after: String },
+    /// Deleted by `infra`: the config no longer asks for it; `why` says what replaces it.
+    Delete { resource: String, why: String },
     /// Cannot change in place: `infra` refuses before any mutating call.
     Refuse { resource: String, field: String, before: String, after: String, way_out: String },
 }
@@ -35,6 +37,7 @@ impl Change {
             Change::Update { resource, field, before, after } | Change::Upgrade { resource, field, before, after } => {
                 (resource.clone(), format!("{field}: {before} → {after}"))
             }
+            Change::Delete { resource, why } => (resource.clone(), why.clone()),
             Change::Refuse { resource, field, before, after, way_out } => {
                 (resource.clone(), format!("cannot change in place: {field}: {before} → {after}. {way_out}"))
             }
@@ -301,6 +304,32 @@ fn network_updates(config: &Config, live: &Live<'_>, out: &mut Vec<Change>) {
             out.push(Change::update(format!("vpc endpoint {p}-vpce-s3 ({})", endpoint.id), "route table", "none", table.clone()));
         }
     }
+    // Last, once no route uses them.
+    for (nat, eip) in unwanted_nats(config, live.zones, inv) {
+        let zone = nat.component.trim_start_matches("nat-");
+        let why = format!("network.nat_gateways is single: the private subnets of {zone} route through {} first", nat_of(zone));
+        out.push(Change::Delete { resource: format!("nat gateway {p}-{} ({})", nat.component, nat.id), why: why.clone() });
+        if let Some(eip) = eip {
+            out.push(Change::Delete {
+                resource: format!("elastic ip {p}-{} ({})", eip.component, eip.id),
+                why: format!("the address of {}, released once it is deleted", nat.id),
+            });
+        }
+    }
+}
+
+/// The NAT gateways (with their addresses) in zones the config no longer puts one in: after a
+/// change from `per_az` to `single`.
+pub fn unwanted_nats<'a>(config: &Config, zones: &[String], inv: &'a Inventory) -> Vec<(&'a Found, Option<&'a Found>)> {
+    let wanted = spec::nat_zones(config, zones);
+    inv.of(Kind::NatGateway)
+        .iter()
+        .filter(|nat| nat.state.as_deref() != Some("deleting"))
+        .filter(|nat| {
+            nat.component.strip_prefix("nat-").is_some_and(|zone| zones.iter().any(|z| z == zone) && !wanted.iter().any(|w| w == zone))
+        })
+        .map(|nat| (nat, inv.get(Kind::ElasticIp, &format!("eip-{}", nat.component))))
+        .collect()
 }
 
 #[cfg(test)]

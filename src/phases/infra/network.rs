@@ -208,7 +208,39 @@ pub async fn converge(run: &Run<'_>, inv: &inventory::Inventory) -> anyhow::Resu
                 .map_err(call("ModifyVpcEndpoint", &endpoint))?;
         }
     }
+    // NAT gateways the config no longer asks for (`per_az` → `single`): no route uses them now.
+    for (nat, eip) in super::drift::unwanted_nats(config, &run.zones, inv) {
+        delete_nat(run, nat, eip).await?;
+    }
     Ok(Net { public, private })
+}
+
+/// Deletes a NAT gateway, waits until it is gone, releases its address, and forgets both.
+async fn delete_nat(run: &Run<'_>, nat: &inventory::Found, eip: Option<&inventory::Found>) -> anyhow::Result<()> {
+    let ec2 = &run.aws.ec2;
+    let step = run.reporter.step(format!("delete nat gateway {} ({}), no longer used", nat.component, nat.id));
+    let deleted = ec2.delete_nat_gateway().nat_gateway_id(&nat.id).send().await.map_err(call("DeleteNatGateway", &nat.id));
+    ignore(deleted, &["NatGatewayNotFound"])?;
+    wait_for(
+        &format!("nat gateway {} to be deleted", nat.id),
+        Duration::from_secs(600),
+        run.aws.pace.poll,
+        |secs| step.progress(secs, None, Unit::Items),
+        || async {
+            let out = ec2.describe_nat_gateways().nat_gateway_ids(&nat.id).send().await.map_err(call("DescribeNatGateways", &nat.id));
+            let state = crate::aws::call::found(out)?.and_then(|o| o.nat_gateways().first().and_then(|n| n.state().cloned()));
+            Ok(matches!(state, None | Some(NatGatewayState::Deleted)).then_some(()))
+        },
+    )
+    .await?;
+    if let Some(eip) = eip {
+        let released = ec2.release_address().allocation_id(&eip.id).send().await.map_err(call("ReleaseAddress", &eip.id));
+        ignore(released, &["InvalidAllocationID.NotFound"])?;
+    }
+    let forget = [nat.component.clone(), eip.map(|e| e.component.clone()).unwrap_or_default()];
+    run.cx.update_state(|s| forget.iter().for_each(|c| drop(s.infra.resources.remove(c))))?;
+    step.finish();
+    Ok(())
 }
 
 enum Target {
