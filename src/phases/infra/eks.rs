@@ -30,19 +30,21 @@ pub async fn converge(
     node_role: &str,
     bucket: &str,
 ) -> anyhow::Result<()> {
-    let cluster = cluster(run, existing, net, cluster_role).await?;
+    // EKS's calendar of versions (one DescribeClusterVersions), for a new cluster's version and
+    // the support warning.
+    let calendar = super::versions::calendar(&run.aws).await;
+    let cluster = cluster(run, existing, net, cluster_role, &calendar).await?;
     let extras = super::extras::of(&run.cx.config);
     let mut version = match cluster.extra.get("version") {
         Some(version) => version.clone(),
-        None => kubernetes_version(run).await,
+        None => kubernetes_version(run, &calendar),
     };
     if let Some(target) = run.cx.config.cluster.kubernetes_version.as_ref().filter(|t| **t != version) {
         version = extras.upgrade(run, &version, target).await?;
     }
     let pricing = &run.cx.config.pricing;
-    let (calendar, _) = super::versions::calendar(&run.aws).await;
     if let Some(warning) =
-        calendar.warning(&version, super::versions::today(), pricing.eks_cluster_per_hour, pricing.eks_extended_cluster_per_hour)
+        calendar.0.warning(&version, super::versions::today(), pricing.eks_cluster_per_hour, pricing.eks_extended_cluster_per_hour)
     {
         run.reporter.warn(warning);
     }
@@ -70,14 +72,20 @@ pub(super) fn addon_role<'r>(roles: &'r super::extras::IrsaRoles, addon: &str) -
     roles.iter().find(|(s, _)| *s == suffix).map(|(_, arn)| arn.as_str())
 }
 
-async fn cluster(run: &Run<'_>, existing: Option<Found>, net: &Net, role_arn: &str) -> anyhow::Result<Found> {
+async fn cluster(
+    run: &Run<'_>,
+    existing: Option<Found>,
+    net: &Net,
+    role_arn: &str,
+    calendar: &(super::versions::Calendar, Option<String>),
+) -> anyhow::Result<Found> {
     let eks = &run.aws.eks;
     let name = &run.prefix;
     let tags = Tags::new(name, "cluster");
     let subnets: Vec<String> = net.public.iter().chain(&net.private).map(|(_, s)| s.clone()).collect();
     let version = match &existing {
         Some(_) => String::new(),
-        None => kubernetes_version(run).await,
+        None => kubernetes_version(run, calendar),
     };
     let version = &version;
     run.ensure(Kind::Cluster, "cluster", name, existing.as_ref(), |token| async move {
@@ -123,13 +131,12 @@ async fn cluster(run: &Run<'_>, existing: Option<Found>, net: &Net, role_arn: &s
 
 /// The Kubernetes version a new cluster gets: the config's, else the newest in standard support
 /// by EKS's calendar (`DescribeClusterVersions`), else by the dated table.
-async fn kubernetes_version(run: &Run<'_>) -> String {
+fn kubernetes_version(run: &Run<'_>, (calendar, why): &(super::versions::Calendar, Option<String>)) -> String {
     if let Some(version) = &run.cx.config.cluster.kubernetes_version {
         return version.clone();
     }
-    let (calendar, why) = super::versions::calendar(&run.aws).await;
     let version = calendar.newest_in_standard(super::versions::today()).to_string();
-    let why = why.map(|why| format!(" ({why})")).unwrap_or_default();
+    let why = why.as_ref().map(|why| format!(" ({why})")).unwrap_or_default();
     run.reporter.info(format!("Kubernetes {version}: the newest in standard support by {}{why}", calendar.source));
     version
 }
@@ -713,7 +720,8 @@ pub mod tests {
                 .build()
         });
         let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&listed]);
-        assert_eq!(kubernetes_version(&run(&cx, eks, iam_unused())).await, "1.36");
+        let r = run(&cx, eks, iam_unused());
+        assert_eq!(kubernetes_version(&r, &super::super::versions::calendar(&r.aws).await), "1.36");
 
         let failing = mock!(Eks::describe_cluster_versions).then_http_response(|| {
             aws_smithy_runtime_api::http::Response::new(
@@ -723,16 +731,17 @@ pub mod tests {
         });
         let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[&failing]);
         let today = super::super::versions::today();
-        assert_eq!(
-            kubernetes_version(&run(&cx, eks, iam_unused())).await,
-            super::super::versions::Calendar::table().newest_in_standard(today)
-        );
+        let r = run(&cx, eks, iam_unused());
+        let (calendar, why) = super::super::versions::calendar(&r.aws).await;
+        assert!(why.is_some_and(|why| why.contains("DescribeClusterVersions failed")));
+        assert_eq!(kubernetes_version(&r, &(calendar, None)), super::super::versions::Calendar::table().newest_in_standard(today));
 
         let other = tempfile::tempdir().unwrap();
         let mut configured = context(other.path());
         configured.config.cluster.kubernetes_version = Some("1.34".into());
         let eks = mock_client!(aws_sdk_eks, RuleMode::Sequential, &[] as &[&Rule]);
-        assert_eq!(kubernetes_version(&run(&configured, eks, iam_unused())).await, "1.34", "the config's, without asking");
+        let table = (super::super::versions::Calendar::table(), None);
+        assert_eq!(kubernetes_version(&run(&configured, eks, iam_unused()), &table), "1.34", "the config's");
     }
 
     /// EKS as far as an upgrade sees it: versions, a pending cluster update that finishes when
