@@ -97,25 +97,25 @@ pub enum UpgradeStep {
     Nodegroup(String),
 }
 
-/// The steps from the cluster's and the nodegroup's versions to `target`, one minor version at a
-/// time. Steps already done (a run killed half-way) are left out, so a resume goes on from where
-/// the live versions are.
+/// The steps from the cluster's and the nodegroup's versions to `target`: nodes behind the
+/// control plane (a run killed half-way) catch up first, in one step (new nodes can start at any
+/// version the control plane serves, and every step replaces them all); then one minor version
+/// at a time. Steps already done are left out, so a resume goes on from the live versions.
 pub fn upgrade_steps(cluster: &str, nodegroup: Option<&str>, target: &str) -> Vec<UpgradeStep> {
     let (Some(cluster_minor), Some(target_minor)) = (minor_number(cluster), minor_number(target)) else { return vec![] };
-    let nodes_minor = nodegroup.and_then(minor_number).unwrap_or(target_minor.max(cluster_minor));
+    let nodes_minor = nodegroup.and_then(minor_number);
     let major = target.split('.').next().unwrap_or("1");
     let mut steps = Vec::new();
-    for minor in cluster_minor.min(nodes_minor) + 1..=target_minor {
+    if nodes_minor.is_some_and(|nodes| nodes < cluster_minor) {
+        // The add-ons may not have been reached either; checking them changes nothing if they were.
+        steps.push(UpgradeStep::Addons(cluster.to_string()));
+        steps.push(UpgradeStep::Nodegroup(cluster.to_string()));
+    }
+    for minor in cluster_minor + 1..=target_minor {
         let version = format!("{major}.{minor}");
-        if cluster_minor < minor {
-            steps.push(UpgradeStep::Cluster(version.clone()));
-        }
-        // Add-ons are checked again while any part of the step is left: a run killed after the
-        // control plane moved may not have reached them (the check changes nothing if it had).
-        if cluster_minor < minor || nodes_minor < minor {
-            steps.push(UpgradeStep::Addons(version.clone()));
-        }
-        if nodes_minor < minor {
+        steps.push(UpgradeStep::Cluster(version.clone()));
+        steps.push(UpgradeStep::Addons(version.clone()));
+        if nodes_minor.is_some() {
             steps.push(UpgradeStep::Nodegroup(version));
         }
     }
@@ -350,6 +350,8 @@ mod tests {
             [Addons(v("1.34")), Nodegroup(v("1.34")), Cluster(v("1.35")), Addons(v("1.35")), Nodegroup(v("1.35"))]
         );
         assert_eq!(upgrade_steps("1.35", Some("1.35"), "1.35"), []);
+        // Nodes far behind catch up in one step, not one per minor version.
+        assert_eq!(upgrade_steps("1.35", Some("1.31"), "1.35"), [Addons(v("1.35")), Nodegroup(v("1.35"))]);
         assert_eq!(upgrade_steps("1.35", None, "1.36"), [Cluster(v("1.36")), Addons(v("1.36"))]);
     }
 

@@ -152,7 +152,7 @@ impl EksExtras for RealEks {
 /// An emulator (moto): it has none of these, so each is skipped with a warning, and plans say so.
 pub struct Emulated;
 
-const SKIPPED: &str = "skipped: aws.emulator (the emulator has no EKS add-ons, access entries or version upgrades)";
+const SKIPPED: &str = "skipped: aws.emulator has no EKS add-ons, access entries or version upgrades";
 
 impl EksExtras for Emulated {
     fn upgrade<'a>(&'a self, run: &'a Run<'a>, current: &'a str, target: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
@@ -175,7 +175,7 @@ impl EksExtras for Emulated {
 
     fn planned(&self, action: PlannedAction) -> PlannedAction {
         let detail = match &action.detail {
-            Some(what) => format!("{SKIPPED}: {what}"),
+            Some(what) => format!("{what}; {SKIPPED}"),
             None => SKIPPED.to_string(),
         };
         PlannedAction::new(Verb::Run, action.target).detail(detail)
