@@ -27,8 +27,8 @@ use neonctl_contract::service::StorageStatus;
 
 /// How long one live check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
-/// A control plane report older than this (six reconcile rounds) fails its check.
-const REPORT_STALE_AFTER: Duration = Duration::from_secs(30);
+/// A control plane report older than this (two of its refreshes) fails its check.
+const REPORT_STALE_AFTER: Duration = Duration::from_secs(2 * neonctl_contract::service::REPORT_REFRESH.as_secs());
 /// The label every workload `render` writes carries with its component's name.
 const COMPONENT_LABEL: &str = "app.kubernetes.io/name";
 
@@ -352,12 +352,13 @@ async fn control_plane_report(client: kube::Client, namespace: &str, prefix: &st
     let report: StorageStatus = serde_json::from_str(&report)
         .map_err(|e| anyhow::anyhow!("the control plane's storage report is not what this version writes: {e}"))?;
     let checked = &report.checked_at;
-    // The control plane reports every round: an old report is from one that stopped.
+    // The control plane writes its report at least every REPORT_REFRESH: an old one is from a
+    // control plane that stopped.
     let age = time::OffsetDateTime::parse(checked, &time::format_description::well_known::Rfc3339)
         .map(|at| (time::OffsetDateTime::now_utc() - at).whole_seconds().max(0))
         .map_err(|e| anyhow::anyhow!("the control plane's report time `{checked}` is not RFC 3339: {e}"))?;
     if age > REPORT_STALE_AFTER.as_secs() as i64 {
-        let rounds = neonctl_control_plane::reconcile::EVERY.as_secs();
+        let rounds = neonctl_contract::service::REPORT_REFRESH.as_secs();
         return Ok(vec![Check::new(
             name,
             Outcome::Failed,

@@ -46,6 +46,10 @@ pub mod scopes {
 /// The key of the status ConfigMap that holds [`StorageStatus`] as JSON.
 pub const STATUS_KEY: &str = "storage.json";
 
+/// How often the control plane writes its report when nothing in it changed (a change is
+/// written at the round that sees it); `status` fails a report twice as old.
+pub const REPORT_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// `storage.json` in the status ConfigMap: the storage controller's view at the last round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

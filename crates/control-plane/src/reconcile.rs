@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::kube_store::KubeStore;
 use super::resources::{BRANCH_FINALIZER, BranchSpec, Condition, NeonBranch, NeonEndpoint, READY_CONDITION, RENAMED_TO_ANNOTATION, phase};
 use neonctl_contract::computes;
-use neonctl_contract::service::{PageserverStatus, StorageStatus};
+use neonctl_contract::service::{PageserverStatus, REPORT_REFRESH, StorageStatus};
 
 use super::ControlPlane;
 use super::scaling::rfc3339;
@@ -74,6 +74,8 @@ pub(crate) struct Memory {
     pub(crate) suspended: BTreeMap<String, String>,
     /// When this process last asked storage for each branch's size.
     pub(crate) sized: BTreeMap<String, time::OffsetDateTime>,
+    /// The last report written (without its time) and when.
+    reported: Option<(StorageStatus, Instant)>,
 }
 
 /// The pause before reconciling a branch again after its `failures`-th failure in a row: 1 s,
@@ -392,6 +394,14 @@ impl ControlPlane {
                 .for_each(log_result)
                 .await;
         };
+        // Branch sizes, apart from the report: a thousand first reads must not delay it.
+        let sizes = async {
+            let Some(kube) = self.store.kubernetes() else { return std::future::pending().await };
+            loop {
+                self.refresh_sizes(kube).await;
+                tokio::time::sleep(every).await;
+            }
+        };
         // Scale to zero: idle computes suspended.
         let idle = async {
             loop {
@@ -399,7 +409,7 @@ impl ControlPlane {
                 tokio::time::sleep(self.scaling.poll).await;
             }
         };
-        futures::join!(tend, control, computes, idle);
+        futures::join!(tend, control, computes, sizes, idle);
     }
 
     /// The controllers' answer to a failed reconcile of `subject` (`branch x`, `endpoint y`):
@@ -745,12 +755,11 @@ impl ControlPlane {
     }
 
     /// Registers the safekeepers (with the storage controller) and, with the Kubernetes store,
-    /// reads the branch sizes that are due and writes the storage report.
+    /// writes the storage report.
     async fn tend_storage(&self) {
         let storcon = self.storage_controller();
         self.register_safekeepers(&storcon).await;
         if let Some(kube) = self.store.kubernetes() {
-            self.refresh_sizes(kube).await;
             self.report(kube, &storcon).await;
         }
     }
@@ -829,9 +838,21 @@ impl ControlPlane {
             error,
             unauthenticated: self.keys.verify.is_none(),
         };
+        // Written when it says something new, else every REPORT_REFRESH to show it is alive.
+        let content = StorageStatus { checked_at: String::new(), ..status.clone() };
+        let due = match &self.memory.lock().expect("operator memory lock").reported {
+            Some((last, at)) => *last != content || at.elapsed() >= REPORT_REFRESH,
+            None => true,
+        };
+        if !due {
+            return;
+        }
         let text = serde_json::to_string_pretty(&status).expect("the status serializes to JSON");
         match kube.write_status(&text).await {
-            Ok(()) => self.say("status", format!("writing the storage status ConfigMap every {}s", EVERY.as_secs())),
+            Ok(()) => {
+                self.memory.lock().expect("operator memory lock").reported = Some((content, Instant::now()));
+                self.say("status", format!("writing the storage status ConfigMap on changes, at least every {}s", REPORT_REFRESH.as_secs()))
+            }
             Err(e) => self.say("status", format!("could not write the storage status: {e}")),
         }
     }

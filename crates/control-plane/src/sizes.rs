@@ -20,8 +20,8 @@ use super::scaling::parse_time;
 pub const SIZE_EVERY: Duration = Duration::from_secs(60);
 /// How long a size that could not be read (or is still being computed) waits for another try.
 const RETRY_UNKNOWN: Duration = Duration::from_secs(600);
-/// Size reads at once.
-const AT_ONCE: usize = 16;
+/// Size reads at once: sizes are not urgent, computes and statuses come first.
+const AT_ONCE: usize = 4;
 
 /// Whether a branch's size is read now: never asked by this process; a compute running and the
 /// last read [`SIZE_EVERY`] ago; activity since the last read (the writes before a suspend);
