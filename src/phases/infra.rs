@@ -127,7 +127,9 @@ impl<'a> Run<'a> {
         let existing_network = !self.cx.state().infra.azs.is_empty() || !network.of(Kind::Subnet).is_empty();
         let zones_in_use = if existing_network { self.zones.as_slice() } else { &[] };
         let recorded = self.cx.state().infra;
-        let live = drift::Live { inventory: &live, zones: zones_in_use, configured: &[], recorded: &recorded };
+        let no_defaults = drift::AddonDefaults::new();
+        let live =
+            drift::Live { inventory: &live, zones: zones_in_use, configured: &[], recorded: &recorded, addon_defaults: &no_defaults };
         let changes = drift::changes(&self.cx.config, &live);
         if let Some(refused) = drift::refusal_error(&changes) {
             return Err(refused);

@@ -28,6 +28,8 @@ struct Observed {
     configured: Vec<Configured>,
     /// EKS's calendar of versions, or the dated table when EKS does not answer.
     calendar: versions::Calendar,
+    /// EKS's default add-on versions for the Kubernetes versions an upgrade passes.
+    addon_defaults: drift::AddonDefaults,
 }
 
 pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
@@ -80,7 +82,10 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
     let in_use = observed.as_ref().map(|o| o.zones_in_use.as_slice()).unwrap_or_default();
     let configured = observed.as_ref().map(|o| o.configured.as_slice()).unwrap_or_default();
     let recorded_infra = cx.state().infra;
-    let changes = drift::changes(config, &Live { inventory, zones: in_use, configured, recorded: &recorded_infra });
+    let no_defaults = drift::AddonDefaults::new();
+    let addon_defaults = observed.as_ref().map(|o| &o.addon_defaults).unwrap_or(&no_defaults);
+    let live = Live { inventory, zones: in_use, configured, recorded: &recorded_infra, addon_defaults };
+    let changes = drift::changes(config, &live);
     actions.extend(changes.iter().map(|change| change_action(extras, change)));
     if changes.iter().any(Change::is_refusal) {
         notes.push("infra will refuse to run, and change nothing, until the config asks only for what can change in place".into());
@@ -154,7 +159,27 @@ async fn observe(cx: &Context) -> anyhow::Result<Observed> {
     }
     let configured = existing_settings(&cx.config, &id, &inventory);
     let (calendar, _) = versions::calendar(&aws).await;
-    Ok(Observed { account: id.account, zones, zones_in_use, inventory, configured, calendar })
+    let addon_defaults = upgrade_addon_defaults(&cx.config, &aws, &inventory).await;
+    Ok(Observed { account: id.account, zones, zones_in_use, inventory, configured, calendar, addon_defaults })
+}
+
+/// EKS's default versions of the installed add-ons for each Kubernetes version the configured
+/// upgrade passes (none without an upgrade).
+async fn upgrade_addon_defaults(config: &Config, aws: &Aws, inventory: &Inventory) -> drift::AddonDefaults {
+    let version = |kind: Kind| inventory.of(kind).first().and_then(|f| f.extra.get("version").cloned());
+    let (Some(cluster), Some(target)) = (version(Kind::Cluster), &config.cluster.kubernetes_version) else { return Default::default() };
+    let minors: Vec<String> = drift::upgrade_steps(&cluster, version(Kind::Nodegroup).as_deref(), target)
+        .into_iter()
+        .filter_map(|step| match step {
+            drift::UpgradeStep::Addons(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    let addons: Vec<String> = inventory.of(Kind::Addon).iter().map(|a| a.id.clone()).collect();
+    if minors.is_empty() || addons.is_empty() {
+        return Default::default();
+    }
+    super::extras::of(config).addon_defaults(aws, &addons, &minors).await
 }
 
 /// The settings `infra` would apply to the resources that exist (compared with what the state

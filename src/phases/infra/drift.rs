@@ -130,7 +130,13 @@ pub struct Live<'a> {
     /// The settings of resources that exist, and what the state says was applied to them.
     pub configured: &'a [Configured],
     pub recorded: &'a InfraState,
+    /// EKS's default version of each installed add-on for each Kubernetes version an upgrade
+    /// passes; empty when EKS was not asked (then the plan names the add-on step as a whole).
+    pub addon_defaults: &'a AddonDefaults,
 }
+
+/// `(Kubernetes version, add-on) → EKS's default add-on version for it`.
+pub type AddonDefaults = std::collections::BTreeMap<(String, String), String>;
 
 /// Every difference between `live` and `config`, in the order `infra` acts on them.
 pub fn changes(config: &Config, live: &Live<'_>) -> Vec<Change> {
@@ -196,20 +202,44 @@ pub fn changes(config: &Config, live: &Live<'_>) -> Vec<Change> {
                 let nodes = nodegroup.and_then(|g| g.extra.get("version")).map(String::as_str);
                 let mut cluster_at = current.clone();
                 let mut nodes_at = nodes.unwrap_or_default().to_string();
+                // Each installed add-on's version as the steps move it.
+                let mut addons_at: Vec<(String, String)> =
+                    inv.of(Kind::Addon).iter().filter_map(|a| Some((a.id.clone(), a.extra.get("version")?.clone()))).collect();
+                let upgrade =
+                    |resource: String, field: String, before: String, after: String| Change::Upgrade { resource, field, before, after };
                 for step in upgrade_steps(&current, nodes, target) {
-                    let (resource, field, before, after) = match step {
-                        UpgradeStep::Cluster(v) => (name.clone(), "Kubernetes version", std::mem::replace(&mut cluster_at, v.clone()), v),
-                        UpgradeStep::Addons(v) => {
-                            (format!("eks addons of {}", cluster.id), "versions", "as installed".into(), format!("EKS's default for {v}"))
+                    match step {
+                        UpgradeStep::Cluster(v) => {
+                            let before = std::mem::replace(&mut cluster_at, v.clone());
+                            out.push(upgrade(name.clone(), "Kubernetes version".into(), before, v));
                         }
-                        UpgradeStep::Nodegroup(v) => (
-                            format!("eks nodegroup {group_name}"),
-                            "Kubernetes version (nodes replaced one at a time)",
-                            std::mem::replace(&mut nodes_at, v.clone()),
-                            v,
-                        ),
-                    };
-                    out.push(Change::Upgrade { resource, field: field.into(), before, after });
+                        UpgradeStep::Addons(v) if live.addon_defaults.is_empty() || addons_at.is_empty() => out.push(upgrade(
+                            format!("eks addons of {}", cluster.id),
+                            "versions".into(),
+                            "as installed".into(),
+                            format!("EKS's default for {v} where they differ"),
+                        )),
+                        // Exactly what `eks::upgrade_addon` does: an add-on not at EKS's default.
+                        UpgradeStep::Addons(v) => {
+                            for (addon, at) in &mut addons_at {
+                                let Some(default) = live.addon_defaults.get(&(v.clone(), addon.clone())) else { continue };
+                                if default != at {
+                                    let before = std::mem::replace(at, default.clone());
+                                    out.push(upgrade(
+                                        format!("eks addon {addon}"),
+                                        format!("version (for Kubernetes {v})"),
+                                        before,
+                                        default.clone(),
+                                    ));
+                                }
+                            }
+                        }
+                        UpgradeStep::Nodegroup(v) => {
+                            let before = std::mem::replace(&mut nodes_at, v.clone());
+                            let field = "Kubernetes version (nodes replaced one at a time)".to_string();
+                            out.push(upgrade(format!("eks nodegroup {group_name}"), field, before, v));
+                        }
+                    }
                 }
             }
             _ => {}
@@ -397,7 +427,19 @@ mod tests {
     #[test]
     fn a_converged_deployment_has_no_changes() {
         let inv = live_deployment();
-        assert_eq!(changes(&config(), &Live { inventory: &inv, zones: &zones(), configured: &[], recorded: &InfraState::default() }), []);
+        assert_eq!(
+            changes(
+                &config(),
+                &Live {
+                    inventory: &inv,
+                    zones: &zones(),
+                    configured: &[],
+                    recorded: &InfraState::default(),
+                    addon_defaults: &AddonDefaults::new()
+                }
+            ),
+            []
+        );
     }
 
     #[test]
@@ -409,7 +451,16 @@ mod tests {
         config.cluster.node_instance_type = "m7g.xlarge".into();
         config.cluster.node_disk_gib = 100;
         config.cluster.kubernetes_version = Some("1.32".into());
-        let found = changes(&config, &Live { inventory: &inv, zones: &zones(), configured: &[], recorded: &InfraState::default() });
+        let found = changes(
+            &config,
+            &Live {
+                inventory: &inv,
+                zones: &zones(),
+                configured: &[],
+                recorded: &InfraState::default(),
+                addon_defaults: &AddonDefaults::new(),
+            },
+        );
         let fields: Vec<String> = found
             .iter()
             .map(|c| match c {
@@ -439,25 +490,67 @@ mod tests {
         let mut config = config();
         config.cluster.node_count = 5;
         config.cluster.kubernetes_version = Some("1.35".into());
-        let described: Vec<String> =
-            changes(&config, &Live { inventory: &inv, zones: &zones(), configured: &[], recorded: &InfraState::default() })
-                .iter()
-                .map(|c| {
-                    let (resource, what) = c.describe();
-                    format!("{resource}: {what}")
-                })
-                .collect();
+        let described: Vec<String> = changes(
+            &config,
+            &Live {
+                inventory: &inv,
+                zones: &zones(),
+                configured: &[],
+                recorded: &InfraState::default(),
+                addon_defaults: &AddonDefaults::new(),
+            },
+        )
+        .iter()
+        .map(|c| {
+            let (resource, what) = c.describe();
+            format!("{resource}: {what}")
+        })
+        .collect();
         assert_eq!(
             described,
             [
                 "eks nodegroup neon-nodes: nodes (min/max/desired): 3/3/3 → 5/5/5",
                 "eks cluster neon: Kubernetes version: 1.33 → 1.34",
-                "eks addons of neon: versions: as installed → EKS's default for 1.34",
+                "eks addons of neon: versions: as installed → EKS's default for 1.34 where they differ",
                 "eks nodegroup neon-nodes: Kubernetes version (nodes replaced one at a time): 1.33 → 1.34",
                 "eks cluster neon: Kubernetes version: 1.34 → 1.35",
-                "eks addons of neon: versions: as installed → EKS's default for 1.35",
+                "eks addons of neon: versions: as installed → EKS's default for 1.35 where they differ",
                 "eks nodegroup neon-nodes: Kubernetes version (nodes replaced one at a time): 1.34 → 1.35",
             ]
+        );
+    }
+
+    /// With EKS's defaults known, the plan names each add-on that moves, as apply moves it.
+    #[test]
+    fn known_addon_defaults_become_one_line_per_addon_that_moves() {
+        let mut inv = live_deployment();
+        let addon = |name: &str, version: &str| {
+            let mut f = Found::new(Some(&format!("addon-{name}")), Some(name));
+            f.extra.insert("version".into(), version.into());
+            f
+        };
+        inv.add(Kind::Addon, [addon("vpc-cni", "v1.19.5"), addon("coredns", "v1.11.4")]);
+        let mut config = config();
+        config.cluster.kubernetes_version = Some("1.34".into());
+        let defaults: AddonDefaults = [(("1.34", "vpc-cni"), "v1.20.0"), (("1.34", "coredns"), "v1.11.4")]
+            .map(|((k, a), v)| ((k.to_string(), a.to_string()), v.to_string()))
+            .into();
+        let live = Live { inventory: &inv, zones: &zones(), configured: &[], recorded: &InfraState::default(), addon_defaults: &defaults };
+        let described: Vec<String> = changes(&config, &live)
+            .iter()
+            .map(|c| {
+                let (resource, what) = c.describe();
+                format!("{resource}: {what}")
+            })
+            .collect();
+        assert_eq!(
+            described,
+            [
+                "eks cluster neon: Kubernetes version: 1.33 → 1.34",
+                "eks addon vpc-cni: version (for Kubernetes 1.34): v1.19.5 → v1.20.0",
+                "eks nodegroup neon-nodes: Kubernetes version (nodes replaced one at a time): 1.33 → 1.34",
+            ],
+            "coredns is at the default already: no line, and apply makes no call for it"
         );
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use super::drift::AddonDefaults;
 use super::{Identity, Run, eks};
 use crate::aws::Aws;
 use crate::aws::call::call;
@@ -30,7 +31,7 @@ pub trait EksExtras: Send + Sync {
     /// The add-ons that need nodes, then a wait until every add-on is active.
     fn after_nodes<'a>(&'a self, run: &'a Run<'a>, roles: &'a IrsaRoles, version: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
 
-    /// Adds the existing add-ons and access entry to the plan's inventory.
+    /// Adds the existing add-ons (with their versions) and access entry to the plan's inventory.
     fn observe<'a>(
         &'a self,
         aws: &'a Aws,
@@ -38,6 +39,10 @@ pub trait EksExtras: Send + Sync {
         id: &'a Identity,
         inventory: &'a mut Inventory,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// EKS's default version of each of `addons` for each of `kubernetes` (what an upgrade moves
+    /// them to); what EKS does not answer is left out.
+    fn addon_defaults<'a>(&'a self, aws: &'a Aws, addons: &'a [String], kubernetes: &'a [String]) -> BoxFuture<'a, AddonDefaults>;
 
     /// A plan line for one of these things (an add-on, the access entry, an upgrade step) as
     /// apply will carry it out.
@@ -100,11 +105,31 @@ impl EksExtras for RealEks {
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let addons = aws.eks.list_addons().cluster_name(cluster).send().await.map_err(call("ListAddons", cluster))?;
-            let found = addons.addons().iter().map(|a| Found { component: format!("addon-{a}"), id: a.clone(), ..Found::default() });
-            inventory.add(Kind::Addon, found.collect::<Vec<_>>());
+            let described = futures::future::try_join_all(addons.addons().iter().map(|addon| async move {
+                let out = aws.eks.describe_addon().cluster_name(cluster).addon_name(addon).send().await;
+                let version = crate::aws::call::found(out.map_err(call("DescribeAddon", addon)))?
+                    .and_then(|d| d.addon().and_then(|a| a.addon_version()).map(str::to_string));
+                let mut found = Found { component: format!("addon-{addon}"), id: addon.clone(), ..Found::default() };
+                found.extra.extend(version.map(|v| ("version".to_string(), v)));
+                Ok::<_, crate::aws::call::CallError>(found)
+            }))
+            .await?;
+            inventory.add(Kind::Addon, described);
             let entry = eks::existing_access_entry(aws, cluster, id).await?;
             inventory.add(Kind::AccessEntry, entry.state.is_some().then_some(entry));
             Ok(())
+        })
+    }
+
+    fn addon_defaults<'a>(&'a self, aws: &'a Aws, addons: &'a [String], kubernetes: &'a [String]) -> BoxFuture<'a, AddonDefaults> {
+        Box::pin(async move {
+            let pairs = kubernetes.iter().flat_map(|k| addons.iter().map(move |a| (k, a)));
+            let asked = futures::future::join_all(pairs.map(|(k8s, addon)| async move {
+                let out = aws.eks.describe_addon_versions().addon_name(addon).kubernetes_version(k8s).send().await.ok()?;
+                Some(((k8s.clone(), addon.clone()), eks::addon_version(out.addons(), k8s)?))
+            }))
+            .await;
+            asked.into_iter().flatten().collect()
         })
     }
 
@@ -173,6 +198,10 @@ impl EksExtras for Emulated {
         Box::pin(async { Ok(()) })
     }
 
+    fn addon_defaults<'a>(&'a self, _: &'a Aws, _: &'a [String], _: &'a [String]) -> BoxFuture<'a, AddonDefaults> {
+        Box::pin(async { AddonDefaults::new() })
+    }
+
     fn planned(&self, action: PlannedAction) -> PlannedAction {
         let detail = match &action.detail {
             Some(what) => format!("{what}; {SKIPPED}"),
@@ -222,14 +251,33 @@ mod tests {
                 let entry = aws_sdk_eks::types::AccessEntry::builder().principal_arn("arn:aws:iam::123456789012:user/ci").build();
                 op::describe_access_entry::DescribeAccessEntryOutput::builder().access_entry(entry).build()
             });
+        let described = mock!(Eks::describe_addon).then_compute_output(|r| {
+            let addon = aws_sdk_eks::types::Addon::builder().addon_name(r.addon_name().unwrap()).addon_version("v1.0.0-eksbuild.1").build();
+            op::describe_addon::DescribeAddonOutput::builder().addon(addon).build()
+        });
+        let versions = mock!(Eks::describe_addon_versions).then_compute_output(|r| {
+            let (addon, k8s) = (r.addon_name().unwrap(), r.kubernetes_version().unwrap());
+            let compat = aws_sdk_eks::types::Compatibility::builder().cluster_version(k8s).default_version(true).build();
+            let version =
+                aws_sdk_eks::types::AddonVersionInfo::builder().addon_version(format!("{addon}-{k8s}")).compatibilities(compat).build();
+            let info = aws_sdk_eks::types::AddonInfo::builder().addon_name(addon).addon_versions(version).build();
+            op::describe_addon_versions::DescribeAddonVersionsOutput::builder().addons(info).build()
+        });
         let config = Config::default();
-        let aws = Aws { eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, &[&listed, &entry]), ..Aws::unreachable(&config) };
+        let eks = mock_client!(aws_sdk_eks, RuleMode::MatchAny, &[&listed, &entry, &described, &versions]);
+        let aws = Aws { eks, ..Aws::unreachable(&config) };
         let id =
             Identity { account: "123456789012".into(), partition: "aws".into(), caller_arn: "arn:aws:iam::123456789012:user/ci".into() };
         let mut inventory = Inventory::default();
         RealEks.observe(&aws, "neon", &id, &mut inventory).await.unwrap();
         let addons: Vec<&str> = inventory.of(Kind::Addon).iter().map(|f| f.component.as_str()).collect();
         assert_eq!(addons, ["addon-vpc-cni", "addon-coredns"]);
+        assert_eq!(inventory.of(Kind::Addon)[0].extra["version"], "v1.0.0-eksbuild.1");
+        let (names, minors) = (["vpc-cni".to_string()], ["1.34".to_string(), "1.35".to_string()]);
+        let defaults = RealEks.addon_defaults(&aws, &names, &minors).await;
+        assert_eq!(defaults.get(&("1.35".to_string(), "vpc-cni".to_string())).map(String::as_str), Some("vpc-cni-1.35"));
+        assert_eq!(defaults.len(), 2);
+        assert!(Emulated.addon_defaults(&aws, &names, &minors).await.is_empty());
         assert_eq!(inventory.get(Kind::AccessEntry, "access-entry").map(|f| f.id.as_str()), Some("arn:aws:iam::123456789012:user/ci"));
 
         // The emulator looks nothing up and its plan says what it will skip.
