@@ -276,7 +276,8 @@ async fn resize(run: &Run<'_>, group: &ekst::Nodegroup) -> anyhow::Result<bool> 
 
 /// Moves the cluster to `target` one minor version at a time, in AWS's order for each (control
 /// plane, add-ons, nodegroup), waiting for each update. Every step starts from the live versions,
-/// so a run killed half-way goes on from where AWS is.
+/// so a run killed half-way goes on from where AWS is (an update still running is waited for).
+/// The updates carry no client token: one that failed must be sent anew, not answered again.
 pub(super) async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
     let name = &run.prefix;
     let group_name = nodegroup_name(name);
@@ -290,14 +291,12 @@ pub(super) async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
                     continue;
                 }
                 let step = run.reporter.step(format!("upgrade eks cluster {name} to Kubernetes {version} (about 10 minutes)"));
-                let token = spec::token(name, &run.region, &format!("cluster-version-{version}"), "");
                 let out = run
                     .aws
                     .eks
                     .update_cluster_version()
                     .name(name)
                     .version(&version)
-                    .client_request_token(token)
                     .send()
                     .await
                     .map_err(call("UpdateClusterVersion", format!("{name} to {version}")))?;
@@ -318,7 +317,6 @@ pub(super) async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
                 let step = run.reporter.step(format!(
                     "upgrade eks nodegroup {group_name} to Kubernetes {version} (nodes replaced one at a time, 10-30 minutes)"
                 ));
-                let token = spec::token(name, &run.region, &format!("nodegroup-version-{version}"), "");
                 let out = run
                     .aws
                     .eks
@@ -326,7 +324,6 @@ pub(super) async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
                     .cluster_name(name)
                     .nodegroup_name(&group_name)
                     .version(&version)
-                    .client_request_token(token)
                     .send()
                     .await
                     .map_err(call("UpdateNodegroupVersion", format!("{group_name} to {version}")))?;
@@ -347,7 +344,14 @@ fn minor(version: &str) -> u32 {
 async fn upgrade_addon(run: &Run<'_>, addon: &str, kubernetes: &str) -> anyhow::Result<()> {
     let eks = &run.aws.eks;
     let cluster = &run.prefix;
-    let described = found(eks.describe_addon().cluster_name(cluster).addon_name(addon).send().await.map_err(call("DescribeAddon", addon)))?;
+    let describe =
+        || async { found(eks.describe_addon().cluster_name(cluster).addon_name(addon).send().await.map_err(call("DescribeAddon", addon))) };
+    let mut described = describe().await?;
+    if described.as_ref().and_then(|d| d.addon()).and_then(|a| a.status()) == Some(&ekst::AddonStatus::Updating) {
+        // A run stopped during this add-on's update: its outcome decides what is left to do.
+        wait_addon(run, addon).await?;
+        described = describe().await?;
+    }
     let Some(current) = described.as_ref().and_then(|d| d.addon()).and_then(|a| a.addon_version()) else { return Ok(()) };
     let versions = eks
         .describe_addon_versions()
@@ -371,7 +375,6 @@ async fn upgrade_addon(run: &Run<'_>, addon: &str, kubernetes: &str) -> anyhow::
         .addon_name(addon)
         .addon_version(&wanted)
         .resolve_conflicts(ekst::ResolveConflicts::Overwrite)
-        .client_request_token(spec::token(cluster, &run.region, &format!("addon-{addon}-{wanted}"), ""))
         .send()
         .await
         .map_err(call("UpdateAddon", format!("{addon} to {wanted}")))?;
