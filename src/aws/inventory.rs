@@ -306,7 +306,9 @@ pub async fn nodegroup(aws: &Aws, prefix: &str, name: &str) -> Result<Option<Fou
     let Some(group) = described.as_ref().and_then(|d| d.nodegroup()) else { return Ok(None) };
     let mut f = Found::new(Some("nodegroup"), Some(name));
     f.state = group.status().map(|s| s.as_str().to_string());
-    f.extra.insert("instance_types".into(), group.instance_types().join(","));
+    if !group.instance_types().is_empty() {
+        f.extra.insert("instance_types".into(), group.instance_types().join(","));
+    }
     let mut put = |k: &str, v: Option<String>| {
         if let Some(v) = v {
             f.extra.insert(k.to_string(), v);
@@ -319,6 +321,13 @@ pub async fn nodegroup(aws: &Aws, prefix: &str, name: &str) -> Result<Option<Fou
     let size = |n: Option<i32>| n.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
     put("nodes", scaling.map(|s| format!("{}/{}/{}", size(s.min_size()), size(s.max_size()), size(s.desired_size()))));
     Ok(Some(f))
+}
+
+/// Every nodegroup of the cluster `prefix`, described as [`nodegroup`] describes one.
+pub async fn nodegroups_described(aws: &Aws, prefix: &str) -> Result<Vec<Found>, CallError> {
+    let names = nodegroups(aws, prefix).await?;
+    let described = futures::future::try_join_all(names.iter().map(|n| nodegroup(aws, prefix, &n.id))).await?;
+    Ok(described.into_iter().flatten().collect())
 }
 
 /// OIDC providers tagged with the prefix (one GetOpenIDConnectProvider per provider in the

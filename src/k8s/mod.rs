@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cleanup;
+pub mod drain;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -122,7 +122,7 @@ impl<'a> Run<'a> {
         let mut live = network.clone();
         if let Some(cluster) = &cluster {
             live.add(Kind::Cluster, [cluster.clone()]);
-            live.add(Kind::Nodegroup, inventory::nodegroup(&self.aws, &self.prefix, &eks::nodegroup_name(&self.prefix)).await?);
+            live.add(Kind::Nodegroup, inventory::nodegroups_described(&self.aws, &self.prefix).await?);
         }
         let existing_network = !self.cx.state().infra.azs.is_empty() || !network.of(Kind::Subnet).is_empty();
         let zones_in_use = if existing_network { self.zones.as_slice() } else { &[] };

@@ -447,6 +447,41 @@ impl Store {
         Some(object)
     }
 
+    /// Whether every PodDisruptionBudget selecting `pod` allows one more disruption: its healthy
+    /// (Ready, not deleting) pods stay at or above what `minAvailable`, or the matching pods less
+    /// `maxUnavailable`, require (`pkg/controller/disruption/disruption.go`); a pod that is not
+    /// healthy itself may go while the budget is met (`IfHealthyBudget`, the default policy).
+    fn disruption_allowed(&self, pod: &Value) -> bool {
+        let namespace = pod["metadata"]["namespace"].as_str();
+        let labels = &pod["metadata"]["labels"];
+        let healthy = |p: &Value| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        };
+        let mut budgets =
+            self.objects.iter().filter(|((v, p, ns, _), _)| v == "policy/v1" && p == "poddisruptionbudgets" && ns.as_deref() == namespace);
+        budgets.all(|(_, budget)| {
+            let wanted = budget["spec"]["selector"]["matchLabels"].as_object().cloned().unwrap_or_default();
+            let selected = |p: &Value| wanted.iter().all(|(k, v)| &p["metadata"]["labels"][k] == v);
+            if !selected(pod) || labels.is_null() {
+                return true;
+            }
+            let matching: Vec<&Value> = self
+                .objects
+                .iter()
+                .filter(|((v, p, ns, _), o)| v == "v1" && p == "pods" && ns.as_deref() == namespace && selected(o))
+                .map(|(_, o)| o)
+                .collect();
+            let current = matching.iter().filter(|p| healthy(p)).count() as i64;
+            let desired = match (budget["spec"]["minAvailable"].as_i64(), budget["spec"]["maxUnavailable"].as_i64()) {
+                (Some(min), _) => min,
+                (None, Some(max)) => matching.len() as i64 - max,
+                (None, None) => 0,
+            };
+            if healthy(pod) { current - desired > 0 } else { current >= desired }
+        })
+    }
+
     fn serve(
         &mut self,
         method: &Method,
@@ -477,6 +512,20 @@ impl Store {
         let current = self.objects.get(&key).cloned();
         match (method.clone(), subresource.as_deref()) {
             (Method::GET, Some("log")) => text(&self.pod_log),
+            // The Eviction API (`pkg/registry/core/pod/storage/eviction.go`): 429 while a
+            // PodDisruptionBudget that selects the pod allows no disruption, else the pod goes.
+            (Method::POST, Some("eviction")) if key.1 == "pods" => {
+                let Some(pod) = current else { return not_found(&key) };
+                if !self.disruption_allowed(&pod) {
+                    return status(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                    );
+                }
+                self.delete(&key);
+                json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+            }
             (Method::GET, _) => match current {
                 Some(object) => ok(&object),
                 None => not_found(&key),

@@ -12,6 +12,7 @@ mod infra;
 mod kubeconfig;
 mod moto;
 mod neon_fixture;
+mod nodes;
 mod prereqs;
 mod reconcile;
 mod render;

@@ -64,10 +64,15 @@ pub async fn plan(cx: &Context) -> anyhow::Result<PhasePlan> {
     let empty = Inventory::default();
     let inventory = observed.as_ref().map(|o| &o.inventory).unwrap_or(&empty);
     let extras = super::extras::of(config);
-    let mut actions: Vec<PlannedAction> = desired(config, &zones, &account)
+    let nodegroup = eks::nodegroups(config, &config.prefix, inventory.of(Kind::Nodegroup)).name;
+    let mut actions: Vec<PlannedAction> = desired(config, &zones, &account, &nodegroup)
         .into_iter()
         .map(|(kind, component, name)| {
-            let existing = inventory.get(kind, &component).or_else(|| inventory.of(kind).iter().find(|f| f.id == name && !name.is_empty()));
+            let existing = match kind {
+                // Nodegroups of another shape are replaced (a delete line), not adopted.
+                Kind::Nodegroup => inventory.of(kind).iter().find(|f| f.id == name),
+                _ => inventory.get(kind, &component).or_else(|| inventory.of(kind).iter().find(|f| f.id == name && !name.is_empty())),
+            };
             let target = format!("{} {name}", kind.label());
             let action = match existing {
                 Some(found) => PlannedAction::new(Verb::Adopt, target).detail(found.id.clone()),
@@ -134,18 +139,17 @@ async fn observe(cx: &Context) -> anyhow::Result<Observed> {
     };
     let zones = if zones_in_use.is_empty() { pick_zones(&aws, &cx.config).await? } else { zones_in_use.clone() };
     let bucket = spec::bucket_name(&cx.config, &id.account);
-    let nodegroup = eks::nodegroup_name(prefix);
-    let (mut inventory, roles, cluster, nodegroup, repos, bucket) = futures::try_join!(
+    let (mut inventory, roles, cluster, nodegroups, repos, bucket) = futures::try_join!(
         inventory::network(&aws, prefix),
         inventory::roles(&aws, prefix),
         inventory::cluster(&aws, prefix),
-        inventory::nodegroup(&aws, prefix, &nodegroup),
+        inventory::nodegroups_described(&aws, prefix),
         inventory::repositories(&aws, prefix),
         inventory::bucket(&aws, &bucket),
     )?;
     inventory.add(Kind::Role, roles);
     inventory.add(Kind::Repository, repos);
-    inventory.add(Kind::Nodegroup, nodegroup);
+    inventory.add(Kind::Nodegroup, nodegroups);
     inventory.add(Kind::Bucket, bucket);
     if let Some(cluster) = cluster {
         // The provider's ARN follows from the cluster's issuer.
@@ -168,7 +172,9 @@ async fn observe(cx: &Context) -> anyhow::Result<Observed> {
 async fn upgrade_addon_defaults(config: &Config, aws: &Aws, inventory: &Inventory) -> drift::AddonDefaults {
     let version = |kind: Kind| inventory.of(kind).first().and_then(|f| f.extra.get("version").cloned());
     let (Some(cluster), Some(target)) = (version(Kind::Cluster), &config.cluster.kubernetes_version) else { return Default::default() };
-    let minors: Vec<String> = drift::upgrade_steps(&cluster, version(Kind::Nodegroup).as_deref(), target)
+    let nodes =
+        eks::nodegroups(config, &config.prefix, inventory.of(Kind::Nodegroup)).current.and_then(|g| g.extra.get("version").cloned());
+    let minors: Vec<String> = drift::upgrade_steps(&cluster, nodes.as_deref(), target)
         .into_iter()
         .filter_map(|step| match step {
             drift::UpgradeStep::Addons(v) => Some(v),
@@ -225,8 +231,9 @@ fn existing_settings(config: &Config, id: &Identity, inv: &Inventory) -> Vec<Con
     out
 }
 
-/// Every resource `infra` manages: `(kind, component, name)`.
-pub fn desired(config: &Config, zones: &[String], account: &str) -> Vec<(Kind, String, String)> {
+/// Every resource `infra` manages: `(kind, component, name)`; `nodegroup` names the nodegroup
+/// of the config's shape.
+pub fn desired(config: &Config, zones: &[String], account: &str, nodegroup: &str) -> Vec<(Kind, String, String)> {
     let p = &config.prefix;
     let mut out = Vec::new();
     let mut add = |kind: Kind, component: String, name: String| out.push((kind, component, name));
@@ -261,7 +268,7 @@ pub fn desired(config: &Config, zones: &[String], account: &str) -> Vec<(Kind, S
         add(Kind::Addon, format!("addon-{addon}"), addon.to_string());
     }
     add(Kind::AccessEntry, "access-entry".into(), "cluster admin for the caller".into());
-    add(Kind::Nodegroup, "nodegroup".into(), eks::nodegroup_name(p));
+    add(Kind::Nodegroup, "nodegroup".into(), nodegroup.to_string());
     out
 }
 
@@ -272,7 +279,7 @@ mod tests {
     #[test]
     fn desired_resources_per_nat_mode() {
         let zones: Vec<String> = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).to_vec();
-        let single = desired(&Config::default(), &zones, "123456789012");
+        let single = desired(&Config::default(), &zones, "123456789012", "neon-nodes");
         let count = |list: &[(Kind, String, String)], kind| list.iter().filter(|(k, _, _)| *k == kind).count();
         assert_eq!(count(&single, Kind::Subnet), 6);
         assert_eq!(count(&single, Kind::NatGateway), 1);
@@ -281,7 +288,7 @@ mod tests {
         assert_eq!(count(&single, Kind::Repository), 7);
         let mut config = Config::default();
         config.network.nat_gateways = crate::config::NatGateways::PerAz;
-        let per_az = desired(&config, &zones, "123456789012");
+        let per_az = desired(&config, &zones, "123456789012", "neon-nodes");
         assert_eq!(count(&per_az, Kind::NatGateway), 3);
         assert_eq!(count(&per_az, Kind::ElasticIp), 3);
         assert!(single.iter().any(|(_, _, name)| name == "neon-123456789012-us-east-1"));

@@ -182,10 +182,8 @@ pub fn changes(config: &Config, live: &Live<'_>) -> Vec<Change> {
     }
 
     let cluster = inv.get(Kind::Cluster, "cluster");
-    let nodegroup = inv.get(Kind::Nodegroup, "nodegroup");
-    if let Some(group) = nodegroup {
-        nodegroup_changes(config, group, &mut out);
-    }
+    let groups = eks::nodegroups(config, p, inv.of(Kind::Nodegroup));
+    nodegroup_changes(config, &groups, &mut out);
     if let (Some(cluster), Some(target)) = (cluster, &config.cluster.kubernetes_version) {
         let current = cluster.extra.get("version").cloned().unwrap_or_default();
         let name = format!("eks cluster {}", cluster.id);
@@ -198,8 +196,8 @@ pub fn changes(config: &Config, live: &Live<'_>) -> Vec<Change> {
                 way_out: format!("EKS cannot downgrade a cluster. Set cluster.kubernetes_version to {current} or newer"),
             }),
             (Some(_), Some(_)) => {
-                let group_name = eks::nodegroup_name(p);
-                let nodes = nodegroup.and_then(|g| g.extra.get("version")).map(String::as_str);
+                let group_name = groups.name.clone();
+                let nodes = groups.current.and_then(|g| g.extra.get("version")).map(String::as_str);
                 let mut cluster_at = current.clone();
                 let mut nodes_at = nodes.unwrap_or_default().to_string();
                 // Each installed add-on's version as the steps move it.
@@ -248,35 +246,33 @@ pub fn changes(config: &Config, live: &Live<'_>) -> Vec<Change> {
     out
 }
 
-/// The instance type, disk and AMI are fixed at creation; the node count is changed in place.
-fn nodegroup_changes(config: &Config, group: &Found, out: &mut Vec<Change>) {
+/// The node count changes in place; a new shape (instance type, disk, AMI) is a new nodegroup
+/// (a create line from the plan's resource list) and the old one's deletion once it is drained.
+fn nodegroup_changes(config: &Config, groups: &eks::Nodegroups<'_>, out: &mut Vec<Change>) {
     let c = &config.cluster;
-    let resource = format!("eks nodegroup {}", group.id);
-    let way_out = |field: &str, before: &str| {
-        format!(
-            "A nodegroup's instance type, disk size and AMI type are fixed when it is created, and replacing it moves every \
-             pod. Set {field} back to {before}; to move to other nodes, create a second nodegroup, drain this one \
-             (`kubectl drain`) and delete it, or remove the deployment (`neonctl-aws teardown`) and run infra again"
-        )
-    };
-    let mut fixed = |field: &str, key: &str, wanted: String| {
-        let Some(before) = group.extra.get(key).filter(|b| !b.is_empty()) else { return };
-        if *before != wanted {
-            out.push(Change::Refuse {
-                resource: resource.clone(),
-                field: field.into(),
-                before: before.clone(),
-                after: wanted,
-                way_out: way_out(field, before),
-            });
+    if let Some(current) = groups.current {
+        let wanted = format!("{0}/{0}/{0}", c.node_count);
+        if let Some(before) = current.extra.get("nodes").filter(|n| **n != wanted) {
+            out.push(Change::update(format!("eks nodegroup {}", current.id), "nodes (min/max/desired)", before, wanted));
         }
-    };
-    fixed("cluster.node_instance_type", "instance_types", c.node_instance_type.clone());
-    fixed("cluster.node_disk_gib", "disk_size", c.node_disk_gib.to_string());
-    fixed("AMI type (from cluster.node_instance_type)", "ami_type", spec::ami_type(&c.node_instance_type).to_string());
-    let wanted = format!("{0}/{0}/{0}", c.node_count);
-    if let Some(before) = group.extra.get("nodes").filter(|n| **n != wanted) {
-        out.push(Change::update(resource, "nodes (min/max/desired)", before, wanted));
+    }
+    for old in &groups.replaced {
+        let differences: Vec<String> = eks::node_shape(config)
+            .iter()
+            .filter_map(|(key, field, wanted)| {
+                let before = old.extra.get(*key).filter(|b| *b != wanted)?;
+                Some(format!("{field}: {before} → {wanted}"))
+            })
+            .collect();
+        let shape = if differences.is_empty() { "being deleted".to_string() } else { differences.join(", ") };
+        out.push(Change::Delete {
+            resource: format!("eks nodegroup {}", old.id),
+            why: format!(
+                "replaced by {} ({shape}): once that one runs, its nodes are cordoned and drained, pods evicted within their \
+                 PodDisruptionBudgets (volumes reattach in their zones)",
+                groups.name
+            ),
+        });
     }
 }
 
@@ -424,6 +420,42 @@ mod tests {
         ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).to_vec()
     }
 
+    /// A new shape rolls the nodes: a new nodegroup named after its shape, the old one deleted
+    /// once drained; the node count of the old one is not touched.
+    #[test]
+    fn a_new_node_shape_replaces_the_nodegroup() {
+        let inv = live_deployment();
+        let mut config = config();
+        config.cluster.node_instance_type = "m7g.xlarge".into();
+        config.cluster.node_count = 4;
+        let groups = eks::nodegroups(&config, "neon", inv.of(Kind::Nodegroup));
+        assert!(groups.current.is_none());
+        assert!(groups.name.starts_with("neon-nodes-") && groups.name.len() == "neon-nodes-".len() + 6, "{}", groups.name);
+        let found = changes(
+            &config,
+            &Live {
+                inventory: &inv,
+                zones: &zones(),
+                configured: &[],
+                recorded: &InfraState::default(),
+                addon_defaults: &AddonDefaults::new(),
+            },
+        );
+        let described: Vec<String> = found.iter().map(|c| format!("{} {}", c.describe().0, c.describe().1)).collect();
+        assert_eq!(described.len(), 1, "{described:#?}");
+        assert!(described[0].starts_with(&format!("eks nodegroup neon-nodes replaced by {} (cluster.node_instance_type: m6i.xlarge → m7g.xlarge, AMI type (from cluster.node_instance_type): AL2023_x86_64_STANDARD → AL2023_ARM_64_STANDARD)", groups.name)), "{described:#?}");
+        // Once the new one exists, it is the current one and the old one is still to go.
+        let mut both = live_deployment();
+        let mut new = both.of(Kind::Nodegroup)[0].clone();
+        new.id = groups.name.clone();
+        new.extra.insert("instance_types".into(), "m7g.xlarge".into());
+        new.extra.insert("ami_type".into(), "AL2023_ARM_64_STANDARD".into());
+        new.extra.insert("nodes".into(), "4/4/4".into());
+        both.add(Kind::Nodegroup, [new]);
+        let groups = eks::nodegroups(&config, "neon", both.of(Kind::Nodegroup));
+        assert_eq!((groups.current.map(|g| g.id.as_str()), groups.replaced.len()), (Some(groups.name.as_str()), 1));
+    }
+
     #[test]
     fn a_converged_deployment_has_no_changes() {
         let inv = live_deployment();
@@ -448,8 +480,6 @@ mod tests {
         let mut config = config();
         config.network.vpc_cidr = "10.1.0.0/16".into();
         config.network.az_count = 2;
-        config.cluster.node_instance_type = "m7g.xlarge".into();
-        config.cluster.node_disk_gib = 100;
         config.cluster.kubernetes_version = Some("1.32".into());
         let found = changes(
             &config,
@@ -468,17 +498,7 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(
-            fields,
-            [
-                "network.vpc_cidr",
-                "network.az_count",
-                "cluster.node_instance_type",
-                "cluster.node_disk_gib",
-                "AMI type (from cluster.node_instance_type)",
-                "cluster.kubernetes_version"
-            ]
-        );
+        assert_eq!(fields, ["network.vpc_cidr", "network.az_count", "cluster.kubernetes_version"]);
         let error = refusal_error(&found).unwrap().to_string();
         assert!(error.contains("Set network.vpc_cidr back to 10.42.0.0/16"), "{error}");
         assert!(error.contains("EKS cannot downgrade"), "{error}");

@@ -164,19 +164,21 @@ async fn wait_cluster(run: &Run<'_>) -> anyhow::Result<Found> {
     Ok(found)
 }
 
+/// The nodegroup of the config's shape: kept (and resized), or created; then the others, made
+/// for another shape, drained and deleted. A change of instance type, disk or AMI thus rolls the
+/// nodes: the new group joins first, the pods move within their disruption budgets (volumes
+/// reattach in their zones), the old group goes. A run stopped anywhere goes on from what exists.
 async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<()> {
     let eks = &run.aws.eks;
-    let name = &nodegroup_name(&run.prefix);
     let cluster = &run.prefix;
-    let described =
-        found(eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await.map_err(call("DescribeNodegroup", name)))?;
-    let status = described.as_ref().and_then(|d| d.nodegroup()).and_then(|n| n.status()).map(|s| s.as_str().to_string());
-    let existing =
-        described.as_ref().map(|_| Found { component: "nodegroup".into(), id: name.clone(), state: status.clone(), ..Found::default() });
+    let found = inventory::nodegroups_described(&run.aws, cluster).await?;
+    let groups = nodegroups(&run.cx.config, cluster, &found);
+    let name = &groups.name;
+    let existing = groups.current;
     let c = &run.cx.config.cluster;
     let tags = Tags::new(&run.prefix, "nodegroup");
     let subnets: Vec<String> = net.private.iter().map(|(_, s)| s.clone()).collect();
-    run.ensure(Kind::Nodegroup, "nodegroup", name, existing.as_ref(), |token| async move {
+    run.ensure(Kind::Nodegroup, "nodegroup", name, existing, |token| async move {
         let count = c.node_count as i32;
         let scaling = ekst::NodegroupScalingConfig::builder().min_size(count).max_size(count).desired_size(count).build();
         Backoff::IAM_PROPAGATION
@@ -201,13 +203,66 @@ async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<
             .map(|_| name.clone())
     })
     .await?;
-    let resized = match described.as_ref().and_then(|d| d.nodegroup()) {
+    let resized = match existing {
         Some(group) => resize(run, group).await?,
         None => false,
     };
-    if status.as_deref() == Some("ACTIVE") && !resized {
-        return Ok(());
+    if existing.and_then(|g| g.state.as_deref()) != Some("ACTIVE") || resized {
+        wait_nodegroup(run, name).await?;
     }
+    let extras = super::extras::of(&run.cx.config);
+    for old in &groups.replaced {
+        // One already being deleted (a run stopped after asking) is only waited for.
+        let deleting = old.state.as_deref() == Some("DELETING");
+        if !deleting {
+            extras.drain(run, &old.id).await?;
+        }
+        delete_nodegroup(run, &old.id, deleting).await?;
+    }
+    Ok(())
+}
+
+/// The nodegroups `infra` finds, sorted for what it does with them.
+pub struct Nodegroups<'a> {
+    /// The one of the config's shape, if it exists.
+    pub current: Option<&'a Found>,
+    /// Its name, or the name of the one to create.
+    pub name: String,
+    /// The others: drained and deleted once the current one runs.
+    pub replaced: Vec<&'a Found>,
+}
+
+/// What a nodegroup is made of and cannot change: `(inventory key, config field, value)`.
+pub fn node_shape(config: &crate::config::Config) -> [(&'static str, &'static str, String); 3] {
+    let c = &config.cluster;
+    [
+        ("instance_types", "cluster.node_instance_type", c.node_instance_type.clone()),
+        ("disk_size", "cluster.node_disk_gib", c.node_disk_gib.to_string()),
+        ("ami_type", "AMI type (from cluster.node_instance_type)", spec::ami_type(&c.node_instance_type).to_string()),
+    ]
+}
+
+/// Sorts `found` into the nodegroup of the config's shape and the ones it replaces. The first
+/// is `<prefix>-nodes`; a replacement is named after its shape, so each shape has one name.
+pub fn nodegroups<'a>(config: &crate::config::Config, prefix: &str, found: &'a [Found]) -> Nodegroups<'a> {
+    let shape = node_shape(config);
+    let fits = |group: &Found| shape.iter().all(|(key, _, wanted)| group.extra.get(*key).is_none_or(|have| have == wanted));
+    let current = found.iter().find(|g| fits(g) && g.state.as_deref() != Some("DELETING"));
+    let name = match current {
+        Some(group) => group.id.clone(),
+        None if found.is_empty() => nodegroup_name(prefix),
+        None => {
+            let described: Vec<&str> = shape.iter().map(|(_, _, value)| value.as_str()).collect();
+            format!("{}-{}", nodegroup_name(prefix), &spec::fingerprint(&described.join("|"))[..6])
+        }
+    };
+    let replaced = found.iter().filter(|g| Some(g.id.as_str()) != current.map(|c| c.id.as_str())).collect();
+    Nodegroups { current, name, replaced }
+}
+
+async fn wait_nodegroup(run: &Run<'_>, name: &str) -> anyhow::Result<()> {
+    let eks = &run.aws.eks;
+    let cluster = &run.prefix;
     let step = run.reporter.step(format!("wait for eks nodegroup {name} (3-6 minutes)"));
     wait_for(
         &format!("eks nodegroup {name} to become ACTIVE"),
@@ -249,16 +304,37 @@ async fn nodegroup(run: &Run<'_>, net: &Net, node_role: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Follows `cluster.node_count` (true when it changed the nodegroup). The instance type, disk
-/// and AMI type cannot change: `drift` refuses such a config before the run changes anything.
-async fn resize(run: &Run<'_>, group: &ekst::Nodegroup) -> anyhow::Result<bool> {
-    let c = &run.cx.config.cluster;
-    let name = group.nodegroup_name().unwrap_or_default();
-    let count = c.node_count as i32;
-    let current = group.scaling_config().map(|s| (s.min_size(), s.max_size(), s.desired_size()));
-    if current == Some((Some(count), Some(count), Some(count))) {
+/// Deletes a drained nodegroup and waits until it is gone.
+async fn delete_nodegroup(run: &Run<'_>, name: &str, deleting: bool) -> anyhow::Result<()> {
+    let eks = &run.aws.eks;
+    let cluster = &run.prefix;
+    let step = run.reporter.step(format!("delete eks nodegroup {name}, replaced (5-10 minutes)"));
+    if !deleting {
+        let deleted = eks.delete_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await;
+        found(deleted.map_err(call("DeleteNodegroup", name)))?;
+    }
+    wait_for(
+        &format!("eks nodegroup {name} to be deleted"),
+        Duration::from_secs(30 * 60),
+        run.aws.pace.poll,
+        |secs| step.progress(secs, None, Unit::Items),
+        || async {
+            let out = eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await;
+            Ok(found(out.map_err(call("DescribeNodegroup", name)))?.is_none().then_some(()))
+        },
+    )
+    .await?;
+    step.finish();
+    Ok(())
+}
+
+/// Follows `cluster.node_count` (true when it changed the nodegroup).
+async fn resize(run: &Run<'_>, group: &Found) -> anyhow::Result<bool> {
+    let count = run.cx.config.cluster.node_count as i32;
+    if group.extra.get("nodes").is_some_and(|n| *n == format!("{count}/{count}/{count}")) {
         return Ok(false);
     }
+    let name = &group.id;
     let step = run.reporter.step(format!("resize eks nodegroup {name} to {count} nodes"));
     let scaling = ekst::NodegroupScalingConfig::builder().min_size(count).max_size(count).desired_size(count).build();
     run.aws
@@ -280,9 +356,12 @@ async fn resize(run: &Run<'_>, group: &ekst::Nodegroup) -> anyhow::Result<bool> 
 /// The updates carry no client token: one that failed must be sent anew, not answered again.
 pub(super) async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
     let name = &run.prefix;
-    let group_name = nodegroup_name(name);
     let current = inventory::cluster(&run.aws, name).await?.and_then(|c| c.extra.get("version").cloned()).unwrap_or_default();
-    let nodes = inventory::nodegroup(&run.aws, name, &group_name).await?.and_then(|g| g.extra.get("version").cloned());
+    let found = inventory::nodegroups_described(&run.aws, name).await?;
+    let groups = nodegroups(&run.cx.config, name, &found);
+    // A nodegroup still to be made gets the cluster's version; one being replaced is not upgraded.
+    let group_name = groups.name.clone();
+    let nodes = groups.current.and_then(|g| g.extra.get("version").cloned());
     for step in super::drift::upgrade_steps(&current, nodes.as_deref(), target) {
         match step {
             UpgradeStep::Cluster(version) => {
@@ -783,6 +862,8 @@ pub mod tests {
                 ekst::Nodegroup::builder().nodegroup_name("neon-nodes").version(&f.nodes).status(ekst::NodegroupStatus::Active).build();
             op::describe_nodegroup::DescribeNodegroupOutput::builder().nodegroup(group).build()
         });
+        let list_nodegroups = mock!(Eks::list_nodegroups)
+            .then_output(|| op::list_nodegroups::ListNodegroupsOutput::builder().nodegroups("neon-nodes").build());
         let update = |id: String| ekst::Update::builder().id(id).build();
         let f = fake.clone();
         let update_cluster = mock!(Eks::update_cluster_version).then_compute_output(move |r| {
@@ -835,6 +916,7 @@ pub mod tests {
         });
         let rules = vec![
             describe_cluster,
+            list_nodegroups,
             describe_nodegroup,
             update_cluster,
             update_nodegroup,

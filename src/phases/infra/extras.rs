@@ -31,6 +31,10 @@ pub trait EksExtras: Send + Sync {
     /// The add-ons that need nodes, then a wait until every add-on is active.
     fn after_nodes<'a>(&'a self, run: &'a Run<'a>, roles: &'a IrsaRoles, version: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
 
+    /// Moves the pods off a nodegroup about to be deleted: cordons its nodes, evicts their pods
+    /// within their PodDisruptionBudgets.
+    fn drain<'a>(&'a self, run: &'a Run<'a>, nodegroup: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+
     /// Adds the existing add-ons (with their versions) and access entry to the plan's inventory.
     fn observe<'a>(
         &'a self,
@@ -68,6 +72,17 @@ pub fn of(config: &Config) -> &'static dyn EksExtras {
 pub struct RealEks;
 
 impl EksExtras for RealEks {
+    fn drain<'a>(&'a self, run: &'a Run<'a>, nodegroup: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let client = crate::k8s::eks_cluster_client(&run.aws, &run.prefix).await?;
+            let selector = format!("{}={nodegroup}", crate::k8s::drain::NODEGROUP_LABEL);
+            let step = run.reporter.step(format!("drain eks nodegroup {nodegroup} (pods move to the new nodes)"));
+            crate::k8s::drain::drain(&client, &selector, &run.reporter, Duration::from_secs(30 * 60), Duration::from_secs(10)).await?;
+            step.finish();
+            Ok(())
+        })
+    }
+
     fn upgrade<'a>(&'a self, run: &'a Run<'a>, _current: &'a str, target: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
         Box::pin(async move {
             eks::upgrade(run, target).await?;
@@ -191,6 +206,11 @@ impl EksExtras for Emulated {
     }
 
     fn after_nodes<'a>(&'a self, _: &'a Run<'a>, _: &'a IrsaRoles, _: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn drain<'a>(&'a self, run: &'a Run<'a>, nodegroup: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        skipped(run, &format!("draining eks nodegroup {nodegroup} before its deletion (its endpoint is no Kubernetes API server)"));
         Box::pin(async { Ok(()) })
     }
 
