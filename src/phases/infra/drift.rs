@@ -381,6 +381,23 @@ mod tests {
         assert_eq!(upgrade_steps("1.35", None, "1.36"), [Cluster(v("1.36")), Addons(v("1.36"))]);
     }
 
+    /// The changes against `inv` with nothing else known (no settings, no add-on defaults).
+    fn changes_in(config: &Config, inv: &Inventory) -> Vec<Change> {
+        let (recorded, defaults) = (InfraState::default(), AddonDefaults::new());
+        changes(config, &Live { inventory: inv, zones: &zones(), configured: &[], recorded: &recorded, addon_defaults: &defaults })
+    }
+
+    /// `resource: field: before → after`, one per change.
+    fn lines(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| {
+                let (resource, what) = c.describe();
+                format!("{resource}: {what}")
+            })
+            .collect()
+    }
+
     fn live_deployment() -> Inventory {
         let found = |component: &str, id: &str, extra: &[(&str, &str)]| {
             let mut f = Found::new(Some(component), Some(id));
@@ -431,17 +448,8 @@ mod tests {
         let groups = eks::nodegroups(&config, "neon", inv.of(Kind::Nodegroup));
         assert!(groups.current.is_none());
         assert!(groups.name.starts_with("neon-nodes-") && groups.name.len() == "neon-nodes-".len() + 6, "{}", groups.name);
-        let found = changes(
-            &config,
-            &Live {
-                inventory: &inv,
-                zones: &zones(),
-                configured: &[],
-                recorded: &InfraState::default(),
-                addon_defaults: &AddonDefaults::new(),
-            },
-        );
-        let described: Vec<String> = found.iter().map(|c| format!("{} {}", c.describe().0, c.describe().1)).collect();
+        let found = changes_in(&config, &inv);
+        let described: Vec<String> = lines(&found).iter().map(|l| l.replacen(": ", " ", 1)).collect();
         assert_eq!(described.len(), 1, "{described:#?}");
         assert!(described[0].starts_with(&format!("eks nodegroup neon-nodes replaced by {} (cluster.node_instance_type: m6i.xlarge → m7g.xlarge, AMI type (from cluster.node_instance_type): AL2023_x86_64_STANDARD → AL2023_ARM_64_STANDARD)", groups.name)), "{described:#?}");
         // Once the new one exists, it is the current one and the old one is still to go.
@@ -459,19 +467,7 @@ mod tests {
     #[test]
     fn a_converged_deployment_has_no_changes() {
         let inv = live_deployment();
-        assert_eq!(
-            changes(
-                &config(),
-                &Live {
-                    inventory: &inv,
-                    zones: &zones(),
-                    configured: &[],
-                    recorded: &InfraState::default(),
-                    addon_defaults: &AddonDefaults::new()
-                }
-            ),
-            []
-        );
+        assert_eq!(changes_in(&config(), &inv), []);
     }
 
     #[test]
@@ -481,16 +477,7 @@ mod tests {
         config.network.vpc_cidr = "10.1.0.0/16".into();
         config.network.az_count = 2;
         config.cluster.kubernetes_version = Some("1.32".into());
-        let found = changes(
-            &config,
-            &Live {
-                inventory: &inv,
-                zones: &zones(),
-                configured: &[],
-                recorded: &InfraState::default(),
-                addon_defaults: &AddonDefaults::new(),
-            },
-        );
+        let found = changes_in(&config, &inv);
         let fields: Vec<String> = found
             .iter()
             .map(|c| match c {
@@ -510,22 +497,7 @@ mod tests {
         let mut config = config();
         config.cluster.node_count = 5;
         config.cluster.kubernetes_version = Some("1.35".into());
-        let described: Vec<String> = changes(
-            &config,
-            &Live {
-                inventory: &inv,
-                zones: &zones(),
-                configured: &[],
-                recorded: &InfraState::default(),
-                addon_defaults: &AddonDefaults::new(),
-            },
-        )
-        .iter()
-        .map(|c| {
-            let (resource, what) = c.describe();
-            format!("{resource}: {what}")
-        })
-        .collect();
+        let described = lines(&changes_in(&config, &inv));
         assert_eq!(
             described,
             [
@@ -556,13 +528,7 @@ mod tests {
             .map(|((k, a), v)| ((k.to_string(), a.to_string()), v.to_string()))
             .into();
         let live = Live { inventory: &inv, zones: &zones(), configured: &[], recorded: &InfraState::default(), addon_defaults: &defaults };
-        let described: Vec<String> = changes(&config, &live)
-            .iter()
-            .map(|c| {
-                let (resource, what) = c.describe();
-                format!("{resource}: {what}")
-            })
-            .collect();
+        let described = lines(&changes(&config, &live));
         assert_eq!(
             described,
             [
