@@ -31,6 +31,12 @@ impl Change {
         matches!(self, Change::Refuse { .. })
     }
 
+    /// `resource: field: before → after`, as a refusal's error and the tests list it.
+    pub fn line(&self) -> String {
+        let (resource, what) = self.describe();
+        format!("{resource}: {what}")
+    }
+
     /// `resource`, and `field: before → after` (with the way out of a refusal).
     pub fn describe(&self) -> (String, String) {
         match self {
@@ -47,14 +53,7 @@ impl Change {
 
 /// The error `infra` stops with when the config asks for changes it cannot make in place.
 pub fn refusal_error(changes: &[Change]) -> Option<anyhow::Error> {
-    let refused: Vec<String> = changes
-        .iter()
-        .filter(|c| c.is_refusal())
-        .map(|c| {
-            let (resource, what) = c.describe();
-            format!("{resource}: {what}")
-        })
-        .collect();
+    let refused: Vec<String> = changes.iter().filter(|c| c.is_refusal()).map(Change::line).collect();
     (!refused.is_empty()).then(|| {
         anyhow::anyhow!(
             "infra changed nothing: the config asks for {} change(s) AWS cannot make in place:\n  {}",
@@ -334,7 +333,7 @@ fn network_updates(config: &Config, live: &Live<'_>, out: &mut Vec<Change>) {
     for (nat, eip) in unwanted_nats(config, live.zones, inv) {
         let zone = nat.component.trim_start_matches("nat-");
         let why = format!("network.nat_gateways is single: the private subnets of {zone} route through {} first", nat_of(zone));
-        out.push(Change::Delete { resource: format!("nat gateway {p}-{} ({})", nat.component, nat.id), why: why.clone() });
+        out.push(Change::Delete { resource: format!("nat gateway {p}-{} ({})", nat.component, nat.id), why });
         if let Some(eip) = eip {
             out.push(Change::Delete {
                 resource: format!("elastic ip {p}-{} ({})", eip.component, eip.id),
@@ -389,13 +388,7 @@ mod tests {
 
     /// `resource: field: before → after`, one per change.
     fn lines(changes: &[Change]) -> Vec<String> {
-        changes
-            .iter()
-            .map(|c| {
-                let (resource, what) = c.describe();
-                format!("{resource}: {what}")
-            })
-            .collect()
+        changes.iter().map(Change::line).collect()
     }
 
     fn live_deployment() -> Inventory {

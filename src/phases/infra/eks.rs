@@ -354,15 +354,15 @@ async fn resize(run: &Run<'_>, group: &Found) -> anyhow::Result<bool> {
 /// plane, add-ons, nodegroup), waiting for each update. Every step starts from the live versions,
 /// so a run killed half-way goes on from where AWS is (an update still running is waited for).
 /// The updates carry no client token: one that failed must be sent anew, not answered again.
-pub(super) async fn upgrade(run: &Run<'_>, target: &str) -> anyhow::Result<()> {
+/// `current`: the version of the cluster, active (as `cluster` leaves it).
+pub(super) async fn upgrade(run: &Run<'_>, current: &str, target: &str) -> anyhow::Result<()> {
     let name = &run.prefix;
-    let current = inventory::cluster(&run.aws, name).await?.and_then(|c| c.extra.get("version").cloned()).unwrap_or_default();
     let found = inventory::nodegroups_described(&run.aws, name).await?;
     let groups = nodegroups(&run.cx.config, name, &found);
     // A nodegroup still to be made gets the cluster's version; one being replaced is not upgraded.
     let group_name = groups.name.clone();
     let nodes = groups.current.and_then(|g| g.extra.get("version").cloned());
-    for step in super::drift::upgrade_steps(&current, nodes.as_deref(), target) {
+    for step in super::drift::upgrade_steps(current, nodes.as_deref(), target) {
         match step {
             UpgradeStep::Cluster(version) => {
                 let live = wait_cluster(run).await?;
@@ -944,12 +944,16 @@ pub mod tests {
             ..Default::default()
         }));
         let (eks, _rules) = upgrading_eks(&fake);
-        let stopped = upgrade(&run(&cx, eks, iam_unused()), "1.35").await.unwrap_err();
+        let stopped = upgrade(&run(&cx, eks, iam_unused()), "1.33", "1.35").await.unwrap_err();
         assert!(format!("{stopped:#}").contains("DescribeUpdate"), "{stopped:#}");
 
         fake.lock().unwrap().fail = None;
         let (eks, _rules) = upgrading_eks(&fake);
-        upgrade(&run(&cx, eks, iam_unused()), "1.35").await.unwrap();
+        let resumed = run(&cx, eks, iam_unused());
+        // As `cluster` hands it over: the cluster waited for until active again.
+        let current = wait_cluster(&resumed).await.unwrap().extra["version"].clone();
+        assert_eq!(current, "1.35", "the update sent before the stop finished");
+        upgrade(&resumed, &current, "1.35").await.unwrap();
         let f = fake.lock().unwrap();
         let addon_steps = |k8s: &'static str| spec::ADDONS.iter().map(move |(a, _)| format!("addon {a}-for-{k8s}"));
         let mut expected = vec!["cluster 1.34".to_string()];

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::drift::AddonDefaults;
-use super::{Identity, Run, eks};
+use super::{Identity, Run, eks, spec};
 use crate::aws::Aws;
 use crate::aws::call::call;
 use crate::aws::inventory::{Found, Inventory, Kind};
@@ -83,9 +83,9 @@ impl EksExtras for RealEks {
         })
     }
 
-    fn upgrade<'a>(&'a self, run: &'a Run<'a>, _current: &'a str, target: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
+    fn upgrade<'a>(&'a self, run: &'a Run<'a>, current: &'a str, target: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
         Box::pin(async move {
-            eks::upgrade(run, target).await?;
+            eks::upgrade(run, current, target).await?;
             Ok(target.to_string())
         })
     }
@@ -104,7 +104,7 @@ impl EksExtras for RealEks {
             for (addon, _) in eks::addons(false) {
                 eks::ensure_addon(run, addon, eks::addon_role(roles, addon), version).await?;
             }
-            for (addon, _) in eks::addons(true).chain(eks::addons(false)) {
+            for (addon, _) in spec::ADDONS {
                 eks::wait_addon(run, addon).await?;
             }
             Ok(())

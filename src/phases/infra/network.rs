@@ -237,8 +237,8 @@ async fn delete_nat(run: &Run<'_>, nat: &inventory::Found, eip: Option<&inventor
         let released = ec2.release_address().allocation_id(&eip.id).send().await.map_err(call("ReleaseAddress", &eip.id));
         ignore(released, &["InvalidAllocationID.NotFound"])?;
     }
-    let forget = [nat.component.clone(), eip.map(|e| e.component.clone()).unwrap_or_default()];
-    run.cx.update_state(|s| forget.iter().for_each(|c| drop(s.infra.resources.remove(c))))?;
+    let forget: Vec<&str> = std::iter::once(nat).chain(eip).map(|f| f.component.as_str()).collect();
+    run.cx.update_state(|s| forget.iter().for_each(|c| drop(s.infra.resources.remove(*c))))?;
     step.finish();
     Ok(())
 }
