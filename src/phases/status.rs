@@ -22,6 +22,7 @@ use crate::engine::PhaseName;
 use crate::exit;
 use crate::output::{Printer, Style, Table};
 use crate::phases::deploy::connect;
+use crate::phases::infra::versions::Calendar;
 use crate::state::{self, ClusterAccess, DeployRecord, PhaseRecord, State};
 use neonctl_contract::service::StorageStatus;
 
@@ -152,7 +153,7 @@ async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<C
     };
     if let ClusterAccess::Eks { cluster } = &access {
         let eks = within("EKS", eks_status(config, cluster)).await;
-        let active = matches!(&eks, Ok((status, _)) if status == "ACTIVE");
+        let active = matches!(&eks, Ok((status, ..)) if status == "ACTIVE");
         let (outcome, detail, version) = match eks {
             Ok((status, version)) => (if active { Outcome::Ok } else { Outcome::Failed }, status, version),
             Err(e) => (Outcome::Failed, format!("{e:#}"), None),
@@ -161,14 +162,9 @@ async fn live_checks(args: &StatusArgs, config: &Config, state: &State) -> Vec<C
         // A version in (or close to) extended support costs six times as much an hour.
         let pricing = &config.pricing;
         let today = crate::phases::infra::versions::today();
-        let calendar = match Aws::connect(config, Arc::new(Calls::default())).await {
-            Ok(aws) => within("EKS", async { Ok(crate::phases::infra::versions::calendar(&aws).await.0) }).await.ok(),
-            Err(_) => None,
-        };
-        let calendar = calendar.unwrap_or_else(crate::phases::infra::versions::Calendar::table);
-        if let Some(warning) =
-            version.as_deref().and_then(|v| calendar.warning(v, today, pricing.eks_cluster_per_hour, pricing.eks_extended_cluster_per_hour))
-        {
+        if let Some(warning) = version.and_then(|(version, calendar)| {
+            calendar.warning(&version, today, pricing.eks_cluster_per_hour, pricing.eks_extended_cluster_per_hour)
+        }) {
             checks.push(Check::new("Kubernetes version", Outcome::Warning, warning));
         }
         if !active {
@@ -249,11 +245,16 @@ async fn sql_through_proxy(client: kube::Client, deploy: &DeployRecord, address:
 }
 
 /// The cluster's status, and its Kubernetes version.
-async fn eks_status(config: &Config, cluster: &str) -> anyhow::Result<(String, Option<String>)> {
+/// The cluster's status, and its version with EKS's calendar to judge it by (the dated table
+/// when EKS does not answer).
+async fn eks_status(config: &Config, cluster: &str) -> anyhow::Result<(String, Option<(String, Calendar)>)> {
     let aws = Aws::connect(config, Arc::new(Calls::default())).await?;
     let described = aws.eks.describe_cluster().name(cluster).send().await?;
     let cluster = described.cluster;
-    let version = cluster.as_ref().and_then(|c| c.version.clone());
+    let version = match cluster.as_ref().and_then(|c| c.version.clone()) {
+        Some(version) => Some((version, crate::phases::infra::versions::calendar(&aws).await.0)),
+        None => None,
+    };
     Ok((cluster.and_then(|c| c.status).map(|s| s.as_str().to_string()).unwrap_or_else(|| "no status".into()), version))
 }
 

@@ -28,7 +28,8 @@ pub mod scope {
     pub const ADMIN: &str = "admin";
     /// `GET /control/v1/tenant/{id}` (`handle_tenant_describe`, a scrubber route).
     pub const SCRUBBER: &str = "scrubber";
-    /// `POST /v1/tenant`, `POST /v1/tenant/{id}/timeline`, `DELETE` of both.
+    /// `POST /v1/tenant`, `POST /v1/tenant/{id}/timeline`, `DELETE` of both, and the tenant GETs
+    /// passed through to the pageserver (`get_lsn_by_timestamp`, a timeline's detail).
     pub const PAGESERVER_API: &str = "pageserverapi";
 }
 
